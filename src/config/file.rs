@@ -1,0 +1,93 @@
+//! The config file as written: a serde mirror of the TOML, with no meaning attached yet.
+//!
+//! Everything here is plain data (strings, numbers, paths); `validate.rs` turns it into a
+//! [`Snapshot`](super::Snapshot) and reports every problem with its key path. Keeping the
+//! mirror dumb means a type error here is the only thing serde can stop on; all semantic
+//! checks are collected.
+
+use serde::Deserialize;
+
+/// The whole file. `deny_unknown_fields` everywhere: a misspelt key is an error, never ignored.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub listeners: Vec<ListenerSection>,
+    #[serde(default)]
+    pub routes: Vec<RouteSection>,
+}
+
+/// Process-wide limits and timeouts. Every field has a secure default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Open connections across all listeners; one more is closed at accept. Default 10000.
+    pub max_connections: Option<u64>,
+    /// Time a client has to complete the TLS handshake. Default "10s".
+    pub handshake_timeout: Option<String>,
+    /// Time a client has to send a whole request head (slowloris). Default "10s".
+    pub header_read_timeout: Option<String>,
+    /// Largest request head (request line and headers). Default 16384, at least 8192.
+    pub max_header_bytes: Option<u64>,
+    /// Most headers in one request. Default 100.
+    pub max_headers: Option<u64>,
+    /// How long in-flight requests may run after SIGTERM/SIGINT. Default "30s".
+    pub shutdown_timeout: Option<String>,
+}
+
+/// One TLS listener. Portcullis never serves plain HTTP on a listener.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSection {
+    /// Unique name, used by routes and metrics.
+    pub name: Option<String>,
+    /// `IP:port` to bind.
+    pub bind: Option<String>,
+    /// Lowest TLS version accepted: "1.2" (default) or "1.3".
+    pub min_tls: Option<String>,
+    /// "none" (default), "optional" or "required".
+    pub client_auth: Option<String>,
+    /// PEM bundle of CAs that client certificates must chain to.
+    pub client_ca: Option<String>,
+    /// Server certificates; the first is the default, the others are chosen by SNI.
+    #[serde(default)]
+    pub certificates: Vec<CertificateSection>,
+}
+
+/// A certificate chain and its private key, both PEM files.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateSection {
+    /// PEM file: the end-entity certificate first, then intermediates.
+    pub chain: Option<String>,
+    /// PEM file: the private key (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    pub key: Option<String>,
+}
+
+/// One route: which requests it takes and where they go.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    /// Unique name, used in logs and metrics.
+    pub name: Option<String>,
+    /// Listener names this route is served on. Default: all listeners.
+    pub listeners: Option<Vec<String>>,
+    /// Host the request must name (Host header or :authority), without port. Default: any.
+    pub host: Option<String>,
+    /// Path prefix, matched on segment boundaries; the longest matching prefix wins. Default "/".
+    pub path_prefix: Option<String>,
+    /// Methods allowed. Default: any.
+    pub methods: Option<Vec<String>>,
+    /// One or more `http://host:port` targets, used round-robin.
+    pub upstream: Option<Vec<String>>,
+    /// Largest request body accepted; larger is a 413. Default: no limit.
+    pub max_body_bytes: Option<u64>,
+    /// Time to open a TCP connection to a target. Default "5s".
+    pub connect_timeout: Option<String>,
+    /// Time from sending the request to receiving the response head. Default "30s".
+    pub response_timeout: Option<String>,
+    /// How long an idle pooled upstream connection is kept. Default "90s".
+    pub idle_timeout: Option<String>,
+}

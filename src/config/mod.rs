@@ -1,0 +1,151 @@
+//! Configuration: `FileConfig` (the TOML as written) -> `validate` -> [`Snapshot`] (compiled,
+//! ready to serve). A snapshot is immutable; a reload builds a new one and swaps it in whole.
+
+pub mod file;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::routing::RouteTable;
+
+pub use validate::{build_snapshot, parse_file_config};
+
+// === Snapshot ===
+
+/// The whole validated config, compiled: TLS acceptor configs, route tables, upstream pools.
+/// One `load()` per request feeds every stage.
+pub struct Snapshot {
+    /// The file this snapshot was built from.
+    pub source: PathBuf,
+    pub server: ServerSettings,
+    pub listeners: Vec<ListenerPolicy>,
+    /// The HTTP/1.1 + HTTP/2 server settings every new connection is served with.
+    pub http: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+}
+
+impl Snapshot {
+    /// The policy of the listener named `name`, if it is still configured.
+    ///
+    /// Linear: a gateway has a handful of listeners, and comparing a few short strings is
+    /// cheaper than hashing one.
+    pub fn listener(&self, name: &str) -> Option<&ListenerPolicy> {
+        self.listeners.iter().find(|l| &*l.name == name)
+    }
+
+    /// Route count across listeners (a route served on two listeners counts once per listener).
+    pub fn route_count(&self) -> usize {
+        self.listeners.iter().map(|l| l.routes.len()).sum()
+    }
+}
+
+/// Process-wide limits and timeouts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    pub max_connections: usize,
+    pub handshake_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            max_connections: 10_000,
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            max_headers: 100,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One listener's compiled policy.
+pub struct ListenerPolicy {
+    pub name: Arc<str>,
+    pub bind: SocketAddr,
+    pub tls: Arc<rustls::ServerConfig>,
+    pub routes: RouteTable,
+    /// Earliest `not_after` among the listener's server certificates (for metrics and warnings).
+    pub cert_not_after: SystemTime,
+}
+
+// === Loading ===
+
+/// A config that passed validation, with the warnings it produced.
+pub struct Loaded {
+    pub snapshot: Snapshot,
+    pub warnings: Vec<ConfigIssue>,
+}
+
+/// Read, parse and validate the file at `path` as of `now` (certificate expiry is judged
+/// against `now`, so tests can move time).
+pub fn load_file(path: &Path, now: SystemTime) -> Result<Loaded, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigIssue::new(
+            path,
+            "",
+            format!("cannot read config file: {e}"),
+        )])
+    })?;
+    load_str(path, &text, now)
+}
+
+/// Parse and validate `text` as if read from `path` (relative paths resolve from its folder).
+pub fn load_str(path: &Path, text: &str, now: SystemTime) -> Result<Loaded, ConfigErrors> {
+    let file = parse_file_config(path, text)?;
+    build_snapshot(path, &file, now)
+}
+
+// === Errors ===
+
+/// One problem found in a config file: which file, which key, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub file: PathBuf,
+    /// Key path such as `routes[2].upstream[0]`; empty for whole-file problems.
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigIssue {
+    pub fn new(file: &Path, key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigIssue {
+            file: file.to_path_buf(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file.display(), self.key, self.message)
+        }
+    }
+}
+
+/// Every problem found in a config, not only the first. Displays one problem per line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigIssue>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, issue) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{issue}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,613 @@
+//! `FileConfig` -> `Snapshot`. Every problem is collected with its key path; nothing stops at
+//! the first error except a file that is not TOML or has a value of the wrong type.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::Method;
+
+use super::file::{FileConfig, ListenerSection, RouteSection, ServerSection};
+use super::{ConfigErrors, ConfigIssue, ListenerPolicy, Loaded, ServerSettings, Snapshot};
+use crate::forward::{Upstream, UpstreamSettings};
+use crate::routing::{Route, RouteTable, normalize_prefix};
+use crate::tls::{self, ClientAuth, MinTls};
+
+/// Parse TOML into the file mirror. Type errors name the key path (`routes[2].upstream`).
+pub fn parse_file_config(path: &Path, text: &str) -> Result<FileConfig, ConfigErrors> {
+    let line_of = |span: Option<std::ops::Range<usize>>| {
+        span.map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+    };
+    let de = toml::Deserializer::parse(text).map_err(|e| {
+        let at = line_of(e.span())
+            .map(|l| format!(" (line {l})"))
+            .unwrap_or_default();
+        ConfigErrors(vec![ConfigIssue::new(
+            path,
+            "",
+            format!("not valid TOML: {}{at}", e.message().trim()),
+        )])
+    })?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        let at = line_of(inner.span())
+            .map(|l| format!(" (line {l})"))
+            .unwrap_or_default();
+        let key = if key == "." { String::new() } else { key };
+        ConfigErrors(vec![ConfigIssue::new(
+            path,
+            key,
+            format!("{}{at}", inner.message().trim()),
+        )])
+    })
+}
+
+/// Collects errors and warnings for one file.
+pub(crate) struct Report<'a> {
+    file: &'a Path,
+    pub errors: Vec<ConfigIssue>,
+    pub warnings: Vec<ConfigIssue>,
+}
+
+impl<'a> Report<'a> {
+    fn new(file: &'a Path) -> Self {
+        Report {
+            file,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+    pub fn error(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigIssue::new(self.file, key, message));
+    }
+    pub fn warn(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.warnings
+            .push(ConfigIssue::new(self.file, key, message));
+    }
+    /// Resolve a path from the config relative to the config file's folder.
+    pub fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.file
+                .parent()
+                .map(|d| d.join(p))
+                .unwrap_or_else(|| p.to_path_buf())
+        }
+    }
+}
+
+/// Validate the whole file and compile it. `now` judges certificate expiry.
+pub fn build_snapshot(
+    path: &Path,
+    file: &FileConfig,
+    now: SystemTime,
+) -> Result<Loaded, ConfigErrors> {
+    let mut r = Report::new(path);
+    let server = server_settings(&mut r, &file.server);
+
+    if file.listeners.is_empty() {
+        r.error("listeners", "at least one [[listeners]] entry is required");
+    }
+    let mut listeners: Vec<(ListenerSkeleton, Vec<Arc<Route>>)> = Vec::new();
+    let mut names = HashSet::new();
+    let mut binds = HashMap::new();
+    for (i, l) in file.listeners.iter().enumerate() {
+        let key = format!("listeners[{i}]");
+        if let Some(sk) = listener(&mut r, &key, l, now) {
+            if !names.insert(sk.name.clone()) {
+                r.error(
+                    format!("{key}.name"),
+                    format!("listener name \"{}\" is used twice", sk.name),
+                );
+            }
+            if sk.bind.port() != 0 {
+                if let Some(prev) = binds.insert(sk.bind, i) {
+                    r.error(
+                        format!("{key}.bind"),
+                        format!("{} is already bound by listeners[{prev}]", sk.bind),
+                    );
+                }
+            }
+            listeners.push((sk, Vec::new()));
+        }
+    }
+    let declared: HashSet<&str> = file
+        .listeners
+        .iter()
+        .filter_map(|l| l.name.as_deref())
+        .collect();
+
+    if file.routes.is_empty() {
+        r.warn(
+            "routes",
+            "no [[routes]]: every request will get 404 no_route",
+        );
+    }
+    let mut route_names = HashSet::new();
+    for (i, rs) in file.routes.iter().enumerate() {
+        let key = format!("routes[{i}]");
+        let Some((route, on)) = route(&mut r, &key, rs, &declared) else {
+            continue;
+        };
+        if !route_names.insert(route.name.clone()) {
+            r.error(
+                format!("{key}.name"),
+                format!("route name \"{}\" is used twice", route.name),
+            );
+        }
+        let route = Arc::new(route);
+        for (sk, routes) in listeners.iter_mut() {
+            if on.as_ref().is_none_or(|on| on.contains(&*sk.name)) {
+                if let Some(dup) = routes
+                    .iter()
+                    .find(|o| o.host == route.host && o.path_prefix == route.path_prefix)
+                {
+                    r.error(
+                        key.clone(),
+                        format!(
+                            "same host and path_prefix as route \"{}\" on listener \"{}\"",
+                            dup.name, sk.name
+                        ),
+                    );
+                }
+                routes.push(route.clone());
+            }
+        }
+    }
+
+    if !r.errors.is_empty() {
+        return Err(ConfigErrors(r.errors));
+    }
+    let listeners = listeners
+        .into_iter()
+        .map(|(sk, routes)| ListenerPolicy {
+            name: sk.name,
+            bind: sk.bind,
+            tls: sk.tls,
+            routes: RouteTable::new(routes),
+            cert_not_after: sk.cert_not_after,
+        })
+        .collect();
+    Ok(Loaded {
+        snapshot: Snapshot {
+            source: path.to_path_buf(),
+            http: crate::listener::http_builder(&server),
+            server,
+            listeners,
+        },
+        warnings: r.warnings,
+    })
+}
+
+// === server ===
+
+fn server_settings(r: &mut Report, s: &ServerSection) -> ServerSettings {
+    let d = ServerSettings::default();
+    ServerSettings {
+        max_connections: count(
+            r,
+            "server.max_connections",
+            s.max_connections,
+            1,
+            10_000_000,
+        )
+        .unwrap_or(d.max_connections),
+        handshake_timeout: duration(r, "server.handshake_timeout", &s.handshake_timeout)
+            .unwrap_or(d.handshake_timeout),
+        header_read_timeout: duration(r, "server.header_read_timeout", &s.header_read_timeout)
+            .unwrap_or(d.header_read_timeout),
+        // hyper's HTTP/1 reader cannot work with less than 8 KiB.
+        max_header_bytes: count(
+            r,
+            "server.max_header_bytes",
+            s.max_header_bytes,
+            8192,
+            1 << 20,
+        )
+        .unwrap_or(d.max_header_bytes),
+        max_headers: count(r, "server.max_headers", s.max_headers, 1, 10_000)
+            .unwrap_or(d.max_headers),
+        shutdown_timeout: duration(r, "server.shutdown_timeout", &s.shutdown_timeout)
+            .unwrap_or(d.shutdown_timeout),
+    }
+}
+
+/// A count within `[min, max]`; `None` when absent or wrong (the error is reported).
+fn count(r: &mut Report, key: &str, v: Option<u64>, min: u64, max: u64) -> Option<usize> {
+    let v = v?;
+    if v < min || v > max {
+        r.error(key, format!("{v} is out of range: must be {min} to {max}"));
+        return None;
+    }
+    usize::try_from(v).ok()
+}
+
+/// A positive duration such as "10s" or "500ms"; `None` when absent or wrong.
+pub(crate) fn duration(r: &mut Report, key: &str, v: &Option<String>) -> Option<Duration> {
+    let v = v.as_deref()?;
+    match humantime::parse_duration(v) {
+        Ok(d) if d.is_zero() => {
+            r.error(key, format!("\"{v}\" must be longer than zero"));
+            None
+        }
+        Ok(d) if d > Duration::from_secs(86_400) => {
+            r.error(key, format!("\"{v}\" is longer than a day"));
+            None
+        }
+        Ok(d) => Some(d),
+        Err(_) => {
+            r.error(
+                key,
+                format!("\"{v}\" is not a duration (write e.g. \"10s\", \"500ms\", \"2m\")"),
+            );
+            None
+        }
+    }
+}
+
+// === listeners ===
+
+struct ListenerSkeleton {
+    name: Arc<str>,
+    bind: SocketAddr,
+    tls: Arc<rustls::ServerConfig>,
+    cert_not_after: SystemTime,
+}
+
+fn listener(
+    r: &mut Report,
+    key: &str,
+    l: &ListenerSection,
+    now: SystemTime,
+) -> Option<ListenerSkeleton> {
+    let name = match l.name.as_deref() {
+        None => {
+            r.error(
+                format!("{key}.name"),
+                "missing: every listener needs a name",
+            );
+            None
+        }
+        Some(n) if !is_label(n) => {
+            r.error(
+                format!("{key}.name"),
+                format!("\"{n}\" must be 1-64 characters of A-Z a-z 0-9 _ . -"),
+            );
+            None
+        }
+        Some(n) => Some(Arc::<str>::from(n)),
+    };
+    let bind = match l.bind.as_deref() {
+        None => {
+            r.error(
+                format!("{key}.bind"),
+                "missing: write e.g. \"0.0.0.0:8443\"",
+            );
+            None
+        }
+        Some(b) => {
+            match b.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    r.error(
+                    format!("{key}.bind"),
+                    format!("\"{b}\" is not an IP:port address (e.g. \"0.0.0.0:8443\", \"[::]:8443\")"),
+                );
+                    None
+                }
+            }
+        }
+    };
+    let min_tls = match l.min_tls.as_deref() {
+        None | Some("1.2") => Some(MinTls::V1_2),
+        Some("1.3") => Some(MinTls::V1_3),
+        Some(v @ ("1.0" | "1.1" | "ssl3" | "SSLv3")) => {
+            r.error(
+                format!("{key}.min_tls"),
+                format!("TLS {v} is not supported: use \"1.2\" or \"1.3\""),
+            );
+            None
+        }
+        Some(v) => {
+            r.error(
+                format!("{key}.min_tls"),
+                format!("\"{v}\" is not a TLS version: use \"1.2\" or \"1.3\""),
+            );
+            None
+        }
+    };
+    let client_ca_key = format!("{key}.client_ca");
+    let client_auth = match l.client_auth.as_deref() {
+        None | Some("none") => {
+            if l.client_ca.is_some() {
+                r.warn(
+                    &client_ca_key,
+                    "ignored: client_auth is \"none\", so client certificates are not requested",
+                );
+            }
+            Some(ClientAuth::None)
+        }
+        Some(mode @ ("optional" | "required")) => match l.client_ca.as_deref() {
+            None => {
+                r.error(
+                    &client_ca_key,
+                    format!("missing: client_auth = \"{mode}\" needs a CA bundle to verify client certificates"),
+                );
+                None
+            }
+            Some(ca) => {
+                let path = r.resolve(ca);
+                match tls::load_client_roots(&path) {
+                    Ok(roots) if mode == "optional" => Some(ClientAuth::Optional(roots)),
+                    Ok(roots) => Some(ClientAuth::Required(roots)),
+                    Err(e) => {
+                        r.error(&client_ca_key, e.to_string());
+                        None
+                    }
+                }
+            }
+        },
+        Some(v) => {
+            r.error(
+                format!("{key}.client_auth"),
+                format!(
+                    "\"{v}\" is not a client auth mode: use \"none\", \"optional\" or \"required\""
+                ),
+            );
+            None
+        }
+    };
+
+    if l.certificates.is_empty() {
+        r.error(
+            format!("{key}.certificates"),
+            "missing: a listener needs at least one [[listeners.certificates]] (chain and key)",
+        );
+    }
+    let mut certs = Vec::new();
+    for (j, c) in l.certificates.iter().enumerate() {
+        let ckey = format!("{key}.certificates[{j}]");
+        let (Some(chain), Some(keyf)) = (c.chain.as_deref(), c.key.as_deref()) else {
+            if c.chain.is_none() {
+                r.error(
+                    format!("{ckey}.chain"),
+                    "missing: the PEM certificate chain file",
+                );
+            }
+            if c.key.is_none() {
+                r.error(format!("{ckey}.key"), "missing: the PEM private key file");
+            }
+            continue;
+        };
+        let (chain_path, key_path) = (r.resolve(chain), r.resolve(keyf));
+        match tls::load_server_cert(&chain_path, &key_path, now) {
+            Ok(loaded) => {
+                if let Some(w) = &loaded.expiry_warning {
+                    r.warn(format!("{ckey}.chain"), w.clone());
+                }
+                if j > 0 && loaded.names.is_empty() {
+                    r.warn(
+                        format!("{ckey}.chain"),
+                        "has no DNS names, so SNI can never select it (only the first certificate is the default)",
+                    );
+                }
+                certs.push(loaded);
+            }
+            Err(e) => r.error(format!("{ckey}.{}", e.key_field()), e.to_string()),
+        }
+    }
+
+    let (name, bind, min_tls, client_auth) = (name?, bind?, min_tls?, client_auth?);
+    if certs.len() != l.certificates.len() || certs.is_empty() {
+        return None;
+    }
+    let cert_not_after = certs
+        .iter()
+        .map(|c| c.not_after)
+        .min()
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    match tls::server_config(min_tls, client_auth, certs) {
+        Ok(cfg) => Some(ListenerSkeleton {
+            name,
+            bind,
+            tls: Arc::new(cfg),
+            cert_not_after,
+        }),
+        Err(e) => {
+            r.error(key, format!("cannot build the TLS configuration: {e}"));
+            None
+        }
+    }
+}
+
+/// Names that are safe as metric labels and log fields.
+fn is_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+// === routes ===
+
+fn route(
+    r: &mut Report,
+    key: &str,
+    s: &RouteSection,
+    listeners: &HashSet<&str>,
+) -> Option<(Route, Option<HashSet<String>>)> {
+    let name = match s.name.as_deref() {
+        None => {
+            r.error(format!("{key}.name"), "missing: every route needs a name");
+            None
+        }
+        Some(n) if !is_label(n) => {
+            r.error(
+                format!("{key}.name"),
+                format!("\"{n}\" must be 1-64 characters of A-Z a-z 0-9 _ . -"),
+            );
+            None
+        }
+        Some(n) => Some(Arc::<str>::from(n)),
+    };
+
+    let mut on = None;
+    if let Some(ls) = &s.listeners {
+        if ls.is_empty() {
+            r.error(
+                format!("{key}.listeners"),
+                "empty: leave the key out to serve the route on every listener",
+            );
+        }
+        for (j, l) in ls.iter().enumerate() {
+            if !listeners.contains(l.as_str()) {
+                r.error(
+                    format!("{key}.listeners[{j}]"),
+                    format!("no listener is named \"{l}\""),
+                );
+            }
+        }
+        on = Some(ls.iter().cloned().collect::<HashSet<_>>());
+    }
+
+    let host = match s.host.as_deref() {
+        None => Some(None),
+        Some(h) if is_hostname(h) => Some(Some(Box::<str>::from(h.to_ascii_lowercase()))),
+        Some(h) => {
+            r.error(
+                format!("{key}.host"),
+                format!(
+                    "\"{h}\" is not a host name (letters, digits, '-' and '.', no port, no scheme)"
+                ),
+            );
+            None
+        }
+    };
+
+    let prefix = match s.path_prefix.as_deref() {
+        None => Some(Box::<str>::from("/")),
+        Some(p) => match normalize_prefix(p) {
+            Ok(p) => Some(p),
+            Err(why) => {
+                r.error(format!("{key}.path_prefix"), format!("\"{p}\" {why}"));
+                None
+            }
+        },
+    };
+
+    let mut methods = None;
+    let mut methods_ok = true;
+    if let Some(ms) = &s.methods {
+        if ms.is_empty() {
+            r.error(
+                format!("{key}.methods"),
+                "empty: leave the key out to allow every method",
+            );
+            methods_ok = false;
+        }
+        let mut parsed = Vec::with_capacity(ms.len());
+        for (j, m) in ms.iter().enumerate() {
+            let valid_token = !m.is_empty()
+                && m.bytes()
+                    .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_');
+            match Method::from_bytes(m.as_bytes()) {
+                Ok(method) if valid_token => parsed.push(method),
+                _ => {
+                    methods_ok = false;
+                    let hint = if m.bytes().any(|b| b.is_ascii_lowercase()) {
+                        format!(
+                            " (methods are case-sensitive: write \"{}\")",
+                            m.to_ascii_uppercase()
+                        )
+                    } else {
+                        String::new()
+                    };
+                    r.error(
+                        format!("{key}.methods[{j}]"),
+                        format!("\"{m}\" is not an HTTP method{hint}"),
+                    );
+                }
+            }
+        }
+        methods = Some(parsed);
+    }
+
+    let mut settings = UpstreamSettings::default();
+    if let Some(d) = duration(r, &format!("{key}.connect_timeout"), &s.connect_timeout) {
+        settings.connect_timeout = d;
+    }
+    if let Some(d) = duration(r, &format!("{key}.response_timeout"), &s.response_timeout) {
+        settings.response_timeout = d;
+    }
+    if let Some(d) = duration(r, &format!("{key}.idle_timeout"), &s.idle_timeout) {
+        settings.idle_timeout = d;
+    }
+
+    let max_body_bytes = match s.max_body_bytes {
+        Some(0) => {
+            r.error(
+                format!("{key}.max_body_bytes"),
+                "0 would refuse every body: leave the key out for no limit",
+            );
+            None
+        }
+        v => Some(v),
+    };
+
+    let upstream = match s.upstream.as_deref() {
+        None | Some([]) => {
+            r.error(
+                format!("{key}.upstream"),
+                "missing: a route needs at least one target, e.g. [\"http://127.0.0.1:9000\"]",
+            );
+            None
+        }
+        Some(targets) => {
+            let mut ok = Vec::with_capacity(targets.len());
+            for (j, t) in targets.iter().enumerate() {
+                match crate::forward::parse_target(t) {
+                    Ok(a) => ok.push(a),
+                    Err(why) => r.error(format!("{key}.upstream[{j}]"), format!("\"{t}\" {why}")),
+                }
+            }
+            (ok.len() == targets.len()).then_some(ok)
+        }
+    };
+
+    let (name, host, prefix, upstream, max_body_bytes) =
+        (name?, host?, prefix?, upstream?, max_body_bytes?);
+    if !methods_ok {
+        return None;
+    }
+    let upstream = Arc::new(Upstream::new(upstream, settings));
+    Some((
+        Route {
+            name,
+            host,
+            path_prefix: prefix,
+            methods,
+            upstream,
+            max_body_bytes,
+        },
+        on,
+    ))
+}
+
+fn is_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}

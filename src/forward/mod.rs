@@ -1,0 +1,267 @@
+//! Forwarding: the request goes to one of the route's targets over a pooled keep-alive
+//! HTTP/1.1 connection; both bodies stream, neither is ever held whole.
+
+mod body;
+mod headers;
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, Uri, Version, header};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+pub use body::{BodyTooLarge, RequestBody, ResponseBody};
+
+use crate::context::RequestContext;
+use crate::denial::Denial;
+
+/// How long a target that refused a connection is skipped.
+pub const TARGET_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Timeouts of one route's upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamSettings {
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        UpstreamSettings {
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+/// Check a configured target. The error completes the sentence "\"<t>\" ...".
+pub fn parse_target(t: &str) -> Result<Authority, &'static str> {
+    let uri: Uri = t
+        .parse()
+        .map_err(|_| "is not an http URL (write e.g. \"http://10.0.0.5:8080\")")?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(
+                "uses https, which upstreams do not support yet: use http:// on a trusted network",
+            );
+        }
+        _ => return Err("is not an http URL (write e.g. \"http://10.0.0.5:8080\")"),
+    }
+    let authority = uri.authority().ok_or("has no host")?;
+    if authority.as_str().contains('@') {
+        return Err("must not contain credentials");
+    }
+    if authority.host().is_empty() {
+        return Err("has no host");
+    }
+    if authority.port_u16() == Some(0) {
+        return Err("has port 0");
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err("must not have a path or query: requests keep their own path");
+    }
+    Ok(authority.clone())
+}
+
+// === Upstream ===
+
+/// A route's targets and the connection pool that reaches them.
+pub struct Upstream {
+    targets: Vec<Target>,
+    next: AtomicUsize,
+    settings: UpstreamSettings,
+    client: Client<HttpConnector, RequestBody>,
+}
+
+struct Target {
+    authority: Authority,
+    /// Milliseconds since [`epoch`] until which the target is skipped.
+    down_until: AtomicU64,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field(
+                "targets",
+                &self
+                    .targets
+                    .iter()
+                    .map(|t| t.authority.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl Upstream {
+    pub fn new(targets: Vec<Authority>, settings: UpstreamSettings) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(settings.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(settings.idle_timeout)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        Upstream {
+            targets: targets
+                .into_iter()
+                .map(|authority| Target {
+                    authority,
+                    down_until: AtomicU64::new(0),
+                })
+                .collect(),
+            next: AtomicUsize::new(0),
+            settings,
+            client,
+        }
+    }
+
+    pub fn settings(&self) -> &UpstreamSettings {
+        &self.settings
+    }
+
+    /// Round-robin over targets not in back-off at `now_ms`; when all are, the next one
+    /// anyway (it may have come back, and failing fast helps nobody).
+    fn pick(&self, now_ms: u64) -> &Target {
+        let n = self.targets.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for i in 0..n {
+            let t = &self.targets[(start + i) % n];
+            if t.down_until.load(Ordering::Relaxed) <= now_ms {
+                return t;
+            }
+        }
+        &self.targets[start % n]
+    }
+}
+
+/// Monotonic milliseconds since the first call; the clock of target back-off.
+fn epoch_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+// === forward ===
+
+/// Send the request to the route's upstream and stream the response back.
+pub async fn forward(
+    ctx: &RequestContext<'_>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Denial> {
+    let route = ctx.route;
+    let upstream = &route.upstream;
+    let (mut parts, body) = req.into_parts();
+
+    let limit = route.max_body_bytes;
+    if let Some(max) = limit {
+        if headers::content_length(&parts.headers).is_some_and(|len| len > max) {
+            return Err(Denial::PayloadTooLarge);
+        }
+    }
+
+    let host = headers::original_host(&parts);
+    headers::strip_hop_by_hop(&mut parts.headers);
+    headers::add_forwarding(&mut parts.headers, ctx, host);
+
+    let now = epoch_ms();
+    let target = upstream.pick(now);
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(target.authority.clone());
+    uri.path_and_query = parts.uri.path_and_query().cloned();
+    parts.uri = Uri::from_parts(uri).map_err(|_| Denial::InvalidPath)?;
+    parts.version = Version::HTTP_11;
+
+    let req = Request::from_parts(parts, RequestBody::new(body, limit));
+    let sent = tokio::time::timeout(
+        upstream.settings.response_timeout,
+        upstream.client.request(req),
+    );
+    let resp = match sent.await {
+        Err(_elapsed) => return Err(Denial::UpstreamTimeout),
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => {
+            if e.is_connect() {
+                target
+                    .down_until
+                    .store(now + TARGET_BACKOFF.as_millis() as u64, Ordering::Relaxed);
+                tracing::warn!(route = &*route.name, request_id = %ctx.request_id, "upstream target refused the connection; skipping it for {}s", TARGET_BACKOFF.as_secs());
+            } else if body::is_too_large(&e) {
+                return Err(Denial::PayloadTooLarge);
+            } else {
+                tracing::warn!(route = &*route.name, request_id = %ctx.request_id, error = %e, "upstream exchange failed");
+            }
+            return Err(Denial::UpstreamUnavailable);
+        }
+    };
+
+    let (mut parts, body) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    parts
+        .headers
+        .insert(crate::context::X_REQUEST_ID, ctx.request_id.header_value());
+    // The client's connection is ours to manage, not the upstream's.
+    parts.headers.remove(header::CONNECTION);
+    Ok(Response::from_parts(parts, ResponseBody::Upstream(body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_must_be_plain_http_host_port() {
+        assert!(parse_target("http://127.0.0.1:9000").is_ok());
+        assert!(parse_target("http://backend.internal").is_ok());
+        assert!(parse_target("http://127.0.0.1:9000/").is_ok());
+        for bad in [
+            "htp://x",
+            "127.0.0.1:9000",
+            "https://x:1",
+            "http://u:p@x:1",
+            "http://x:1/api",
+            "http://x:0",
+            "http://x:1/?a=b",
+            "",
+        ] {
+            assert!(parse_target(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn round_robin_skips_targets_in_backoff_until_it_ends() {
+        let up = Upstream::new(
+            vec![Authority::from_static("a:1"), Authority::from_static("b:1")],
+            UpstreamSettings::default(),
+        );
+        up.targets[0].down_until.store(1_000, Ordering::Relaxed);
+        for _ in 0..4 {
+            assert_eq!(up.pick(500).authority.as_str(), "b:1");
+        }
+        let seen: std::collections::HashSet<_> = (0..4)
+            .map(|_| up.pick(1_000).authority.as_str().to_owned())
+            .collect();
+        assert_eq!(seen.len(), 2);
+    }
+
+    #[test]
+    fn when_every_target_is_in_backoff_one_is_still_tried() {
+        let up = Upstream::new(
+            vec![Authority::from_static("a:1")],
+            UpstreamSettings::default(),
+        );
+        up.targets[0].down_until.store(u64::MAX, Ordering::Relaxed);
+        assert_eq!(up.pick(0).authority.as_str(), "a:1");
+    }
+}

@@ -1,0 +1,84 @@
+//! Request framing checks: refuse any request whose length two parsers could disagree on.
+//!
+//! hyper already refuses differing Content-Length values and a Transfer-Encoding that does
+//! not end in chunked; it accepts Content-Length together with Transfer-Encoding (using the
+//! latter), which is exactly what request smuggling through a chain of proxies relies on.
+//! We refuse it, and check Content-Length ourselves too so the rule does not hang on hyper.
+
+use http::{HeaderMap, header};
+
+use crate::denial::Denial;
+
+pub fn check(h: &HeaderMap) -> Result<(), Denial> {
+    let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();
+    let Some(first) = lengths.next() else {
+        return Ok(());
+    };
+    if h.contains_key(header::TRANSFER_ENCODING) {
+        return Err(Denial::AmbiguousFraming);
+    }
+    let first = single_length(first.as_bytes())?;
+    for other in lengths {
+        if single_length(other.as_bytes())? != first {
+            return Err(Denial::AmbiguousFraming);
+        }
+    }
+    Ok(())
+}
+
+/// A Content-Length value: digits, or a comma list of equal digit strings (RFC 9110 8.6).
+fn single_length(v: &[u8]) -> Result<u64, Denial> {
+    let mut value = None;
+    for part in v.split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return Err(Denial::AmbiguousFraming);
+        }
+        let n = std::str::from_utf8(part)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or(Denial::AmbiguousFraming)?;
+        match value {
+            Some(prev) if prev != n => return Err(Denial::AmbiguousFraming),
+            _ => value = Some(n),
+        }
+    }
+    value.ok_or(Denial::AmbiguousFraming)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn framing_table() {
+        let cases: &[(&[(&str, &str)], bool)] = &[
+            (&[], true),
+            (&[("content-length", "5")], true),
+            (&[("transfer-encoding", "chunked")], true),
+            (&[("content-length", "5"), ("content-length", "5")], true),
+            (&[("content-length", "5, 5")], true),
+            (
+                &[("content-length", "5"), ("transfer-encoding", "chunked")],
+                false,
+            ),
+            (&[("content-length", "5"), ("content-length", "6")], false),
+            (&[("content-length", "5, 6")], false),
+            (&[("content-length", "+5")], false),
+            (&[("content-length", "")], false),
+            (&[("content-length", "99999999999999999999999")], false),
+        ];
+        for (pairs, ok) in cases {
+            assert_eq!(check(&headers(pairs)).is_ok(), *ok, "{pairs:?}");
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! Portcullis: a TLS-terminating API gateway for integration traffic.
+//!
+//! Every request walks one explicit pipeline (see [`pipeline`]):
+//!
+//! ```text
+//! accept -> tls -> framing -> routing -> forward -> record
+//! ```
+//!
+//! Each stage lives in the module named after it and passes one typed context
+//! ([`context::ConnContext`] per connection, [`context::RequestContext`] per request). Every
+//! refusal is a [`denial::Denial`]. Config is parsed ([`config::file`]), validated whole and
+//! compiled into an immutable [`config::Snapshot`], read through one `ArcSwap` per request.
+
+pub mod app;
+pub mod config;
+pub mod context;
+pub mod demo;
+pub mod denial;
+pub mod forward;
+pub mod framing;
+pub mod listener;
+pub mod pipeline;
+pub mod record;
+pub mod routing;
+pub mod tls;

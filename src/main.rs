@@ -1,0 +1,171 @@
+//! The `portcullis` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use clap::{Parser, Subcommand};
+
+/// Portcullis: a TLS-terminating API gateway for integration traffic.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the config until SIGTERM or SIGINT, then drain in-flight requests and exit.
+    Run {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config file (certificates and keys included) and print every problem.
+    ///
+    /// Exits 1 if anything is wrong, 0 with a one-line summary if the file is valid.
+    Check {
+        /// The TOML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run on an embedded default: throwaway certificates, a built-in echo upstream, one-way
+    /// TLS and mutual TLS on loopback. Prints curl commands that work.
+    Demo {
+        /// Folder for the generated certificates and config.
+        #[arg(long, default_value = "demo")]
+        dir: PathBuf,
+        /// Address to bind both listeners to.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: std::net::IpAddr,
+        /// Port of the one-way TLS listener.
+        #[arg(long, default_value_t = 8443)]
+        port: u16,
+        /// Port of the mutual TLS listener.
+        #[arg(long, default_value_t = 8444)]
+        mtls_port: u16,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config } => with_runtime(async move {
+            let running = portcullis::app::start(&config)
+                .await
+                .map_err(|e| e.to_string())?;
+            serve_until_signal(running).await;
+            Ok(())
+        }),
+        Command::Demo {
+            dir,
+            bind,
+            port,
+            mtls_port,
+        } => with_runtime(async move {
+            let opts = portcullis::demo::DemoOptions {
+                dir,
+                bind_ip: bind,
+                port,
+                mtls_port,
+            };
+            let running = portcullis::demo::start(&opts)
+                .await
+                .map_err(|e| e.to_string())?;
+            serve_until_signal(running).await;
+            Ok(())
+        }),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn check(config: &std::path::Path) -> ExitCode {
+    match portcullis::config::load_file(config, SystemTime::now()) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!("warning: {w}");
+            }
+            let s = &loaded.snapshot;
+            println!(
+                "{}: OK: {} listener(s), {} route(s), {} warning(s)",
+                config.display(),
+                s.listeners.len(),
+                s.route_count(),
+                loaded.warnings.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("error: {e}");
+            }
+            eprintln!("{}: {} problem(s) found", config.display(), errors.0.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn with_runtime(fut: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            for line in e.lines() {
+                eprintln!("error: {line}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Wait for SIGTERM or SIGINT, then shut down gracefully.
+async fn serve_until_signal(running: portcullis::app::Running) {
+    let handle = running.shutdown_handle();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        handle.trigger();
+    });
+    running.wait().await;
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}

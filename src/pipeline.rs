@@ -1,0 +1,75 @@
+//! The request path, in order. This is the only place that knows the order of the stages;
+//! each stage lives in the module named after it.
+//!
+//! ```text
+//! accept -> tls -> framing -> routing -> forward -> record
+//! ```
+//! (accept and tls run once per connection, in `listener.rs`.)
+
+use std::time::Instant;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use crate::app::Shared;
+use crate::context::{ConnContext, RequestContext, RequestId};
+use crate::denial::Denial;
+use crate::forward::{self, ResponseBody};
+use crate::record::{self, Outcome};
+
+/// Handle one request. Never fails: every refusal becomes its JSON denial.
+pub async fn handle(
+    shared: &Shared,
+    conn: &ConnContext,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let started = Instant::now();
+    let request_id = RequestId::next();
+    // One snapshot for the whole request: a reload mid-request does not mix two configs.
+    let snapshot = shared.snapshot.load_full();
+    let method = req.method().clone();
+    // A refcount bump, not a copy: the log needs the path after the request is consumed.
+    let path_and_query = req.uri().path_and_query().cloned();
+
+    let mut route_name = None;
+    let result = async {
+        // Framing first: nothing else may read a request whose length is in doubt.
+        crate::framing::check(req.headers())?;
+
+        // A listener removed by a reload stops serving routes at once; its socket goes later.
+        let listener = snapshot.listener(&conn.listener).ok_or(Denial::NoRoute)?;
+        let host = req.uri().host().or_else(|| {
+            req.headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        });
+        let route = listener
+            .routes
+            .select(host, req.uri().path(), req.method())?;
+        route_name = Some(route.name.clone());
+
+        let ctx = RequestContext {
+            request_id: &request_id,
+            conn,
+            route,
+        };
+        forward::forward(&ctx, req).await
+    }
+    .await;
+
+    let (response, denial) = match result {
+        Ok(resp) => (resp, None),
+        Err(d) => (d.response(&request_id), Some(d)),
+    };
+    record::request(&Outcome {
+        request_id: &request_id,
+        conn,
+        route: route_name.as_deref(),
+        method: &method,
+        path: path_and_query.as_ref().map_or("", |p| p.path()),
+        status: response.status(),
+        denial,
+        elapsed: started.elapsed(),
+    });
+    response
+}
