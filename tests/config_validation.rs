@@ -1,0 +1,573 @@
+//! Proves that every config problem is reported with the file, the key path and what is
+//! wrong, that all problems are reported at once, and that certificate problems name the
+//! file and the reason. Certificates are generated here (rcgen); expiry is judged against
+//! an injected `now`, so nothing sleeps.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use portcullis::config::{ConfigErrors, load_str};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, date_time_ymd};
+
+/// Certificates valid from 2030-01-01 to 2031-01-01; tests judge them at [`in_2030`].
+struct Files {
+    dir: tempfile::TempDir,
+}
+
+fn in_2030() -> SystemTime {
+    // 2030-06-01
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_906_502_400)
+}
+
+impl Files {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca_key = KeyPair::generate().expect("ca key");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.not_before = date_time_ymd(2030, 1, 1);
+        ca.not_after = date_time_ymd(2031, 1, 1);
+        let ca_cert = ca.self_signed(&ca_key).expect("ca cert");
+        let issuer = Issuer::new(ca, &ca_key);
+
+        let key = KeyPair::generate().expect("key");
+        let mut p = CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+        p.not_before = date_time_ymd(2030, 1, 1);
+        p.not_after = date_time_ymd(2031, 1, 1);
+        let cert = p.signed_by(&key, &issuer).expect("cert");
+        let other_key = KeyPair::generate().expect("other key");
+
+        let f = Files { dir };
+        f.write("server.pem", &cert.pem());
+        f.write("server.key", &key.serialize_pem());
+        f.write("other.key", &other_key.serialize_pem());
+        f.write("ca.pem", &ca_cert.pem());
+        f.write("garbage.pem", "this is not PEM at all\n");
+        f.write(
+            "broken.pem",
+            "-----BEGIN CERTIFICATE-----\n!!!not base64!!!\n-----END CERTIFICATE-----\n",
+        );
+        f
+    }
+
+    fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.dir.path().join(name), text).expect("write");
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("portcullis.toml")
+    }
+
+    fn load(
+        &self,
+        text: &str,
+        now: SystemTime,
+    ) -> Result<portcullis::config::Loaded, ConfigErrors> {
+        load_str(&self.config_path(), text, now)
+    }
+}
+
+const VALID: &str = r#"
+[server]
+max_connections = 100
+header_read_timeout = "5s"
+
+[[listeners]]
+name = "public"
+bind = "127.0.0.1:0"
+[[listeners.certificates]]
+chain = "server.pem"
+key = "server.key"
+
+[[listeners]]
+name = "mtls"
+bind = "127.0.0.1:0"
+client_auth = "required"
+client_ca = "ca.pem"
+[[listeners.certificates]]
+chain = "server.pem"
+key = "server.key"
+
+[[routes]]
+name = "orders"
+path_prefix = "/orders"
+methods = ["GET", "POST"]
+upstream = ["http://127.0.0.1:9000", "http://backend.internal:8080"]
+max_body_bytes = 1024
+connect_timeout = "2s"
+
+[[routes]]
+name = "root"
+upstream = ["http://127.0.0.1:9001"]
+listeners = ["public"]
+"#;
+
+/// Replace the first occurrence of `from` in the valid config.
+fn mutate(from: &str, to: &str) -> String {
+    assert!(VALID.contains(from), "test bug: {from:?} not in VALID");
+    VALID.replacen(from, to, 1)
+}
+
+fn assert_error(files: &Files, text: &str, key: &str, needle: &str) {
+    let err = match files.load(text, in_2030()) {
+        Ok(_) => panic!("expected an error at {key} containing {needle:?}, got a valid config"),
+        Err(e) => e,
+    };
+    let found = err
+        .0
+        .iter()
+        .any(|i| i.key == key && i.message.contains(needle));
+    assert!(
+        found,
+        "expected an error at {key} containing {needle:?}; got:\n{err}"
+    );
+    // The rendered line names the file too.
+    let rendered = err.to_string();
+    assert!(rendered.contains(&files.config_path().display().to_string()));
+    assert!(rendered.contains(key));
+}
+
+#[test]
+fn the_valid_example_loads_without_warnings() {
+    let files = Files::new();
+    let loaded = files.load(VALID, in_2030()).expect("valid config");
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    assert_eq!(loaded.snapshot.listeners.len(), 2);
+    // "root" is served on "public" only.
+    assert_eq!(loaded.snapshot.route_count(), 3);
+    assert_eq!(loaded.snapshot.server.max_connections, 100);
+    assert_eq!(
+        loaded.snapshot.server.header_read_timeout,
+        Duration::from_secs(5)
+    );
+}
+
+#[test]
+fn each_bad_value_is_reported_at_its_key_path() {
+    let files = Files::new();
+    let cases: &[(&str, &str, &str, &str)] = &[
+        // (replace this, with this, key path, message contains)
+        (
+            "max_connections = 100",
+            "max_connections = 0",
+            "server.max_connections",
+            "out of range",
+        ),
+        (
+            "max_connections = 100",
+            "max_connections = 100\nmax_header_bytes = 100",
+            "server.max_header_bytes",
+            "8192",
+        ),
+        (
+            "header_read_timeout = \"5s\"",
+            "header_read_timeout = \"five\"",
+            "server.header_read_timeout",
+            "not a duration",
+        ),
+        (
+            "header_read_timeout = \"5s\"",
+            "header_read_timeout = \"0s\"",
+            "server.header_read_timeout",
+            "longer than zero",
+        ),
+        (
+            "max_connections = 100",
+            "max_connections = 100\nshutdown_timeout = \"3d\"",
+            "server.shutdown_timeout",
+            "longer than a day",
+        ),
+        (
+            "name = \"public\"",
+            "name = \"pub lic\"",
+            "listeners[0].name",
+            "must be 1-64 characters",
+        ),
+        (
+            "name = \"mtls\"",
+            "name = \"public\"",
+            "listeners[1].name",
+            "used twice",
+        ),
+        (
+            "bind = \"127.0.0.1:0\"",
+            "bind = \"localhost:8443\"",
+            "listeners[0].bind",
+            "not an IP:port",
+        ),
+        (
+            "name = \"public\"\nbind = \"127.0.0.1:0\"",
+            "name = \"public\"\nbind = \"127.0.0.1:0\"\nmin_tls = \"1.1\"",
+            "listeners[0].min_tls",
+            "TLS 1.1 is not supported",
+        ),
+        (
+            "name = \"public\"\nbind = \"127.0.0.1:0\"",
+            "name = \"public\"\nbind = \"127.0.0.1:0\"\nmin_tls = \"2\"",
+            "listeners[0].min_tls",
+            "not a TLS version",
+        ),
+        (
+            "client_auth = \"required\"",
+            "client_auth = \"sometimes\"",
+            "listeners[1].client_auth",
+            "not a client auth mode",
+        ),
+        (
+            "client_ca = \"ca.pem\"",
+            "",
+            "listeners[1].client_ca",
+            "needs a CA bundle",
+        ),
+        (
+            "client_ca = \"ca.pem\"",
+            "client_ca = \"missing.pem\"",
+            "listeners[1].client_ca",
+            "cannot read",
+        ),
+        (
+            "client_ca = \"ca.pem\"",
+            "client_ca = \"garbage.pem\"",
+            "listeners[1].client_ca",
+            "is not PEM",
+        ),
+        (
+            "chain = \"server.pem\"",
+            "chain = \"nope.pem\"",
+            "listeners[0].certificates[0].chain",
+            "cannot read",
+        ),
+        (
+            "chain = \"server.pem\"",
+            "chain = \"garbage.pem\"",
+            "listeners[0].certificates[0].chain",
+            "is not PEM",
+        ),
+        (
+            "chain = \"server.pem\"",
+            "chain = \"broken.pem\"",
+            "listeners[0].certificates[0].chain",
+            "malformed PEM",
+        ),
+        (
+            "chain = \"server.pem\"",
+            "chain = \"server.key\"",
+            "listeners[0].certificates[0].chain",
+            "is not PEM",
+        ),
+        (
+            "key = \"server.key\"",
+            "key = \"server.pem\"",
+            "listeners[0].certificates[0].key",
+            "is not PEM",
+        ),
+        (
+            "key = \"server.key\"",
+            "key = \"other.key\"",
+            "listeners[0].certificates[0].key",
+            "does not match the certificate",
+        ),
+        (
+            "chain = \"server.pem\"\nkey = \"server.key\"",
+            "key = \"server.key\"",
+            "listeners[0].certificates[0].chain",
+            "missing",
+        ),
+        (
+            "chain = \"server.pem\"\nkey = \"server.key\"",
+            "chain = \"server.pem\"",
+            "listeners[0].certificates[0].key",
+            "missing",
+        ),
+        (
+            "name = \"orders\"",
+            "name = \"orders!\"",
+            "routes[0].name",
+            "must be 1-64 characters",
+        ),
+        (
+            "name = \"orders\"",
+            "name = \"root\"",
+            "routes[1].name",
+            "used twice",
+        ),
+        (
+            "path_prefix = \"/orders\"",
+            "path_prefix = \"orders\"",
+            "routes[0].path_prefix",
+            "must start with '/'",
+        ),
+        (
+            "path_prefix = \"/orders\"",
+            "path_prefix = \"/orders/../admin\"",
+            "routes[0].path_prefix",
+            "\"..\" segments",
+        ),
+        (
+            "path_prefix = \"/orders\"",
+            "path_prefix = \"/orders?x=1\"",
+            "routes[0].path_prefix",
+            "without '?'",
+        ),
+        (
+            "path_prefix = \"/orders\"",
+            "path_prefix = \"/orders\"\nhost = \"https://api.example.com\"",
+            "routes[0].host",
+            "not a host name",
+        ),
+        (
+            "methods = [\"GET\", \"POST\"]",
+            "methods = [\"GET\", \"post\"]",
+            "routes[0].methods[1]",
+            "write \"POST\"",
+        ),
+        (
+            "methods = [\"GET\", \"POST\"]",
+            "methods = []",
+            "routes[0].methods",
+            "empty",
+        ),
+        (
+            "upstream = [\"http://127.0.0.1:9000\", \"http://backend.internal:8080\"]",
+            "upstream = [\"http://127.0.0.1:9000\", \"htp://x\"]",
+            "routes[0].upstream[1]",
+            "\"htp://x\" is not an http URL",
+        ),
+        (
+            "upstream = [\"http://127.0.0.1:9000\", \"http://backend.internal:8080\"]",
+            "upstream = [\"https://127.0.0.1:9000\"]",
+            "routes[0].upstream[0]",
+            "https",
+        ),
+        (
+            "upstream = [\"http://127.0.0.1:9000\", \"http://backend.internal:8080\"]",
+            "upstream = [\"http://127.0.0.1:9000/api\"]",
+            "routes[0].upstream[0]",
+            "must not have a path",
+        ),
+        (
+            "upstream = [\"http://127.0.0.1:9000\", \"http://backend.internal:8080\"]",
+            "upstream = [\"http://admin:pw@127.0.0.1:9000\"]",
+            "routes[0].upstream[0]",
+            "credentials",
+        ),
+        (
+            "upstream = [\"http://127.0.0.1:9000\", \"http://backend.internal:8080\"]",
+            "upstream = []",
+            "routes[0].upstream",
+            "missing",
+        ),
+        (
+            "max_body_bytes = 1024",
+            "max_body_bytes = 0",
+            "routes[0].max_body_bytes",
+            "would refuse every body",
+        ),
+        (
+            "connect_timeout = \"2s\"",
+            "connect_timeout = \"2 parsecs\"",
+            "routes[0].connect_timeout",
+            "not a duration",
+        ),
+        (
+            "listeners = [\"public\"]",
+            "listeners = [\"public\", \"admin\"]",
+            "routes[1].listeners[1]",
+            "no listener is named \"admin\"",
+        ),
+        (
+            "listeners = [\"public\"]",
+            "listeners = []",
+            "routes[1].listeners",
+            "empty",
+        ),
+        (
+            "name = \"root\"",
+            "name = \"root\"\npath_prefix = \"/orders/\"",
+            "routes[1]",
+            "same host and path_prefix as route \"orders\"",
+        ),
+    ];
+    for (from, to, key, needle) in cases {
+        assert_error(&files, &mutate(from, to), key, needle);
+    }
+}
+
+#[test]
+fn type_errors_and_unknown_keys_name_the_key_path_and_line() {
+    let files = Files::new();
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "max_connections = 100",
+            "max_connections = \"many\"",
+            "server.max_connections",
+            "invalid type",
+        ),
+        (
+            "max_connections = 100",
+            "max_conections = 100",
+            "server.max_conections",
+            "unknown field `max_conections`",
+        ),
+        (
+            "max_body_bytes = 1024",
+            "max_body_byte = 1024",
+            "routes[0].max_body_byte",
+            "unknown field `max_body_byte`",
+        ),
+        (
+            "upstream = [\"http://127.0.0.1:9001\"]",
+            "upstream = \"http://127.0.0.1:9001\"",
+            "routes[1].upstream",
+            "invalid type",
+        ),
+    ];
+    for (from, to, key, needle) in cases {
+        assert_error(&files, &mutate(from, to), key, needle);
+        let err = files
+            .load(&mutate(from, to), in_2030())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("(line "), "no line number in: {err}");
+    }
+}
+
+#[test]
+fn a_file_that_is_not_toml_says_so_with_the_line() {
+    let files = Files::new();
+    let err = files
+        .load("[server\nmax_connections = 1", in_2030())
+        .err()
+        .expect("error");
+    assert_eq!(err.0.len(), 1);
+    assert!(err.0[0].message.contains("not valid TOML"), "{err}");
+    assert!(err.0[0].message.contains("line 1"), "{err}");
+}
+
+#[test]
+fn every_problem_is_reported_not_only_the_first() {
+    let files = Files::new();
+    let text = VALID
+        .replacen("bind = \"127.0.0.1:0\"", "bind = \"nowhere\"", 1)
+        .replacen("methods = [\"GET\", \"POST\"]", "methods = [\"get\"]", 1)
+        .replacen("connect_timeout = \"2s\"", "connect_timeout = \"soon\"", 1)
+        .replacen("key = \"server.key\"", "key = \"other.key\"", 1);
+    let err = files.load(&text, in_2030()).err().expect("errors");
+    let keys: Vec<&str> = err.0.iter().map(|i| i.key.as_str()).collect();
+    for k in [
+        "listeners[0].bind",
+        "listeners[0].certificates[0].key",
+        "routes[0].methods[0]",
+        "routes[0].connect_timeout",
+    ] {
+        assert!(keys.contains(&k), "{k} missing from {keys:?}");
+    }
+    assert_eq!(err.to_string().lines().count(), err.0.len());
+}
+
+#[test]
+fn a_config_without_listeners_is_refused() {
+    let files = Files::new();
+    let err = files
+        .load(
+            "[[routes]]\nname = \"a\"\nupstream = [\"http://127.0.0.1:1\"]\n",
+            in_2030(),
+        )
+        .err()
+        .expect("error");
+    assert!(
+        err.0
+            .iter()
+            .any(|i| i.key == "listeners" && i.message.contains("at least one")),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_expired_certificate_is_an_error_naming_the_file_and_date() {
+    let files = Files::new();
+    let in_2032 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_956_528_000);
+    let err = files.load(VALID, in_2032).err().expect("expired");
+    let issue = err
+        .0
+        .iter()
+        .find(|i| i.key == "listeners[0].certificates[0].chain")
+        .expect("chain error");
+    assert!(issue.message.contains("server.pem"), "{issue}");
+    assert!(issue.message.contains("expired on 2031-01-01"), "{issue}");
+}
+
+#[test]
+fn a_certificate_not_yet_valid_is_an_error() {
+    let files = Files::new();
+    let in_2029 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_861_920_000);
+    let err = files.load(VALID, in_2029).err().expect("not yet valid");
+    assert!(
+        err.0
+            .iter()
+            .any(|i| i.message.contains("not valid before 2030-01-01")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_certificate_expiring_within_14_days_loads_with_a_warning() {
+    let files = Files::new();
+    // 2030-12-25: seven days before the certificate's end.
+    let late_2030 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_924_387_200);
+    let loaded = files.load(VALID, late_2030).expect("still valid");
+    let w = loaded
+        .warnings
+        .iter()
+        .find(|w| w.key == "listeners[0].certificates[0].chain")
+        .expect("expiry warning");
+    assert!(w.message.contains("expires soon, on 2031-01-01"), "{w}");
+}
+
+#[test]
+fn client_ca_without_client_auth_is_a_warning_not_silence() {
+    let files = Files::new();
+    let text = mutate(
+        "name = \"public\"\nbind = \"127.0.0.1:0\"",
+        "name = \"public\"\nbind = \"127.0.0.1:0\"\nclient_ca = \"ca.pem\"",
+    );
+    let loaded = files.load(&text, in_2030()).expect("valid");
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.key == "listeners[0].client_ca" && w.message.contains("ignored"))
+    );
+}
+
+#[test]
+fn an_unreadable_config_file_is_reported_with_its_path() {
+    let missing = Path::new("/nonexistent/portcullis.toml");
+    let err = portcullis::config::load_file(missing, in_2030())
+        .err()
+        .expect("error");
+    assert!(
+        err.to_string()
+            .starts_with("/nonexistent/portcullis.toml: cannot read config file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_documented_example_config_uses_only_known_keys_and_valid_values() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/portcullis.example.toml");
+    let text = std::fs::read_to_string(&path).expect("example config");
+    portcullis::config::parse_file_config(&path, &text).expect("every key is known");
+    // Its certificate files are the operator's to provide: those are the only problems.
+    let err = load_str(&path, &text, in_2030())
+        .err()
+        .expect("certificates are absent");
+    for issue in &err.0 {
+        assert!(
+            issue.message.contains("cannot read") && issue.key.contains("certificates")
+                || issue.key.ends_with("client_ca"),
+            "unexpected problem in the example: {issue}"
+        );
+    }
+}
