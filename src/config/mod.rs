@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::routing::RouteTable;
 
-pub use validate::{build_snapshot, parse_file_config};
+pub use validate::{Report, build_snapshot, duration, parse_file_config};
 
 // === Snapshot ===
 

@@ -45,8 +45,9 @@ pub fn parse_file_config(path: &Path, text: &str) -> Result<FileConfig, ConfigEr
     })
 }
 
-/// Collects errors and warnings for one file.
-pub(crate) struct Report<'a> {
+/// Collects errors and warnings for one file; every policy module's validation reports
+/// through it so all problems come out together.
+pub struct Report<'a> {
     file: &'a Path,
     pub errors: Vec<ConfigIssue>,
     pub warnings: Vec<ConfigIssue>,
@@ -228,7 +229,7 @@ fn count(r: &mut Report, key: &str, v: Option<u64>, min: u64, max: u64) -> Optio
 }
 
 /// A positive duration such as "10s" or "500ms"; `None` when absent or wrong.
-pub(crate) fn duration(r: &mut Report, key: &str, v: &Option<String>) -> Option<Duration> {
+pub fn duration(r: &mut Report, key: &str, v: &Option<String>) -> Option<Duration> {
     let v = v.as_deref()?;
     match humantime::parse_duration(v) {
         Ok(d) if d.is_zero() => {
