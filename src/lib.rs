@@ -18,6 +18,7 @@ pub mod demo;
 pub mod denial;
 pub mod forward;
 pub mod framing;
+pub mod identity;
 pub mod listener;
 pub mod pipeline;
 pub mod record;
