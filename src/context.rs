@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use http::{HeaderName, HeaderValue};
@@ -27,6 +27,16 @@ pub struct ConnContext {
     pub alpn: Option<Box<[u8]>>,
     /// SNI the client asked for, if any.
     pub sni: Option<Box<str>>,
+    /// Set by the framing scanner, below hyper, when the client sent a request head with
+    /// ambiguous framing; shared with it.
+    pub framing_flag: Arc<AtomicBool>,
+}
+
+impl ConnContext {
+    /// Whether this connection has sent a request head with ambiguous framing.
+    pub fn ambiguous_framing(&self) -> bool {
+        self.framing_flag.load(Ordering::Relaxed)
+    }
 }
 
 // === RequestContext ===

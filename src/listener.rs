@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
@@ -15,6 +16,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::app::Shared;
 use crate::context::ConnContext;
+use crate::framing::scanner::{ScannedStream, Scanner};
 
 /// The HTTP server settings for new connections: HTTP/1.1 and HTTP/2 chosen by ALPN.
 pub(crate) fn http_builder(s: &crate::config::ServerSettings) -> auto::Builder<TokioExecutor> {
@@ -87,6 +89,7 @@ pub(crate) async fn accept_loop(
             acceptor: TlsAcceptor::from(policy.tls.clone()),
             http: snapshot.http.clone(),
             handshake_timeout: snapshot.server.handshake_timeout,
+            max_header_bytes: snapshot.server.max_header_bytes,
             accepted_at: Instant::now(),
         };
         drop(snapshot);
@@ -102,6 +105,7 @@ struct Connection {
     acceptor: TlsAcceptor,
     http: auto::Builder<TokioExecutor>,
     handshake_timeout: Duration,
+    max_header_bytes: usize,
     accepted_at: Instant,
 }
 
@@ -127,6 +131,13 @@ impl Connection {
         };
 
         let (_, session) = tls.get_ref();
+        let framing_flag = Arc::new(AtomicBool::new(false));
+        // HTTP/2 frames every message itself; only HTTP/1 bytes need watching.
+        let scanner = if session.alpn_protocol() == Some(b"h2") {
+            Scanner::off(framing_flag.clone())
+        } else {
+            Scanner::new(self.max_header_bytes, framing_flag.clone())
+        };
         let conn = Arc::new(ConnContext {
             listener: self.listener,
             peer: self.peer,
@@ -135,6 +146,7 @@ impl Connection {
             tls_version: session.protocol_version(),
             alpn: session.alpn_protocol().map(Into::into),
             sni: session.server_name().map(Into::into),
+            framing_flag,
         });
 
         let service = service_fn(move |req| {
@@ -142,7 +154,8 @@ impl Connection {
             let conn = conn.clone();
             async move { Ok::<_, Infallible>(crate::pipeline::handle(&shared, &conn, req).await) }
         });
-        let served = self.http.serve_connection(TokioIo::new(tls), service);
+        let io = TokioIo::new(ScannedStream::new(tls, scanner));
+        let served = self.http.serve_connection(io, service);
         tokio::pin!(served);
         tokio::select! {
             r = served.as_mut() => {

@@ -34,7 +34,7 @@ pub async fn handle(
     let mut route_name = None;
     let result = async {
         // Framing first: nothing else may read a request whose length is in doubt.
-        crate::framing::check(req.headers())?;
+        crate::framing::check(conn, req.headers())?;
 
         // A listener removed by a reload stops serving routes at once; its socket goes later.
         let listener = snapshot.listener(&conn.listener).ok_or(Denial::NoRoute)?;

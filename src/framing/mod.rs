@@ -1,15 +1,28 @@
-//! Request framing checks: refuse any request whose length two parsers could disagree on.
+//! Request framing: refuse any request whose length two parsers could disagree on.
 //!
 //! hyper already refuses differing Content-Length values and a Transfer-Encoding that does
-//! not end in chunked; it accepts Content-Length together with Transfer-Encoding (using the
-//! latter), which is exactly what request smuggling through a chain of proxies relies on.
-//! We refuse it, and check Content-Length ourselves too so the rule does not hang on hyper.
+//! not end in chunked. It accepts Content-Length together with Transfer-Encoding (dropping
+//! the length before we see the request), which is what request smuggling through a chain
+//! of proxies relies on; [`scanner`] watches the raw bytes below hyper to catch it, and
+//! once a connection has sent such a head every request on it is refused.
+
+pub mod scanner;
 
 use http::{HeaderMap, header};
 
+use crate::context::ConnContext;
 use crate::denial::Denial;
 
-pub fn check(h: &HeaderMap) -> Result<(), Denial> {
+/// The framing stage.
+pub fn check(conn: &ConnContext, h: &HeaderMap) -> Result<(), Denial> {
+    if conn.ambiguous_framing() {
+        return Err(Denial::AmbiguousFraming);
+    }
+    check_headers(h)
+}
+
+/// What the headers alone show (all that is left to check on HTTP/2).
+fn check_headers(h: &HeaderMap) -> Result<(), Denial> {
     let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();
     let Some(first) = lengths.next() else {
         return Ok(());
@@ -78,7 +91,7 @@ mod tests {
             (&[("content-length", "99999999999999999999999")], false),
         ];
         for (pairs, ok) in cases {
-            assert_eq!(check(&headers(pairs)).is_ok(), *ok, "{pairs:?}");
+            assert_eq!(check_headers(&headers(pairs)).is_ok(), *ok, "{pairs:?}");
         }
     }
 }

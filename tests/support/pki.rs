@@ -1,0 +1,195 @@
+//! A throw-away PKI written to a temp dir: a CA, ECDSA P-256 server certificates, an RSA server
+//! certificate (on demand), and client identities (valid, from another CA, expired).
+//!
+//! Files in the dir (all PEM, keys PKCS#8):
+//! `ca.pem`, `server.pem`/`server.key` (localhost, 127.0.0.1), `other.pem`/`other.key`
+//! (other.test), `other-ca.pem`, and after [`Pki::rsa_server`] `rsa.pem`/`rsa.key`.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_RSA_SHA256, date_time_ymd,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tempfile::TempDir;
+
+/// A client certificate chain and its key, for a rustls client.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub chain: Vec<CertificateDer<'static>>,
+    key_pkcs8: Vec<u8>,
+}
+
+impl Identity {
+    pub fn key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_pkcs8.clone()))
+    }
+}
+
+pub struct Pki {
+    dir: TempDir,
+    issuer: Issuer<'static, KeyPair>,
+    pub ca: CertificateDer<'static>,
+    /// `server.pem`: SAN localhost, 127.0.0.1.
+    pub server: CertificateDer<'static>,
+    /// `other.pem`: SAN other.test.
+    pub other_server: CertificateDer<'static>,
+    /// Signed by the CA, clientAuth, valid.
+    pub client: Identity,
+    /// Signed by an unrelated CA.
+    pub foreign_client: Identity,
+    /// Signed by the CA, expired in 2020.
+    pub expired_client: Identity,
+}
+
+fn dn(cn: &str) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, cn);
+    dn
+}
+
+fn new_ca(cn: &str) -> (rcgen::Certificate, Issuer<'static, KeyPair>) {
+    let key = KeyPair::generate().expect("CA key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.distinguished_name = dn(cn);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.not_before = date_time_ymd(2015, 1, 1);
+    params.not_after = date_time_ymd(2099, 12, 31);
+    let cert = params.self_signed(&key).expect("self-sign CA");
+    (cert, Issuer::new(params, key))
+}
+
+enum Validity {
+    Current,
+    Expired,
+}
+
+fn leaf(
+    issuer: &Issuer<'_, KeyPair>,
+    key: &KeyPair,
+    cn: &str,
+    sans: &[&str],
+    usage: ExtendedKeyUsagePurpose,
+    validity: Validity,
+) -> rcgen::Certificate {
+    let mut params =
+        CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<String>>())
+            .expect("leaf params");
+    params.distinguished_name = dn(cn);
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![usage];
+    params.use_authority_key_identifier_extension = true;
+    match validity {
+        Validity::Current => {
+            params.not_before = date_time_ymd(2020, 1, 1);
+            params.not_after = date_time_ymd(2099, 12, 31);
+        }
+        Validity::Expired => {
+            params.not_before = date_time_ymd(2019, 1, 1);
+            params.not_after = date_time_ymd(2020, 1, 1);
+        }
+    }
+    params.signed_by(key, issuer).expect("sign leaf")
+}
+
+fn client_identity(issuer: &Issuer<'_, KeyPair>, cn: &str, validity: Validity) -> Identity {
+    let key = KeyPair::generate().expect("client key");
+    let cert = leaf(
+        issuer,
+        &key,
+        cn,
+        &[],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        validity,
+    );
+    Identity {
+        chain: vec![cert.der().clone()],
+        key_pkcs8: key.serialize_der(),
+    }
+}
+
+impl Pki {
+    pub fn generate() -> Pki {
+        let dir = tempfile::Builder::new()
+            .prefix("portcullis-test-")
+            .tempdir()
+            .expect("temp dir");
+        let (ca, issuer) = new_ca("Portcullis Test CA");
+        let (other_ca, other_issuer) = new_ca("Unrelated Test CA");
+
+        let server_key = KeyPair::generate().expect("server key");
+        let server = leaf(
+            &issuer,
+            &server_key,
+            "localhost",
+            &["localhost", "127.0.0.1"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+            Validity::Current,
+        );
+        let other_key = KeyPair::generate().expect("other key");
+        let other_server = leaf(
+            &issuer,
+            &other_key,
+            "other.test",
+            &["other.test"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+            Validity::Current,
+        );
+
+        let pki = Pki {
+            client: client_identity(&issuer, "good client", Validity::Current),
+            foreign_client: client_identity(&other_issuer, "foreign client", Validity::Current),
+            expired_client: client_identity(&issuer, "expired client", Validity::Expired),
+            ca: ca.der().clone(),
+            server: server.der().clone(),
+            other_server: other_server.der().clone(),
+            issuer,
+            dir,
+        };
+        pki.write("ca.pem", &ca.pem());
+        pki.write("other-ca.pem", &other_ca.pem());
+        pki.write("server.pem", &server.pem());
+        pki.write("server.key", &server_key.serialize_pem());
+        pki.write("other.pem", &other_server.pem());
+        pki.write("other.key", &other_key.serialize_pem());
+        pki
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, contents).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+        p
+    }
+
+    /// Writes `rsa.pem`/`rsa.key`: an RSA-2048 server certificate for localhost/127.0.0.1,
+    /// signed by the CA. Returns the certificate.
+    pub fn rsa_server(&self) -> CertificateDer<'static> {
+        let key = KeyPair::generate_for(&PKCS_RSA_SHA256).expect("RSA-2048 key generation");
+        let cert = leaf(
+            &self.issuer,
+            &key,
+            "localhost (RSA)",
+            &["localhost", "127.0.0.1"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+            Validity::Current,
+        );
+        self.write("rsa.pem", &cert.pem());
+        self.write("rsa.key", &key.serialize_pem());
+        cert.der().clone()
+    }
+}
