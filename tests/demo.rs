@@ -1,0 +1,86 @@
+//! Proves that `portcullis demo` starts from nothing, prints curl commands, and that those
+//! commands, run as printed by a real curl from the same folder, get the answers their
+//! comments promise; and that the demo stops cleanly on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn the_demo_prints_curl_commands_that_work_as_printed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["demo", "--port", "0", "--mtls-port", "0"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start demo");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut printed = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for line in lines.by_ref() {
+        let line = line.expect("line");
+        let done = line.starts_with("Stop with Ctrl-C");
+        printed.push(line);
+        if done || Instant::now() > deadline {
+            break;
+        }
+    }
+    let text = printed.join("\n");
+    assert!(text.contains("Portcullis demo is running"), "{text}");
+    assert!(
+        text.contains("portcullis check --config demo/portcullis.toml"),
+        "{text}"
+    );
+
+    let commands: Vec<&str> = printed
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| l.starts_with("curl "))
+        .collect();
+    assert_eq!(commands.len(), 6, "{text}");
+    // What each printed command must get, in order (from the comments the demo prints).
+    let expected = ["200", "200", "200", "refused", "405", "400"];
+    for (cmd, want) in commands.iter().zip(expected) {
+        let cmd = cmd.split(" #").next().unwrap_or(cmd).trim();
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{cmd} -s -o body.txt -w '%{{http_code}}'"))
+            .current_dir(dir.path())
+            .output()
+            .expect("run curl (the demo's commands need curl installed)");
+        let code = String::from_utf8_lossy(&out.stdout).to_string();
+        if want == "refused" {
+            // No client certificate on the mutual-TLS port: the handshake fails.
+            assert!(!out.status.success() && code == "000", "{cmd}: got {code}");
+        } else {
+            assert_eq!(code, want, "{cmd}");
+        }
+    }
+    // The last one was refused with the JSON denial.
+    let body = std::fs::read_to_string(dir.path().join("body.txt")).expect("body");
+    assert!(body.contains("\"error\":\"invalid_path\""), "{body}");
+
+    let pid = child.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "demo exited with {status}");
+    // The generated private keys are readable by their owner only.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for key in ["demo/server.key", "demo/client.key"] {
+            let mode = std::fs::metadata(dir.path().join(key))
+                .expect("key")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{key}");
+        }
+    }
+}
