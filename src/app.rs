@@ -12,11 +12,13 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::config::{self, ConfigErrors, Snapshot};
 use crate::listener::{self, Signals};
+use crate::metrics::Metrics;
 
 /// State every connection shares. The snapshot is the only thing a request reads config
 /// from, and it is swapped whole.
 pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
+    pub metrics: Metrics,
 }
 
 /// Why the gateway could not start.
@@ -25,6 +27,9 @@ pub enum StartError {
     /// The config file is invalid; every problem is listed.
     #[error("{0}")]
     Config(#[from] ConfigErrors),
+    /// The metrics registry refused a metric (a duplicate name: a bug, not an input).
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
     /// A listener's address could not be bound (in use, not local, no permission).
     #[error("cannot bind listener \"{name}\" to {addr}: {source}")]
     Bind {
@@ -111,6 +116,7 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
     let settings = snapshot.server.clone();
     let shared = Arc::new(Shared {
         snapshot: ArcSwap::from_pointee(snapshot),
+        metrics: Metrics::new(prometheus::Registry::new())?,
     });
     let permits = Arc::new(Semaphore::new(settings.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);

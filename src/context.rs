@@ -8,6 +8,8 @@ use std::time::Instant;
 
 use http::{HeaderName, HeaderValue};
 
+use crate::identity::{ClientIdentity, IdentityHeaders, IdentityValues};
+use crate::ip_filter::ClientAddr;
 use crate::routing::Route;
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -19,7 +21,11 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct ConnContext {
     /// The listener that accepted the connection.
     pub listener: Arc<str>,
+    /// The TCP peer.
     pub peer: SocketAddr,
+    /// Where the connection comes from: the source a PROXY protocol header reported, or
+    /// the TCP peer.
+    pub origin: SocketAddr,
     pub local: SocketAddr,
     pub accepted_at: Instant,
     pub tls_version: Option<rustls::ProtocolVersion>,
@@ -27,6 +33,10 @@ pub struct ConnContext {
     pub alpn: Option<Box<[u8]>>,
     /// SNI the client asked for, if any.
     pub sni: Option<Box<str>>,
+    /// The verified client certificate, digested once.
+    pub identity: Option<ClientIdentity>,
+    /// Its header values for upstreams, made once.
+    pub identity_values: Option<IdentityValues>,
     /// Set by the framing scanner, below hyper, when the client sent a request head with
     /// ambiguous framing; shared with it.
     pub framing_flag: Arc<AtomicBool>,
@@ -46,7 +56,9 @@ impl ConnContext {
 pub struct RequestContext<'a> {
     pub request_id: &'a RequestId,
     pub conn: &'a ConnContext,
+    pub client: ClientAddr,
     pub route: &'a Arc<Route>,
+    pub identity_headers: &'a IdentityHeaders,
 }
 
 // === RequestId ===

@@ -18,6 +18,15 @@ pub enum Denial {
     /// The path has dot segments or encoded separators an upstream could read differently.
     #[error("invalid request path")]
     InvalidPath,
+    /// A trusted proxy sent an X-Forwarded-For or Forwarded header we cannot read.
+    #[error("bad forwarded header")]
+    BadForwardedHeader,
+    /// The client certificate (or its absence) does not match the listener's or route's pins.
+    #[error("client certificate not pinned")]
+    ClientCertNotPinned,
+    /// The client address is denied, or not allowed, by the listener or the route.
+    #[error("ip not allowed")]
+    IpNotAllowed,
     /// No route matches host and path.
     #[error("no route")]
     NoRoute,
@@ -37,9 +46,12 @@ pub enum Denial {
 
 impl Denial {
     /// Every variant, for metrics that pre-register one series per reason.
-    pub const ALL: [Denial; 7] = [
+    pub const ALL: [Denial; 10] = [
         Denial::AmbiguousFraming,
         Denial::InvalidPath,
+        Denial::BadForwardedHeader,
+        Denial::ClientCertNotPinned,
+        Denial::IpNotAllowed,
         Denial::NoRoute,
         Denial::MethodNotAllowed,
         Denial::PayloadTooLarge,
@@ -51,6 +63,9 @@ impl Denial {
         match self {
             Denial::AmbiguousFraming => StatusCode::BAD_REQUEST,
             Denial::InvalidPath => StatusCode::BAD_REQUEST,
+            Denial::BadForwardedHeader => StatusCode::BAD_REQUEST,
+            Denial::ClientCertNotPinned => StatusCode::FORBIDDEN,
+            Denial::IpNotAllowed => StatusCode::FORBIDDEN,
             Denial::NoRoute => StatusCode::NOT_FOUND,
             Denial::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Denial::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -64,6 +79,9 @@ impl Denial {
         match self {
             Denial::AmbiguousFraming => "ambiguous_framing",
             Denial::InvalidPath => "invalid_path",
+            Denial::BadForwardedHeader => "bad_forwarded_header",
+            Denial::ClientCertNotPinned => "client_cert_not_pinned",
+            Denial::IpNotAllowed => "ip_not_allowed",
             Denial::NoRoute => "no_route",
             Denial::MethodNotAllowed => "method_not_allowed",
             Denial::PayloadTooLarge => "payload_too_large",
@@ -78,6 +96,9 @@ impl Denial {
         match self {
             Denial::AmbiguousFraming | Denial::PayloadTooLarge => true,
             Denial::InvalidPath
+            | Denial::BadForwardedHeader
+            | Denial::ClientCertNotPinned
+            | Denial::IpNotAllowed
             | Denial::NoRoute
             | Denial::MethodNotAllowed
             | Denial::UpstreamUnavailable

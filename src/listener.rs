@@ -1,5 +1,7 @@
-//! Accept and TLS: one accept loop per listener, a permit per connection, the handshake
-//! under a deadline, then HTTP/1.1 or HTTP/2 (by ALPN) until the client or shutdown ends it.
+//! Accept and TLS: one accept loop per listener; per connection a permit, the PROXY header
+//! (when configured, trusted proxies only), the listener's IP lists (before any TLS byte,
+//! so strangers cost nothing), the handshake under a deadline, the client identity
+//! digested once, then HTTP/1.1 or HTTP/2 (by ALPN) until the client or shutdown ends it.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,8 +17,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::app::Shared;
+use crate::config::ListenerPolicy;
 use crate::context::ConnContext;
 use crate::framing::scanner::{ScannedStream, Scanner};
+use crate::identity::{ClientIdentity, IdentityValues};
+use crate::ip_filter::{self, proxy_protocol};
+use crate::metrics::ConnRefusal;
 
 /// The HTTP server settings for new connections: HTTP/1.1 and HTTP/2 chosen by ALPN.
 pub(crate) fn http_builder(s: &crate::config::ServerSettings) -> auto::Builder<TokioExecutor> {
@@ -72,10 +78,7 @@ pub(crate) async fn accept_loop(
             }
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::debug!(
-                listener = &*name,
-                "connection limit reached; closing new connection"
-            );
+            shared.metrics.refused(ConnRefusal::Limit);
             continue;
         };
         let snapshot = shared.snapshot.load();
@@ -85,8 +88,7 @@ pub(crate) async fn accept_loop(
         let conn = Connection {
             stream,
             peer,
-            listener: name.clone(),
-            acceptor: TlsAcceptor::from(policy.tls.clone()),
+            policy: policy.clone(),
             http: snapshot.http.clone(),
             handshake_timeout: snapshot.server.handshake_timeout,
             max_header_bytes: snapshot.server.max_header_bytes,
@@ -97,12 +99,11 @@ pub(crate) async fn accept_loop(
     }
 }
 
-/// An accepted TCP connection with the settings it was accepted under.
+/// An accepted TCP connection with the listener policy it was accepted under.
 struct Connection {
     stream: TcpStream,
     peer: SocketAddr,
-    listener: Arc<str>,
-    acceptor: TlsAcceptor,
+    policy: Arc<ListenerPolicy>,
     http: auto::Builder<TokioExecutor>,
     handshake_timeout: Duration,
     max_header_bytes: usize,
@@ -111,56 +112,43 @@ struct Connection {
 
 impl Connection {
     async fn serve(self, shared: Arc<Shared>, mut signals: Signals, _permit: OwnedSemaphorePermit) {
-        let _ = self.stream.set_nodelay(true);
-        let local = self.stream.local_addr().unwrap_or(self.peer);
-        let handshake =
-            tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(self.stream));
-        let tls = tokio::select! {
-            r = handshake => match r {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(listener = &*self.listener, peer = %self.peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(listener = &*self.listener, peer = %self.peer, "TLS handshake timed out");
-                    return;
-                }
-            },
-            _ = signals.stop.wait_for(|s| *s) => return,
+        let _open = OpenGuard::new(shared.clone());
+        let Connection {
+            stream,
+            peer,
+            policy,
+            http,
+            handshake_timeout,
+            max_header_bytes,
+            accepted_at,
+        } = self;
+        let deadline = tokio::time::Instant::now() + handshake_timeout;
+        let established = tokio::select! {
+            e = establish(stream, peer, &policy, &shared, deadline, accepted_at) => e,
+            _ = signals.stop.wait_for(|s| *s) => None,
+        };
+        let Some((tls, conn)) = established else {
+            return;
         };
 
-        let (_, session) = tls.get_ref();
-        let framing_flag = Arc::new(AtomicBool::new(false));
         // HTTP/2 frames every message itself; only HTTP/1 bytes need watching.
-        let scanner = if session.alpn_protocol() == Some(b"h2") {
-            Scanner::off(framing_flag.clone())
+        let scanner = if conn.alpn.as_deref() == Some(b"h2") {
+            Scanner::off(conn.framing_flag.clone())
         } else {
-            Scanner::new(self.max_header_bytes, framing_flag.clone())
+            Scanner::new(max_header_bytes, conn.framing_flag.clone())
         };
-        let conn = Arc::new(ConnContext {
-            listener: self.listener,
-            peer: self.peer,
-            local,
-            accepted_at: self.accepted_at,
-            tls_version: session.protocol_version(),
-            alpn: session.alpn_protocol().map(Into::into),
-            sni: session.server_name().map(Into::into),
-            framing_flag,
-        });
-
         let service = service_fn(move |req| {
             let shared = shared.clone();
             let conn = conn.clone();
             async move { Ok::<_, Infallible>(crate::pipeline::handle(&shared, &conn, req).await) }
         });
         let io = TokioIo::new(ScannedStream::new(tls, scanner));
-        let served = self.http.serve_connection(io, service);
+        let served = http.serve_connection(io, service);
         tokio::pin!(served);
         tokio::select! {
             r = served.as_mut() => {
                 if let Err(e) = r {
-                    tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
                 return;
             }
@@ -172,5 +160,95 @@ impl Connection {
             _ = served => {}
             _ = signals.kill.wait_for(|k| *k) => {}
         }
+    }
+}
+
+/// Everything before HTTP: PROXY header, listener IP lists, TLS, identity. `None`: the
+/// connection was refused (and counted).
+async fn establish(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    policy: &ListenerPolicy,
+    shared: &Shared,
+    deadline: tokio::time::Instant,
+    accepted_at: Instant,
+) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, Arc<ConnContext>)> {
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(peer);
+    let refuse = |why: ConnRefusal| {
+        shared.metrics.refused(why);
+        tracing::debug!(listener = &*policy.name, %peer, reason = why.label(), "connection refused");
+    };
+
+    let mut origin = peer;
+    if policy.proxy_protocol {
+        if !policy.trusted_proxies.contains(peer.ip()) {
+            refuse(ConnRefusal::ProxyProtocol);
+            return None;
+        }
+        match tokio::time::timeout_at(deadline, proxy_protocol::read_header(&mut stream)).await {
+            Ok(Ok(Some(src))) => origin = src,
+            Ok(Ok(None)) => {}
+            Ok(Err(_)) | Err(_) => {
+                refuse(ConnRefusal::ProxyProtocol);
+                return None;
+            }
+        }
+    }
+    if !ip_filter::admits_connection(policy, origin.ip()) {
+        // Closed before a single TLS byte: an unwanted peer costs no handshake.
+        refuse(ConnRefusal::IpNotAllowed);
+        return None;
+    }
+
+    let acceptor = TlsAcceptor::from(policy.tls.clone());
+    let tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(listener = &*policy.name, %peer, error = %e, "TLS handshake failed");
+            refuse(ConnRefusal::Handshake);
+            return None;
+        }
+        Err(_) => {
+            refuse(ConnRefusal::Handshake);
+            return None;
+        }
+    };
+
+    let (_, session) = tls.get_ref();
+    // Digested once here; every request only compares hashes.
+    let identity = session
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|leaf| ClientIdentity::from_der(leaf.as_ref()).ok());
+    let conn = Arc::new(ConnContext {
+        listener: policy.name.clone(),
+        peer,
+        origin,
+        local,
+        accepted_at,
+        tls_version: session.protocol_version(),
+        alpn: session.alpn_protocol().map(Into::into),
+        sni: session.server_name().map(Into::into),
+        identity_values: identity.as_ref().map(IdentityValues::new),
+        identity,
+        framing_flag: Arc::new(AtomicBool::new(false)),
+    });
+    Some((tls, conn))
+}
+
+/// Counts the connection open from accept until it ends, however it ends.
+struct OpenGuard(Arc<Shared>);
+
+impl OpenGuard {
+    fn new(shared: Arc<Shared>) -> Self {
+        shared.metrics.open_connections.inc();
+        OpenGuard(shared)
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.metrics.open_connections.dec();
     }
 }

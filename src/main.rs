@@ -30,6 +30,12 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Print the SPKI pin and fingerprint of each certificate in a PEM file, for the
+    /// `pins` and `cert_fingerprints` config keys.
+    Pin {
+        /// A PEM file with one or more certificates.
+        cert: PathBuf,
+    },
     /// Run on an embedded default: throwaway certificates, a built-in echo upstream, one-way
     /// TLS and mutual TLS on loopback. Prints curl commands that work.
     Demo {
@@ -53,6 +59,16 @@ fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Pin { cert } => match portcullis::identity::describe_pem_file(&cert) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Run { config } => with_runtime(async move {
             let running = portcullis::app::start(&config)
                 .await

@@ -2,9 +2,12 @@
 //! each stage lives in the module named after it.
 //!
 //! ```text
-//! accept -> tls -> framing -> routing -> forward -> record
+//! accept -> tls -> framing -> identity -> ip_filter -> routing -> identity, ip_filter (route)
+//!        -> forward -> record
 //! ```
-//! (accept and tls run once per connection, in `listener.rs`.)
+//! accept and tls (with the PROXY header, the listener's IP lists before the handshake
+//! and the identity digest) run once per connection, in `listener.rs`. Listener-level
+//! policy runs before routing, so a refused client cannot probe which routes exist.
 
 use std::time::Instant;
 
@@ -38,6 +41,9 @@ pub async fn handle(
 
         // A listener removed by a reload stops serving routes at once; its socket goes later.
         let listener = snapshot.listener(&conn.listener).ok_or(Denial::NoRoute)?;
+        crate::identity::check(&listener.pins, conn)?;
+        let client = crate::ip_filter::check_listener(listener, conn, req.headers())?;
+
         let host = req.uri().host().or_else(|| {
             req.headers()
                 .get(http::header::HOST)
@@ -47,11 +53,15 @@ pub async fn handle(
             .routes
             .select(host, req.uri().path(), req.method())?;
         route_name = Some(route.name.clone());
+        crate::identity::check(&route.pins, conn)?;
+        crate::ip_filter::check_route(route, &client)?;
 
         let ctx = RequestContext {
             request_id: &request_id,
             conn,
+            client,
             route,
+            identity_headers: &snapshot.identity_headers,
         };
         forward::forward(&ctx, req).await
     }
@@ -59,7 +69,10 @@ pub async fn handle(
 
     let (response, denial) = match result {
         Ok(resp) => (resp, None),
-        Err(d) => (d.response(&request_id), Some(d)),
+        Err(d) => {
+            shared.metrics.denial(d);
+            (d.response(&request_id), Some(d))
+        }
     };
     record::request(&Outcome {
         request_id: &request_id,

@@ -186,7 +186,7 @@ async fn hop_by_hop_response_headers_are_removed_before_the_client() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forwarding_headers_append_to_what_the_client_sent() {
+async fn forwarding_headers_from_an_untrusted_client_are_replaced_not_appended() {
     let pki = Pki::generate();
     let up = Upstream::echo("a").await;
     let gw = Gateway::start(pki.dir(), &simple(&up.url())).await;
@@ -196,6 +196,7 @@ async fn forwarding_headers_append_to_what_the_client_sent() {
         .uri("/fwd")
         .header("host", "api.example.com")
         .header("x-forwarded-for", "203.0.113.7")
+        .header("forwarded", "for=203.0.113.7")
         .header("x-forwarded-proto", "http")
         .header("x-forwarded-host", "evil.example")
         .body(empty())
@@ -203,11 +204,37 @@ async fn forwarding_headers_append_to_what_the_client_sent() {
     let echo = send_one(&pki, gw.addr(), req).await.echo();
     assert_eq!(
         echo.header("x-forwarded-for"),
-        Some("203.0.113.7, 127.0.0.1"),
-        "X-Forwarded-For must append the client address"
+        Some("127.0.0.1"),
+        "a spoofed X-Forwarded-For from an untrusted peer must not reach the upstream"
     );
+    assert_eq!(echo.header("forwarded"), None);
     assert_eq!(echo.header("x-forwarded-proto"), Some("https"));
     assert_eq!(echo.header("x-forwarded-host"), Some("api.example.com"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_from_a_trusted_proxy_are_appended_to() {
+    let pki = Pki::generate();
+    let up = Upstream::echo("a").await;
+    let toml = format!(
+        "{}{}",
+        listener("public", "trusted_proxies = [\"127.0.0.1\"]"),
+        route("all", "/", &[&up.url()], "")
+    );
+    let gw = Gateway::start(pki.dir(), &toml).await;
+
+    let req = http::Request::builder()
+        .method("GET")
+        .uri("/fwd")
+        .header("host", "api.example.com")
+        .header("x-forwarded-for", "203.0.113.7")
+        .body(empty())
+        .unwrap();
+    let echo = send_one(&pki, gw.addr(), req).await.echo();
+    assert_eq!(
+        echo.header("x-forwarded-for"),
+        Some("203.0.113.7, 127.0.0.1")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

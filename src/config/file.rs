@@ -17,6 +17,25 @@ pub struct FileConfig {
     pub listeners: Vec<ListenerSection>,
     #[serde(default)]
     pub routes: Vec<RouteSection>,
+    /// Headers that carry the client certificate's identity to upstreams.
+    pub identity_headers: Option<IdentityHeadersSection>,
+}
+
+/// Header names for the client identity sent upstream. Client-sent copies of these
+/// headers are always removed. `""` turns one off.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityHeadersSection {
+    /// Default "X-Client-Cert-Subject" (RFC 4514 subject).
+    pub subject: Option<String>,
+    /// Default "X-Client-Cert-CN".
+    pub common_name: Option<String>,
+    /// Default "X-Client-Cert-Spki" (`sha256/<base64>`).
+    pub spki: Option<String>,
+    /// Default "X-Client-Cert-Fingerprint" (SHA-256, colon hex).
+    pub fingerprint: Option<String>,
+    /// Default "X-Client-Cert-Serial" (hex).
+    pub serial: Option<String>,
 }
 
 /// Process-wide limits and timeouts. Every field has a secure default.
@@ -47,13 +66,26 @@ pub struct ListenerSection {
     pub bind: Option<String>,
     /// Lowest TLS version accepted: "1.2" (default) or "1.3".
     pub min_tls: Option<String>,
-    /// "none" (default), "optional" or "required".
+    /// "none" (default), "optional", "required" or "pinned" (self-signed machine
+    /// certificates, admitted only by `pins`).
     pub client_auth: Option<String>,
     /// PEM bundle of CAs that client certificates must chain to.
     pub client_ca: Option<String>,
     /// Server certificates; the first is the default, the others are chosen by SNI.
     #[serde(default)]
     pub certificates: Vec<CertificateSection>,
+    /// SPKI pins (`sha256/<base64>`) admitted on this listener.
+    pub pins: Option<Vec<String>>,
+    /// Certificate SHA-256 fingerprints admitted on this listener.
+    pub cert_fingerprints: Option<Vec<String>>,
+    /// CIDRs allowed to connect. Default: everyone not denied.
+    pub allow: Option<Vec<String>>,
+    /// CIDRs refused; deny wins over allow.
+    pub deny: Option<Vec<String>>,
+    /// Proxies whose X-Forwarded-For, Forwarded and PROXY headers are believed.
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Expect a PROXY protocol (v1 or v2) header before TLS, from trusted proxies only.
+    pub proxy_protocol: Option<bool>,
 }
 
 /// A certificate chain and its private key, both PEM files.
@@ -90,4 +122,12 @@ pub struct RouteSection {
     pub response_timeout: Option<String>,
     /// How long an idle pooled upstream connection is kept. Default "90s".
     pub idle_timeout: Option<String>,
+    /// SPKI pins admitted on this route (on top of the listener's).
+    pub pins: Option<Vec<String>>,
+    /// Certificate fingerprints admitted on this route.
+    pub cert_fingerprints: Option<Vec<String>>,
+    /// Client CIDRs allowed on this route. Default: everyone not denied.
+    pub allow: Option<Vec<String>>,
+    /// Client CIDRs refused on this route.
+    pub deny: Option<Vec<String>>,
 }

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::identity::{IdentityHeaders, PinSet};
+use crate::ip_filter::{IpPolicy, IpSet};
 use crate::routing::RouteTable;
 
 pub use validate::{Report, build_snapshot, duration, parse_file_config};
@@ -22,7 +24,9 @@ pub struct Snapshot {
     /// The file this snapshot was built from.
     pub source: PathBuf,
     pub server: ServerSettings,
-    pub listeners: Vec<ListenerPolicy>,
+    pub listeners: Vec<Arc<ListenerPolicy>>,
+    /// Header names for the client identity sent upstream.
+    pub identity_headers: IdentityHeaders,
     /// The HTTP/1.1 + HTTP/2 server settings every new connection is served with.
     pub http: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
 }
@@ -32,7 +36,7 @@ impl Snapshot {
     ///
     /// Linear: a gateway has a handful of listeners, and comparing a few short strings is
     /// cheaper than hashing one.
-    pub fn listener(&self, name: &str) -> Option<&ListenerPolicy> {
+    pub fn listener(&self, name: &str) -> Option<&Arc<ListenerPolicy>> {
         self.listeners.iter().find(|l| &*l.name == name)
     }
 
@@ -72,6 +76,14 @@ pub struct ListenerPolicy {
     pub bind: SocketAddr,
     pub tls: Arc<rustls::ServerConfig>,
     pub routes: RouteTable,
+    /// Client certificates admitted on this listener; empty: any.
+    pub pins: PinSet,
+    /// Client addresses admitted on this listener.
+    pub ip: IpPolicy,
+    /// Peers whose forwarding headers (and PROXY header) are believed.
+    pub trusted_proxies: IpSet,
+    /// A PROXY protocol header precedes TLS on every connection.
+    pub proxy_protocol: bool,
     /// Earliest `not_after` among the listener's server certificates (for metrics and warnings).
     pub cert_not_after: SystemTime,
 }

@@ -12,6 +12,8 @@ use http::Method;
 use super::file::{FileConfig, ListenerSection, RouteSection, ServerSection};
 use super::{ConfigErrors, ConfigIssue, ListenerPolicy, Loaded, ServerSettings, Snapshot};
 use crate::forward::{Upstream, UpstreamSettings};
+use crate::identity::{IdentityHeaders, PinSet, parse_fingerprint, parse_spki_pin};
+use crate::ip_filter::{IpPolicy, IpSet};
 use crate::routing::{Route, RouteTable, normalize_prefix};
 use crate::tls::{self, ClientAuth, MinTls};
 
@@ -90,6 +92,7 @@ pub fn build_snapshot(
 ) -> Result<Loaded, ConfigErrors> {
     let mut r = Report::new(path);
     let server = server_settings(&mut r, &file.server);
+    let identity_headers = IdentityHeaders::from_section(file.identity_headers.as_ref(), &mut r);
 
     if file.listeners.is_empty() {
         r.error("listeners", "at least one [[listeners]] entry is required");
@@ -166,12 +169,18 @@ pub fn build_snapshot(
     }
     let listeners = listeners
         .into_iter()
-        .map(|(sk, routes)| ListenerPolicy {
-            name: sk.name,
-            bind: sk.bind,
-            tls: sk.tls,
-            routes: RouteTable::new(routes),
-            cert_not_after: sk.cert_not_after,
+        .map(|(sk, routes)| {
+            Arc::new(ListenerPolicy {
+                name: sk.name,
+                bind: sk.bind,
+                tls: sk.tls,
+                routes: RouteTable::new(routes),
+                pins: sk.pins,
+                ip: sk.ip,
+                trusted_proxies: sk.trusted_proxies,
+                proxy_protocol: sk.proxy_protocol,
+                cert_not_after: sk.cert_not_after,
+            })
         })
         .collect();
     Ok(Loaded {
@@ -180,6 +189,7 @@ pub fn build_snapshot(
             http: crate::listener::http_builder(&server),
             server,
             listeners,
+            identity_headers,
         },
         warnings: r.warnings,
     })
@@ -258,6 +268,10 @@ struct ListenerSkeleton {
     bind: SocketAddr,
     tls: Arc<rustls::ServerConfig>,
     cert_not_after: SystemTime,
+    pins: PinSet,
+    ip: IpPolicy,
+    trusted_proxies: IpSet,
+    proxy_protocol: bool,
 }
 
 fn listener(
@@ -353,16 +367,43 @@ fn listener(
                 }
             }
         },
+        Some("pinned") => {
+            if l.client_ca.is_some() {
+                r.warn(
+                    &client_ca_key,
+                    "ignored: client_auth is \"pinned\", so certificates are admitted by their pins, not by a CA",
+                );
+            }
+            if l.pins.as_ref().is_none_or(Vec::is_empty)
+                && l.cert_fingerprints.as_ref().is_none_or(Vec::is_empty)
+            {
+                r.error(
+                    format!("{key}.pins"),
+                    "missing: client_auth = \"pinned\" admits only pinned certificates, so it needs pins or cert_fingerprints",
+                );
+            }
+            Some(ClientAuth::Pinned)
+        }
         Some(v) => {
             r.error(
                 format!("{key}.client_auth"),
                 format!(
-                    "\"{v}\" is not a client auth mode: use \"none\", \"optional\" or \"required\""
+                    "\"{v}\" is not a client auth mode: use \"none\", \"optional\", \"required\" or \"pinned\""
                 ),
             );
             None
         }
     };
+    let pins = pin_set(r, key, &l.pins, &l.cert_fingerprints);
+    let ip = ip_policy(r, key, &l.allow, &l.deny);
+    let trusted_proxies = cidr_list(r, &format!("{key}.trusted_proxies"), &l.trusted_proxies);
+    let proxy_protocol = l.proxy_protocol.unwrap_or(false);
+    if proxy_protocol && trusted_proxies.as_ref().is_none_or(IpSet::is_empty) {
+        r.error(
+            format!("{key}.proxy_protocol"),
+            "needs trusted_proxies: only they may send a PROXY header, anyone else could forge their address",
+        );
+    }
 
     if l.certificates.is_empty() {
         r.error(
@@ -404,6 +445,7 @@ fn listener(
     }
 
     let (name, bind, min_tls, client_auth) = (name?, bind?, min_tls?, client_auth?);
+    let (pins, ip, trusted_proxies) = (pins?, ip?, trusted_proxies?);
     if certs.len() != l.certificates.len() || certs.is_empty() {
         return None;
     }
@@ -418,6 +460,10 @@ fn listener(
             bind,
             tls: Arc::new(cfg),
             cert_not_after,
+            pins,
+            ip,
+            trusted_proxies,
+            proxy_protocol,
         }),
         Err(e) => {
             r.error(key, format!("cannot build the TLS configuration: {e}"));
@@ -580,8 +626,17 @@ fn route(
         }
     };
 
-    let (name, host, prefix, upstream, max_body_bytes) =
-        (name?, host?, prefix?, upstream?, max_body_bytes?);
+    let pins = pin_set(r, key, &s.pins, &s.cert_fingerprints);
+    let ip = ip_policy(r, key, &s.allow, &s.deny);
+    let (name, host, prefix, upstream, max_body_bytes, pins, ip) = (
+        name?,
+        host?,
+        prefix?,
+        upstream?,
+        max_body_bytes?,
+        pins?,
+        ip?,
+    );
     if !methods_ok {
         return None;
     }
@@ -594,9 +649,91 @@ fn route(
             methods,
             upstream,
             max_body_bytes,
+            pins,
+            ip,
         },
         on,
     ))
+}
+
+// === identity and ip policy ===
+
+/// `pins` and `cert_fingerprints` under `key`; `None` if any entry is wrong (reported).
+fn pin_set(
+    r: &mut Report,
+    key: &str,
+    pins: &Option<Vec<String>>,
+    fps: &Option<Vec<String>>,
+) -> Option<PinSet> {
+    let mut ok = true;
+    let mut spki = Vec::new();
+    for (i, p) in pins.iter().flatten().enumerate() {
+        match parse_spki_pin(p) {
+            Ok(h) => spki.push(h),
+            Err(e) => {
+                ok = false;
+                r.error(format!("{key}.pins[{i}]"), format!("\"{p}\" {e}"));
+            }
+        }
+    }
+    let mut certs = Vec::new();
+    for (i, f) in fps.iter().flatten().enumerate() {
+        match parse_fingerprint(f) {
+            Ok(h) => certs.push(h),
+            Err(e) => {
+                ok = false;
+                r.error(
+                    format!("{key}.cert_fingerprints[{i}]"),
+                    format!("\"{f}\" {e}"),
+                );
+            }
+        }
+    }
+    ok.then(|| PinSet::new(spki, certs))
+}
+
+fn ip_policy(
+    r: &mut Report,
+    key: &str,
+    allow: &Option<Vec<String>>,
+    deny: &Option<Vec<String>>,
+) -> Option<IpPolicy> {
+    // `allow = []` reads as "allow nobody" but an empty allow list admits everyone: refuse it.
+    if allow.as_ref().is_some_and(Vec::is_empty) {
+        r.error(
+            format!("{key}.allow"),
+            "empty: an empty allow list would admit everyone; leave the key out for that, or list networks",
+        );
+        return None;
+    }
+    let allow = cidr_list(r, &format!("{key}.allow"), allow);
+    let deny = cidr_list(r, &format!("{key}.deny"), deny);
+    Some(IpPolicy {
+        allow: allow?,
+        deny: deny?,
+    })
+}
+
+/// A list of CIDRs (a bare address means just that address); `None` if any is wrong.
+fn cidr_list(r: &mut Report, key: &str, v: &Option<Vec<String>>) -> Option<IpSet> {
+    let mut nets = Vec::new();
+    let mut ok = true;
+    for (i, s) in v.iter().flatten().enumerate() {
+        let parsed = s
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(n) => nets.push(n),
+            Err(_) => {
+                ok = false;
+                r.error(
+                    format!("{key}[{i}]"),
+                    format!("\"{s}\" is not an IP network (write e.g. \"10.0.0.0/8\", \"2001:db8::/32\" or \"192.0.2.7\")"),
+                );
+            }
+        }
+    }
+    ok.then(|| IpSet::new(nets))
 }
 
 fn is_hostname(h: &str) -> bool {

@@ -79,22 +79,29 @@ pub fn content_length(h: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-/// Tell the upstream who asked and how: X-Forwarded-For (appended), -Proto, -Host, Host
-/// and our request id (replacing any the client sent).
+/// Tell the upstream who asked and how: X-Forwarded-For, -Proto, -Host, Host, the client
+/// identity headers and our request id (replacing any the client sent).
+///
+/// X-Forwarded-For (and `Forwarded`) from a trusted proxy are kept and our peer appended;
+/// from anyone else they are lies as far as we know, so the upstream gets only the peer.
 pub fn add_forwarding(h: &mut HeaderMap, ctx: &RequestContext<'_>, host: Option<HeaderValue>) {
     use std::fmt::Write;
-    let ip = ctx.conn.peer.ip().to_canonical();
-    // Several X-Forwarded-For lines are one list: fold them, then append the peer.
+    let ip = ctx.conn.origin.ip().to_canonical();
     let mut xff = String::with_capacity(48);
-    for prior in h
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-    {
-        xff.push_str(prior);
-        xff.push_str(", ");
+    if ctx.client.via_trusted_proxy {
+        // Several X-Forwarded-For lines are one list: fold them, then append the peer.
+        for prior in h
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+        {
+            xff.push_str(prior);
+            xff.push_str(", ");
+        }
+    } else {
+        h.remove(header::FORWARDED);
     }
     let _ = write!(xff, "{ip}");
     if let Ok(v) = HeaderValue::from_str(&xff) {
@@ -111,6 +118,8 @@ pub fn add_forwarding(h: &mut HeaderMap, ctx: &RequestContext<'_>, host: Option<
         }
     }
     h.insert(X_REQUEST_ID, ctx.request_id.header_value());
+    ctx.identity_headers
+        .rewrite(h, ctx.conn.identity_values.as_ref());
 }
 
 #[cfg(test)]

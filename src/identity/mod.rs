@@ -1,12 +1,14 @@
 //! Client identity: who is calling, by certificate. Digested once per connection from the
 //! verified peer certificate, then only compared.
 
+mod headers;
 mod pins;
 
 use std::time::{Duration, SystemTime};
 
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
+pub use headers::{IdentityHeaders, IdentityValues};
 pub use pins::{
     PinParseError, PinSet, format_fingerprint, format_spki_pin, parse_fingerprint, parse_spki_pin,
 };
@@ -28,6 +30,19 @@ pub struct ClientIdentity {
     pub serial: String,
     pub not_before: SystemTime,
     pub not_after: SystemTime,
+}
+
+/// The identity stage: the connection's certificate must satisfy `pins` (a listener's or a
+/// route's). The digest was made once at handshake; this is one hash-set lookup.
+pub fn check(
+    pins: &PinSet,
+    conn: &crate::context::ConnContext,
+) -> Result<(), crate::denial::Denial> {
+    if pins.admits(conn.identity.as_ref()) {
+        Ok(())
+    } else {
+        Err(crate::denial::Denial::ClientCertNotPinned)
+    }
 }
 
 /// The certificate could not be read (only possible for a certificate the TLS layer let
@@ -117,6 +132,43 @@ fn unix_to_system(secs: i64) -> SystemTime {
 /// Base64 (standard alphabet, padded), as used by SPKI pins.
 pub(crate) fn b64() -> &'static base64::engine::GeneralPurpose {
     &base64::engine::general_purpose::STANDARD
+}
+
+/// What `portcullis pin FILE` prints: per certificate in the PEM file, its subject, SPKI
+/// pin, fingerprint and validity, ready to paste into `pins` or `cert_fingerprints`.
+pub fn describe_pem_file(path: &std::path::Path) -> Result<String, crate::tls::TlsFileError> {
+    use std::fmt::Write;
+    let certs = crate::tls::load_certs(path)?;
+    let mut out = String::new();
+    for (i, der) in certs.iter().enumerate() {
+        let id = ClientIdentity::from_der(der.as_ref()).map_err(|e| {
+            crate::tls::TlsFileError::BadCertificate {
+                path: path.to_path_buf(),
+                reason: e.0,
+            }
+        })?;
+        let secs = |t: SystemTime| match t.duration_since(SystemTime::UNIX_EPOCH) {
+            Ok(d) => d.as_secs() as i64,
+            Err(_) => 0,
+        };
+        if i > 0 {
+            out.push('\n');
+        }
+        let _ = writeln!(out, "subject:      {}", id.subject);
+        let _ = writeln!(out, "spki pin:     {}", id.spki_pin());
+        let _ = writeln!(out, "fingerprint:  {}", id.fingerprint());
+        let _ = writeln!(out, "serial:       {}", id.serial);
+        let _ = writeln!(
+            out,
+            "valid:        {} to {}",
+            crate::tls::rfc3339(secs(id.not_before)),
+            crate::tls::rfc3339(secs(id.not_after))
+        );
+        if !id.sans.is_empty() {
+            let _ = writeln!(out, "names:        {}", id.sans.join(", "));
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@ use http::Method;
 
 use crate::denial::Denial;
 use crate::forward::Upstream;
+use crate::identity::PinSet;
+use crate::ip_filter::IpPolicy;
 
 /// One compiled route.
 #[derive(Debug)]
@@ -24,6 +26,10 @@ pub struct Route {
     pub methods: Option<Vec<Method>>,
     pub upstream: Arc<Upstream>,
     pub max_body_bytes: Option<u64>,
+    /// Client certificates admitted (on top of the listener's pins); empty: any.
+    pub pins: PinSet,
+    /// Client addresses admitted (on top of the listener's lists).
+    pub ip: IpPolicy,
 }
 
 /// Check and normalise a configured prefix. The error completes the sentence "\"<p>\" ...".

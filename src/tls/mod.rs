@@ -6,6 +6,7 @@
 //! rustls at all, so they can never be negotiated whatever the config says.
 
 mod load;
+mod pinned;
 mod sni;
 
 use std::sync::{Arc, OnceLock};
@@ -18,6 +19,7 @@ pub use load::{
     EXPIRY_WARNING, LoadedCert, TlsFileError, load_certs, load_client_roots, load_key,
     load_server_cert, rfc3339,
 };
+pub use pinned::PinnedClientVerifier;
 pub use sni::SniResolver;
 
 /// The one crypto provider (aws-lc-rs), built once.
@@ -44,6 +46,8 @@ pub enum ClientAuth {
     Optional(Arc<RootCertStore>),
     /// Required and verified against the roots.
     Required(Arc<RootCertStore>),
+    /// Required, any issuer (self-signed included); admitted later only by pins.
+    Pinned,
 }
 
 /// Build a listener's server config. The first certificate is the default for clients that
@@ -61,6 +65,8 @@ pub fn server_config(
         ServerConfig::builder_with_provider(provider()).with_protocol_versions(versions)?;
     let verifier = match client_auth {
         ClientAuth::None => None,
+        ClientAuth::Pinned => Some(Ok(Arc::new(PinnedClientVerifier::new(provider()))
+            as Arc<dyn rustls::server::danger::ClientCertVerifier>)),
         ClientAuth::Optional(roots) => Some(
             WebPkiClientVerifier::builder_with_provider(roots, provider())
                 .allow_unauthenticated()

@@ -1,0 +1,181 @@
+//! The client's certificate identity, passed to upstreams in headers. Client-sent copies
+//! of those headers are removed from every request, whether or not it has an identity,
+//! so nobody can claim an identity through us.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use super::ClientIdentity;
+use crate::config::Report;
+use crate::config::file::IdentityHeadersSection;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Subject,
+    CommonName,
+    Spki,
+    Fingerprint,
+    Serial,
+}
+
+/// Which headers carry which part of the identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityHeaders {
+    names: Vec<(HeaderName, Field)>,
+}
+
+/// Headers that must never be taken over: they carry framing, routing or our own facts.
+const RESERVED: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "keep-alive",
+    "authorization",
+    "cookie",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+    "x-request-id",
+];
+
+impl Default for IdentityHeaders {
+    fn default() -> Self {
+        IdentityHeaders {
+            names: vec![
+                (
+                    HeaderName::from_static("x-client-cert-subject"),
+                    Field::Subject,
+                ),
+                (
+                    HeaderName::from_static("x-client-cert-cn"),
+                    Field::CommonName,
+                ),
+                (HeaderName::from_static("x-client-cert-spki"), Field::Spki),
+                (
+                    HeaderName::from_static("x-client-cert-fingerprint"),
+                    Field::Fingerprint,
+                ),
+                (
+                    HeaderName::from_static("x-client-cert-serial"),
+                    Field::Serial,
+                ),
+            ],
+        }
+    }
+}
+
+impl IdentityHeaders {
+    /// The configured names (defaults for keys left out), problems reported at their keys.
+    pub fn from_section(s: Option<&IdentityHeadersSection>, r: &mut Report) -> Self {
+        let Some(s) = s else {
+            return IdentityHeaders::default();
+        };
+        let defaults = IdentityHeaders::default();
+        let mut names = Vec::new();
+        for (key, value, field) in [
+            ("subject", &s.subject, Field::Subject),
+            ("common_name", &s.common_name, Field::CommonName),
+            ("spki", &s.spki, Field::Spki),
+            ("fingerprint", &s.fingerprint, Field::Fingerprint),
+            ("serial", &s.serial, Field::Serial),
+        ] {
+            match value.as_deref() {
+                None => {
+                    if let Some((n, _)) = defaults.names.iter().find(|(_, f)| *f == field) {
+                        names.push((n.clone(), field));
+                    }
+                }
+                Some("") => {}
+                Some(v) => match HeaderName::from_bytes(v.as_bytes()) {
+                    Ok(n) if RESERVED.contains(&n.as_str()) || n.as_str().starts_with("proxy-") => r.error(
+                        format!("identity_headers.{key}"),
+                        format!("\"{v}\" is a header the gateway manages itself; choose another name"),
+                    ),
+                    Ok(n) if names.iter().any(|(o, _)| *o == n) => r.error(
+                        format!("identity_headers.{key}"),
+                        format!("\"{v}\" is used for two identity fields"),
+                    ),
+                    Ok(n) => names.push((n, field)),
+                    Err(_) => r.error(
+                        format!("identity_headers.{key}"),
+                        format!("\"{v}\" is not a valid header name"),
+                    ),
+                },
+            }
+        }
+        IdentityHeaders { names }
+    }
+
+    /// Remove client-sent copies, then set the verified identity's values (if any).
+    pub fn rewrite(&self, h: &mut HeaderMap, values: Option<&IdentityValues>) {
+        for (name, field) in &self.names {
+            h.remove(name);
+            let Some(v) = values else { continue };
+            let value = match field {
+                Field::Subject => Some(&v.subject),
+                Field::CommonName => v.common_name.as_ref(),
+                Field::Spki => Some(&v.spki),
+                Field::Fingerprint => Some(&v.fingerprint),
+                Field::Serial => Some(&v.serial),
+            };
+            if let Some(value) = value {
+                h.insert(name.clone(), value.clone());
+            }
+        }
+    }
+}
+
+/// Header values of one identity, made once per connection; cloning one per request is a
+/// reference-count increment.
+#[derive(Debug, Clone)]
+pub struct IdentityValues {
+    subject: HeaderValue,
+    common_name: Option<HeaderValue>,
+    spki: HeaderValue,
+    fingerprint: HeaderValue,
+    serial: HeaderValue,
+}
+
+impl IdentityValues {
+    pub fn new(id: &ClientIdentity) -> Self {
+        IdentityValues {
+            subject: safe_value(&id.subject),
+            common_name: id.common_name.as_deref().map(safe_value),
+            spki: safe_value(&id.spki_pin()),
+            fingerprint: safe_value(&id.fingerprint()),
+            serial: safe_value(&id.serial),
+        }
+    }
+}
+
+/// A header value from certificate text: control characters (which could split headers)
+/// are percent-encoded; UTF-8 passes as bytes.
+fn safe_value(s: &str) -> HeaderValue {
+    let mut out = Vec::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        if b < 0x20 || b == 0x7f || b == b'%' {
+            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+        } else {
+            out.push(b);
+        }
+    }
+    HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("invalid"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_in_certificate_text_cannot_split_headers() {
+        assert_eq!(safe_value("CN=a\r\nX-Evil: 1"), "CN=a%0D%0AX-Evil: 1");
+        assert_eq!(
+            safe_value("O=Müller"),
+            HeaderValue::from_bytes("O=Müller".as_bytes()).unwrap_or(HeaderValue::from_static(""))
+        );
+    }
+}

@@ -1,0 +1,91 @@
+//! IP policy: allow and deny lists per listener and per route, and who the client is when
+//! the peer is a trusted proxy (X-Forwarded-For, `Forwarded`, PROXY protocol).
+//!
+//! Deny wins over allow; an empty allow list allows everyone not denied. Listener lists
+//! are checked twice: at accept against the connection's origin (so strangers cost no TLS
+//! handshake), and on every request against the resolved client address. Route lists are
+//! checked on every request.
+
+mod forwarded;
+pub mod proxy_protocol;
+mod set;
+
+use std::net::IpAddr;
+
+use http::HeaderMap;
+
+use crate::config::ListenerPolicy;
+use crate::context::ConnContext;
+use crate::denial::Denial;
+use crate::routing::Route;
+
+pub use forwarded::{BadForwardedHeader, client_ip};
+pub use set::IpSet;
+
+/// An allow list and a deny list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IpPolicy {
+    /// Empty: everyone not denied.
+    pub allow: IpSet,
+    pub deny: IpSet,
+}
+
+impl IpPolicy {
+    pub fn is_open(&self) -> bool {
+        self.allow.is_empty() && self.deny.is_empty()
+    }
+
+    pub fn admits(&self, ip: IpAddr) -> bool {
+        if self.deny.contains(ip) {
+            return false;
+        }
+        self.allow.is_empty() || self.allow.contains(ip)
+    }
+}
+
+/// The client of a request, as far as policy is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr {
+    pub ip: IpAddr,
+    /// The connection's origin is a trusted proxy: its forwarding headers were believed
+    /// and are passed on; otherwise they were ignored and are overwritten.
+    pub via_trusted_proxy: bool,
+}
+
+/// The listener half of the stage: who the client is, and whether the listener admits it.
+pub fn check_listener(
+    l: &ListenerPolicy,
+    conn: &ConnContext,
+    headers: &HeaderMap,
+) -> Result<ClientAddr, Denial> {
+    let origin = conn.origin.ip().to_canonical();
+    let via_trusted_proxy = !l.trusted_proxies.is_empty() && l.trusted_proxies.contains(origin);
+    let ip = if via_trusted_proxy {
+        client_ip(origin, headers, &l.trusted_proxies).map_err(|_| Denial::BadForwardedHeader)?
+    } else {
+        origin
+    };
+    if !l.ip.admits(ip) {
+        return Err(Denial::IpNotAllowed);
+    }
+    Ok(ClientAddr {
+        ip,
+        via_trusted_proxy,
+    })
+}
+
+/// The route half: the route's own lists.
+pub fn check_route(route: &Route, client: &ClientAddr) -> Result<(), Denial> {
+    if route.ip.admits(client.ip) {
+        Ok(())
+    } else {
+        Err(Denial::IpNotAllowed)
+    }
+}
+
+/// Whether a connection from `origin` may proceed to the TLS handshake: trusted proxies
+/// always (their clients are checked per request), anyone else if the listener admits them.
+pub fn admits_connection(l: &ListenerPolicy, origin: IpAddr) -> bool {
+    let origin = origin.to_canonical();
+    l.trusted_proxies.contains(origin) || l.ip.admits(origin)
+}

@@ -1,0 +1,109 @@
+//! Prometheus metrics. The registry is passed in, never global, so tests and embedders
+//! each get their own. Every label takes values from a closed set (denial reasons,
+//! refusal reasons, route names from config, status classes): never an address,
+//! subject, token or anything else a client controls.
+
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+
+use crate::denial::Denial;
+
+/// Why a connection was closed before any HTTP was spoken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnRefusal {
+    /// `max_connections` reached.
+    Limit,
+    /// The listener's deny or allow list refused the connection's origin.
+    IpNotAllowed,
+    /// A PROXY header from an untrusted peer, a missing or malformed one, or a timeout.
+    ProxyProtocol,
+    /// The TLS handshake failed or timed out.
+    Handshake,
+}
+
+impl ConnRefusal {
+    pub const ALL: [ConnRefusal; 4] = [
+        ConnRefusal::Limit,
+        ConnRefusal::IpNotAllowed,
+        ConnRefusal::ProxyProtocol,
+        ConnRefusal::Handshake,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ConnRefusal::Limit => "connection_limit",
+            ConnRefusal::IpNotAllowed => "ip_not_allowed",
+            ConnRefusal::ProxyProtocol => "proxy_protocol",
+            ConnRefusal::Handshake => "tls_handshake",
+        }
+    }
+}
+
+/// The gateway's metrics.
+pub struct Metrics {
+    pub registry: Registry,
+    denials: IntCounterVec,
+    refused: IntCounterVec,
+    pub open_connections: IntGauge,
+}
+
+impl Metrics {
+    /// Register every metric in `registry`.
+    pub fn new(registry: Registry) -> Result<Self, prometheus::Error> {
+        let denials = IntCounterVec::new(
+            Opts::new("portcullis_denials_total", "Requests refused, by reason."),
+            &["reason"],
+        )?;
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "portcullis_connections_refused_total",
+                "Connections closed before HTTP, by reason.",
+            ),
+            &["reason"],
+        )?;
+        let open_connections =
+            IntGauge::new("portcullis_open_connections", "Open client connections.")?;
+        registry.register(Box::new(denials.clone()))?;
+        registry.register(Box::new(refused.clone()))?;
+        registry.register(Box::new(open_connections.clone()))?;
+        // Every series exists from the start, so a rate() over a never-seen reason is 0, not absent.
+        for d in Denial::ALL {
+            denials.with_label_values(&[d.reason()]);
+        }
+        for r in ConnRefusal::ALL {
+            refused.with_label_values(&[r.label()]);
+        }
+        Ok(Metrics {
+            registry,
+            denials,
+            refused,
+            open_connections,
+        })
+    }
+
+    pub fn denial(&self, d: Denial) {
+        self.denials.with_label_values(&[d.reason()]).inc();
+    }
+
+    pub fn refused(&self, r: ConnRefusal) {
+        self.refused.with_label_values(&[r.label()]).inc();
+    }
+
+    /// The value of the denial counter for `d` (tests, admin).
+    pub fn denial_count(&self, d: Denial) -> u64 {
+        self.denials.with_label_values(&[d.reason()]).get()
+    }
+
+    pub fn refused_count(&self, r: ConnRefusal) -> u64 {
+        self.refused.with_label_values(&[r.label()]).get()
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let encoder = prometheus::TextEncoder::new();
+        if let Err(e) = encoder.encode_utf8(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}
