@@ -30,13 +30,21 @@ fn ten_thousand_cidrs() -> Vec<IpNet> {
         let r = next();
         let ip = Ipv4Addr::from(r as u32);
         let len = 24 + (r >> 40) as u8 % 9;
-        nets.push(IpNet::new(IpAddr::V4(ip), len).map(|n| n.trunc()).unwrap_or_default());
+        nets.push(
+            IpNet::new(IpAddr::V4(ip), len)
+                .map(|n| n.trunc())
+                .unwrap_or_default(),
+        );
     }
     for _ in 0..2_000 {
         let (a, b) = (next(), next());
         let ip = Ipv6Addr::from(((a as u128) << 64) | b as u128);
         let len = 48 + (b >> 50) as u8 % 17;
-        nets.push(IpNet::new(IpAddr::V6(ip), len).map(|n| n.trunc()).unwrap_or_default());
+        nets.push(
+            IpNet::new(IpAddr::V6(ip), len)
+                .map(|n| n.trunc())
+                .unwrap_or_default(),
+        );
     }
     nets
 }
@@ -52,11 +60,17 @@ fn ip_lookup(c: &mut Criterion) {
         deny: IpSet::new(nets.iter().step_by(10).copied()),
     };
     let mut g = c.benchmark_group("ip_filter/10k_cidrs");
-    g.bench_function("v4_hit", |b| b.iter(|| black_box(&policy).admits(black_box(inside))));
+    g.bench_function("v4_hit", |b| {
+        b.iter(|| black_box(&policy).admits(black_box(inside)))
+    });
     let miss: IpAddr = "203.0.113.77".parse().unwrap_or(inside);
-    g.bench_function("v4_miss", |b| b.iter(|| black_box(&policy).admits(black_box(miss))));
+    g.bench_function("v4_miss", |b| {
+        b.iter(|| black_box(&policy).admits(black_box(miss)))
+    });
     let v6: IpAddr = "2001:db8::1".parse().unwrap_or(inside);
-    g.bench_function("v6_miss", |b| b.iter(|| black_box(&policy).admits(black_box(v6))));
+    g.bench_function("v6_miss", |b| {
+        b.iter(|| black_box(&policy).admits(black_box(v6)))
+    });
     g.finish();
 }
 
@@ -68,7 +82,9 @@ fn pin_check(c: &mut Criterion) {
         .expect("cert");
     let id = ClientIdentity::from_der(cert.der()).expect("identity");
     // 1,000 pinned keys, the client's among them.
-    let mut spki: Vec<[u8; 32]> = (0..999u32).map(|i| portcullis::identity::sha256(&i.to_le_bytes())).collect();
+    let mut spki: Vec<[u8; 32]> = (0..999u32)
+        .map(|i| portcullis::identity::sha256(&i.to_le_bytes()))
+        .collect();
     spki.push(id.spki_sha256);
     let pins = PinSet::new(spki, []);
     c.bench_function("identity/pin_check_1000_pins", |b| {
@@ -111,11 +127,18 @@ fn denial_rendering(c: &mut Criterion) {
     let id = RequestId::next();
     c.bench_function("denial/render_403", |b| {
         b.iter(|| {
-            let r: http::Response<bytes::Bytes> = black_box(Denial::IpNotAllowed).response(black_box(&id));
+            let r: http::Response<bytes::Bytes> =
+                black_box(Denial::IpNotAllowed).response(black_box(&id));
             r
         })
     });
 }
 
-criterion_group!(benches, ip_lookup, pin_check, route_selection, denial_rendering);
+criterion_group!(
+    benches,
+    ip_lookup,
+    pin_check,
+    route_selection,
+    denial_rendering
+);
 criterion_main!(benches);
