@@ -26,7 +26,9 @@ impl IpSet {
                     match (n.network().to_ipv4_mapped(), n.prefix_len()) {
                         (Some(a), p) if p >= 96 => {
                             let lo4 = u32::from(a);
-                            let hi4 = lo4 | (u32::MAX >> (p - 96).min(32));
+                            // /128 maps to /32: a shift by 32 must give no host bits, not
+                            // wrap to a shift by 0 (which would cover half the internet).
+                            let hi4 = lo4 | u32::MAX.checked_shr(u32::from(p - 96)).unwrap_or(0);
                             v4.push((lo4, hi4));
                         }
                         _ => v6.push((lo, hi)),
@@ -135,6 +137,16 @@ mod tests {
         ] {
             assert_eq!(s.contains(ip(addr)), inside, "{addr}");
         }
+    }
+
+    #[test]
+    fn a_v4_mapped_single_address_is_exactly_that_address() {
+        let s = set(&["::ffff:192.0.2.7/128", "::ffff:198.51.100.0/120"]);
+        assert!(s.contains(ip("192.0.2.7")));
+        assert!(!s.contains(ip("192.0.2.8")));
+        assert!(!s.contains(ip("255.255.255.255")));
+        assert!(s.contains(ip("198.51.100.255")));
+        assert!(!s.contains(ip("198.51.101.0")));
     }
 
     #[test]
