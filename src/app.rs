@@ -1,16 +1,18 @@
-//! Wiring: load the config, bind the listeners, run the accept loops, drain on shutdown.
+//! Wiring: load the config, bind the listeners, run the accept loops, reload, drain on
+//! shutdown.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
 
-use crate::config::{self, ConfigErrors, Snapshot};
+use crate::config::{self, ConfigErrors, ListenerPolicy, Snapshot};
 use crate::listener::{self, Signals};
 use crate::metrics::Metrics;
 
@@ -39,6 +41,36 @@ pub enum StartError {
     },
 }
 
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new file is invalid; every problem is listed.
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    /// A new or moved listener's address could not be bound.
+    #[error("cannot bind listener \"{name}\" to {addr}: {source}")]
+    Bind {
+        name: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The gateway is shutting down.
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+}
+
+/// What a successful reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub listeners: usize,
+    pub routes: usize,
+    /// Listeners bound anew (added, or moved to another address).
+    pub rebound: Vec<String>,
+    /// Listeners that stopped accepting (removed, or moved away from an address).
+    pub closed: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
 /// Starts a graceful shutdown when triggered. Cheap to clone.
 #[derive(Clone)]
 pub struct ShutdownHandle(Arc<watch::Sender<bool>>);
@@ -49,30 +81,53 @@ impl ShutdownHandle {
     }
 }
 
+/// One running accept loop.
+struct ListenerHandle {
+    name: Arc<str>,
+    /// The configured address (port 0 stays 0 here), compared on reload.
+    bind: SocketAddr,
+    /// The address actually bound.
+    local: SocketAddr,
+    stop: watch::Sender<bool>,
+}
+
+/// The running gateway: what reload and shutdown act on.
+pub struct Gateway {
+    shared: Arc<Shared>,
+    config_path: PathBuf,
+    listeners: Mutex<Vec<ListenerHandle>>,
+    /// One reload at a time; never taken on the request path.
+    reload_lock: tokio::sync::Mutex<()>,
+    permits: Arc<Semaphore>,
+    /// Permits the semaphore was created with plus those added by reloads.
+    permits_total: Mutex<usize>,
+    signals: Signals,
+    stop: Arc<watch::Sender<bool>>,
+}
+
 /// A started gateway.
 pub struct Running {
-    addrs: Vec<(Arc<str>, SocketAddr)>,
-    shutdown: ShutdownHandle,
+    gateway: Arc<Gateway>,
     task: JoinHandle<()>,
-    shared: Arc<Shared>,
 }
 
 impl Running {
     /// The address a listener is bound to (useful when the config binds port 0).
     pub fn local_addr(&self, listener: &str) -> Option<SocketAddr> {
-        self.addrs
-            .iter()
-            .find(|(n, _)| &**n == listener)
-            .map(|(_, a)| *a)
+        self.gateway.local_addr(listener)
     }
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {
-        self.shutdown.clone()
+        ShutdownHandle(self.gateway.stop.clone())
     }
 
-    /// The state shared by every connection (the live snapshot).
+    /// The state shared by every connection (the live snapshot, metrics).
     pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+        &self.gateway.shared
+    }
+
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
     }
 
     /// Wait until shutdown was triggered, the listeners closed and the in-flight requests
@@ -93,63 +148,68 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
     start_snapshot(loaded.snapshot).await
 }
 
+async fn bind(l: &ListenerPolicy) -> Result<(TcpListener, SocketAddr), std::io::Error> {
+    let tcp = TcpListener::bind(l.bind).await?;
+    let local = tcp.local_addr()?;
+    Ok((tcp, local))
+}
+
 /// Serve an already validated snapshot.
 pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
     let mut bound = Vec::with_capacity(snapshot.listeners.len());
     for l in &snapshot.listeners {
-        let tcp = TcpListener::bind(l.bind)
-            .await
-            .map_err(|source| StartError::Bind {
-                name: l.name.to_string(),
-                addr: l.bind,
-                source,
-            })?;
-        let addr = tcp.local_addr().map_err(|source| StartError::Bind {
+        let (tcp, local) = bind(l).await.map_err(|source| StartError::Bind {
             name: l.name.to_string(),
             addr: l.bind,
             source,
         })?;
-        tracing::info!(listener = &*l.name, %addr, routes = l.routes.len(), "listening");
-        bound.push((l.name.clone(), addr, tcp));
+        tracing::info!(listener = &*l.name, addr = %local, routes = l.routes.len(), "listening");
+        bound.push((l.clone(), tcp, local));
     }
 
     let settings = snapshot.server.clone();
+    let config_path = snapshot.source.clone();
     let shared = Arc::new(Shared {
         snapshot: ArcSwap::from_pointee(snapshot),
         metrics: Metrics::new(prometheus::Registry::new())?,
     });
-    let permits = Arc::new(Semaphore::new(settings.max_connections));
+    shared
+        .metrics
+        .config_loaded(&shared.snapshot.load(), SystemTime::now());
     let (stop_tx, stop_rx) = watch::channel(false);
     let (kill_tx, kill_rx) = watch::channel(false);
-    let signals = Signals {
-        stop: stop_rx.clone(),
-        kill: kill_rx,
-    };
-
-    let mut loops = JoinSet::new();
-    let mut addrs = Vec::with_capacity(bound.len());
-    for (name, addr, tcp) in bound {
-        addrs.push((name.clone(), addr));
-        loops.spawn(listener::accept_loop(
-            tcp,
-            name,
-            shared.clone(),
-            permits.clone(),
-            signals.clone(),
-        ));
+    let gateway = Arc::new(Gateway {
+        shared,
+        config_path,
+        listeners: Mutex::new(Vec::new()),
+        reload_lock: tokio::sync::Mutex::new(()),
+        permits: Arc::new(Semaphore::new(settings.max_connections)),
+        permits_total: Mutex::new(settings.max_connections),
+        signals: Signals {
+            stop: stop_rx.clone(),
+            kill: kill_rx,
+        },
+        stop: Arc::new(stop_tx),
+    });
+    for (policy, tcp, local) in bound {
+        gateway.spawn_listener(&policy, tcp, local);
     }
 
+    let g = gateway.clone();
     let mut stop = stop_rx;
     let task = tokio::spawn(async move {
         let _ = stop.wait_for(|s| *s).await;
         tracing::info!("shutting down: no new connections, draining in-flight requests");
-        while loops.join_next().await.is_some() {}
+        // The accept loops see the same signal and drop their sockets.
+        let _reloads = g.reload_lock.lock().await;
+        let total = g.permits_total.lock().map(|t| *t).unwrap_or(0);
+        let deadline = g.shared.snapshot.load().server.shutdown_timeout;
         // Every open connection holds a permit: all of them back means all drained.
-        let all = u32::try_from(settings.max_connections).unwrap_or(u32::MAX);
-        match tokio::time::timeout(settings.shutdown_timeout, permits.acquire_many(all)).await {
+        let all = u32::try_from(total).unwrap_or(u32::MAX);
+        match tokio::time::timeout(deadline, g.permits.acquire_many(all)).await {
             Ok(_) => tracing::info!("drained; stopped"),
             Err(_) => {
-                let open = settings.max_connections - permits.available_permits();
+                let open = total.saturating_sub(g.permits.available_permits());
                 tracing::warn!(
                     open,
                     "drain deadline passed; closing the remaining connections"
@@ -159,10 +219,167 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
         }
     });
 
-    Ok(Running {
-        addrs,
-        shutdown: ShutdownHandle(Arc::new(stop_tx)),
-        task,
-        shared,
-    })
+    Ok(Running { gateway, task })
+}
+
+impl Gateway {
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    pub fn local_addr(&self, listener: &str) -> Option<SocketAddr> {
+        let handles = self.listeners.lock().ok()?;
+        handles
+            .iter()
+            .find(|h| &*h.name == listener)
+            .map(|h| h.local)
+    }
+
+    fn spawn_listener(&self, policy: &ListenerPolicy, tcp: TcpListener, local: SocketAddr) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(listener::accept_loop(
+            tcp,
+            policy.name.clone(),
+            self.shared.clone(),
+            self.permits.clone(),
+            self.signals.clone(),
+            stop_rx,
+        ));
+        if let Ok(mut handles) = self.listeners.lock() {
+            handles.push(ListenerHandle {
+                name: policy.name.clone(),
+                bind: policy.bind,
+                local,
+                stop: stop_tx,
+            });
+        }
+    }
+
+    /// Re-read the config file. Only a wholly valid file changes anything: the snapshot is
+    /// swapped atomically (in-flight requests finish on the one they started with; the
+    /// next request on every keep-alive connection sees the new one), new and moved
+    /// listeners are bound first (a bind failure aborts the reload), unchanged listeners
+    /// keep their sockets, removed ones stop accepting.
+    pub async fn reload(&self) -> Result<ReloadSummary, ReloadError> {
+        let result = self.reload_inner().await;
+        let now = SystemTime::now();
+        match &result {
+            Ok(s) => {
+                self.shared.metrics.reload(true, now);
+                self.shared
+                    .metrics
+                    .config_loaded(&self.shared.snapshot.load(), now);
+                tracing::info!(listeners = s.listeners, routes = s.routes, rebound = ?s.rebound, closed = ?s.closed, "config reloaded");
+            }
+            Err(e) => {
+                self.shared.metrics.reload(false, now);
+                for line in e.to_string().lines() {
+                    tracing::error!("config reload refused, nothing changed: {line}");
+                }
+            }
+        }
+        result
+    }
+
+    async fn reload_inner(&self) -> Result<ReloadSummary, ReloadError> {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        if *self.signals.stop.borrow() {
+            return Err(ReloadError::ShuttingDown);
+        }
+        let previous = self.shared.snapshot.load_full();
+        let path = self.config_path.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            config::reload_file(&path, SystemTime::now(), &previous)
+        })
+        .await
+        .map_err(|e| {
+            ReloadError::Config(ConfigErrors(vec![config::ConfigIssue::new(
+                &self.config_path,
+                "",
+                format!("validation did not finish: {e}"),
+            )]))
+        })??;
+        let snapshot = loaded.snapshot;
+
+        // Bind what is new or moved before touching anything.
+        let current: HashMap<Arc<str>, SocketAddr> = self
+            .listeners
+            .lock()
+            .map(|h| h.iter().map(|h| (h.name.clone(), h.bind)).collect())
+            .unwrap_or_default();
+        let mut fresh = Vec::new();
+        for l in &snapshot.listeners {
+            if current.get(&l.name) == Some(&l.bind) {
+                continue;
+            }
+            let (tcp, local) = bind(l).await.map_err(|source| ReloadError::Bind {
+                name: l.name.to_string(),
+                addr: l.bind,
+                source,
+            })?;
+            fresh.push((l.clone(), tcp, local));
+        }
+
+        // Commit: swap, then start new loops and stop the ones no longer wanted.
+        let server = snapshot.server.clone();
+        let summary_counts = (snapshot.listeners.len(), snapshot.route_count());
+        let keep: HashMap<Arc<str>, SocketAddr> = snapshot
+            .listeners
+            .iter()
+            .map(|l| (l.name.clone(), l.bind))
+            .collect();
+        self.shared.snapshot.store(Arc::new(snapshot));
+        let mut closed = Vec::new();
+        if let Ok(mut handles) = self.listeners.lock() {
+            handles.retain(|h| {
+                let stays = keep.get(&h.name) == Some(&h.bind);
+                if !stays {
+                    h.stop.send_replace(true);
+                    closed.push(h.name.to_string());
+                }
+                stays
+            });
+        }
+        let mut rebound = Vec::new();
+        for (policy, tcp, local) in fresh {
+            tracing::info!(listener = &*policy.name, addr = %local, "listening");
+            rebound.push(policy.name.to_string());
+            self.spawn_listener(&policy, tcp, local);
+        }
+        self.resize_permits(server.max_connections);
+
+        Ok(ReloadSummary {
+            listeners: summary_counts.0,
+            routes: summary_counts.1,
+            rebound,
+            closed,
+            warnings: loaded.warnings.iter().map(ToString::to_string).collect(),
+        })
+    }
+
+    /// Grow or shrink the connection limit. Shrinking takes free permits away; if too few
+    /// are free, the rest go as open connections end (their permits are forgotten then).
+    fn resize_permits(&self, wanted: usize) {
+        let Ok(mut total) = self.permits_total.lock() else {
+            return;
+        };
+        if wanted > *total {
+            self.permits.add_permits(wanted - *total);
+        } else if wanted < *total {
+            let removed = self.permits.forget_permits(*total - wanted);
+            if removed < *total - wanted {
+                tracing::warn!(
+                    wanted,
+                    "max_connections lowered below the open connections; the limit applies as they close"
+                );
+            }
+            *total -= removed;
+            return;
+        }
+        *total = wanted;
+    }
 }

@@ -53,19 +53,22 @@ pub(crate) struct Signals {
     pub kill: watch::Receiver<bool>,
 }
 
-/// Accept until `stop`; returning drops the socket, so new connections are refused.
+/// Accept until shutdown or until this listener is stopped by a reload; returning drops
+/// the socket, so new connections are refused. Open connections are not affected.
 pub(crate) async fn accept_loop(
     tcp: TcpListener,
     name: Arc<str>,
     shared: Arc<Shared>,
     permits: Arc<Semaphore>,
     signals: Signals,
+    mut this_listener_stop: watch::Receiver<bool>,
 ) {
     let mut stop = signals.stop.clone();
     loop {
         let accepted = tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => return,
+            _ = this_listener_stop.wait_for(|s| *s) => return,
             r = tcp.accept() => r,
         };
         let (stream, peer) = match accepted {

@@ -155,15 +155,35 @@ fn with_runtime(fut: impl std::future::Future<Output = Result<(), String>>) -> E
     }
 }
 
-/// Wait for SIGTERM or SIGINT, then shut down gracefully.
+/// Reload on SIGHUP; on SIGTERM or SIGINT shut down gracefully.
 async fn serve_until_signal(running: portcullis::app::Running) {
     let handle = running.shutdown_handle();
     tokio::spawn(async move {
         wait_for_signal().await;
         handle.trigger();
     });
+    reload_on_sighup(running.gateway().clone());
     running.wait().await;
 }
+
+#[cfg(unix)]
+fn reload_on_sighup(gateway: std::sync::Arc<portcullis::app::Gateway>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot install the SIGHUP handler; reload through the admin API");
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading the config");
+            // The outcome is logged and counted by reload itself.
+            let _ = gateway.reload().await;
+        }
+    });
+}
+
+#[cfg(not(unix))]
+fn reload_on_sighup(_gateway: std::sync::Arc<portcullis::app::Gateway>) {}
 
 #[cfg(unix)]
 async fn wait_for_signal() {

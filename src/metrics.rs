@@ -3,7 +3,11 @@
 //! refusal reasons, route names from config, status classes): never an address,
 //! subject, token or anything else a client controls.
 
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use std::time::SystemTime;
+
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+use crate::config::Snapshot;
 
 use crate::denial::Denial;
 
@@ -44,6 +48,9 @@ pub struct Metrics {
     denials: IntCounterVec,
     refused: IntCounterVec,
     pub open_connections: IntGauge,
+    reloads: IntCounterVec,
+    last_reload: IntGauge,
+    cert_expiry: IntGaugeVec,
 }
 
 impl Metrics {
@@ -65,6 +72,30 @@ impl Metrics {
         registry.register(Box::new(denials.clone()))?;
         registry.register(Box::new(refused.clone()))?;
         registry.register(Box::new(open_connections.clone()))?;
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "portcullis_config_reloads_total",
+                "Config reloads, by result.",
+            ),
+            &["result"],
+        )?;
+        let last_reload = IntGauge::new(
+            "portcullis_config_last_success_timestamp_seconds",
+            "When the config in force was loaded (unix seconds).",
+        )?;
+        let cert_expiry = IntGaugeVec::new(
+            Opts::new(
+                "portcullis_certificate_expiry_timestamp_seconds",
+                "Earliest not-after of a listener's server certificates (unix seconds).",
+            ),
+            &["listener"],
+        )?;
+        registry.register(Box::new(reloads.clone()))?;
+        registry.register(Box::new(last_reload.clone()))?;
+        registry.register(Box::new(cert_expiry.clone()))?;
+        for r in ["success", "failure"] {
+            reloads.with_label_values(&[r]);
+        }
         // Every series exists from the start, so a rate() over a never-seen reason is 0, not absent.
         for d in Denial::ALL {
             denials.with_label_values(&[d.reason()]);
@@ -77,6 +108,9 @@ impl Metrics {
             denials,
             refused,
             open_connections,
+            reloads,
+            last_reload,
+            cert_expiry,
         })
     }
 
@@ -86,6 +120,31 @@ impl Metrics {
 
     pub fn refused(&self, r: ConnRefusal) {
         self.refused.with_label_values(&[r.label()]).inc();
+    }
+
+    /// A reload attempt and its result.
+    pub fn reload(&self, ok: bool, _now: SystemTime) {
+        self.reloads
+            .with_label_values(&[if ok { "success" } else { "failure" }])
+            .inc();
+    }
+
+    pub fn reload_count(&self, ok: bool) -> u64 {
+        self.reloads
+            .with_label_values(&[if ok { "success" } else { "failure" }])
+            .get()
+    }
+
+    /// A config is in force from `now`: its timestamp and its certificates' expiry.
+    /// Listener names come from the config, a bounded set.
+    pub fn config_loaded(&self, s: &Snapshot, now: SystemTime) {
+        self.last_reload.set(unix(now));
+        self.cert_expiry.reset();
+        for l in &s.listeners {
+            self.cert_expiry
+                .with_label_values(&[&*l.name])
+                .set(unix(l.cert_not_after));
+        }
     }
 
     /// The value of the denial counter for `d` (tests, admin).
@@ -106,4 +165,10 @@ impl Metrics {
         }
         out
     }
+}
+
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }

@@ -112,7 +112,24 @@ pub fn load_file(path: &Path, now: SystemTime) -> Result<Loaded, ConfigErrors> {
 /// Parse and validate `text` as if read from `path` (relative paths resolve from its folder).
 pub fn load_str(path: &Path, text: &str, now: SystemTime) -> Result<Loaded, ConfigErrors> {
     let file = parse_file_config(path, text)?;
-    build_snapshot(path, &file, now)
+    build_snapshot(path, &file, now, None)
+}
+
+/// Like [`load_file`], for a reload: unchanged upstreams keep `previous`'s warm pools.
+pub fn reload_file(
+    path: &Path,
+    now: SystemTime,
+    previous: &Snapshot,
+) -> Result<Loaded, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigIssue::new(
+            path,
+            "",
+            format!("cannot read config file: {e}"),
+        )])
+    })?;
+    let file = parse_file_config(path, &text)?;
+    build_snapshot(path, &file, now, Some(previous))
 }
 
 // === Errors ===

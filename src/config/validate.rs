@@ -85,12 +85,24 @@ impl<'a> Report<'a> {
 }
 
 /// Validate the whole file and compile it. `now` judges certificate expiry.
+///
+/// `previous` (on reload) lends its upstream pools to routes whose targets and timeouts
+/// are unchanged, so a reload does not drop warm upstream connections.
 pub fn build_snapshot(
     path: &Path,
     file: &FileConfig,
     now: SystemTime,
+    previous: Option<&Snapshot>,
 ) -> Result<Loaded, ConfigErrors> {
     let mut r = Report::new(path);
+    let pools: Vec<Arc<Upstream>> = previous
+        .map(|p| {
+            p.listeners
+                .iter()
+                .flat_map(|l| l.routes.iter().map(|r| r.upstream.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
     let server = server_settings(&mut r, &file.server);
     let identity_headers = IdentityHeaders::from_section(file.identity_headers.as_ref(), &mut r);
 
@@ -135,7 +147,7 @@ pub fn build_snapshot(
     let mut route_names = HashSet::new();
     for (i, rs) in file.routes.iter().enumerate() {
         let key = format!("routes[{i}]");
-        let Some((route, on)) = route(&mut r, &key, rs, &declared) else {
+        let Some((route, on)) = route(&mut r, &key, rs, &declared, &pools) else {
             continue;
         };
         if !route_names.insert(route.name.clone()) {
@@ -487,6 +499,7 @@ fn route(
     key: &str,
     s: &RouteSection,
     listeners: &HashSet<&str>,
+    pools: &[Arc<Upstream>],
 ) -> Option<(Route, Option<HashSet<String>>)> {
     let name = match s.name.as_deref() {
         None => {
@@ -640,7 +653,10 @@ fn route(
     if !methods_ok {
         return None;
     }
-    let upstream = Arc::new(Upstream::new(upstream, settings));
+    let upstream = match pools.iter().find(|u| u.same_as(&upstream, &settings)) {
+        Some(warm) => warm.clone(),
+        None => Arc::new(Upstream::new(upstream, settings)),
+    };
     Some((
         Route {
             name,

@@ -131,6 +131,18 @@ impl Upstream {
         &self.settings
     }
 
+    /// Whether this upstream goes to exactly `targets` with `settings`: a reload then keeps
+    /// it, with its pooled connections, instead of starting cold.
+    pub fn same_as(&self, targets: &[Authority], settings: &UpstreamSettings) -> bool {
+        self.settings == *settings
+            && self.targets.len() == targets.len()
+            && self
+                .targets
+                .iter()
+                .zip(targets)
+                .all(|(t, a)| t.authority == *a)
+    }
+
     /// Round-robin over targets not in back-off at `now_ms`; when all are, the next one
     /// anyway (it may have come back, and failing fast helps nobody).
     fn pick(&self, now_ms: u64) -> &Target {

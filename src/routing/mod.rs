@@ -81,6 +81,13 @@ impl RouteTable {
         self.len
     }
 
+    /// Every route, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.any_host
+            .values()
+            .chain(self.by_host.values().flat_map(|b| b.values()))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
