@@ -103,6 +103,7 @@ pub struct Gateway {
     permits_total: Mutex<usize>,
     signals: Signals,
     stop: Arc<watch::Sender<bool>>,
+    admin_addr: Option<SocketAddr>,
 }
 
 /// A started gateway.
@@ -128,6 +129,11 @@ impl Running {
 
     pub fn gateway(&self) -> &Arc<Gateway> {
         &self.gateway
+    }
+
+    /// The admin listener's bound address, if one is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.gateway.admin_addr
     }
 
     /// Wait until shutdown was triggered, the listeners closed and the in-flight requests
@@ -167,6 +173,26 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
         bound.push((l.clone(), tcp, local));
     }
 
+    let admin = match &snapshot.admin {
+        None => None,
+        Some(a) => {
+            let tcp = TcpListener::bind(a.bind)
+                .await
+                .map_err(|source| StartError::Bind {
+                    name: "admin".to_owned(),
+                    addr: a.bind,
+                    source,
+                })?;
+            let local = tcp.local_addr().map_err(|source| StartError::Bind {
+                name: "admin".to_owned(),
+                addr: a.bind,
+                source,
+            })?;
+            tracing::info!(addr = %local, tls = a.tls.is_some(), token = a.token_sha256.is_some(), "admin listening");
+            Some((tcp, local))
+        }
+    };
+
     let settings = snapshot.server.clone();
     let config_path = snapshot.source.clone();
     let shared = Arc::new(Shared {
@@ -190,9 +216,16 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
             kill: kill_rx,
         },
         stop: Arc::new(stop_tx),
+        admin_addr: admin.as_ref().map(|(_, a)| *a),
     });
     for (policy, tcp, local) in bound {
         gateway.spawn_listener(&policy, tcp, local);
+    }
+    if let Some((tcp, _)) = admin {
+        tokio::spawn(crate::admin::serve(tcp, gateway.clone(), stop_rx.clone()));
+    }
+    if settings.watch_config {
+        crate::reload::watch_config_file(gateway.clone(), stop_rx.clone());
     }
 
     let g = gateway.clone();

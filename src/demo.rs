@@ -31,6 +31,8 @@ pub struct DemoOptions {
     pub bind_ip: std::net::IpAddr,
     pub port: u16,
     pub mtls_port: u16,
+    /// Admin listener port, always on loopback.
+    pub admin_port: u16,
 }
 
 /// Why the demo could not start.
@@ -148,11 +150,16 @@ fn write_file(path: &Path, bytes: &[u8], private: bool) -> Result<(), DemoError>
 pub fn demo_config(opts: &DemoOptions, upstream: SocketAddr) -> String {
     let public = SocketAddr::new(opts.bind_ip, opts.port);
     let mtls = SocketAddr::new(opts.bind_ip, opts.mtls_port);
+    let admin_port = opts.admin_port;
     format!(
         r#"# Written by `portcullis demo` at every start. Certificates here are throwaway.
 
 [server]
 shutdown_timeout = "5s"
+
+# Metrics, health, reload and the effective config, on loopback only.
+[admin]
+bind = "127.0.0.1:{admin_port}"
 
 [[listeners]]
 name = "public"
@@ -204,6 +211,7 @@ pub async fn start(opts: &DemoOptions) -> Result<crate::app::Running, DemoError>
     let mtls = running
         .local_addr("mtls")
         .map_or(opts.mtls_port, |a| a.port());
+    let admin = running.admin_addr().map_or(opts.admin_port, |a| a.port());
     let host = if opts.bind_ip.is_loopback() || opts.bind_ip.is_unspecified() {
         "localhost".to_owned()
     } else {
@@ -215,6 +223,7 @@ pub async fn start(opts: &DemoOptions) -> Result<crate::app::Running, DemoError>
   one-way TLS   https://{host}:{public}
   mutual TLS    https://{host}:{mtls}   (client certificate required)
   upstream      a built-in echo server that answers with the request it received
+  admin         http://127.0.0.1:{admin}  (metrics, health, reload; loopback only)
 
 Try (from this folder):
   curl --cacert {ca} https://{host}:{public}/hello
@@ -224,6 +233,9 @@ Try (from this folder):
   curl --cacert {ca} -X DELETE https://{host}:{public}/orders/42     # 405 method_not_allowed
   curl --cacert {ca} --path-as-is https://{host}:{public}/orders/../x # 400 invalid_path
 
+Operate it:
+  curl http://127.0.0.1:{admin}/metrics
+  curl -X POST http://127.0.0.1:{admin}/reload      # or edit {d}/portcullis.toml: it reloads by itself
 Check the config: portcullis check --config {d}/portcullis.toml
 Stop with Ctrl-C."#,
         ca = pki.ca.display(),

@@ -11,6 +11,7 @@
 //! refusal is a [`denial::Denial`]. Config is parsed ([`config::file`]), validated whole and
 //! compiled into an immutable [`config::Snapshot`], read through one `ArcSwap` per request.
 
+pub mod admin;
 pub mod app;
 pub mod config;
 pub mod context;
@@ -24,5 +25,6 @@ pub mod listener;
 pub mod metrics;
 pub mod pipeline;
 pub mod record;
+pub mod reload;
 pub mod routing;
 pub mod tls;

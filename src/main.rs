@@ -51,6 +51,9 @@ enum Command {
         /// Port of the mutual TLS listener.
         #[arg(long, default_value_t = 8444)]
         mtls_port: u16,
+        /// Port of the admin listener (always on 127.0.0.1).
+        #[arg(long, default_value_t = 9901)]
+        admin_port: u16,
     },
 }
 
@@ -81,12 +84,14 @@ fn main() -> ExitCode {
             bind,
             port,
             mtls_port,
+            admin_port,
         } => with_runtime(async move {
             let opts = portcullis::demo::DemoOptions {
                 dir,
                 bind_ip: bind,
                 port,
                 mtls_port,
+                admin_port,
             };
             let running = portcullis::demo::start(&opts)
                 .await

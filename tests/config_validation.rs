@@ -387,20 +387,90 @@ fn each_bad_value_is_reported_at_its_key_path() {
             "routes[1]",
             "same host and path_prefix as route \"orders\"",
         ),
-        ("name = \"public\"\nbind = \"127.0.0.1:0\"", "name = \"public\"\nbind = \"127.0.0.1:0\"\npins = [\"sha256/AAAA\"]", "listeners[0].pins[0]", "is not an SPKI pin"),
-        ("name = \"public\"\nbind = \"127.0.0.1:0\"", "name = \"public\"\nbind = \"127.0.0.1:0\"\ncert_fingerprints = [\"AB:CD\"]", "listeners[0].cert_fingerprints[0]", "is not a SHA-256 certificate fingerprint"),
-        ("name = \"public\"\nbind = \"127.0.0.1:0\"", "name = \"public\"\nbind = \"127.0.0.1:0\"\nallow = []", "listeners[0].allow", "would admit everyone"),
-        ("name = \"public\"\nbind = \"127.0.0.1:0\"", "name = \"public\"\nbind = \"127.0.0.1:0\"\nallow = [\"10.0.0.0/8\", \"10.0.0.0/33\"]", "listeners[0].allow[1]", "is not an IP network"),
-        ("name = \"public\"\nbind = \"127.0.0.1:0\"", "name = \"public\"\nbind = \"127.0.0.1:0\"\ndeny = [\"example.com\"]", "listeners[0].deny[0]", "is not an IP network"),
-        ("name = \"public\"\nbind = \"127.0.0.1:0\"", "name = \"public\"\nbind = \"127.0.0.1:0\"\ntrusted_proxies = [\"10.0.0.0/8\", \"lb\"]", "listeners[0].trusted_proxies[1]", "is not an IP network"),
-        ("name = \"public\"\nbind = \"127.0.0.1:0\"", "name = \"public\"\nbind = \"127.0.0.1:0\"\nproxy_protocol = true", "listeners[0].proxy_protocol", "needs trusted_proxies"),
-        ("client_auth = \"required\"\nclient_ca = \"ca.pem\"", "client_auth = \"pinned\"", "listeners[1].pins", "needs pins or cert_fingerprints"),
-        ("name = \"root\"", "name = \"root\"\npins = [\"sha1/abc\"]", "routes[1].pins[0]", "is not an SPKI pin"),
-        ("name = \"root\"", "name = \"root\"\nallow = [\"300.0.0.1\"]", "routes[1].allow[0]", "is not an IP network"),
-        ("name = \"root\"", "name = \"root\"\nallow = []", "routes[1].allow", "would admit everyone"),
-        ("[server]", "[identity_headers]\nsubject = \"Host\"\n\n[server]", "identity_headers.subject", "manages itself"),
-        ("[server]", "[identity_headers]\nspki = \"bad header\"\n\n[server]", "identity_headers.spki", "not a valid header name"),
-        ("[server]", "[identity_headers]\nspki = \"X-A\"\nserial = \"x-a\"\n\n[server]", "identity_headers.serial", "used for two identity fields"),
+        (
+            "name = \"public\"\nbind = \"127.0.0.1:0\"",
+            "name = \"public\"\nbind = \"127.0.0.1:0\"\npins = [\"sha256/AAAA\"]",
+            "listeners[0].pins[0]",
+            "is not an SPKI pin",
+        ),
+        (
+            "name = \"public\"\nbind = \"127.0.0.1:0\"",
+            "name = \"public\"\nbind = \"127.0.0.1:0\"\ncert_fingerprints = [\"AB:CD\"]",
+            "listeners[0].cert_fingerprints[0]",
+            "is not a SHA-256 certificate fingerprint",
+        ),
+        (
+            "name = \"public\"\nbind = \"127.0.0.1:0\"",
+            "name = \"public\"\nbind = \"127.0.0.1:0\"\nallow = []",
+            "listeners[0].allow",
+            "would admit everyone",
+        ),
+        (
+            "name = \"public\"\nbind = \"127.0.0.1:0\"",
+            "name = \"public\"\nbind = \"127.0.0.1:0\"\nallow = [\"10.0.0.0/8\", \"10.0.0.0/33\"]",
+            "listeners[0].allow[1]",
+            "is not an IP network",
+        ),
+        (
+            "name = \"public\"\nbind = \"127.0.0.1:0\"",
+            "name = \"public\"\nbind = \"127.0.0.1:0\"\ndeny = [\"example.com\"]",
+            "listeners[0].deny[0]",
+            "is not an IP network",
+        ),
+        (
+            "name = \"public\"\nbind = \"127.0.0.1:0\"",
+            "name = \"public\"\nbind = \"127.0.0.1:0\"\ntrusted_proxies = [\"10.0.0.0/8\", \"lb\"]",
+            "listeners[0].trusted_proxies[1]",
+            "is not an IP network",
+        ),
+        (
+            "name = \"public\"\nbind = \"127.0.0.1:0\"",
+            "name = \"public\"\nbind = \"127.0.0.1:0\"\nproxy_protocol = true",
+            "listeners[0].proxy_protocol",
+            "needs trusted_proxies",
+        ),
+        (
+            "client_auth = \"required\"\nclient_ca = \"ca.pem\"",
+            "client_auth = \"pinned\"",
+            "listeners[1].pins",
+            "needs pins or cert_fingerprints",
+        ),
+        (
+            "name = \"root\"",
+            "name = \"root\"\npins = [\"sha1/abc\"]",
+            "routes[1].pins[0]",
+            "is not an SPKI pin",
+        ),
+        (
+            "name = \"root\"",
+            "name = \"root\"\nallow = [\"300.0.0.1\"]",
+            "routes[1].allow[0]",
+            "is not an IP network",
+        ),
+        (
+            "name = \"root\"",
+            "name = \"root\"\nallow = []",
+            "routes[1].allow",
+            "would admit everyone",
+        ),
+        (
+            "[server]",
+            "[identity_headers]\nsubject = \"Host\"\n\n[server]",
+            "identity_headers.subject",
+            "manages itself",
+        ),
+        (
+            "[server]",
+            "[identity_headers]\nspki = \"bad header\"\n\n[server]",
+            "identity_headers.spki",
+            "not a valid header name",
+        ),
+        (
+            "[server]",
+            "[identity_headers]\nspki = \"X-A\"\nserial = \"x-a\"\n\n[server]",
+            "identity_headers.serial",
+            "is already the header of identity_headers.spki",
+        ),
     ];
     for (from, to, key, needle) in cases {
         assert_error(&files, &mutate(from, to), key, needle);
@@ -554,7 +624,10 @@ fn identity_and_ip_keys_load_into_the_snapshot() {
     assert!(!l.pins.is_empty());
     assert!(l.proxy_protocol);
     assert!(l.ip.admits("10.2.3.4".parse().expect("ip")));
-    assert!(!l.ip.admits("10.1.2.3".parse().expect("ip")), "deny wins over allow");
+    assert!(
+        !l.ip.admits("10.1.2.3".parse().expect("ip")),
+        "deny wins over allow"
+    );
     assert!(l.ip.admits("192.0.2.7".parse().expect("ip")));
     assert!(!l.ip.admits("192.0.2.8".parse().expect("ip")));
     assert!(l.trusted_proxies.contains("127.0.0.1".parse().expect("ip")));

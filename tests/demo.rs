@@ -10,7 +10,15 @@ use std::time::{Duration, Instant};
 fn the_demo_prints_curl_commands_that_work_as_printed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["demo", "--port", "0", "--mtls-port", "0"])
+        .args([
+            "demo",
+            "--port",
+            "0",
+            "--mtls-port",
+            "0",
+            "--admin-port",
+            "0",
+        ])
         .current_dir(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -38,9 +46,26 @@ fn the_demo_prints_curl_commands_that_work_as_printed() {
     let commands: Vec<&str> = printed
         .iter()
         .map(|l| l.trim())
-        .filter(|l| l.starts_with("curl "))
+        .filter(|l| l.starts_with("curl --cacert"))
         .collect();
     assert_eq!(commands.len(), 6, "{text}");
+    // The admin commands work too.
+    let admin: Vec<&str> = printed
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| l.starts_with("curl http") || l.starts_with("curl -X POST http"))
+        .collect();
+    assert_eq!(admin.len(), 2, "{text}");
+    for cmd in &admin {
+        let cmd = cmd.split(" #").next().unwrap_or(cmd).trim();
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{cmd} -s -o admin.txt -w '%{{http_code}}'"))
+            .current_dir(dir.path())
+            .output()
+            .expect("run curl");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{cmd}");
+    }
     // What each printed command must get, in order (from the comments the demo prints).
     let expected = ["200", "200", "200", "refused", "405", "400"];
     for (cmd, want) in commands.iter().zip(expected) {

@@ -5,10 +5,10 @@
 //! mirror dumb means a type error here is the only thing serde can stop on; all semantic
 //! checks are collected.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The whole file. `deny_unknown_fields` everywhere: a misspelt key is an error, never ignored.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     #[serde(default)]
@@ -19,11 +19,29 @@ pub struct FileConfig {
     pub routes: Vec<RouteSection>,
     /// Headers that carry the client certificate's identity to upstreams.
     pub identity_headers: Option<IdentityHeadersSection>,
+    /// The admin listener: metrics, health, reload, config, licenses. Absent: none.
+    pub admin: Option<AdminSection>,
+}
+
+/// The admin listener. Loopback plain HTTP is the expected use; anywhere else it needs TLS
+/// with client certificates, or a bearer token, or both.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// `IP:port`, e.g. "127.0.0.1:9901".
+    pub bind: Option<String>,
+    /// A file holding the bearer token every admin request must carry (at least 32 chars).
+    pub token_file: Option<String>,
+    /// Serve TLS with these certificates.
+    #[serde(default)]
+    pub certificates: Vec<CertificateSection>,
+    /// With `certificates`: require client certificates from this CA bundle.
+    pub client_ca: Option<String>,
 }
 
 /// Header names for the client identity sent upstream. Client-sent copies of these
 /// headers are always removed. `""` turns one off.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityHeadersSection {
     /// Default "X-Client-Cert-Subject" (RFC 4514 subject).
@@ -39,7 +57,7 @@ pub struct IdentityHeadersSection {
 }
 
 /// Process-wide limits and timeouts. Every field has a secure default.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSection {
     /// Open connections across all listeners; one more is closed at accept. Default 10000.
@@ -54,10 +72,12 @@ pub struct ServerSection {
     pub max_headers: Option<u64>,
     /// How long in-flight requests may run after SIGTERM/SIGINT. Default "30s".
     pub shutdown_timeout: Option<String>,
+    /// Reload when the config file changes. Default true.
+    pub watch_config: Option<bool>,
 }
 
 /// One TLS listener. Portcullis never serves plain HTTP on a listener.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerSection {
     /// Unique name, used by routes and metrics.
@@ -89,7 +109,7 @@ pub struct ListenerSection {
 }
 
 /// A certificate chain and its private key, both PEM files.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateSection {
     /// PEM file: the end-entity certificate first, then intermediates.
@@ -99,7 +119,7 @@ pub struct CertificateSection {
 }
 
 /// One route: which requests it takes and where they go.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSection {
     /// Unique name, used in logs and metrics.

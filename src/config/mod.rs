@@ -2,6 +2,7 @@
 //! ready to serve). A snapshot is immutable; a reload builds a new one and swaps it in whole.
 
 pub mod file;
+mod redact;
 mod validate;
 
 use std::fmt;
@@ -27,6 +28,9 @@ pub struct Snapshot {
     pub listeners: Vec<Arc<ListenerPolicy>>,
     /// Header names for the client identity sent upstream.
     pub identity_headers: IdentityHeaders,
+    pub admin: Option<AdminSettings>,
+    /// The config file as parsed, secrets redacted, for `GET /config`.
+    pub redacted: serde_json::Value,
     /// The HTTP/1.1 + HTTP/2 server settings every new connection is served with.
     pub http: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
 }
@@ -55,6 +59,7 @@ pub struct ServerSettings {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub shutdown_timeout: Duration,
+    pub watch_config: bool,
 }
 
 impl Default for ServerSettings {
@@ -66,6 +71,7 @@ impl Default for ServerSettings {
             max_header_bytes: 16 * 1024,
             max_headers: 100,
             shutdown_timeout: Duration::from_secs(30),
+            watch_config: true,
         }
     }
 }
@@ -86,6 +92,14 @@ pub struct ListenerPolicy {
     pub proxy_protocol: bool,
     /// Earliest `not_after` among the listener's server certificates (for metrics and warnings).
     pub cert_not_after: SystemTime,
+}
+
+/// The admin listener's settings.
+pub struct AdminSettings {
+    pub bind: SocketAddr,
+    /// SHA-256 of the bearer token; only the hash is kept in memory.
+    pub token_sha256: Option<[u8; 32]>,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 // === Loading ===

@@ -10,7 +10,9 @@ use std::time::{Duration, SystemTime};
 use http::Method;
 
 use super::file::{FileConfig, ListenerSection, RouteSection, ServerSection};
-use super::{ConfigErrors, ConfigIssue, ListenerPolicy, Loaded, ServerSettings, Snapshot};
+use super::{
+    AdminSettings, ConfigErrors, ConfigIssue, ListenerPolicy, Loaded, ServerSettings, Snapshot,
+};
 use crate::forward::{Upstream, UpstreamSettings};
 use crate::identity::{IdentityHeaders, PinSet, parse_fingerprint, parse_spki_pin};
 use crate::ip_filter::{IpPolicy, IpSet};
@@ -105,6 +107,7 @@ pub fn build_snapshot(
         .unwrap_or_default();
     let server = server_settings(&mut r, &file.server);
     let identity_headers = IdentityHeaders::from_section(file.identity_headers.as_ref(), &mut r);
+    let admin = file.admin.as_ref().and_then(|a| admin(&mut r, a, now));
 
     if file.listeners.is_empty() {
         r.error("listeners", "at least one [[listeners]] entry is required");
@@ -202,6 +205,8 @@ pub fn build_snapshot(
             server,
             listeners,
             identity_headers,
+            admin,
+            redacted: super::redact::redacted(file),
         },
         warnings: r.warnings,
     })
@@ -237,6 +242,7 @@ fn server_settings(r: &mut Report, s: &ServerSection) -> ServerSettings {
             .unwrap_or(d.max_headers),
         shutdown_timeout: duration(r, "server.shutdown_timeout", &s.shutdown_timeout)
             .unwrap_or(d.shutdown_timeout),
+        watch_config: s.watch_config.unwrap_or(d.watch_config),
     }
 }
 
@@ -670,6 +676,113 @@ fn route(
         },
         on,
     ))
+}
+
+// === admin ===
+
+fn admin(r: &mut Report, a: &super::file::AdminSection, now: SystemTime) -> Option<AdminSettings> {
+    let bind = match a.bind.as_deref() {
+        None => {
+            r.error("admin.bind", "missing: write e.g. \"127.0.0.1:9901\"");
+            None
+        }
+        Some(b) => match b.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                r.error("admin.bind", format!("\"{b}\" is not an IP:port address"));
+                None
+            }
+        },
+    };
+    let token_sha256 = match a.token_file.as_deref() {
+        None => Some(None),
+        Some(f) => {
+            let path = r.resolve(f);
+            match std::fs::read_to_string(&path) {
+                Ok(t) if t.trim().len() >= 32 => {
+                    Some(Some(crate::identity::sha256(t.trim().as_bytes())))
+                }
+                Ok(_) => {
+                    r.error(
+                        "admin.token_file",
+                        format!(
+                            "the token in {} is shorter than 32 characters",
+                            path.display()
+                        ),
+                    );
+                    None
+                }
+                Err(e) => {
+                    r.error(
+                        "admin.token_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    );
+                    None
+                }
+            }
+        }
+    };
+    let mut certs = Vec::new();
+    for (j, c) in a.certificates.iter().enumerate() {
+        let ckey = format!("admin.certificates[{j}]");
+        let (Some(chain), Some(keyf)) = (c.chain.as_deref(), c.key.as_deref()) else {
+            r.error(&ckey, "needs both chain and key");
+            continue;
+        };
+        match tls::load_server_cert(&r.resolve(chain), &r.resolve(keyf), now) {
+            Ok(c) => certs.push(c),
+            Err(e) => r.error(format!("{ckey}.{}", e.key_field()), e.to_string()),
+        }
+    }
+    let client_auth = match a.client_ca.as_deref() {
+        None => Some(ClientAuth::None),
+        Some(_) if a.certificates.is_empty() => {
+            r.error(
+                "admin.client_ca",
+                "client certificates need TLS: add [[admin.certificates]]",
+            );
+            None
+        }
+        Some(ca) => match tls::load_client_roots(&r.resolve(ca)) {
+            Ok(roots) => Some(ClientAuth::Required(roots)),
+            Err(e) => {
+                r.error("admin.client_ca", e.to_string());
+                None
+            }
+        },
+    };
+    let (bind, token_sha256, client_auth) = (bind?, token_sha256?, client_auth?);
+    let authenticated = token_sha256.is_some() || matches!(client_auth, ClientAuth::Required(_));
+    if !bind.ip().is_loopback() && !authenticated {
+        r.error(
+            "admin.bind",
+            format!("{bind} is reachable from other machines: the admin listener there needs client certificates (certificates + client_ca) or a token_file"),
+        );
+        return None;
+    }
+    if certs.len() != a.certificates.len() {
+        return None;
+    }
+    let tls = if certs.is_empty() {
+        None
+    } else {
+        match tls::server_config(MinTls::V1_2, client_auth, certs) {
+            Ok(mut cfg) => {
+                // Admin clients are tools like curl and Prometheus: HTTP/1.1 is enough.
+                cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+                Some(Arc::new(cfg))
+            }
+            Err(e) => {
+                r.error("admin", format!("cannot build the TLS configuration: {e}"));
+                return None;
+            }
+        }
+    };
+    Some(AdminSettings {
+        bind,
+        token_sha256,
+        tls,
+    })
 }
 
 // === identity and ip policy ===

@@ -75,7 +75,8 @@ impl IdentityHeaders {
             return IdentityHeaders::default();
         };
         let defaults = IdentityHeaders::default();
-        let mut names = Vec::new();
+        let mut names: Vec<(HeaderName, Field)> = Vec::new();
+        let mut keys: Vec<&str> = Vec::new();
         for (key, value, field) in [
             ("subject", &s.subject, Field::Subject),
             ("common_name", &s.common_name, Field::CommonName),
@@ -83,29 +84,44 @@ impl IdentityHeaders {
             ("fingerprint", &s.fingerprint, Field::Fingerprint),
             ("serial", &s.serial, Field::Serial),
         ] {
-            match value.as_deref() {
-                None => {
-                    if let Some((n, _)) = defaults.names.iter().find(|(_, f)| *f == field) {
-                        names.push((n.clone(), field));
-                    }
-                }
-                Some("") => {}
-                Some(v) => match HeaderName::from_bytes(v.as_bytes()) {
-                    Ok(n) if RESERVED.contains(&n.as_str()) || n.as_str().starts_with("proxy-") => r.error(
-                        format!("identity_headers.{key}"),
-                        format!("\"{v}\" is a header the gateway manages itself; choose another name"),
-                    ),
-                    Ok(n) if names.iter().any(|(o, _)| *o == n) => r.error(
-                        format!("identity_headers.{key}"),
-                        format!("\"{v}\" is used for two identity fields"),
-                    ),
-                    Ok(n) => names.push((n, field)),
-                    Err(_) => r.error(
-                        format!("identity_headers.{key}"),
-                        format!("\"{v}\" is not a valid header name"),
-                    ),
+            let name = match value.as_deref() {
+                None => match defaults.names.iter().find(|(_, f)| *f == field) {
+                    Some((n, _)) => n.clone(),
+                    None => continue,
                 },
+                Some("") => continue,
+                Some(v) => match HeaderName::from_bytes(v.as_bytes()) {
+                    Ok(n) if RESERVED.contains(&n.as_str()) || n.as_str().starts_with("proxy-") => {
+                        r.error(
+                            format!("identity_headers.{key}"),
+                            format!("\"{v}\" is a header the gateway manages itself; choose another name"),
+                        );
+                        continue;
+                    }
+                    Ok(n) => n,
+                    Err(_) => {
+                        r.error(
+                            format!("identity_headers.{key}"),
+                            format!("\"{v}\" is not a valid header name"),
+                        );
+                        continue;
+                    }
+                },
+            };
+            // Defaults count too: renaming one field onto another's default name would
+            // send two values under one header.
+            if let Some(i) = names.iter().position(|(o, _)| *o == name) {
+                r.error(
+                    format!("identity_headers.{key}"),
+                    format!(
+                        "\"{name}\" is already the header of identity_headers.{}; give one of them another name (or \"\" to turn it off)",
+                        keys[i]
+                    ),
+                );
+                continue;
             }
+            names.push((name, field));
+            keys.push(key);
         }
         IdentityHeaders { names }
     }
