@@ -19,6 +19,7 @@ pub mod denial;
 pub mod forward;
 pub mod framing;
 pub mod identity;
+pub mod license;
 pub mod listener;
 pub mod pipeline;
 pub mod record;
