@@ -1,18 +1,24 @@
 //! Unit tests of the license module. Keys are generated per test; time is always a
 //! parameter (`at(..)`), nothing sleeps.
 
+mod book;
 mod format;
 
 use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
 
 use super::format::{Match, Payload};
-use super::keys::{SigningKey, TrustedKeys};
-use crate::identity::format_spki_pin;
+use super::keys::{SigningKey, TrustedKeys, Verified};
+use crate::identity::{ClientIdentity, format_spki_pin};
 
 /// A fixed "now" (2027-01-15T08:00:00Z) and the default validity around it.
 const NOW: u64 = 1_800_000_000;
 const NOT_BEFORE: u64 = NOW - 86_400;
 const EXPIRES: u64 = NOW + 30 * 86_400;
+
+fn at(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+}
 
 fn key() -> SigningKey {
     SigningKey::generate().expect("key")
@@ -29,6 +35,21 @@ fn spki(n: u8) -> [u8; 32] {
 
 fn pin(n: u8) -> String {
     format_spki_pin(&spki(n))
+}
+
+/// A client that presented machine `n`'s certificate.
+fn identity(n: u8) -> ClientIdentity {
+    ClientIdentity {
+        spki_sha256: spki(n),
+        cert_sha256: [0; 32],
+        subject: format!("CN=machine-{n}"),
+        common_name: None,
+        organization: None,
+        sans: Vec::new(),
+        serial: "01".into(),
+        not_before: at(0),
+        not_after: at(EXPIRES * 2),
+    }
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -55,4 +76,8 @@ fn payload(id: &str) -> Payload {
 
 fn issue(key: &SigningKey, p: &Payload) -> String {
     key.issue(p).expect("issue")
+}
+
+fn verified(key: &SigningKey, p: &Payload) -> Verified {
+    trust(&[key]).verify(&issue(key, p)).expect("verify")
 }
