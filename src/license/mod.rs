@@ -31,6 +31,8 @@ pub mod dates;
 pub mod format;
 mod index;
 pub mod keys;
+pub mod service;
+pub mod store;
 
 #[cfg(test)]
 mod tests;
@@ -41,6 +43,8 @@ use std::time::SystemTime;
 pub use book::LicenseBook;
 pub use format::{License, LicenseError, Match, Payload};
 pub use keys::{KeyError, PublicKey, SigningKey, TrustedKeys, Verified};
+pub use service::{ActivationError, LicenseService, OpenReport, RevokeError};
+pub use store::{LicenseStore, StoreError};
 
 /// Why the license stage refused a request: one variant per denial reason (403 each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

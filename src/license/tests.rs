@@ -3,6 +3,7 @@
 
 mod book;
 mod format;
+mod service;
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
