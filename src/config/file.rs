@@ -7,6 +7,8 @@
 
 use serde::Deserialize;
 
+use crate::license::LicenseSection;
+
 /// The whole file. `deny_unknown_fields` everywhere: a misspelt key is an error, never ignored.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -17,6 +19,8 @@ pub struct FileConfig {
     pub listeners: Vec<ListenerSection>,
     #[serde(default)]
     pub routes: Vec<RouteSection>,
+    /// Machine licenses: trusted issuer keys, the store, the grace period.
+    pub licenses: Option<LicenseSection>,
 }
 
 /// Process-wide limits and timeouts. Every field has a secure default.
@@ -90,4 +94,6 @@ pub struct RouteSection {
     pub response_timeout: Option<String>,
     /// How long an idle pooled upstream connection is kept. Default "90s".
     pub idle_timeout: Option<String>,
+    /// "required": every request needs a machine license that grants. Default "none".
+    pub license: Option<String>,
 }

@@ -27,6 +27,7 @@
 //! ([`ActivationError`]). A refused activation changes nothing.
 
 pub mod book;
+pub mod config;
 pub mod dates;
 pub mod format;
 mod index;
@@ -41,6 +42,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 pub use book::LicenseBook;
+pub use config::{LicenseSection, LicenseSettings, RouteLicense};
 pub use format::{License, LicenseError, Match, Payload};
 pub use keys::{KeyError, PublicKey, SigningKey, TrustedKeys, Verified};
 pub use service::{ActivationError, LicenseService, OpenReport, RevokeError};
