@@ -46,12 +46,18 @@ enum Command {
         #[arg(long, default_value_t = 8444)]
         mtls_port: u16,
     },
+    /// Machine licenses: create the signing key, issue licenses, inspect them.
+    License {
+        #[command(subcommand)]
+        command: portcullis::license::cli::LicenseCommand,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
+        Command::License { command } => license(command),
         Command::Check { config } => check(&config),
         Command::Run { config } => with_runtime(async move {
             let running = portcullis::app::start(&config)
@@ -112,6 +118,25 @@ fn check(config: &std::path::Path) -> ExitCode {
                 eprintln!("error: {e}");
             }
             eprintln!("{}: {} problem(s) found", config.display(), errors.0.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn license(command: portcullis::license::cli::LicenseCommand) -> ExitCode {
+    match portcullis::license::cli::run(command, SystemTime::now()) {
+        Ok(out) => {
+            print!("{}", out.stdout);
+            match out.failure {
+                None => ExitCode::SUCCESS,
+                Some(why) => {
+                    eprintln!("error: {why}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }

@@ -27,6 +27,7 @@
 //! ([`ActivationError`]). A refused activation changes nothing.
 
 pub mod book;
+pub mod cli;
 pub mod config;
 pub mod dates;
 pub mod format;

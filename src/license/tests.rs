@@ -2,6 +2,7 @@
 //! parameter (`at(..)`), nothing sleeps.
 
 mod book;
+mod cli;
 mod format;
 mod service;
 
