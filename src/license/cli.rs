@@ -23,8 +23,8 @@ use crate::identity::{format_spki_pin, parse_spki_pin};
 pub enum LicenseCommand {
     /// Create a licensing key pair: DIR/NAME.key (private, mode 0600) and DIR/NAME.pub.
     ///
-    /// Never overwrites an existing key. Keep the private key off the gateways; list the
-    /// public key in [licenses] trusted_keys.
+    /// Never overwrites an existing key. Keep the private key off the gateways; add the
+    /// public key to `trusted_keys` in the config's `[licenses]` section.
     Keygen {
         /// Folder for the two files (created, mode 0700, if missing).
         #[arg(long, value_name = "DIR")]

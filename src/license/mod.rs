@@ -3,7 +3,7 @@
 //! A license is a statement signed with the operator's licensing key (Ed25519): "machine M,
 //! known by these certificate pins and/or these addresses, may use these routes from
 //! `not_before` until `expires_at`". It travels as one line of text,
-//! `PCL1.<payload>.<signature>` ([`format`]), is issued and inspected with
+//! `PCL1.<payload>.<signature>` ([`format`](mod@format)), is issued and inspected with
 //! `portcullis license ...` ([`cli`]), and is activated or revoked at run time through the
 //! admin listener ([`LicenseService`]), which persists it ([`store`]) and publishes it to the
 //! in-memory [`LicenseBook`] the request path reads.
