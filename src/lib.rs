@@ -21,6 +21,7 @@ pub mod forward;
 pub mod framing;
 pub mod identity;
 pub mod ip_filter;
+pub mod license;
 pub mod listener;
 pub mod metrics;
 pub mod pipeline;

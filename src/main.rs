@@ -55,12 +55,18 @@ enum Command {
         #[arg(long, default_value_t = 9901)]
         admin_port: u16,
     },
+    /// Machine licenses: create the signing key, issue licenses, inspect them.
+    License {
+        #[command(subcommand)]
+        command: portcullis::license::cli::LicenseCommand,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
+        Command::License { command } => license(command),
         Command::Check { config } => check(&config),
         Command::Pin { cert } => match portcullis::identity::describe_pem_file(&cert) {
             Ok(text) => {
@@ -133,6 +139,25 @@ fn check(config: &std::path::Path) -> ExitCode {
                 eprintln!("error: {e}");
             }
             eprintln!("{}: {} problem(s) found", config.display(), errors.0.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn license(command: portcullis::license::cli::LicenseCommand) -> ExitCode {
+    match portcullis::license::cli::run(command, SystemTime::now()) {
+        Ok(out) => {
+            print!("{}", out.stdout);
+            match out.failure {
+                None => ExitCode::SUCCESS,
+                Some(why) => {
+                    eprintln!("error: {why}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }

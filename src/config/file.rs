@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::license::LicenseSection;
+
 /// The whole file. `deny_unknown_fields` everywhere: a misspelt key is an error, never ignored.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -21,6 +23,8 @@ pub struct FileConfig {
     pub identity_headers: Option<IdentityHeadersSection>,
     /// The admin listener: metrics, health, reload, config, licenses. Absent: none.
     pub admin: Option<AdminSection>,
+    /// Machine licenses: trusted issuer keys, the store, the grace period.
+    pub licenses: Option<LicenseSection>,
 }
 
 /// The admin listener. Loopback plain HTTP is the expected use; anywhere else it needs TLS
@@ -150,4 +154,6 @@ pub struct RouteSection {
     pub allow: Option<Vec<String>>,
     /// Client CIDRs refused on this route.
     pub deny: Option<Vec<String>>,
+    /// "required": every request needs a machine license that grants. Default "none".
+    pub license: Option<String>,
 }

@@ -124,13 +124,13 @@ pub fn build_snapshot(
                     format!("listener name \"{}\" is used twice", sk.name),
                 );
             }
-            if sk.bind.port() != 0 {
-                if let Some(prev) = binds.insert(sk.bind, i) {
-                    r.error(
-                        format!("{key}.bind"),
-                        format!("{} is already bound by listeners[{prev}]", sk.bind),
-                    );
-                }
+            if sk.bind.port() != 0
+                && let Some(prev) = binds.insert(sk.bind, i)
+            {
+                r.error(
+                    format!("{key}.bind"),
+                    format!("{} is already bound by listeners[{prev}]", sk.bind),
+                );
             }
             listeners.push((sk, Vec::new()));
         }

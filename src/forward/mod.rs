@@ -176,10 +176,10 @@ pub async fn forward(
     let (mut parts, body) = req.into_parts();
 
     let limit = route.max_body_bytes;
-    if let Some(max) = limit {
-        if headers::content_length(&parts.headers).is_some_and(|len| len > max) {
-            return Err(Denial::PayloadTooLarge);
-        }
+    if let Some(max) = limit
+        && headers::content_length(&parts.headers).is_some_and(|len| len > max)
+    {
+        return Err(Denial::PayloadTooLarge);
     }
 
     let host = headers::original_host(&parts);

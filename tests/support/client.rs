@@ -107,6 +107,17 @@ impl TlsClient {
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
     }
+
+    /// TLS handshake (at most 20 s) with SNI `sni` over an already connected `tcp`, e.g.
+    /// after a PROXY protocol header was written to it.
+    pub async fn connect_over(&self, tcp: TcpStream, sni: &str) -> io::Result<Tls> {
+        let name = ServerName::try_from(sni.to_string())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let connector = TlsConnector::from(self.config());
+        tokio::time::timeout(Duration::from_secs(20), connector.connect(name, tcp))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
+    }
 }
 
 /// An HTTP/1.1 client connection.

@@ -2,8 +2,11 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use portcullis::app::{Running, ShutdownHandle};
+use portcullis::app::{Running, Shared, ShutdownHandle};
+use portcullis::denial::Denial;
+use portcullis::metrics::ConnRefusal;
 
 /// Write `toml` as `portcullis.toml` in `dir`; returns its path.
 pub fn write_config(dir: &Path, toml: &str) -> PathBuf {
@@ -25,7 +28,13 @@ pub fn listener(name: &str, keys: &str) -> String {
 
 /// A listener with the given (chain, key) certificate files, first is the default.
 pub fn listener_with_certs(name: &str, keys: &str, certs: &[(&str, &str)]) -> String {
-    let mut s = format!("[[listeners]]\nname = \"{name}\"\nbind = \"127.0.0.1:0\"\n{keys}\n");
+    listener_at(name, "127.0.0.1:0", keys, certs)
+}
+
+/// A listener bound to `bind` (e.g. `"[::1]:0"`) with the given (chain, key) certificate
+/// files, first is the default.
+pub fn listener_at(name: &str, bind: &str, keys: &str, certs: &[(&str, &str)]) -> String {
+    let mut s = format!("[[listeners]]\nname = \"{name}\"\nbind = \"{bind}\"\n{keys}\n");
     for (chain, key) in certs {
         s.push_str(&format!(
             "[[listeners.certificates]]\nchain = \"{chain}\"\nkey = \"{key}\"\n"
@@ -99,6 +108,25 @@ impl Gateway {
 
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.handle.clone()
+    }
+
+    /// The state every connection shares: the live snapshot and the metrics.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.running
+            .as_ref()
+            .expect("gateway already taken")
+            .shared()
+            .clone()
+    }
+
+    /// The denial counter for `d` (`portcullis_denials_total{reason=...}`).
+    pub fn denial_count(&self, d: Denial) -> u64 {
+        self.shared().metrics.denial_count(d)
+    }
+
+    /// The refused-connection counter for `r` (`portcullis_connections_refused_total`).
+    pub fn refused_count(&self, r: ConnRefusal) -> u64 {
+        self.shared().metrics.refused_count(r)
     }
 
     /// Take the `Running` (to call `wait`); the gateway is no longer shut down on drop.

@@ -20,7 +20,8 @@ pub use client::{
     H1, H2, TestResponse, Tls, TlsClient, connect_h1, get, h2_request, request, send_one,
 };
 pub use gateway::{
-    Gateway, closed_port_url, listener, listener_with_certs, route, server, simple, write_config,
+    Gateway, closed_port_url, listener, listener_at, listener_with_certs, route, server, simple,
+    write_config,
 };
 pub use pki::{Identity, Pki};
 pub use upstream::{Echo, Gate, Upstream};

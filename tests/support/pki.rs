@@ -25,6 +25,47 @@ impl Identity {
     pub fn key(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_pkcs8.clone()))
     }
+
+    /// The end-entity certificate (DER).
+    pub fn cert(&self) -> &CertificateDer<'static> {
+        &self.chain[0]
+    }
+
+    /// The end-entity certificate as a PEM block.
+    pub fn cert_pem(&self) -> String {
+        cert_pem(self.cert())
+    }
+}
+
+/// A self-signed client certificate (ECDSA P-256, clientAuth, valid 2020-2099) with subject
+/// `CN=<cn>`: no CA involved, the kind `client_auth = "pinned"` is for.
+pub fn self_signed_client(cn: &str) -> Identity {
+    let key = KeyPair::generate().expect("self-signed client key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("self-signed params");
+    params.distinguished_name = dn(cn);
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.not_before = date_time_ymd(2020, 1, 1);
+    params.not_after = date_time_ymd(2099, 12, 31);
+    let cert = params.self_signed(&key).expect("self-sign client");
+    Identity {
+        chain: vec![cert.der().clone()],
+        key_pkcs8: key.serialize_der(),
+    }
+}
+
+/// `der` as a `-----BEGIN CERTIFICATE-----` PEM block (64-column base64).
+pub fn cert_pem(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
 }
 
 pub struct Pki {

@@ -354,3 +354,36 @@ pub async fn hello_reply(addr: SocketAddr, hello: &[u8]) -> Vec<u8> {
         }
     }
 }
+
+/// Open plain TCP to `addr`, send `bytes` (a write error is ignored: the server may already
+/// have closed), then read until the server closes or `within` passes. Returns everything
+/// the server sent and whether it closed (EOF or reset).
+pub async fn send_and_read_until_close(
+    addr: SocketAddr,
+    bytes: &[u8],
+    within: Duration,
+) -> (Vec<u8>, bool) {
+    let mut tcp = TcpStream::connect(addr).await.expect("TCP connect");
+    let _ = tcp.write_all(bytes).await;
+    let _ = tcp.flush().await;
+    let mut out = Vec::new();
+    let closed = read_to_end_within(&mut tcp, &mut out, within).await;
+    (out, closed)
+}
+
+/// Asserts the server closed the connection without sending a single byte (no ServerHello,
+/// no alert): what a connection refused before TLS looks like.
+pub fn assert_closed_without_a_byte(what: &str, (reply, closed): (Vec<u8>, bool)) {
+    assert!(
+        closed,
+        "{what}: the connection was still open after the time limit (got {} bytes)",
+        reply.len()
+    );
+    assert!(
+        reply.is_empty(),
+        "{what}: the server sent {} bytes before closing (ServerHello: {}): {:02x?}",
+        reply.len(),
+        has_server_hello(&reply),
+        &reply[..reply.len().min(64)]
+    );
+}

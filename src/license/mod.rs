@@ -1,0 +1,177 @@
+//! Machine licenses: only licensed machines may call licensed routes.
+//!
+//! A license is a statement signed with the operator's licensing key (Ed25519): "machine M,
+//! known by these certificate pins and/or these addresses, may use these routes from
+//! `not_before` until `expires_at`". It travels as one line of text,
+//! `PCL1.<payload>.<signature>` ([`format`](mod@format)), is issued and inspected with
+//! `portcullis license ...` ([`cli`]), and is activated or revoked at run time through the
+//! admin listener ([`LicenseService`]), which persists it ([`store`]) and publishes it to the
+//! in-memory [`LicenseBook`] the request path reads.
+//!
+//! # The check, per request to a route with `license = "required"`
+//!
+//! After identity and ip_filter, [`LicenseBook::check`]:
+//! 1. finds candidates by the client certificate's SPKI hash and by the client address
+//!    (hash lookups, never a scan);
+//! 2. keeps those whose binding holds (`pin`, `ip`, or `pin_and_ip` on the same license)
+//!    and whose route list, if any, names the route;
+//! 3. grants if one is not revoked and within its validity, or within the grace period after
+//!    expiry (`in_grace`: the response carries a warning);
+//! 4. otherwise denies with the most telling reason: revoked, expired, not yet valid, binding
+//!    mismatch, missing.
+//!
+//! # Activation refuses, saying which
+//!
+//! Tampered (bad signature), truncated, malformed, re-encoded, unknown signing key, wrong
+//! format version ([`LicenseError`]), already expired, or a duplicate id
+//! ([`ActivationError`]). A refused activation changes nothing.
+
+pub mod book;
+pub mod cli;
+pub mod config;
+pub mod dates;
+pub mod format;
+mod index;
+pub mod keys;
+pub mod service;
+pub mod store;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+pub use book::LicenseBook;
+pub use config::{LicenseSection, LicenseSettings, RouteLicense};
+pub use format::{License, LicenseError, Match, Payload};
+pub use keys::{KeyError, PublicKey, SigningKey, TrustedKeys, Verified};
+pub use service::{ActivationError, LicenseService, OpenReport, RevokeError};
+pub use store::{LicenseStore, StoreError};
+
+/// Why the license stage refused a request: one variant per denial reason (403 each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LicenseDenial {
+    /// No license names the client's certificate or address: `license_missing`.
+    Missing,
+    /// The machine's license expired (and any grace period is over): `license_expired`.
+    Expired,
+    /// The machine's license starts later: `license_not_yet_valid`.
+    NotYetValid,
+    /// The machine's license was revoked: `license_revoked`.
+    Revoked,
+    /// A license names the certificate or the address but does not cover this request (the
+    /// other half of `pin_and_ip` differs, or the route is not listed):
+    /// `license_binding_mismatch`.
+    BindingMismatch,
+}
+
+impl LicenseDenial {
+    pub const ALL: [LicenseDenial; 5] = [
+        LicenseDenial::Missing,
+        LicenseDenial::Expired,
+        LicenseDenial::NotYetValid,
+        LicenseDenial::Revoked,
+        LicenseDenial::BindingMismatch,
+    ];
+
+    /// The stable machine reason (JSON `error`, metric label).
+    pub fn reason(self) -> &'static str {
+        match self {
+            LicenseDenial::Missing => "license_missing",
+            LicenseDenial::Expired => "license_expired",
+            LicenseDenial::NotYetValid => "license_not_yet_valid",
+            LicenseDenial::Revoked => "license_revoked",
+            LicenseDenial::BindingMismatch => "license_binding_mismatch",
+        }
+    }
+
+    /// Which denial wins when several licenses deny: higher is more telling.
+    pub fn rank(self) -> u8 {
+        match self {
+            LicenseDenial::Missing => 0,
+            LicenseDenial::BindingMismatch => 1,
+            LicenseDenial::NotYetValid => 2,
+            LicenseDenial::Expired => 3,
+            LicenseDenial::Revoked => 4,
+        }
+    }
+}
+
+/// What the license stage hands on: which license let the request through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LicenseGrant {
+    pub license_id: Arc<str>,
+    pub machine_id: Arc<str>,
+    /// The last second the license is valid.
+    pub expires_at: SystemTime,
+    /// Expired, but within the grace period: pass with a warning header and a metric.
+    pub in_grace: bool,
+    /// The scopes the license names (empty: none).
+    pub scopes: Arc<[Box<str>]>,
+}
+
+/// A license's state at a given time, as listed by the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LicenseState {
+    Active,
+    /// Expired, within the grace period: still granted.
+    InGrace,
+    Expired,
+    NotYetValid,
+    Revoked,
+    /// Stored, but its signing key is no longer trusted: never granted.
+    Untrusted,
+}
+
+impl LicenseState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LicenseState::Active => "active",
+            LicenseState::InGrace => "in_grace",
+            LicenseState::Expired => "expired",
+            LicenseState::NotYetValid => "not_yet_valid",
+            LicenseState::Revoked => "revoked",
+            LicenseState::Untrusted => "untrusted",
+        }
+    }
+}
+
+/// One license as listed by `GET /licenses`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LicenseSummary {
+    pub id: String,
+    pub customer: String,
+    pub machine_id: String,
+    pub key_id: String,
+    pub not_before: SystemTime,
+    pub expires_at: SystemTime,
+    pub state: LicenseState,
+}
+
+impl LicenseSummary {
+    /// `{"id","customer","machine_id","key_id","not_before","expires_at","state"}`, times in
+    /// RFC 3339 UTC.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "customer": self.customer,
+            "machine_id": self.machine_id,
+            "key_id": self.key_id,
+            "not_before": dates::rfc3339(dates::unix(self.not_before)),
+            "expires_at": dates::rfc3339(dates::unix(self.expires_at)),
+            "state": self.state.as_str(),
+        })
+    }
+}
+
+/// License gauges for metrics (no per-license labels).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LicenseCounts {
+    /// Valid now (not revoked, not in grace).
+    pub active: usize,
+    /// Of `active`, those expiring within 7 days.
+    pub expiring_within_7_days: usize,
+    /// Expired, within the grace period.
+    pub in_grace: usize,
+}

@@ -1,0 +1,171 @@
+//! Activated licenses on disk: a redb file (mode 0600), one table `licenses_v1` of
+//! `id -> (license text, activated_at, revoked_at)` (Unix seconds).
+//!
+//! Every activation and every revocation is one redb write transaction, committed with
+//! `Durability::Immediate` (redb's default): when `commit` returns the change is on disk, and
+//! redb's copy-on-write commit means a crash at any point leaves either the old state or the
+//! new one, never a mix. So a crash mid-write loses nothing that was acknowledged.
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
+
+/// `id -> (text, activated_at, revoked_at)`. A new layout gets a new table name.
+const LICENSES: TableDefinition<&str, (&str, u64, Option<u64>)> =
+    TableDefinition::new("licenses_v1");
+
+/// Why the store could not be opened, read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The file could not be created or opened (missing folder, permissions, in use by
+    /// another process, not a redb file).
+    #[error("cannot open the license store {}: {source}", path.display())]
+    Open { path: PathBuf, source: redb::Error },
+    /// A read or write transaction failed; nothing was changed.
+    #[error("the license store {} failed: {source}", path.display())]
+    Io { path: PathBuf, source: redb::Error },
+}
+
+/// One stored license.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredLicense {
+    pub id: String,
+    pub text: String,
+    pub activated_at: u64,
+    pub revoked_at: Option<u64>,
+}
+
+/// The redb file of activated licenses.
+pub struct LicenseStore {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for LicenseStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LicenseStore({})", self.path.display())
+    }
+}
+
+impl LicenseStore {
+    /// Open the store at `path`, creating it (mode 0600) if it does not exist. The folder
+    /// must exist. redb locks the file: a second open, in this process or another, fails.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let open_err = |e: redb::Error| StoreError::Open {
+            path: path.to_path_buf(),
+            source: e,
+        };
+        // Create it ourselves first, so it is never readable by others, not even briefly.
+        let mut opts = OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        match opts.open(path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(open_err(redb::Error::Io(e))),
+        }
+        let db = Database::builder()
+            // The store holds a few MiB at most; redb's default cache is 1 GiB.
+            .set_cache_size(16 * 1024 * 1024)
+            // Report a damaged file as an error rather than trusting it.
+            .set_check_integrity_on_open(true)
+            .create(path)
+            .map_err(|e| open_err(e.into()))?;
+        let store = LicenseStore {
+            db,
+            path: path.to_path_buf(),
+        };
+        // Create the table, so reads of an empty store need no special case.
+        store.write(|_| Ok(()))?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every stored license, by id.
+    pub fn all(&self) -> Result<Vec<StoredLicense>, StoreError> {
+        let read = || -> Result<Vec<StoredLicense>, redb::Error> {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(LICENSES)?;
+            let mut out = Vec::new();
+            for row in table.iter()? {
+                let (k, v) = row?;
+                let (text, activated_at, revoked_at) = v.value();
+                out.push(StoredLicense {
+                    id: k.value().to_owned(),
+                    text: text.to_owned(),
+                    activated_at,
+                    revoked_at,
+                });
+            }
+            Ok(out)
+        };
+        read().map_err(|source| self.io(source))
+    }
+
+    /// Store `license` unless its id is taken, in one transaction. Ok(false): taken, nothing
+    /// written.
+    pub fn insert_new(&self, license: &StoredLicense) -> Result<bool, StoreError> {
+        self.write(|table| {
+            if table.get(license.id.as_str())?.is_some() {
+                return Ok(false);
+            }
+            let value = (
+                license.text.as_str(),
+                license.activated_at,
+                license.revoked_at,
+            );
+            table.insert(license.id.as_str(), value)?;
+            Ok(true)
+        })
+    }
+
+    /// Mark `id` revoked at `at` (Unix seconds), in one transaction. A license already
+    /// revoked keeps its first revocation time. None: no such license.
+    pub fn revoke(&self, id: &str, at: u64) -> Result<Option<StoredLicense>, StoreError> {
+        self.write(|table| {
+            let Some((text, activated_at, revoked_at)) = table.get(id)?.map(|g| {
+                let (t, a, r) = g.value();
+                (t.to_owned(), a, r)
+            }) else {
+                return Ok(None);
+            };
+            let revoked_at = revoked_at.or(Some(at));
+            table.insert(id, (text.as_str(), activated_at, revoked_at))?;
+            Ok(Some(StoredLicense {
+                id: id.to_owned(),
+                text,
+                activated_at,
+                revoked_at,
+            }))
+        })
+    }
+
+    /// Run `f` in one write transaction; commit only if it returns Ok.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&mut redb::Table<'_, &str, (&str, u64, Option<u64>)>) -> Result<T, redb::Error>,
+    ) -> Result<T, StoreError> {
+        let run = || -> Result<T, redb::Error> {
+            let txn = self.db.begin_write()?;
+            let out = {
+                let mut table = txn.open_table(LICENSES)?;
+                f(&mut table)?
+            };
+            txn.commit()?;
+            Ok(out)
+        };
+        run().map_err(|source| self.io(source))
+    }
+
+    fn io(&self, source: redb::Error) -> StoreError {
+        StoreError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+}
