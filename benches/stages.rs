@@ -108,6 +108,7 @@ fn route_selection(c: &mut Criterion) {
                 max_body_bytes: None,
                 pins: PinSet::default(),
                 ip: IpPolicy::default(),
+                license: portcullis::license::RouteLicense::NotRequired,
             })
         })
         .collect();

@@ -15,8 +15,11 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use std::time::SystemTime;
+
 use crate::app::Gateway;
 use crate::context::{RequestId, X_REQUEST_ID};
+use crate::license::{ActivationError, RevokeError};
 
 type AdminResponse = Response<Full<Bytes>>;
 
@@ -131,6 +134,12 @@ pub async fn handle(gateway: &Gateway, req: Request<Incoming>) -> AdminResponse 
             )
         }
         (&Method::GET, "/metrics") => {
+            let counts = shared
+                .licensing
+                .load()
+                .as_ref()
+                .map(|l| l.service.book().counts(SystemTime::now()));
+            shared.metrics.set_license_counts(counts);
             let mut resp = Response::new(Full::new(Bytes::from(shared.metrics.render())));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -172,7 +181,107 @@ pub async fn handle(gateway: &Gateway, req: Request<Incoming>) -> AdminResponse 
         (_, "/healthz" | "/readyz" | "/metrics" | "/config" | "/reload") => {
             error(&id, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
         }
+        (_, path) if path == "/licenses" || path.starts_with("/licenses/") => {
+            licenses(gateway, &id, req).await
+        }
         _ => error(&id, StatusCode::NOT_FOUND, "not_found"),
+    }
+}
+
+/// `GET /licenses`, `POST /licenses` (the license text, or JSON `{"license": "..."}`),
+/// `DELETE /licenses/{id}`.
+async fn licenses(gateway: &Gateway, id: &RequestId, req: Request<Incoming>) -> AdminResponse {
+    let Some(licensing) = gateway.shared().licensing.load_full() else {
+        return error(id, StatusCode::NOT_FOUND, "licenses_not_configured");
+    };
+    let now = SystemTime::now();
+    let service = &licensing.service;
+    let path = req.uri().path().to_owned();
+    match (req.method().clone(), path.strip_prefix("/licenses")) {
+        (Method::GET, Some("" | "/")) => {
+            let list: Vec<serde_json::Value> =
+                service.list(now).iter().map(|l| l.to_json()).collect();
+            json(id, StatusCode::OK, &serde_json::json!({ "licenses": list }))
+        }
+        (Method::POST, Some("" | "/")) => {
+            let body = match read_body(req).await {
+                Ok(b) => b,
+                Err(status) => return error(id, status, "bad_request"),
+            };
+            let text = license_text(&body);
+            match service.activate(&text, now) {
+                Ok(summary) => {
+                    tracing::info!(license = %summary.id, customer = %summary.customer, machine = %summary.machine_id, "license activated");
+                    json(id, StatusCode::CREATED, &summary.to_json())
+                }
+                Err(e) => {
+                    let (status, reason) = match &e {
+                        ActivationError::Duplicate { .. } => {
+                            (StatusCode::CONFLICT, "license_duplicate")
+                        }
+                        ActivationError::Store(_) => {
+                            (StatusCode::INTERNAL_SERVER_ERROR, "license_store_failed")
+                        }
+                        ActivationError::Refused(_) | ActivationError::AlreadyExpired { .. } => {
+                            (StatusCode::BAD_REQUEST, "license_refused")
+                        }
+                    };
+                    tracing::warn!(reason, error = %e, "license activation refused");
+                    json(
+                        id,
+                        status,
+                        &serde_json::json!({"error": reason, "request_id": id.as_str(), "message": e.to_string()}),
+                    )
+                }
+            }
+        }
+        (Method::DELETE, Some(rest)) if rest.len() > 1 => {
+            let license_id = &rest[1..];
+            match service.revoke(license_id, now) {
+                Ok(summary) => {
+                    tracing::info!(license = %summary.id, "license revoked");
+                    json(id, StatusCode::OK, &summary.to_json())
+                }
+                Err(RevokeError::NotFound { .. }) => {
+                    error(id, StatusCode::NOT_FOUND, "license_not_found")
+                }
+                Err(e @ RevokeError::Store(_)) => {
+                    tracing::error!(error = %e, "license revocation could not be stored");
+                    error(
+                        id,
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "license_store_failed",
+                    )
+                }
+            }
+        }
+        _ => error(id, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+    }
+}
+
+/// The license text from a body: the text itself, or JSON `{"license": "..."}`.
+fn license_text(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let trimmed = text.trim();
+    if trimmed.starts_with('{') {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(trimmed) {
+            if let Some(l) = v.get("license").and_then(|l| l.as_str()) {
+                return l.trim().to_owned();
+            }
+        }
+    }
+    trimmed.to_owned()
+}
+
+/// A request body of at most 64 KiB (a license is well under 4 KiB).
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, StatusCode> {
+    use http_body_util::BodyExt;
+    match http_body_util::Limited::new(req.into_body(), 64 * 1024)
+        .collect()
+        .await
+    {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(_) => Err(StatusCode::PAYLOAD_TOO_LARGE),
     }
 }
 

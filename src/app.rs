@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{self, ConfigErrors, ListenerPolicy, Snapshot};
+use crate::license::{Licensing, StoreError};
 use crate::listener::{self, Signals};
 use crate::metrics::Metrics;
 
@@ -21,6 +22,9 @@ use crate::metrics::Metrics;
 pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     pub metrics: Metrics,
+    /// Machine licenses, when `[licenses]` is configured. Stateful (an open store), so it
+    /// lives beside the snapshot and is reconciled on reload.
+    pub licensing: ArcSwapOption<Licensing>,
 }
 
 /// Why the gateway could not start.
@@ -39,6 +43,9 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// The license store could not be opened.
+    #[error("licenses.store: {0}")]
+    LicenseStore(#[from] StoreError),
 }
 
 /// Why a reload changed nothing.
@@ -57,6 +64,9 @@ pub enum ReloadError {
     /// The gateway is shutting down.
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    /// The (new) license store could not be opened or re-read.
+    #[error("licenses.store: {0}")]
+    LicenseStore(#[from] StoreError),
 }
 
 /// What a successful reload did.
@@ -193,11 +203,16 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
         }
     };
 
+    let licensing = match &snapshot.licenses {
+        Some(l) => Some(Arc::new(Licensing::open(l)?)),
+        None => None,
+    };
     let settings = snapshot.server.clone();
     let config_path = snapshot.source.clone();
     let shared = Arc::new(Shared {
         snapshot: ArcSwap::from_pointee(snapshot),
         metrics: Metrics::new(prometheus::Registry::new())?,
+        licensing: ArcSwapOption::new(licensing),
     });
     shared
         .metrics
@@ -357,7 +372,27 @@ impl Gateway {
             fresh.push((l.clone(), tcp, local));
         }
 
+        // Licenses: same store file -> reconfigure in place; another -> open it (before the
+        // swap, so a store that cannot be opened aborts the reload).
+        let licensing = match &snapshot.licenses {
+            None => None,
+            Some(l) => match self.shared.licensing.load_full() {
+                Some(current) if current.store == l.store => {
+                    for w in current
+                        .service
+                        .reconfigure(l.trusted_keys.clone(), l.grace)?
+                        .warnings()
+                    {
+                        tracing::warn!("licenses: {w}");
+                    }
+                    Some(current)
+                }
+                Some(_) | None => Some(Arc::new(Licensing::open(l)?)),
+            },
+        };
+
         // Commit: swap, then start new loops and stop the ones no longer wanted.
+        self.shared.licensing.store(licensing);
         let server = snapshot.server.clone();
         let summary_counts = (snapshot.listeners.len(), snapshot.route_count());
         let keep: HashMap<Arc<str>, SocketAddr> = snapshot

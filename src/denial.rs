@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::context::RequestId;
+use crate::license::LicenseDenial;
 
 /// Why a request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -27,6 +28,9 @@ pub enum Denial {
     /// The client address is denied, or not allowed, by the listener or the route.
     #[error("ip not allowed")]
     IpNotAllowed,
+    /// The route needs a machine license and none grants (each reason its own).
+    #[error("{}", .0.reason())]
+    License(LicenseDenial),
     /// No route matches host and path.
     #[error("no route")]
     NoRoute,
@@ -46,12 +50,17 @@ pub enum Denial {
 
 impl Denial {
     /// Every variant, for metrics that pre-register one series per reason.
-    pub const ALL: [Denial; 10] = [
+    pub const ALL: [Denial; 15] = [
         Denial::AmbiguousFraming,
         Denial::InvalidPath,
         Denial::BadForwardedHeader,
         Denial::ClientCertNotPinned,
         Denial::IpNotAllowed,
+        Denial::License(LicenseDenial::Missing),
+        Denial::License(LicenseDenial::Expired),
+        Denial::License(LicenseDenial::NotYetValid),
+        Denial::License(LicenseDenial::Revoked),
+        Denial::License(LicenseDenial::BindingMismatch),
         Denial::NoRoute,
         Denial::MethodNotAllowed,
         Denial::PayloadTooLarge,
@@ -66,6 +75,7 @@ impl Denial {
             Denial::BadForwardedHeader => StatusCode::BAD_REQUEST,
             Denial::ClientCertNotPinned => StatusCode::FORBIDDEN,
             Denial::IpNotAllowed => StatusCode::FORBIDDEN,
+            Denial::License(_) => StatusCode::FORBIDDEN,
             Denial::NoRoute => StatusCode::NOT_FOUND,
             Denial::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Denial::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -82,6 +92,7 @@ impl Denial {
             Denial::BadForwardedHeader => "bad_forwarded_header",
             Denial::ClientCertNotPinned => "client_cert_not_pinned",
             Denial::IpNotAllowed => "ip_not_allowed",
+            Denial::License(d) => d.reason(),
             Denial::NoRoute => "no_route",
             Denial::MethodNotAllowed => "method_not_allowed",
             Denial::PayloadTooLarge => "payload_too_large",
@@ -99,6 +110,7 @@ impl Denial {
             | Denial::BadForwardedHeader
             | Denial::ClientCertNotPinned
             | Denial::IpNotAllowed
+            | Denial::License(_)
             | Denial::NoRoute
             | Denial::MethodNotAllowed
             | Denial::UpstreamUnavailable

@@ -51,6 +51,10 @@ pub struct Metrics {
     reloads: IntCounterVec,
     last_reload: IntGauge,
     cert_expiry: IntGaugeVec,
+    license_grace: prometheus::IntCounter,
+    licenses_active: IntGauge,
+    licenses_expiring: IntGauge,
+    licenses_in_grace: IntGauge,
 }
 
 impl Metrics {
@@ -96,6 +100,23 @@ impl Metrics {
         for r in ["success", "failure"] {
             reloads.with_label_values(&[r]);
         }
+        let license_grace = prometheus::IntCounter::new(
+            "portcullis_license_grace_requests_total",
+            "Requests let through on an expired license's grace period.",
+        )?;
+        let licenses_active = IntGauge::new("portcullis_licenses_active", "Licenses valid now.")?;
+        let licenses_expiring = IntGauge::new(
+            "portcullis_licenses_expiring_7d",
+            "Licenses valid now that expire within 7 days.",
+        )?;
+        let licenses_in_grace = IntGauge::new(
+            "portcullis_licenses_in_grace",
+            "Expired licenses still within the grace period.",
+        )?;
+        registry.register(Box::new(license_grace.clone()))?;
+        registry.register(Box::new(licenses_active.clone()))?;
+        registry.register(Box::new(licenses_expiring.clone()))?;
+        registry.register(Box::new(licenses_in_grace.clone()))?;
         // Every series exists from the start, so a rate() over a never-seen reason is 0, not absent.
         for d in Denial::ALL {
             denials.with_label_values(&[d.reason()]);
@@ -111,6 +132,10 @@ impl Metrics {
             reloads,
             last_reload,
             cert_expiry,
+            license_grace,
+            licenses_active,
+            licenses_expiring,
+            licenses_in_grace,
         })
     }
 
@@ -120,6 +145,19 @@ impl Metrics {
 
     pub fn refused(&self, r: ConnRefusal) {
         self.refused.with_label_values(&[r.label()]).inc();
+    }
+
+    pub fn license_grace(&self) {
+        self.license_grace.inc();
+    }
+
+    /// License gauges, computed when scraped (cheap next to a scrape interval, and never on
+    /// the request path).
+    pub fn set_license_counts(&self, c: Option<crate::license::LicenseCounts>) {
+        let c = c.unwrap_or_default();
+        self.licenses_active.set(c.active as i64);
+        self.licenses_expiring.set(c.expiring_within_7_days as i64);
+        self.licenses_in_grace.set(c.in_grace as i64);
     }
 
     /// A reload attempt and its result.

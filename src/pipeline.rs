@@ -9,7 +9,7 @@
 //! and the identity digest) run once per connection, in `listener.rs`. Listener-level
 //! policy runs before routing, so a refused client cannot probe which routes exist.
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -30,6 +30,9 @@ pub async fn handle(
     let request_id = RequestId::next();
     // One snapshot for the whole request: a reload mid-request does not mix two configs.
     let snapshot = shared.snapshot.load_full();
+    // One clock reading per request: every time-dependent stage judges the same instant.
+    let now = SystemTime::now();
+    let mut in_grace = false;
     let method = req.method().clone();
     // A refcount bump, not a copy: the log needs the path after the request is consumed.
     let path_and_query = req.uri().path_and_query().cloned();
@@ -55,6 +58,15 @@ pub async fn handle(
         route_name = Some(route.name.clone());
         crate::identity::check(&route.pins, conn)?;
         crate::ip_filter::check_route(route, &client)?;
+        let licensing = shared.licensing.load();
+        let license = crate::license::check(
+            licensing.as_deref(),
+            route,
+            conn.identity.as_ref(),
+            client.ip,
+            now,
+        )?;
+        in_grace = license.as_ref().is_some_and(|g| g.in_grace);
 
         let ctx = RequestContext {
             request_id: &request_id,
@@ -68,7 +80,20 @@ pub async fn handle(
     .await;
 
     let (response, denial) = match result {
-        Ok(resp) => (resp, None),
+        Ok(mut resp) => {
+            if in_grace {
+                // RFC 9111 Warning 299 ("miscellaneous persistent warning"): clients and
+                // operators see that the machine runs on its grace period.
+                resp.headers_mut().insert(
+                    http::header::WARNING,
+                    http::HeaderValue::from_static(
+                        "299 portcullis \"machine license expired; in grace period\"",
+                    ),
+                );
+                shared.metrics.license_grace();
+            }
+            (resp, None)
+        }
         Err(d) => {
             shared.metrics.denial(d);
             (d.response(&request_id), Some(d))

@@ -29,6 +29,8 @@ pub struct Snapshot {
     /// Header names for the client identity sent upstream.
     pub identity_headers: IdentityHeaders,
     pub admin: Option<AdminSettings>,
+    /// `[licenses]`: trusted issuer keys, store, grace.
+    pub licenses: Option<crate::license::LicenseSettings>,
     /// The config file as parsed, secrets redacted, for `GET /config`.
     pub redacted: serde_json::Value,
     /// The HTTP/1.1 + HTTP/2 server settings every new connection is served with.

@@ -108,6 +108,10 @@ pub fn build_snapshot(
     let server = server_settings(&mut r, &file.server);
     let identity_headers = IdentityHeaders::from_section(file.identity_headers.as_ref(), &mut r);
     let admin = file.admin.as_ref().and_then(|a| admin(&mut r, a, now));
+    let licenses = file
+        .licenses
+        .as_ref()
+        .and_then(|l| crate::license::config::validate(l, &mut r));
 
     if file.listeners.is_empty() {
         r.error("listeners", "at least one [[listeners]] entry is required");
@@ -150,7 +154,8 @@ pub fn build_snapshot(
     let mut route_names = HashSet::new();
     for (i, rs) in file.routes.iter().enumerate() {
         let key = format!("routes[{i}]");
-        let Some((route, on)) = route(&mut r, &key, rs, &declared, &pools) else {
+        let Some((route, on)) = route(&mut r, &key, rs, &declared, &pools, file.licenses.is_some())
+        else {
             continue;
         };
         if !route_names.insert(route.name.clone()) {
@@ -206,6 +211,7 @@ pub fn build_snapshot(
             listeners,
             identity_headers,
             admin,
+            licenses,
             redacted: super::redact::redacted(file),
         },
         warnings: r.warnings,
@@ -506,6 +512,7 @@ fn route(
     s: &RouteSection,
     listeners: &HashSet<&str>,
     pools: &[Arc<Upstream>],
+    licensing: bool,
 ) -> Option<(Route, Option<HashSet<String>>)> {
     let name = match s.name.as_deref() {
         None => {
@@ -647,6 +654,14 @@ fn route(
 
     let pins = pin_set(r, key, &s.pins, &s.cert_fingerprints);
     let ip = ip_policy(r, key, &s.allow, &s.deny);
+    let license =
+        crate::license::config::route_license(r, &format!("{key}.license"), s.license.as_deref());
+    if license == crate::license::RouteLicense::Required && !licensing {
+        r.error(
+            format!("{key}.license"),
+            "\"required\" needs a [licenses] section (trusted_keys and store) to check licenses against",
+        );
+    }
     let (name, host, prefix, upstream, max_body_bytes, pins, ip) = (
         name?,
         host?,
@@ -673,6 +688,7 @@ fn route(
             max_body_bytes,
             pins,
             ip,
+            license,
         },
         on,
     ))

@@ -175,3 +175,55 @@ pub struct LicenseCounts {
     /// Expired, within the grace period.
     pub in_grace: usize,
 }
+
+// === The gateway's license state ===
+
+/// The license service the gateway runs, with the store file it has open (a reload that
+/// keeps the file reconfigures in place: redb allows one opener per file).
+pub struct Licensing {
+    pub store: std::path::PathBuf,
+    pub service: LicenseService,
+}
+
+impl Licensing {
+    /// Open the store of `settings`; warnings (licenses whose key is no longer trusted,
+    /// entries that no longer verify) are logged.
+    pub fn open(settings: &LicenseSettings) -> Result<Self, StoreError> {
+        let (service, report) = LicenseService::open(
+            &settings.store,
+            settings.trusted_keys.clone(),
+            settings.grace,
+        )?;
+        for w in report.warnings() {
+            tracing::warn!("licenses: {w}");
+        }
+        Ok(Licensing {
+            store: settings.store.clone(),
+            service,
+        })
+    }
+}
+
+/// The license stage: on a route with `license = "required"`, a license must grant for
+/// this client (certificate and/or address) at `now`. `None`: the route needs none.
+pub fn check(
+    licensing: Option<&Licensing>,
+    route: &crate::routing::Route,
+    identity: Option<&crate::identity::ClientIdentity>,
+    client_ip: std::net::IpAddr,
+    now: SystemTime,
+) -> Result<Option<LicenseGrant>, crate::denial::Denial> {
+    match route.license {
+        RouteLicense::NotRequired => Ok(None),
+        RouteLicense::Required => {
+            let Some(l) = licensing else {
+                return Err(crate::denial::Denial::License(LicenseDenial::Missing));
+            };
+            l.service
+                .book()
+                .check(identity, client_ip, &route.name, now)
+                .map(Some)
+                .map_err(crate::denial::Denial::License)
+        }
+    }
+}

@@ -13,6 +13,7 @@ use crate::denial::Denial;
 use crate::forward::Upstream;
 use crate::identity::PinSet;
 use crate::ip_filter::IpPolicy;
+use crate::license::RouteLicense;
 
 /// One compiled route.
 #[derive(Debug)]
@@ -30,6 +31,8 @@ pub struct Route {
     pub pins: PinSet,
     /// Client addresses admitted (on top of the listener's lists).
     pub ip: IpPolicy,
+    /// Whether every request needs a machine license.
+    pub license: RouteLicense,
 }
 
 /// Check and normalise a configured prefix. The error completes the sentence "\"<p>\" ...".
