@@ -263,12 +263,11 @@ async fn licenses(gateway: &Gateway, id: &RequestId, req: Request<Incoming>) -> 
 fn license_text(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let trimmed = text.trim();
-    if trimmed.starts_with('{') {
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(trimmed) {
-            if let Some(l) = v.get("license").and_then(|l| l.as_str()) {
-                return l.trim().to_owned();
-            }
-        }
+    if trimmed.starts_with('{')
+        && let Ok(v) = serde_json::from_str::<serde_json::Value>(trimmed)
+        && let Some(l) = v.get("license").and_then(|l| l.as_str())
+    {
+        return l.trim().to_owned();
     }
     trimmed.to_owned()
 }
