@@ -15,8 +15,6 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use std::time::SystemTime;
-
 use crate::app::Gateway;
 use crate::context::{RequestId, X_REQUEST_ID};
 use crate::license::{ActivationError, RevokeError};
@@ -138,7 +136,7 @@ pub async fn handle(gateway: &Gateway, req: Request<Incoming>) -> AdminResponse 
                 .licensing
                 .load()
                 .as_ref()
-                .map(|l| l.service.book().counts(SystemTime::now()));
+                .map(|l| l.service.book().counts(shared.clock.now()));
             shared.metrics.set_license_counts(counts);
             let mut resp = Response::new(Full::new(Bytes::from(shared.metrics.render())));
             resp.headers_mut().insert(
@@ -194,7 +192,7 @@ async fn licenses(gateway: &Gateway, id: &RequestId, req: Request<Incoming>) -> 
     let Some(licensing) = gateway.shared().licensing.load_full() else {
         return error(id, StatusCode::NOT_FOUND, "licenses_not_configured");
     };
-    let now = SystemTime::now();
+    let now = gateway.shared().clock.now();
     let service = &licensing.service;
     let path = req.uri().path().to_owned();
     match (req.method().clone(), path.strip_prefix("/licenses")) {

@@ -25,6 +25,8 @@ pub struct Shared {
     /// Machine licenses, when `[licenses]` is configured. Stateful (an open store), so it
     /// lives beside the snapshot and is reconciled on reload.
     pub licensing: ArcSwapOption<Licensing>,
+    /// The time every stage judges by (system time; tests move it).
+    pub clock: crate::clock::Clock,
 }
 
 /// Why the gateway could not start.
@@ -213,6 +215,7 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
         snapshot: ArcSwap::from_pointee(snapshot),
         metrics: Metrics::new(prometheus::Registry::new())?,
         licensing: ArcSwapOption::new(licensing),
+        clock: crate::clock::Clock::default(),
     });
     shared
         .metrics

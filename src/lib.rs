@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod clock;
 pub mod config;
 pub mod context;
 pub mod demo;

@@ -9,7 +9,7 @@
 //! and the identity digest) run once per connection, in `listener.rs`. Listener-level
 //! policy runs before routing, so a refused client cannot probe which routes exist.
 
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -31,7 +31,7 @@ pub async fn handle(
     // One snapshot for the whole request: a reload mid-request does not mix two configs.
     let snapshot = shared.snapshot.load_full();
     // One clock reading per request: every time-dependent stage judges the same instant.
-    let now = SystemTime::now();
+    let now = shared.clock.now();
     let mut in_grace = false;
     let method = req.method().clone();
     // A refcount bump, not a copy: the log needs the path after the request is consumed.
