@@ -17,6 +17,12 @@ pub struct FileConfig {
     pub listeners: Vec<ListenerSection>,
     #[serde(default)]
     pub routes: Vec<RouteSection>,
+    /// Trusted bearer-token issuers.
+    #[serde(default)]
+    pub token_issuers: Vec<crate::token::TokenIssuerSection>,
+    /// Token cache size and the claim headers sent upstream.
+    #[serde(default)]
+    pub token: crate::token::TokenSection,
 }
 
 /// Process-wide limits and timeouts. Every field has a secure default.
@@ -90,4 +96,13 @@ pub struct RouteSection {
     pub response_timeout: Option<String>,
     /// How long an idle pooled upstream connection is kept. Default "90s".
     pub idle_timeout: Option<String>,
+    /// "bearer" (a valid token is required) or "none". Required on every route once
+    /// `[[token_issuers]]` exist; "none" otherwise.
+    pub auth: Option<String>,
+    /// Scopes the token must all carry (needs auth = "bearer").
+    pub scopes: Option<Vec<String>>,
+    /// Scopes of which the token must carry at least one (needs auth = "bearer").
+    pub any_scopes: Option<Vec<String>>,
+    /// Names of the token issuers accepted here. Default: every configured issuer.
+    pub issuers: Option<Vec<String>>,
 }
