@@ -158,7 +158,7 @@ impl TokenVerifier {
             } => (issuers, all_of, any_of),
         };
         let token = bearer::extract(headers)?;
-        let digest = cache::digest(token.as_bytes());
+        let digest = cache::digest(token);
         let claims = match self.cached(&digest, now)? {
             Some(claims) => claims,
             None => self.verify(token, digest, issuers, now).map_err(|r| {
@@ -211,7 +211,7 @@ impl TokenVerifier {
     /// Steps 3 to 8 of the module doc, then cache the result.
     fn verify(
         &self,
-        token: &str,
+        token: &[u8],
         digest: cache::Digest,
         allowed: &Option<Vec<Arc<str>>>,
         now: SystemTime,

@@ -88,15 +88,16 @@ pub(crate) struct Segments<'a> {
 
 /// Split `h.p.s`: exactly three non-empty base64url segments. A stripped signature (`h.p.`),
 /// a JWE (five segments) or stray characters fail here.
-pub(crate) fn split(token: &str) -> Result<Segments<'_>, Reject> {
-    let ok = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    };
+pub(crate) fn split(token: &[u8]) -> Result<Segments<'_>, Reject> {
+    let base64url = |b: &u8| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_' || *b == b'.';
+    if !token.iter().all(base64url) {
+        return Err(Reject::Malformed);
+    }
+    // Only ASCII is left, so this cannot fail.
+    let token = std::str::from_utf8(token).map_err(|_| Reject::Malformed)?;
     let (signing_input, signature) = token.rsplit_once('.').ok_or(Reject::Malformed)?;
     let (header, payload) = signing_input.split_once('.').ok_or(Reject::Malformed)?;
-    if !(ok(header) && ok(payload) && ok(signature)) {
+    if header.is_empty() || payload.is_empty() || signature.is_empty() || payload.contains('.') {
         return Err(Reject::Malformed);
     }
     Ok(Segments {
