@@ -178,16 +178,17 @@ impl RemoteJwks {
                         .min(s.refresh)
                 }
             };
-            tokio::select! {
-                _ = tokio::time::sleep_until(started + wait) => {}
-                _ = self.refetch.notified() => {
-                    // Rate limit: a stream of unknown kids costs one fetch per min_refetch.
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(started + s.min_refetch) => {}
-                        _ = shutdown.changed() => return,
-                    }
+            let refetch = tokio::select! {
+                _ = tokio::time::sleep_until(started + wait) => false,
+                _ = self.refetch.notified() => true,
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            };
+            if refetch {
+                // Rate limit: a stream of unknown kids costs one fetch per min_refetch.
+                tokio::select! {
+                    _ = tokio::time::sleep_until(started + s.min_refetch) => {}
+                    _ = shutdown.wait_for(|stop| *stop) => return,
                 }
-                _ = shutdown.changed() => return,
             }
         }
     }

@@ -264,9 +264,13 @@ impl TokenVerifier {
     }
 
     /// Start one fetch task per remote JWKS (each fetches at once, then on its interval).
-    /// They stop when `shutdown` turns true or this verifier is dropped. Needs a Tokio runtime.
+    /// They stop when `shutdown` turns true or this verifier is dropped. Needs a Tokio runtime;
+    /// a second call does nothing.
     pub fn spawn_refresh(&self, shutdown: watch::Receiver<bool>) {
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        if !tasks.is_empty() {
+            return;
+        }
         for remote in self.remotes() {
             tasks.push(tokio::spawn(remote.clone().run(shutdown.clone())));
         }
