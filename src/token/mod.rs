@@ -2,10 +2,10 @@
 //!
 //! # Verification order
 //!
-//! 1. **Extract** ([`bearer`]): exactly one `Authorization: Bearer <token>` header (scheme
+//! 1. **Extract** (`bearer.rs`): exactly one `Authorization: Bearer <token>` header (scheme
 //!    case-insensitive), at most 8 KiB. Never the query string. No header or another scheme:
 //!    `token_missing`; anything else wrong: `token_invalid`.
-//! 2. **Cache** ([`cache`]): by SHA-256 of the token. A hit is re-checked every time: `exp`
+//! 2. **Cache** (`cache.rs`): by SHA-256 of the token. A hit is re-checked every time: `exp`
 //!    and `nbf` against `now`, the denylist, and that the verifying key is still in its
 //!    issuer's key set; then on to step 9.
 //! 3. **Shape**: three base64url segments; the header's `alg` is one we accept (never
