@@ -109,6 +109,7 @@ fn route_selection(c: &mut Criterion) {
                 pins: PinSet::default(),
                 ip: IpPolicy::default(),
                 license: portcullis::license::RouteLicense::NotRequired,
+                auth: portcullis::token::RouteAuth::None,
             })
         })
         .collect();

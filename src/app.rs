@@ -209,6 +209,19 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
         Some(l) => Some(Arc::new(Licensing::open(l)?)),
         None => None,
     };
+    // Remote JWKS are fetched before serving, so the first requests do not all fail; a
+    // provider that does not answer in time is retried by the refresh task.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    snapshot.tokens.spawn_refresh(stop_rx.clone());
+    if !snapshot
+        .tokens
+        .wait_for_first_fetch(std::time::Duration::from_secs(10))
+        .await
+    {
+        tracing::warn!(
+            "a remote JWKS did not answer within 10 s; its tokens are refused until it does"
+        );
+    }
     let settings = snapshot.server.clone();
     let config_path = snapshot.source.clone();
     let shared = Arc::new(Shared {
@@ -220,7 +233,6 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
     shared
         .metrics
         .config_loaded(&shared.snapshot.load(), SystemTime::now());
-    let (stop_tx, stop_rx) = watch::channel(false);
     let (kill_tx, kill_rx) = watch::channel(false);
     let gateway = Arc::new(Gateway {
         shared,
@@ -374,6 +386,13 @@ impl Gateway {
             })?;
             fresh.push((l.clone(), tcp, local));
         }
+
+        // Tokens: keys already fetched from an unchanged JWKS URL carry over; the new
+        // verifier's refresh tasks run until shutdown or until it is replaced.
+        snapshot
+            .tokens
+            .inherit_keys(&self.shared.snapshot.load().tokens);
+        snapshot.tokens.spawn_refresh(self.signals.stop.clone());
 
         // Licenses: same store file -> reconfigure in place; another -> open it (before the
         // swap, so a store that cannot be opened aborts the reload).

@@ -22,7 +22,9 @@ impl Clock {
 
     /// Move this gateway's time forward (tests: see a license or token expire).
     pub fn advance(&self, by: Duration) {
-        self.offset_ms
-            .fetch_add(i64::try_from(by.as_millis()).unwrap_or(i64::MAX), Ordering::Relaxed);
+        self.offset_ms.fetch_add(
+            i64::try_from(by.as_millis()).unwrap_or(i64::MAX),
+            Ordering::Relaxed,
+        );
     }
 }

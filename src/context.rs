@@ -11,6 +11,7 @@ use http::{HeaderName, HeaderValue};
 use crate::identity::{ClientIdentity, IdentityHeaders, IdentityValues};
 use crate::ip_filter::ClientAddr;
 use crate::routing::Route;
+use crate::token::{ClaimHeaders, Claims};
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -59,6 +60,9 @@ pub struct RequestContext<'a> {
     pub client: ClientAddr,
     pub route: &'a Arc<Route>,
     pub identity_headers: &'a IdentityHeaders,
+    /// The verified bearer token's claims, on routes that require one.
+    pub claims: Option<Arc<Claims>>,
+    pub claim_headers: &'a ClaimHeaders,
 }
 
 // === RequestId ===

@@ -8,6 +8,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::context::RequestId;
 use crate::license::LicenseDenial;
+use crate::token::TokenDenial;
 
 /// Why a request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -31,6 +32,10 @@ pub enum Denial {
     /// The route needs a machine license and none grants (each reason its own).
     #[error("{}", .0.reason())]
     License(LicenseDenial),
+    /// The route needs a bearer token: missing, invalid or expired (401), or without the
+    /// route's scopes (403).
+    #[error("{}", .0.reason())]
+    Token(TokenDenial),
     /// No route matches host and path.
     #[error("no route")]
     NoRoute,
@@ -50,7 +55,7 @@ pub enum Denial {
 
 impl Denial {
     /// Every variant, for metrics that pre-register one series per reason.
-    pub const ALL: [Denial; 15] = [
+    pub const ALL: [Denial; 19] = [
         Denial::AmbiguousFraming,
         Denial::InvalidPath,
         Denial::BadForwardedHeader,
@@ -61,6 +66,10 @@ impl Denial {
         Denial::License(LicenseDenial::NotYetValid),
         Denial::License(LicenseDenial::Revoked),
         Denial::License(LicenseDenial::BindingMismatch),
+        Denial::Token(TokenDenial::Missing),
+        Denial::Token(TokenDenial::Invalid),
+        Denial::Token(TokenDenial::Expired),
+        Denial::Token(TokenDenial::InsufficientScope),
         Denial::NoRoute,
         Denial::MethodNotAllowed,
         Denial::PayloadTooLarge,
@@ -76,6 +85,7 @@ impl Denial {
             Denial::ClientCertNotPinned => StatusCode::FORBIDDEN,
             Denial::IpNotAllowed => StatusCode::FORBIDDEN,
             Denial::License(_) => StatusCode::FORBIDDEN,
+            Denial::Token(d) => d.status(),
             Denial::NoRoute => StatusCode::NOT_FOUND,
             Denial::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Denial::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -93,6 +103,7 @@ impl Denial {
             Denial::ClientCertNotPinned => "client_cert_not_pinned",
             Denial::IpNotAllowed => "ip_not_allowed",
             Denial::License(d) => d.reason(),
+            Denial::Token(d) => d.reason(),
             Denial::NoRoute => "no_route",
             Denial::MethodNotAllowed => "method_not_allowed",
             Denial::PayloadTooLarge => "payload_too_large",
@@ -111,6 +122,7 @@ impl Denial {
             | Denial::ClientCertNotPinned
             | Denial::IpNotAllowed
             | Denial::License(_)
+            | Denial::Token(_)
             | Denial::NoRoute
             | Denial::MethodNotAllowed
             | Denial::UpstreamUnavailable

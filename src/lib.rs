@@ -30,3 +30,4 @@ pub mod record;
 pub mod reload;
 pub mod routing;
 pub mod tls;
+pub mod token;

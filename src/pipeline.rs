@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! accept -> tls -> framing -> identity -> ip_filter -> routing -> identity, ip_filter (route)
-//!        -> forward -> record
+//!        -> license -> token -> forward -> record
 //! ```
 //! accept and tls (with the PROXY header, the listener's IP lists before the handshake
 //! and the identity digest) run once per connection, in `listener.rs`. Listener-level
@@ -33,6 +33,7 @@ pub async fn handle(
     // One clock reading per request: every time-dependent stage judges the same instant.
     let now = shared.clock.now();
     let mut in_grace = false;
+    let mut www_authenticate = None;
     let method = req.method().clone();
     // A refcount bump, not a copy: the log needs the path after the request is consumed.
     let path_and_query = req.uri().path_and_query().cloned();
@@ -67,6 +68,14 @@ pub async fn handle(
             now,
         )?;
         in_grace = license.as_ref().is_some_and(|g| g.in_grace);
+        let claims = snapshot
+            .tokens
+            .authorize(req.headers(), &route.auth, now)
+            .map_err(|d| {
+                // RFC 6750: the challenge says what was wrong (never echoing the token).
+                www_authenticate = Some(d.www_authenticate(&route.auth));
+                Denial::Token(d)
+            })?;
 
         let ctx = RequestContext {
             request_id: &request_id,
@@ -74,6 +83,8 @@ pub async fn handle(
             client,
             route,
             identity_headers: &snapshot.identity_headers,
+            claims,
+            claim_headers: &snapshot.claim_headers,
         };
         forward::forward(&ctx, req).await
     }
@@ -96,7 +107,12 @@ pub async fn handle(
         }
         Err(d) => {
             shared.metrics.denial(d);
-            (d.response(&request_id), Some(d))
+            let mut resp = d.response(&request_id);
+            if let Some(challenge) = www_authenticate {
+                resp.headers_mut()
+                    .insert(http::header::WWW_AUTHENTICATE, challenge);
+            }
+            (resp, Some(d))
         }
     };
     record::request(&Outcome {

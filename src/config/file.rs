@@ -25,6 +25,12 @@ pub struct FileConfig {
     pub admin: Option<AdminSection>,
     /// Machine licenses: trusted issuer keys, the store, the grace period.
     pub licenses: Option<LicenseSection>,
+    /// Trusted bearer-token issuers.
+    #[serde(default)]
+    pub token_issuers: Vec<crate::token::TokenIssuerSection>,
+    /// Token cache size and the claim headers sent upstream.
+    #[serde(default)]
+    pub token: crate::token::TokenSection,
 }
 
 /// The admin listener. Loopback plain HTTP is the expected use; anywhere else it needs TLS
@@ -156,4 +162,13 @@ pub struct RouteSection {
     pub deny: Option<Vec<String>>,
     /// "required": every request needs a machine license that grants. Default "none".
     pub license: Option<String>,
+    /// "bearer" (a valid token is required) or "none". Required on every route once
+    /// `[[token_issuers]]` exist; "none" otherwise.
+    pub auth: Option<String>,
+    /// Scopes the token must all carry (needs auth = "bearer").
+    pub scopes: Option<Vec<String>>,
+    /// Scopes of which the token must carry at least one (needs auth = "bearer").
+    pub any_scopes: Option<Vec<String>>,
+    /// Names of the token issuers accepted here. Default: every configured issuer.
+    pub issuers: Option<Vec<String>>,
 }

@@ -31,6 +31,10 @@ pub struct Snapshot {
     pub admin: Option<AdminSettings>,
     /// `[licenses]`: trusted issuer keys, store, grace.
     pub licenses: Option<crate::license::LicenseSettings>,
+    /// Bearer-token verification for every `[[token_issuers]]` (and its verified-token cache).
+    pub tokens: Arc<crate::token::TokenVerifier>,
+    /// Headers that carry verified claims to upstreams.
+    pub claim_headers: crate::token::ClaimHeaders,
     /// The config file as parsed, secrets redacted, for `GET /config`.
     pub redacted: serde_json::Value,
     /// The HTTP/1.1 + HTTP/2 server settings every new connection is served with.

@@ -112,6 +112,8 @@ pub fn build_snapshot(
         .licenses
         .as_ref()
         .and_then(|l| crate::license::config::validate(l, &mut r));
+    let token_issuers = crate::token::validate_issuers(&file.token_issuers, &mut r);
+    let token_settings = crate::token::validate_token_section(&file.token, &mut r);
 
     if file.listeners.is_empty() {
         r.error("listeners", "at least one [[listeners]] entry is required");
@@ -154,8 +156,7 @@ pub fn build_snapshot(
     let mut route_names = HashSet::new();
     for (i, rs) in file.routes.iter().enumerate() {
         let key = format!("routes[{i}]");
-        let Some((route, on)) = route(&mut r, &key, rs, &declared, &pools, file.licenses.is_some())
-        else {
+        let Some((route, on)) = route(&mut r, &key, rs, &declared, &pools, file) else {
             continue;
         };
         if !route_names.insert(route.name.clone()) {
@@ -187,6 +188,14 @@ pub fn build_snapshot(
     if !r.errors.is_empty() {
         return Err(ConfigErrors(r.errors));
     }
+    let Some(token_issuers) = token_issuers else {
+        return Err(ConfigErrors(r.errors));
+    };
+    // Revocations of the gateway's own tokens arrive with the token issuer (issue 7).
+    let tokens = Arc::new(
+        crate::token::TokenVerifier::new(token_issuers, Arc::new(crate::token::NoRevocations))
+            .with_cache_max_entries(token_settings.cache_max_entries),
+    );
     let listeners = listeners
         .into_iter()
         .map(|(sk, routes)| {
@@ -212,6 +221,8 @@ pub fn build_snapshot(
             identity_headers,
             admin,
             licenses,
+            tokens,
+            claim_headers: token_settings.headers,
             redacted: super::redact::redacted(file),
         },
         warnings: r.warnings,
@@ -512,8 +523,9 @@ fn route(
     s: &RouteSection,
     listeners: &HashSet<&str>,
     pools: &[Arc<Upstream>],
-    licensing: bool,
+    file: &FileConfig,
 ) -> Option<(Route, Option<HashSet<String>>)> {
+    let licensing = file.licenses.is_some();
     let name = match s.name.as_deref() {
         None => {
             r.error(format!("{key}.name"), "missing: every route needs a name");
@@ -662,7 +674,8 @@ fn route(
             "\"required\" needs a [licenses] section (trusted_keys and store) to check licenses against",
         );
     }
-    let (name, host, prefix, upstream, max_body_bytes, pins, ip) = (
+    let auth = crate::token::validate_route_auth(key, s, &file.token_issuers, r);
+    let (name, host, prefix, upstream, max_body_bytes, pins, ip, auth) = (
         name?,
         host?,
         prefix?,
@@ -670,6 +683,7 @@ fn route(
         max_body_bytes?,
         pins?,
         ip?,
+        auth?,
     );
     if !methods_ok {
         return None;
@@ -689,6 +703,7 @@ fn route(
             pins,
             ip,
             license,
+            auth,
         },
         on,
     ))

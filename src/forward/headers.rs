@@ -120,6 +120,7 @@ pub fn add_forwarding(h: &mut HeaderMap, ctx: &RequestContext<'_>, host: Option<
     h.insert(X_REQUEST_ID, ctx.request_id.header_value());
     ctx.identity_headers
         .rewrite(h, ctx.conn.identity_values.as_ref());
+    crate::token::rewrite_upstream_headers(h, ctx.claims.as_deref(), ctx.claim_headers);
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use crate::forward::Upstream;
 use crate::identity::PinSet;
 use crate::ip_filter::IpPolicy;
 use crate::license::RouteLicense;
+use crate::token::RouteAuth;
 
 /// One compiled route.
 #[derive(Debug)]
@@ -33,6 +34,8 @@ pub struct Route {
     pub ip: IpPolicy,
     /// Whether every request needs a machine license.
     pub license: RouteLicense,
+    /// Whether every request needs a bearer token, and which scopes and issuers.
+    pub auth: RouteAuth,
 }
 
 /// Check and normalise a configured prefix. The error completes the sentence "\"<p>\" ...".
