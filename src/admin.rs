@@ -138,6 +138,9 @@ pub async fn handle(gateway: &Gateway, req: Request<Incoming>) -> AdminResponse 
                 .as_ref()
                 .map(|l| l.service.book().counts(shared.clock.now()));
             shared.metrics.set_license_counts(counts);
+            shared
+                .metrics
+                .fold_token_cache(&shared.snapshot.load().tokens);
             let mut resp = Response::new(Full::new(Bytes::from(shared.metrics.render())));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -413,7 +413,11 @@ impl Gateway {
             },
         };
 
-        // Commit: swap, then start new loops and stop the ones no longer wanted.
+        // Commit: swap, then start new loops and stop the ones no longer wanted. The old
+        // verifier's cache counts are folded in first so the counters lose nothing.
+        self.shared
+            .metrics
+            .fold_token_cache(&self.shared.snapshot.load().tokens);
         self.shared.licensing.store(licensing);
         let server = snapshot.server.clone();
         let summary_counts = (snapshot.listeners.len(), snapshot.route_count());

@@ -63,6 +63,7 @@ pub struct RequestContext<'a> {
     /// The verified bearer token's claims, on routes that require one.
     pub claims: Option<Arc<Claims>>,
     pub claim_headers: &'a ClaimHeaders,
+    pub metrics: &'a crate::metrics::Metrics,
 }
 
 // === RequestId ===

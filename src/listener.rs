@@ -22,7 +22,7 @@ use crate::context::ConnContext;
 use crate::framing::scanner::{ScannedStream, Scanner};
 use crate::identity::{ClientIdentity, IdentityValues};
 use crate::ip_filter::{self, proxy_protocol};
-use crate::metrics::ConnRefusal;
+use crate::metrics::{ConnRefusal, HandshakeFailure};
 
 /// The HTTP server settings for new connections: HTTP/1.1 and HTTP/2 chosen by ALPN.
 pub(crate) fn http_builder(s: &crate::config::ServerSettings) -> auto::Builder<TokioExecutor> {
@@ -209,16 +209,19 @@ async fn establish(
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             tracing::debug!(listener = &*policy.name, %peer, error = %e, "TLS handshake failed");
+            shared.metrics.handshake_failed(HandshakeFailure::of(&e));
             refuse(ConnRefusal::Handshake);
             return None;
         }
         Err(_) => {
+            shared.metrics.handshake_failed(HandshakeFailure::Timeout);
             refuse(ConnRefusal::Handshake);
             return None;
         }
     };
 
     let (_, session) = tls.get_ref();
+    shared.metrics.handshake_ok(session.protocol_version());
     // Digested once here; every request only compares hashes.
     let identity = session
         .peer_certificates()

@@ -5,7 +5,13 @@
 
 use std::time::SystemTime;
 
-use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 use crate::config::Snapshot;
 
@@ -55,6 +61,121 @@ pub struct Metrics {
     licenses_active: IntGauge,
     licenses_expiring: IntGauge,
     licenses_in_grace: IntGauge,
+    requests: IntCounterVec,
+    request_duration: HistogramVec,
+    upstream_duration: HistogramVec,
+    upstream_errors: IntCounterVec,
+    handshakes: IntCounterVec,
+    handshake_failures: IntCounterVec,
+    token_cache: IntCounterVec,
+    tokens_cached: IntGauge,
+    /// The token cache counts it has already folded in, per verifier (reset on reload).
+    token_cache_seen: Mutex<(usize, u64, u64)>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+/// How an upstream exchange failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamError {
+    Connect,
+    Timeout,
+    Exchange,
+}
+
+impl UpstreamError {
+    fn label(self) -> &'static str {
+        match self {
+            UpstreamError::Connect => "connect",
+            UpstreamError::Timeout => "timeout",
+            UpstreamError::Exchange => "exchange",
+        }
+    }
+}
+
+/// Why a TLS handshake failed, as a bounded label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    Timeout,
+    /// No common version or suite (e.g. a TLS 1.0/1.1-only client).
+    Incompatible,
+    NoClientCert,
+    BadClientCert,
+    /// Not TLS, or a broken message.
+    Malformed,
+    /// The client sent an alert (it refused our certificate, say).
+    ClientAlert,
+    /// The connection closed mid-handshake, or anything else.
+    Other,
+}
+
+impl HandshakeFailure {
+    pub const ALL: [HandshakeFailure; 7] = [
+        HandshakeFailure::Timeout,
+        HandshakeFailure::Incompatible,
+        HandshakeFailure::NoClientCert,
+        HandshakeFailure::BadClientCert,
+        HandshakeFailure::Malformed,
+        HandshakeFailure::ClientAlert,
+        HandshakeFailure::Other,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            HandshakeFailure::Timeout => "timeout",
+            HandshakeFailure::Incompatible => "incompatible",
+            HandshakeFailure::NoClientCert => "no_client_certificate",
+            HandshakeFailure::BadClientCert => "bad_client_certificate",
+            HandshakeFailure::Malformed => "malformed",
+            HandshakeFailure::ClientAlert => "client_alert",
+            HandshakeFailure::Other => "other",
+        }
+    }
+
+    /// Classify the error tokio-rustls returned.
+    pub fn of(e: &std::io::Error) -> Self {
+        let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
+            return HandshakeFailure::Other;
+        };
+        match tls {
+            rustls::Error::PeerIncompatible(_) => HandshakeFailure::Incompatible,
+            rustls::Error::NoCertificatesPresented => HandshakeFailure::NoClientCert,
+            rustls::Error::InvalidCertificate(_) => HandshakeFailure::BadClientCert,
+            rustls::Error::InvalidMessage(_)
+            | rustls::Error::InappropriateMessage { .. }
+            | rustls::Error::InappropriateHandshakeMessage { .. } => HandshakeFailure::Malformed,
+            rustls::Error::AlertReceived(_) => HandshakeFailure::ClientAlert,
+            _ => HandshakeFailure::Other,
+        }
+    }
+}
+
+/// A method as a bounded label: the standard ones by name, anything else "OTHER".
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+fn status_class(s: StatusCode) -> &'static str {
+    match s.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
 }
 
 impl Metrics {
@@ -117,6 +238,84 @@ impl Metrics {
         registry.register(Box::new(licenses_active.clone()))?;
         registry.register(Box::new(licenses_expiring.clone()))?;
         registry.register(Box::new(licenses_in_grace.clone()))?;
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "portcullis_requests_total",
+                "Requests, by route, method and status class.",
+            ),
+            &["route", "method", "class"],
+        )?;
+        // Buckets from 250 µs (a cached policy decision) to 30 s (a slow upstream).
+        let buckets = vec![
+            0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            5.0, 10.0, 30.0,
+        ];
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "portcullis_request_duration_seconds",
+                "Time to the response head, by route.",
+            )
+            .buckets(buckets.clone()),
+            &["route"],
+        )?;
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "portcullis_upstream_duration_seconds",
+                "Time from sending to the upstream's response head, by route's upstream.",
+            )
+            .buckets(buckets),
+            &["upstream"],
+        )?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "portcullis_upstream_errors_total",
+                "Failed upstream exchanges, by route's upstream and kind.",
+            ),
+            &["upstream", "kind"],
+        )?;
+        let handshakes = IntCounterVec::new(
+            Opts::new(
+                "portcullis_tls_handshakes_total",
+                "TLS handshakes, by version and result.",
+            ),
+            &["version", "result"],
+        )?;
+        let handshake_failures = IntCounterVec::new(
+            Opts::new(
+                "portcullis_tls_handshake_failures_total",
+                "Failed TLS handshakes, by reason.",
+            ),
+            &["reason"],
+        )?;
+        let token_cache = IntCounterVec::new(
+            Opts::new(
+                "portcullis_token_cache_lookups_total",
+                "Verified-token cache lookups, by result.",
+            ),
+            &["result"],
+        )?;
+        let tokens_cached = IntGauge::new(
+            "portcullis_token_cache_entries",
+            "Verified tokens in the cache.",
+        )?;
+        for m in [
+            &requests,
+            &upstream_errors,
+            &handshakes,
+            &handshake_failures,
+            &token_cache,
+        ] {
+            registry.register(Box::new(m.clone()))?;
+        }
+        registry.register(Box::new(request_duration.clone()))?;
+        registry.register(Box::new(upstream_duration.clone()))?;
+        registry.register(Box::new(tokens_cached.clone()))?;
+        for f in HandshakeFailure::ALL {
+            handshake_failures.with_label_values(&[f.label()]);
+        }
+        for r in ["hit", "miss"] {
+            token_cache.with_label_values(&[r]);
+        }
         // Every series exists from the start, so a rate() over a never-seen reason is 0, not absent.
         for d in Denial::ALL {
             denials.with_label_values(&[d.reason()]);
@@ -136,6 +335,15 @@ impl Metrics {
             licenses_active,
             licenses_expiring,
             licenses_in_grace,
+            requests,
+            request_duration,
+            upstream_duration,
+            upstream_errors,
+            handshakes,
+            handshake_failures,
+            token_cache,
+            tokens_cached,
+            token_cache_seen: Mutex::new((0, 0, 0)),
         })
     }
 
@@ -145,6 +353,67 @@ impl Metrics {
 
     pub fn refused(&self, r: ConnRefusal) {
         self.refused.with_label_values(&[r.label()]).inc();
+    }
+
+    /// One finished request (`route` is "-" when none matched).
+    pub fn request(&self, route: &str, method: &Method, status: StatusCode, elapsed: Duration) {
+        self.requests
+            .with_label_values(&[route, method_label(method), status_class(status)])
+            .inc();
+        self.request_duration
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// One upstream exchange of `route`'s upstream.
+    pub fn upstream(&self, route: &str, elapsed: Duration, outcome: Result<(), UpstreamError>) {
+        match outcome {
+            Ok(()) => self
+                .upstream_duration
+                .with_label_values(&[route])
+                .observe(elapsed.as_secs_f64()),
+            Err(e) => self
+                .upstream_errors
+                .with_label_values(&[route, e.label()])
+                .inc(),
+        }
+    }
+
+    pub fn handshake_ok(&self, version: Option<rustls::ProtocolVersion>) {
+        let v = match version {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "1.3",
+            Some(rustls::ProtocolVersion::TLSv1_2) => "1.2",
+            _ => "other",
+        };
+        self.handshakes.with_label_values(&[v, "ok"]).inc();
+    }
+
+    pub fn handshake_failed(&self, why: HandshakeFailure) {
+        self.handshakes
+            .with_label_values(&["unknown", "failed"])
+            .inc();
+        self.handshake_failures
+            .with_label_values(&[why.label()])
+            .inc();
+    }
+
+    /// Fold the verifier's cache counts into the counters (at scrape time, and before a
+    /// reload replaces the verifier, so no count is lost).
+    pub fn fold_token_cache(&self, verifier: &crate::token::TokenVerifier) {
+        let (hits, misses) = verifier.cache_stats();
+        let id = verifier as *const _ as usize;
+        let Ok(mut seen) = self.token_cache_seen.lock() else {
+            return;
+        };
+        let (dh, dm) = if seen.0 == id {
+            (hits.saturating_sub(seen.1), misses.saturating_sub(seen.2))
+        } else {
+            (hits, misses)
+        };
+        self.token_cache.with_label_values(&["hit"]).inc_by(dh);
+        self.token_cache.with_label_values(&["miss"]).inc_by(dm);
+        *seen = (id, hits, misses);
+        self.tokens_cached.set(verifier.cached_tokens() as i64);
     }
 
     pub fn license_grace(&self) {

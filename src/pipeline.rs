@@ -17,8 +17,8 @@ use hyper::body::Incoming;
 use crate::app::Shared;
 use crate::context::{ConnContext, RequestContext, RequestId};
 use crate::denial::Denial;
-use crate::forward::{self, ResponseBody};
-use crate::record::{self, Outcome};
+use crate::forward::{self, ForwardLog, ResponseBody};
+use crate::record::AccessLine;
 
 /// Handle one request. Never fails: every refusal becomes its JSON denial.
 pub async fn handle(
@@ -39,6 +39,8 @@ pub async fn handle(
     let path_and_query = req.uri().path_and_query().cloned();
 
     let mut route_name = None;
+    let mut client_ip = conn.origin.ip().to_canonical();
+    let mut forwarded = ForwardLog::default();
     let result = async {
         // Framing first: nothing else may read a request whose length is in doubt.
         crate::framing::check(conn, req.headers())?;
@@ -47,6 +49,7 @@ pub async fn handle(
         let listener = snapshot.listener(&conn.listener).ok_or(Denial::NoRoute)?;
         crate::identity::check(&listener.pins, conn)?;
         let client = crate::ip_filter::check_listener(listener, conn, req.headers())?;
+        client_ip = client.ip;
 
         let host = req.uri().host().or_else(|| {
             req.headers()
@@ -85,8 +88,9 @@ pub async fn handle(
             identity_headers: &snapshot.identity_headers,
             claims,
             claim_headers: &snapshot.claim_headers,
+            metrics: &shared.metrics,
         };
-        forward::forward(&ctx, req).await
+        forward::forward(&ctx, req, &mut forwarded).await
     }
     .await;
 
@@ -115,15 +119,27 @@ pub async fn handle(
             (resp, Some(d))
         }
     };
-    record::request(&Outcome {
-        request_id: &request_id,
-        conn,
-        route: route_name.as_deref(),
-        method: &method,
-        path: path_and_query.as_ref().map_or("", |p| p.path()),
-        status: response.status(),
+    shared.metrics.request(
+        route_name.as_deref().unwrap_or("-"),
+        &method,
+        response.status(),
+        started.elapsed(),
+    );
+    let status = response.status().as_u16();
+    let mut response = response;
+    response.body_mut().attach_log(AccessLine {
+        request_id,
+        listener: conn.listener.clone(),
+        route: route_name,
+        method,
+        path: path_and_query,
+        status,
         denial,
-        elapsed: started.elapsed(),
+        started,
+        client_ip,
+        target: forwarded.target,
+        bytes_in: forwarded.bytes_in,
+        bytes_out: 0,
     });
     response
 }

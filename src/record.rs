@@ -1,38 +1,63 @@
-//! The last stage: one access-log line per request. Never fails the request.
+//! The last stage: one access-log line per request, written when the response body has
+//! been sent (or the client went away), so it can say how many bytes went each way and how
+//! long the whole exchange took. Never fails the request.
 //!
-//! Logged: id, listener, route, method, path (never the query string, which may carry
-//! secrets), status, denial reason, duration and the peer address. Never headers.
+//! Logged: time, request id, listener, route, method, path (never the query string, which
+//! may carry secrets), status, denial reason, duration, client ip, upstream (as
+//! `route#target-index`, never its internal address), bytes in and out. Never headers,
+//! bodies, tokens or keys.
 
-use std::time::Duration;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
-use http::{Method, StatusCode};
+use http::Method;
+use http::uri::PathAndQuery;
 
-use crate::context::{ConnContext, RequestId};
+use crate::context::RequestId;
 use crate::denial::Denial;
 
-/// What happened to one request.
-pub struct Outcome<'a> {
-    pub request_id: &'a RequestId,
-    pub conn: &'a ConnContext,
-    pub route: Option<&'a str>,
-    pub method: &'a Method,
-    pub path: &'a str,
-    pub status: StatusCode,
+/// Everything the line needs, carried by the response body until it is done.
+#[derive(Debug)]
+pub struct AccessLine {
+    pub request_id: RequestId,
+    pub listener: Arc<str>,
+    pub route: Option<Arc<str>>,
+    pub method: Method,
+    pub path: Option<PathAndQuery>,
+    pub status: u16,
     pub denial: Option<Denial>,
-    pub elapsed: Duration,
+    pub started: Instant,
+    pub client_ip: IpAddr,
+    /// Index of the route's target that served the request.
+    pub target: Option<usize>,
+    /// Request body bytes, counted as they stream upstream (absent: no body).
+    pub bytes_in: Option<Arc<AtomicU64>>,
+    pub bytes_out: u64,
 }
 
-pub fn request(o: &Outcome<'_>) {
-    tracing::info!(
-        target: "portcullis::access",
-        request_id = %o.request_id,
-        listener = &*o.conn.listener,
-        route = o.route.unwrap_or("-"),
-        method = o.method.as_str(),
-        path = o.path,
-        status = o.status.as_u16(),
-        reason = o.denial.map(Denial::reason).unwrap_or("-"),
-        duration_us = o.elapsed.as_micros() as u64,
-        peer = %o.conn.peer.ip(),
-    );
+impl AccessLine {
+    /// Write the line. Called once, when the response body is dropped.
+    pub fn write(&self) {
+        let upstream = match (&self.route, self.target) {
+            (Some(r), Some(i)) => format!("{r}#{i}"),
+            _ => String::from("-"),
+        };
+        tracing::info!(
+            target: "portcullis::access",
+            request_id = %self.request_id,
+            listener = &*self.listener,
+            route = self.route.as_deref().unwrap_or("-"),
+            method = self.method.as_str(),
+            path = self.path.as_ref().map_or("", |p| p.path()),
+            status = self.status,
+            reason = self.denial.map(Denial::reason).unwrap_or("-"),
+            duration_us = self.started.elapsed().as_micros() as u64,
+            client_ip = %self.client_ip,
+            upstream = %upstream,
+            bytes_in = self.bytes_in.as_ref().map_or(0, |b| b.load(Ordering::Relaxed)),
+            bytes_out = self.bytes_out,
+        );
+    }
 }

@@ -4,9 +4,14 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+
+use crate::record::AccessLine;
 
 /// The request body grew past the route's `max_body_bytes` while streaming.
 #[derive(Debug, thiserror::Error)]
@@ -30,13 +35,16 @@ pub(crate) fn is_too_large(e: &(dyn std::error::Error + 'static)) -> bool {
 pub struct RequestBody {
     inner: Incoming,
     remaining: u64,
+    /// Bytes passed so far, for the access log (only for requests that have a body).
+    seen: Option<Arc<AtomicU64>>,
 }
 
 impl RequestBody {
-    pub fn new(inner: Incoming, limit: Option<u64>) -> Self {
+    pub fn new(inner: Incoming, limit: Option<u64>, seen: Option<Arc<AtomicU64>>) -> Self {
         RequestBody {
             inner,
             remaining: limit.unwrap_or(u64::MAX),
+            seen,
         }
     }
 }
@@ -57,6 +65,9 @@ impl Body for RequestBody {
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
                     }
                     self.remaining -= len;
+                    if let Some(seen) = &self.seen {
+                        seen.fetch_add(len, Ordering::Relaxed);
+                    }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -75,15 +86,47 @@ impl Body for RequestBody {
     }
 }
 
-/// What the client receives: the upstream's streamed body or a small body of our own.
-pub enum ResponseBody {
+/// What the client receives: the upstream's streamed body or a small body of our own,
+/// with the access-log line that is written when the body is done.
+pub struct ResponseBody {
+    kind: Kind,
+    log: Option<AccessLine>,
+}
+
+enum Kind {
     Upstream(Incoming),
     Full(Option<Bytes>),
 }
 
+impl ResponseBody {
+    /// The upstream's body; `target` is the index of the target that sent it.
+    pub fn upstream(body: Incoming) -> Self {
+        ResponseBody {
+            kind: Kind::Upstream(body),
+            log: None,
+        }
+    }
+
+    /// Attach the access-log line; it is written when this body is dropped.
+    pub fn attach_log(&mut self, line: AccessLine) {
+        self.log = Some(line);
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        if let Some(line) = &self.log {
+            line.write();
+        }
+    }
+}
+
 impl From<Bytes> for ResponseBody {
     fn from(b: Bytes) -> Self {
-        ResponseBody::Full(Some(b))
+        ResponseBody {
+            kind: Kind::Full(Some(b)),
+            log: None,
+        }
     }
 }
 
@@ -95,24 +138,31 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match self.get_mut() {
-            ResponseBody::Upstream(b) => Pin::new(b).poll_frame(cx),
-            ResponseBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+        let this = self.get_mut();
+        let polled = match &mut this.kind {
+            Kind::Upstream(b) => Pin::new(b).poll_frame(cx),
+            Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+        };
+        if let (Poll::Ready(Some(Ok(frame))), Some(log)) = (&polled, &mut this.log)
+            && let Some(data) = frame.data_ref()
+        {
+            log.bytes_out += data.len() as u64;
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            ResponseBody::Upstream(b) => b.is_end_stream(),
-            ResponseBody::Full(b) => b.is_none(),
+        match &self.kind {
+            Kind::Upstream(b) => b.is_end_stream(),
+            Kind::Full(b) => b.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            ResponseBody::Upstream(b) => b.size_hint(),
-            ResponseBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
-            ResponseBody::Full(None) => SizeHint::with_exact(0),
+        match &self.kind {
+            Kind::Upstream(b) => b.size_hint(),
+            Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Kind::Full(None) => SizeHint::with_exact(0),
         }
     }
 }

@@ -4,8 +4,8 @@
 mod body;
 mod headers;
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::uri::{Authority, Scheme};
@@ -19,6 +19,7 @@ pub use body::{BodyTooLarge, RequestBody, ResponseBody};
 
 use crate::context::RequestContext;
 use crate::denial::Denial;
+use crate::metrics::UpstreamError;
 
 /// How long a target that refused a connection is skipped.
 pub const TARGET_BACKOFF: Duration = Duration::from_secs(5);
@@ -145,16 +146,17 @@ impl Upstream {
 
     /// Round-robin over targets not in back-off at `now_ms`; when all are, the next one
     /// anyway (it may have come back, and failing fast helps nobody).
-    fn pick(&self, now_ms: u64) -> &Target {
+    fn pick(&self, now_ms: u64) -> (usize, &Target) {
         let n = self.targets.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         for i in 0..n {
-            let t = &self.targets[(start + i) % n];
+            let at = (start + i) % n;
+            let t = &self.targets[at];
             if t.down_until.load(Ordering::Relaxed) <= now_ms {
-                return t;
+                return (at, t);
             }
         }
-        &self.targets[start % n]
+        (start % n, &self.targets[start % n])
     }
 }
 
@@ -166,10 +168,20 @@ fn epoch_ms() -> u64 {
 
 // === forward ===
 
+/// What forwarding tells the access log, whatever the outcome.
+#[derive(Debug, Default)]
+pub struct ForwardLog {
+    /// Index of the target the request went to.
+    pub target: Option<usize>,
+    /// Request body bytes streamed so far (absent: the request has no body).
+    pub bytes_in: Option<Arc<AtomicU64>>,
+}
+
 /// Send the request to the route's upstream and stream the response back.
 pub async fn forward(
     ctx: &RequestContext<'_>,
     req: Request<Incoming>,
+    log: &mut ForwardLog,
 ) -> Result<Response<ResponseBody>, Denial> {
     let route = ctx.route;
     let upstream = &route.upstream;
@@ -187,7 +199,8 @@ pub async fn forward(
     headers::add_forwarding(&mut parts.headers, ctx, host);
 
     let now = epoch_ms();
-    let target = upstream.pick(now);
+    let (index, target) = upstream.pick(now);
+    log.target = Some(index);
     let mut uri = http::uri::Parts::default();
     uri.scheme = Some(Scheme::HTTP);
     uri.authority = Some(target.authority.clone());
@@ -195,16 +208,32 @@ pub async fn forward(
     parts.uri = Uri::from_parts(uri).map_err(|_| Denial::InvalidPath)?;
     parts.version = Version::HTTP_11;
 
-    let req = Request::from_parts(parts, RequestBody::new(body, limit));
+    // Counting costs an allocation, so only requests with a body get a counter.
+    if !http_body::Body::is_end_stream(&body) {
+        log.bytes_in = Some(Arc::new(AtomicU64::new(0)));
+    }
+    let req = Request::from_parts(parts, RequestBody::new(body, limit, log.bytes_in.clone()));
+    let sent_at = Instant::now();
     let sent = tokio::time::timeout(
         upstream.settings.response_timeout,
         upstream.client.request(req),
     );
+    let record = |outcome| {
+        ctx.metrics
+            .upstream(&route.name, sent_at.elapsed(), outcome)
+    };
     let resp = match sent.await {
-        Err(_elapsed) => return Err(Denial::UpstreamTimeout),
-        Ok(Ok(resp)) => resp,
+        Err(_elapsed) => {
+            record(Err(UpstreamError::Timeout));
+            return Err(Denial::UpstreamTimeout);
+        }
+        Ok(Ok(resp)) => {
+            record(Ok(()));
+            resp
+        }
         Ok(Err(e)) => {
             if e.is_connect() {
+                record(Err(UpstreamError::Connect));
                 target
                     .down_until
                     .store(now + TARGET_BACKOFF.as_millis() as u64, Ordering::Relaxed);
@@ -212,6 +241,7 @@ pub async fn forward(
             } else if body::is_too_large(&e) {
                 return Err(Denial::PayloadTooLarge);
             } else {
+                record(Err(UpstreamError::Exchange));
                 tracing::warn!(route = &*route.name, request_id = %ctx.request_id, error = %e, "upstream exchange failed");
             }
             return Err(Denial::UpstreamUnavailable);
@@ -225,7 +255,7 @@ pub async fn forward(
         .insert(crate::context::X_REQUEST_ID, ctx.request_id.header_value());
     // The client's connection is ours to manage, not the upstream's.
     parts.headers.remove(header::CONNECTION);
-    Ok(Response::from_parts(parts, ResponseBody::Upstream(body)))
+    Ok(Response::from_parts(parts, ResponseBody::upstream(body)))
 }
 
 #[cfg(test)]
@@ -259,10 +289,10 @@ mod tests {
         );
         up.targets[0].down_until.store(1_000, Ordering::Relaxed);
         for _ in 0..4 {
-            assert_eq!(up.pick(500).authority.as_str(), "b:1");
+            assert_eq!(up.pick(500).1.authority.as_str(), "b:1");
         }
         let seen: std::collections::HashSet<_> = (0..4)
-            .map(|_| up.pick(1_000).authority.as_str().to_owned())
+            .map(|_| up.pick(1_000).1.authority.as_str().to_owned())
             .collect();
         assert_eq!(seen.len(), 2);
     }
@@ -274,6 +304,6 @@ mod tests {
             UpstreamSettings::default(),
         );
         up.targets[0].down_until.store(u64::MAX, Ordering::Relaxed);
-        assert_eq!(up.pick(0).authority.as_str(), "a:1");
+        assert_eq!(up.pick(0).1.authority.as_str(), "a:1");
     }
 }

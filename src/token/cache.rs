@@ -41,6 +41,9 @@ pub(crate) struct TokenCache {
     max: usize,
     /// Which eighth of the entries (by digest) the next eviction takes.
     victim: AtomicU8,
+    /// Lookups that found an entry, and that did not (read by metrics at scrape time).
+    pub hits: std::sync::atomic::AtomicU64,
+    pub misses: std::sync::atomic::AtomicU64,
 }
 
 impl TokenCache {
@@ -50,12 +53,21 @@ impl TokenCache {
             map: DashMap::with_hasher(BuildHasherDefault::default()),
             max,
             victim: AtomicU8::new(0),
+            hits: std::sync::atomic::AtomicU64::new(0),
+            misses: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     /// Two refcount bumps; the shard's read lock is held only for the clone.
     pub fn get(&self, d: &Digest) -> Option<Entry> {
-        self.map.get(d).map(|e| e.value().clone())
+        let found = self.map.get(d).map(|e| e.value().clone());
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        found
     }
 
     pub fn remove(&self, d: &Digest) {

@@ -308,6 +308,15 @@ impl TokenVerifier {
     }
 
     /// Tokens in the cache (for metrics).
+    /// Cache lookups so far: (hits, misses).
+    pub fn cache_stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.cache.hits.load(Relaxed),
+            self.cache.misses.load(Relaxed),
+        )
+    }
+
     pub fn cached_tokens(&self) -> usize {
         self.cache.len()
     }
