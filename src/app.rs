@@ -101,6 +101,7 @@ struct ListenerHandle {
     /// The address actually bound.
     local: SocketAddr,
     stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
 }
 
 /// The running gateway: what reload and shutdown act on.
@@ -116,6 +117,9 @@ pub struct Gateway {
     signals: Signals,
     stop: Arc<watch::Sender<bool>>,
     admin_addr: Option<SocketAddr>,
+    admin_task: Mutex<Option<JoinHandle<()>>>,
+    /// Accept loops stopped by reloads, awaited at shutdown like the live ones.
+    retired: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// A started gateway.
@@ -247,12 +251,17 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
         },
         stop: Arc::new(stop_tx),
         admin_addr: admin.as_ref().map(|(_, a)| *a),
+        admin_task: Mutex::new(None),
+        retired: Mutex::new(Vec::new()),
     });
     for (policy, tcp, local) in bound {
         gateway.spawn_listener(&policy, tcp, local);
     }
     if let Some((tcp, _)) = admin {
-        tokio::spawn(crate::admin::serve(tcp, gateway.clone(), stop_rx.clone()));
+        let task = tokio::spawn(crate::admin::serve(tcp, gateway.clone(), stop_rx.clone()));
+        if let Ok(mut slot) = gateway.admin_task.lock() {
+            *slot = Some(task);
+        }
     }
     if settings.watch_config {
         crate::reload::watch_config_file(gateway.clone(), stop_rx.clone());
@@ -263,8 +272,24 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
     let task = tokio::spawn(async move {
         let _ = stop.wait_for(|s| *s).await;
         tracing::info!("shutting down: no new connections, draining in-flight requests");
-        // The accept loops see the same signal and drop their sockets.
         let _reloads = g.reload_lock.lock().await;
+        // The accept loops and the admin listener see the same signal; once their tasks have
+        // ended their sockets are closed, so wait() really means "nothing listens".
+        let mut tasks: Vec<JoinHandle<()>> = g
+            .listeners
+            .lock()
+            .map(|mut h| h.drain(..).map(|h| h.task).collect())
+            .unwrap_or_default();
+        tasks.extend(
+            g.retired
+                .lock()
+                .map(|mut r| std::mem::take(&mut *r))
+                .unwrap_or_default(),
+        );
+        tasks.extend(g.admin_task.lock().ok().and_then(|mut a| a.take()));
+        for t in tasks {
+            let _ = t.await;
+        }
         let total = g.permits_total.lock().map(|t| *t).unwrap_or(0);
         let deadline = g.shared.snapshot.load().server.shutdown_timeout;
         // Every open connection holds a permit: all of them back means all drained.
@@ -280,6 +305,9 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
                 kill_tx.send_replace(true);
             }
         }
+        // Close the license store now, not whenever the last task holding the shared state
+        // lets go: a restart in the same process must be able to open it.
+        g.shared.licensing.store(None);
     });
 
     Ok(Running { gateway, task })
@@ -304,7 +332,7 @@ impl Gateway {
 
     fn spawn_listener(&self, policy: &ListenerPolicy, tcp: TcpListener, local: SocketAddr) {
         let (stop_tx, stop_rx) = watch::channel(false);
-        tokio::spawn(listener::accept_loop(
+        let task = tokio::spawn(listener::accept_loop(
             tcp,
             policy.name.clone(),
             self.shared.clone(),
@@ -318,6 +346,7 @@ impl Gateway {
                 bind: policy.bind,
                 local,
                 stop: stop_tx,
+                task,
             });
         }
     }
@@ -429,14 +458,17 @@ impl Gateway {
         self.shared.snapshot.store(Arc::new(snapshot));
         let mut closed = Vec::new();
         if let Ok(mut handles) = self.listeners.lock() {
-            handles.retain(|h| {
-                let stays = keep.get(&h.name) == Some(&h.bind);
-                if !stays {
-                    h.stop.send_replace(true);
-                    closed.push(h.name.to_string());
+            let (stay, go): (Vec<_>, Vec<_>) = handles
+                .drain(..)
+                .partition(|h| keep.get(&h.name) == Some(&h.bind));
+            *handles = stay;
+            for h in go {
+                h.stop.send_replace(true);
+                closed.push(h.name.to_string());
+                if let Ok(mut retired) = self.retired.lock() {
+                    retired.push(h.task);
                 }
-                stays
-            });
+            }
         }
         let mut rebound = Vec::new();
         for (policy, tcp, local) in fresh {

@@ -42,8 +42,17 @@ async fn every_metric_in_the_dashboard_and_alerts_is_exported() {
         route("down", "/down", &[&closed_port_url()], "")
     );
     let gw = Gateway::start(pki.dir(), &toml).await;
-    assert_eq!(send_one(&pki, gw.addr(), get("/")).await.status.as_u16(), 200);
-    assert_eq!(send_one(&pki, gw.addr(), get("/down")).await.status.as_u16(), 502);
+    assert_eq!(
+        send_one(&pki, gw.addr(), get("/")).await.status.as_u16(),
+        200
+    );
+    assert_eq!(
+        send_one(&pki, gw.addr(), get("/down"))
+            .await
+            .status
+            .as_u16(),
+        502
+    );
     let exported = names_in(&gw.shared().metrics.render());
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib");
     for file in ["grafana-dashboard.json", "portcullis-alerts.yml"] {

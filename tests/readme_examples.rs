@@ -33,7 +33,10 @@ fn every_toml_block_in_the_readme_validates_apart_from_missing_certificate_files
                 let operator_supplies = issue.message.contains("cannot read")
                     || issue.message.contains("does not exist")
                     || (issue.key == "listeners" && issue.message.contains("at least one"));
-                assert!(operator_supplies, "README example problem: {issue}\n---\n{block}");
+                assert!(
+                    operator_supplies,
+                    "README example problem: {issue}\n---\n{block}"
+                );
             }
         }
     }

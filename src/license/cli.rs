@@ -35,6 +35,15 @@ pub enum LicenseCommand {
     },
     /// Sign a license for one machine and print it (one line, `PCL1.`...).
     Issue(Box<IssueArgs>),
+    /// Activate a license into the store named by a config file, with the gateway stopped
+    /// (a running gateway takes licenses at POST /licenses on its admin listener).
+    Activate {
+        /// The gateway's config file (its [licenses] section names the store and keys).
+        #[arg(long)]
+        config: PathBuf,
+        /// The license text, or `-` to read it from standard input.
+        license: String,
+    },
     /// Decode a license, verify it and print every field, whether it is valid now and why not.
     ///
     /// Exits 1 if the license cannot be decoded, fails verification against --pubkey, or is
@@ -102,6 +111,8 @@ pub enum CliError {
     Arg { flag: &'static str, message: String },
     #[error("cannot read the license from standard input: {0}")]
     Stdin(std::io::Error),
+    #[error(transparent)]
+    Provision(#[from] Box<super::provision::ProvisionError>),
 }
 
 fn arg(flag: &'static str, message: impl Into<String>) -> CliError {
@@ -118,6 +129,18 @@ pub struct Output {
     pub failure: Option<String>,
 }
 
+/// The license text from an argument, or standard input for `-`.
+fn license_arg(license: String) -> Result<String, CliError> {
+    if license != "-" {
+        return Ok(license);
+    }
+    let mut s = String::new();
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .map_err(CliError::Stdin)?;
+    Ok(s)
+}
+
 /// Run one `license` command as of `now`.
 pub fn run(cmd: LicenseCommand, now: SystemTime) -> Result<Output, CliError> {
     let ok = |stdout| Output {
@@ -127,16 +150,12 @@ pub fn run(cmd: LicenseCommand, now: SystemTime) -> Result<Output, CliError> {
     match cmd {
         LicenseCommand::Keygen { out, name } => keygen(&out, &name).map(ok),
         LicenseCommand::Issue(args) => issue(&args, now).map(ok),
+        LicenseCommand::Activate { config, license } => {
+            let text = license_arg(license)?;
+            Ok(ok(super::provision::activate_offline(&config, &text, now).map_err(Box::new)?))
+        }
         LicenseCommand::Inspect { license, pubkeys } => {
-            let text = if license == "-" {
-                let mut s = String::new();
-                std::io::stdin()
-                    .read_to_string(&mut s)
-                    .map_err(CliError::Stdin)?;
-                s
-            } else {
-                license
-            };
+            let text = license_arg(license)?;
             let keys = pubkeys
                 .iter()
                 .map(|p| PublicKey::load(p).map(|k| (p.clone(), k)))

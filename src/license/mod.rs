@@ -33,6 +33,7 @@ pub mod dates;
 pub mod format;
 mod index;
 pub mod keys;
+pub mod provision;
 pub mod service;
 pub mod store;
 

@@ -108,6 +108,26 @@ impl TlsClient {
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
     }
 
+    /// TCP connect from the local address `source` (e.g. 127.0.0.2: any 127/8 address works
+    /// on Linux loopback) + TLS handshake (at most 20 s) with SNI `sni`, so the gateway sees
+    /// another client address.
+    pub async fn connect_from(
+        &self,
+        source: std::net::IpAddr,
+        addr: SocketAddr,
+        sni: &str,
+    ) -> io::Result<Tls> {
+        let socket = match source {
+            std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.bind(SocketAddr::new(source, 0))?;
+        let tcp = tokio::time::timeout(Duration::from_secs(20), socket.connect(addr))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TCP connect timed out"))??;
+        self.connect_over(tcp, sni).await
+    }
+
     /// TLS handshake (at most 20 s) with SNI `sni` over an already connected `tcp`, e.g.
     /// after a PROXY protocol header was written to it.
     pub async fn connect_over(&self, tcp: TcpStream, sni: &str) -> io::Result<Tls> {

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use portcullis::app::{Running, Shared, ShutdownHandle};
+use portcullis::app::{ReloadError, ReloadSummary, Running, Shared, ShutdownHandle};
 use portcullis::denial::Denial;
 use portcullis::metrics::ConnRefusal;
 
@@ -127,6 +127,25 @@ impl Gateway {
     /// The refused-connection counter for `r` (`portcullis_connections_refused_total`).
     pub fn refused_count(&self, r: ConnRefusal) -> u64 {
         self.shared().metrics.refused_count(r)
+    }
+
+    /// Bound address of the admin listener; panics if the config has no `[admin]`.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.running
+            .as_ref()
+            .expect("gateway already taken")
+            .admin_addr()
+            .expect("the config has no [admin] section")
+    }
+
+    /// Re-read the config file now (what `POST /reload` and SIGHUP do).
+    pub async fn reload(&self) -> Result<ReloadSummary, ReloadError> {
+        self.running
+            .as_ref()
+            .expect("gateway already taken")
+            .gateway()
+            .reload()
+            .await
     }
 
     /// Take the `Running` (to call `wait`); the gateway is no longer shut down on drop.

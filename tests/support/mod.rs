@@ -4,10 +4,13 @@
 //! Each test binary includes it with `mod support;` and uses a part of it.
 #![allow(dead_code, unused_imports)]
 
+pub mod admin;
 pub mod client;
 pub mod data;
 pub mod gateway;
+pub mod jwt;
 pub mod pki;
+pub mod prometheus;
 pub mod raw;
 pub mod upstream;
 
@@ -16,6 +19,7 @@ use std::convert::Infallible;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 
+pub use admin::Admin;
 pub use client::{
     H1, H2, TestResponse, Tls, TlsClient, connect_h1, get, h2_request, request, send_one,
 };

@@ -217,6 +217,12 @@ impl Pki {
         p
     }
 
+    /// A new client identity (ECDSA P-256, clientAuth, valid) with subject `CN=<cn>`, signed
+    /// by the CA: another machine the listener's `client_ca` accepts, with its own SPKI pin.
+    pub fn new_client(&self, cn: &str) -> Identity {
+        client_identity(&self.issuer, cn, Validity::Current)
+    }
+
     /// Writes `rsa.pem`/`rsa.key`: an RSA-2048 server certificate for localhost/127.0.0.1,
     /// signed by the CA. Returns the certificate.
     pub fn rsa_server(&self) -> CertificateDer<'static> {
