@@ -26,11 +26,13 @@ pub(crate) async fn serve(
     tcp: TcpListener,
     gateway: Arc<Gateway>,
     mut stop: watch::Receiver<bool>,
+    mut this_admin_stop: watch::Receiver<bool>,
 ) {
     loop {
         let accepted = tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => return,
+            _ = this_admin_stop.wait_for(|s| *s) => return,
             r = tcp.accept() => r,
         };
         let (stream, peer) = match accepted {

@@ -27,6 +27,11 @@ pub struct Shared {
     pub licensing: ArcSwapOption<Licensing>,
     /// The time every stage judges by (system time; tests move it).
     pub clock: crate::clock::Clock,
+    /// Connection permits to take out of circulation as open connections end (a reload
+    /// lowered max_connections below the connections open then).
+    pub permits_owed: std::sync::atomic::AtomicUsize,
+    /// Permits in circulation (held or free): what a full drain waits for.
+    pub permits_total: std::sync::atomic::AtomicUsize,
 }
 
 /// Why the gateway could not start.
@@ -112,12 +117,12 @@ pub struct Gateway {
     /// One reload at a time; never taken on the request path.
     reload_lock: tokio::sync::Mutex<()>,
     permits: Arc<Semaphore>,
-    /// Permits the semaphore was created with plus those added by reloads.
-    permits_total: Mutex<usize>,
     signals: Signals,
     stop: Arc<watch::Sender<bool>>,
-    admin_addr: Option<SocketAddr>,
-    admin_task: Mutex<Option<JoinHandle<()>>>,
+    /// The admin listener as running (reconciled with the config on reload).
+    admin: Mutex<Option<ListenerHandle>>,
+    /// Itself, for tasks a reload starts (the admin listener holds an `Arc<Gateway>`).
+    me: std::sync::Weak<Gateway>,
     /// Accept loops stopped by reloads, awaited at shutdown like the live ones.
     retired: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -149,7 +154,7 @@ impl Running {
 
     /// The admin listener's bound address, if one is configured.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.gateway.admin_addr
+        self.gateway.admin_addr()
     }
 
     /// Wait until shutdown was triggered, the listeners closed and the in-flight requests
@@ -227,41 +232,49 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
         );
     }
     let settings = snapshot.server.clone();
+    let snapshot_max_connections = settings.max_connections;
     let config_path = snapshot.source.clone();
     let shared = Arc::new(Shared {
         snapshot: ArcSwap::from_pointee(snapshot),
         metrics: Metrics::new(prometheus::Registry::new())?,
         licensing: ArcSwapOption::new(licensing),
         clock: crate::clock::Clock::default(),
+        permits_owed: std::sync::atomic::AtomicUsize::new(0),
+        permits_total: std::sync::atomic::AtomicUsize::new(snapshot_max_connections),
     });
     shared
         .metrics
         .config_loaded(&shared.snapshot.load(), SystemTime::now());
     let (kill_tx, kill_rx) = watch::channel(false);
-    let gateway = Arc::new(Gateway {
+    let gateway = Arc::new_cyclic(|me| Gateway {
+        me: me.clone(),
         shared,
         config_path,
         listeners: Mutex::new(Vec::new()),
         reload_lock: tokio::sync::Mutex::new(()),
         permits: Arc::new(Semaphore::new(settings.max_connections)),
-        permits_total: Mutex::new(settings.max_connections),
         signals: Signals {
             stop: stop_rx.clone(),
             kill: kill_rx,
         },
         stop: Arc::new(stop_tx),
-        admin_addr: admin.as_ref().map(|(_, a)| *a),
-        admin_task: Mutex::new(None),
+        admin: Mutex::new(None),
         retired: Mutex::new(Vec::new()),
     });
     for (policy, tcp, local) in bound {
         gateway.spawn_listener(&policy, tcp, local);
     }
-    if let Some((tcp, _)) = admin {
-        let task = tokio::spawn(crate::admin::serve(tcp, gateway.clone(), stop_rx.clone()));
-        if let Ok(mut slot) = gateway.admin_task.lock() {
-            *slot = Some(task);
-        }
+    if let (Some((tcp, local)), Some(bind)) = (
+        admin,
+        gateway
+            .shared
+            .snapshot
+            .load()
+            .admin
+            .as_ref()
+            .map(|a| a.bind),
+    ) {
+        gateway.spawn_admin(tcp, bind, local);
     }
     if settings.watch_config {
         crate::reload::watch_config_file(gateway.clone(), stop_rx.clone());
@@ -286,11 +299,20 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
                 .map(|mut r| std::mem::take(&mut *r))
                 .unwrap_or_default(),
         );
-        tasks.extend(g.admin_task.lock().ok().and_then(|mut a| a.take()));
+        tasks.extend(
+            g.admin
+                .lock()
+                .ok()
+                .and_then(|mut a| a.take())
+                .map(|h| h.task),
+        );
         for t in tasks {
             let _ = t.await;
         }
-        let total = g.permits_total.lock().map(|t| *t).unwrap_or(0);
+        let total = g
+            .shared
+            .permits_total
+            .load(std::sync::atomic::Ordering::SeqCst);
         let deadline = g.shared.snapshot.load().server.shutdown_timeout;
         // Every open connection holds a permit: all of them back means all drained.
         let all = u32::try_from(total).unwrap_or(u32::MAX);
@@ -328,6 +350,30 @@ impl Gateway {
             .iter()
             .find(|h| &*h.name == listener)
             .map(|h| h.local)
+    }
+
+    /// The admin listener's bound address, if one runs.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.lock().ok()?.as_ref().map(|h| h.local)
+    }
+
+    fn spawn_admin(self: &Arc<Self>, tcp: TcpListener, bind: SocketAddr, local: SocketAddr) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(crate::admin::serve(
+            tcp,
+            self.clone(),
+            self.signals.stop.clone(),
+            stop_rx,
+        ));
+        if let Ok(mut slot) = self.admin.lock() {
+            *slot = Some(ListenerHandle {
+                name: Arc::from("admin"),
+                bind,
+                local,
+                stop: stop_tx,
+                task,
+            });
+        }
     }
 
     fn spawn_listener(&self, policy: &ListenerPolicy, tcp: TcpListener, local: SocketAddr) {
@@ -423,6 +469,34 @@ impl Gateway {
             .inherit_keys(&self.shared.snapshot.load().tokens);
         snapshot.tokens.spawn_refresh(self.signals.stop.clone());
 
+        // The admin listener is reconciled like the others: a new or moved one is bound
+        // before anything changes; one removed from the config stops. (Leaving the old
+        // socket serving would judge its callers by the new config's authentication.)
+        let admin_now = self
+            .admin
+            .lock()
+            .ok()
+            .and_then(|a| a.as_ref().map(|h| h.bind));
+        let admin_wanted = snapshot.admin.as_ref().map(|a| a.bind);
+        let fresh_admin = match admin_wanted {
+            Some(bind) if admin_now != Some(bind) => {
+                let tcp = TcpListener::bind(bind)
+                    .await
+                    .map_err(|source| ReloadError::Bind {
+                        name: "admin".to_owned(),
+                        addr: bind,
+                        source,
+                    })?;
+                let local = tcp.local_addr().map_err(|source| ReloadError::Bind {
+                    name: "admin".to_owned(),
+                    addr: bind,
+                    source,
+                })?;
+                Some((tcp, bind, local))
+            }
+            Some(_) | None => None,
+        };
+
         // Licenses: same store file -> reconfigure in place; another -> open it (before the
         // swap, so a store that cannot be opened aborts the reload).
         let licensing = match &snapshot.licenses {
@@ -470,7 +544,23 @@ impl Gateway {
                 }
             }
         }
+        if admin_now != admin_wanted
+            && let Some(old) = self.admin.lock().ok().and_then(|mut a| a.take())
+        {
+            old.stop.send_replace(true);
+            closed.push("admin".to_owned());
+            if let Ok(mut retired) = self.retired.lock() {
+                retired.push(old.task);
+            }
+        }
         let mut rebound = Vec::new();
+        if let Some((tcp, bind, local)) = fresh_admin
+            && let Some(me) = self.me.upgrade()
+        {
+            tracing::info!(addr = %local, "admin listening");
+            rebound.push("admin".to_owned());
+            me.spawn_admin(tcp, bind, local);
+        }
         for (policy, tcp, local) in fresh {
             tracing::info!(listener = &*policy.name, addr = %local, "listening");
             rebound.push(policy.name.to_string());
@@ -490,22 +580,30 @@ impl Gateway {
     /// Grow or shrink the connection limit. Shrinking takes free permits away; if too few
     /// are free, the rest go as open connections end (their permits are forgotten then).
     fn resize_permits(&self, wanted: usize) {
-        let Ok(mut total) = self.permits_total.lock() else {
-            return;
-        };
-        if wanted > *total {
-            self.permits.add_permits(wanted - *total);
-        } else if wanted < *total {
-            let removed = self.permits.forget_permits(*total - wanted);
-            if removed < *total - wanted {
+        use std::sync::atomic::Ordering::SeqCst;
+        let total = &self.shared.permits_total;
+        // `total` counts permits in circulation, owed ones included until they are taken.
+        let owed = self.shared.permits_owed.swap(0, SeqCst);
+        let effective = total.load(SeqCst).saturating_sub(owed);
+        if wanted >= effective {
+            // Cancelling a debt is free; the rest are new permits.
+            let grow = wanted - effective;
+            let cancel = grow.min(owed);
+            self.shared.permits_owed.store(owed - cancel, SeqCst);
+            self.permits.add_permits(grow - cancel);
+            total.fetch_add(grow - cancel, SeqCst);
+        } else {
+            let shrink = effective - wanted;
+            let removed = self.permits.forget_permits(shrink);
+            total.fetch_sub(removed, SeqCst);
+            let still = owed + (shrink - removed);
+            self.shared.permits_owed.store(still, SeqCst);
+            if shrink > removed {
                 tracing::warn!(
                     wanted,
                     "max_connections lowered below the open connections; the limit applies as they close"
                 );
             }
-            *total -= removed;
-            return;
         }
-        *total = wanted;
     }
 }

@@ -114,8 +114,8 @@ struct Connection {
 }
 
 impl Connection {
-    async fn serve(self, shared: Arc<Shared>, mut signals: Signals, _permit: OwnedSemaphorePermit) {
-        let _open = OpenGuard::new(shared.clone());
+    async fn serve(self, shared: Arc<Shared>, mut signals: Signals, permit: OwnedSemaphorePermit) {
+        let _open = OpenGuard::new(shared.clone(), permit);
         let Connection {
             stream,
             peer,
@@ -243,18 +243,35 @@ async fn establish(
     Some((tls, conn))
 }
 
-/// Counts the connection open from accept until it ends, however it ends.
-struct OpenGuard(Arc<Shared>);
+/// Holds the connection's permit and counts it open, from accept until it ends, however
+/// it ends. If a reload lowered the limit below the open connections, the permit is taken
+/// out of circulation instead of returned.
+struct OpenGuard {
+    shared: Arc<Shared>,
+    permit: Option<OwnedSemaphorePermit>,
+}
 
 impl OpenGuard {
-    fn new(shared: Arc<Shared>) -> Self {
+    fn new(shared: Arc<Shared>, permit: OwnedSemaphorePermit) -> Self {
         shared.metrics.open_connections.inc();
-        OpenGuard(shared)
+        OpenGuard {
+            shared,
+            permit: Some(permit),
+        }
     }
 }
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        self.0.metrics.open_connections.dec();
+        use std::sync::atomic::Ordering::SeqCst;
+        self.shared.metrics.open_connections.dec();
+        let owed = &self.shared.permits_owed;
+        let paid = owed
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if let (true, Some(permit)) = (paid, self.permit.take()) {
+            permit.forget();
+            self.shared.permits_total.fetch_sub(1, SeqCst);
+        }
     }
 }

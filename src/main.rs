@@ -93,10 +93,11 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config } => with_runtime(async move {
+            let signals = Signals::install();
             let running = portcullis::app::start(&config)
                 .await
                 .map_err(|e| e.to_string())?;
-            serve_until_signal(running).await;
+            serve_until_signal(running, signals).await;
             Ok(())
         }),
         Command::Demo {
@@ -113,10 +114,11 @@ fn main() -> ExitCode {
                 mtls_port,
                 admin_port,
             };
+            let signals = Signals::install();
             let running = portcullis::demo::start(&opts)
                 .await
                 .map_err(|e| e.to_string())?;
-            serve_until_signal(running).await;
+            serve_until_signal(running, signals).await;
             Ok(())
         }),
     }
@@ -203,53 +205,81 @@ fn with_runtime(fut: impl std::future::Future<Output = Result<(), String>>) -> E
     }
 }
 
-/// Reload on SIGHUP; on SIGTERM or SIGINT shut down gracefully.
-async fn serve_until_signal(running: portcullis::app::Running) {
-    let handle = running.shutdown_handle();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        handle.trigger();
-    });
-    reload_on_sighup(running.gateway().clone());
-    running.wait().await;
+/// Signal streams, created before the gateway starts: a SIGHUP or SIGTERM that arrives
+/// while it is still starting (binding, fetching JWKS) is held, not fatal.
+#[cfg(unix)]
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
 }
 
 #[cfg(unix)]
-fn reload_on_sighup(gateway: std::sync::Arc<portcullis::app::Gateway>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot install the SIGHUP handler; reload through the admin API");
-        return;
-    };
-    tokio::spawn(async move {
-        while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP received: reloading the config");
-            // The outcome is logged and counted by reload itself.
-            let _ = gateway.reload().await;
+impl Signals {
+    fn install() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        let open = |k| {
+            signal(k)
+                .map_err(|e| tracing::error!(error = %e, "cannot install a signal handler"))
+                .ok()
+        };
+        Signals {
+            term: open(SignalKind::terminate()),
+            int: open(SignalKind::interrupt()),
+            hup: open(SignalKind::hangup()),
         }
-    });
-}
-
-#[cfg(not(unix))]
-fn reload_on_sighup(_gateway: std::sync::Arc<portcullis::app::Gateway>) {}
-
-#[cfg(unix)]
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
     }
 }
 
 #[cfg(not(unix))]
-async fn wait_for_signal() {
-    let _ = tokio::signal::ctrl_c().await;
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn install() -> Self {
+        Signals
+    }
+}
+
+/// Reload on SIGHUP; on SIGTERM or SIGINT shut down gracefully.
+#[cfg(unix)]
+async fn serve_until_signal(running: portcullis::app::Running, signals: Signals) {
+    let Signals { term, int, hup } = signals;
+    let handle = running.shutdown_handle();
+    tokio::spawn(async move {
+        let recv = |s: Option<tokio::signal::unix::Signal>| async move {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = recv(term) => tracing::info!("SIGTERM received"),
+            _ = recv(int) => tracing::info!("SIGINT received"),
+        }
+        handle.trigger();
+    });
+    if let Some(mut hup) = hup {
+        let gateway = running.gateway().clone();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP received: reloading the config");
+                // The outcome is logged and counted by reload itself.
+                let _ = gateway.reload().await;
+            }
+        });
+    }
+    running.wait().await;
+}
+
+#[cfg(not(unix))]
+async fn serve_until_signal(running: portcullis::app::Running, _signals: Signals) {
+    let handle = running.shutdown_handle();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        handle.trigger();
+    });
+    running.wait().await;
 }

@@ -1,7 +1,8 @@
 //! Reload when the config file changes. The folder is watched, not the file, because
 //! editors and config managers replace the file (write a new one, rename it over the old),
-//! which a watch on the old inode would miss. Events are debounced: a burst of writes is
-//! one reload, of the finished file.
+//! and Kubernetes swaps a `..data` symlink so no event names the file at all. Any change in
+//! the folder is debounced (a burst of writes is one look), and the file is reloaded only if
+//! its content changed.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,19 +29,13 @@ pub fn watch_config_file(gateway: Arc<Gateway>, mut stop: watch::Receiver<bool>)
     }) else {
         return;
     };
-    let Some(name) = path.file_name().map(|n| n.to_owned()) else {
-        return;
-    };
     let (tx, mut rx) = mpsc::channel::<()>(16);
     let handler = move |res: notify::Result<Event>| {
         let Ok(event) = res else { return };
         let relevant = matches!(
             event.kind,
             EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_)
-        ) && event
-            .paths
-            .iter()
-            .any(|p| p.file_name() == Some(name.as_os_str()));
+        );
         if relevant {
             // A full channel already holds a pending reload.
             let _ = tx.try_send(());
@@ -60,6 +55,7 @@ pub fn watch_config_file(gateway: Arc<Gateway>, mut stop: watch::Receiver<bool>)
     tokio::spawn(async move {
         // Owning the watcher here keeps it alive exactly as long as this task.
         let _watcher = watcher;
+        let mut last = content_hash(&path);
         loop {
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => return,
@@ -72,13 +68,23 @@ pub fn watch_config_file(gateway: Arc<Gateway>, mut stop: watch::Receiver<bool>)
                     got = rx.recv() => if got.is_none() { return },
                 }
             }
-            if !path.exists() {
-                // Mid-replace, or deleted: the next event (the rename in) triggers again.
+            let now = content_hash(&path);
+            if now.is_none() || now == last {
+                // Mid-replace or deleted (the next event looks again), or another file in
+                // the folder changed.
                 continue;
             }
+            last = now;
             tracing::info!(file = %path.display(), "config file changed: reloading");
             // The outcome is logged and counted by reload itself.
             let _ = gateway.reload().await;
         }
     });
+}
+
+/// SHA-256 of the file's bytes (following symlinks), `None` if it cannot be read now.
+fn content_hash(path: &std::path::Path) -> Option<[u8; 32]> {
+    std::fs::read(path)
+        .ok()
+        .map(|b| crate::identity::sha256(&b))
 }
