@@ -56,6 +56,9 @@ impl ConnContext {
 #[derive(Debug)]
 pub struct RequestContext<'a> {
     pub request_id: &'a RequestId,
+    /// The id as a header value, made once: the upstream request and the response share it
+    /// (a reference-count increment each, not a copy).
+    pub request_id_header: HeaderValue,
     pub conn: &'a ConnContext,
     pub client: ClientAddr,
     pub route: &'a Arc<Route>,

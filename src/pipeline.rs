@@ -82,6 +82,7 @@ pub async fn handle(
 
         let ctx = RequestContext {
             request_id: &request_id,
+            request_id_header: request_id.header_value(),
             conn,
             client,
             route,

@@ -40,10 +40,8 @@ pub struct AccessLine {
 impl AccessLine {
     /// Write the line. Called once, when the response body is dropped.
     pub fn write(&self) {
-        let upstream = match (&self.route, self.target) {
-            (Some(r), Some(i)) => format!("{r}#{i}"),
-            _ => String::from("-"),
-        };
+        // Formatted only if the line is written (access logging may be off).
+        let upstream = Upstream(self.route.as_deref(), self.target);
         tracing::info!(
             target: "portcullis::access",
             request_id = %self.request_id,
@@ -59,5 +57,17 @@ impl AccessLine {
             bytes_in = self.bytes_in.as_ref().map_or(0, |b| b.load(Ordering::Relaxed)),
             bytes_out = self.bytes_out,
         );
+    }
+}
+
+/// `route#target-index`, or `-`.
+struct Upstream<'a>(Option<&'a str>, Option<usize>);
+
+impl std::fmt::Display for Upstream<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.0, self.1) {
+            (Some(r), Some(i)) => write!(f, "{r}#{i}"),
+            _ => f.write_str("-"),
+        }
     }
 }

@@ -116,6 +116,8 @@ pub struct ListenerSection {
     pub trusted_proxies: Option<Vec<String>>,
     /// Expect a PROXY protocol (v1 or v2) header before TLS, from trusted proxies only.
     pub proxy_protocol: Option<bool>,
+    /// Offer TLS session resumption (a session cache, TLS 1.3 tickets). Default true.
+    pub tls_resumption: Option<bool>,
 }
 
 /// A certificate chain and its private key, both PEM files.

@@ -489,7 +489,12 @@ fn listener(
         .map(|c| c.not_after)
         .min()
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    match tls::server_config(min_tls, client_auth, certs) {
+    match tls::server_config_with(
+        min_tls,
+        client_auth,
+        certs,
+        l.tls_resumption.unwrap_or(true),
+    ) {
         Ok(cfg) => Some(ListenerSkeleton {
             name,
             bind,

@@ -104,7 +104,8 @@ pub fn add_forwarding(h: &mut HeaderMap, ctx: &RequestContext<'_>, host: Option<
         h.remove(header::FORWARDED);
     }
     let _ = write!(xff, "{ip}");
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    // The String's buffer becomes the header's bytes: one allocation, no copy.
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
         h.insert(X_FORWARDED_FOR, v);
     }
     h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
@@ -117,7 +118,7 @@ pub fn add_forwarding(h: &mut HeaderMap, ctx: &RequestContext<'_>, host: Option<
             h.remove(X_FORWARDED_HOST);
         }
     }
-    h.insert(X_REQUEST_ID, ctx.request_id.header_value());
+    h.insert(X_REQUEST_ID, ctx.request_id_header.clone());
     ctx.identity_headers
         .rewrite(h, ctx.conn.identity_values.as_ref());
     crate::token::rewrite_upstream_headers(h, ctx.claims.as_deref(), ctx.claim_headers);

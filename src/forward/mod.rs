@@ -252,7 +252,7 @@ pub async fn forward(
     headers::strip_hop_by_hop(&mut parts.headers);
     parts
         .headers
-        .insert(crate::context::X_REQUEST_ID, ctx.request_id.header_value());
+        .insert(crate::context::X_REQUEST_ID, ctx.request_id_header.clone());
     // The client's connection is ours to manage, not the upstream's.
     parts.headers.remove(header::CONNECTION);
     Ok(Response::from_parts(parts, ResponseBody::upstream(body)))

@@ -152,7 +152,9 @@ pub fn run(cmd: LicenseCommand, now: SystemTime) -> Result<Output, CliError> {
         LicenseCommand::Issue(args) => issue(&args, now).map(ok),
         LicenseCommand::Activate { config, license } => {
             let text = license_arg(license)?;
-            Ok(ok(super::provision::activate_offline(&config, &text, now).map_err(Box::new)?))
+            Ok(ok(
+                super::provision::activate_offline(&config, &text, now).map_err(Box::new)?
+            ))
         }
         LicenseCommand::Inspect { license, pubkeys } => {
             let text = license_arg(license)?;

@@ -57,6 +57,17 @@ pub fn server_config(
     client_auth: ClientAuth,
     certs: Vec<LoadedCert>,
 ) -> Result<ServerConfig, rustls::Error> {
+    server_config_with(min, client_auth, certs, true)
+}
+
+/// As [`server_config`]; without `resumption` no session is cached and no TLS 1.3 ticket
+/// is sent, which saves the work (and memory) for clients that never resume.
+pub fn server_config_with(
+    min: MinTls,
+    client_auth: ClientAuth,
+    certs: Vec<LoadedCert>,
+    resumption: bool,
+) -> Result<ServerConfig, rustls::Error> {
     let versions: &[&'static rustls::SupportedProtocolVersion] = match min {
         MinTls::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         MinTls::V1_3 => &[&rustls::version::TLS13],
@@ -86,5 +97,9 @@ pub fn server_config(
         .ok_or_else(|| rustls::Error::General("no server certificate".into()))?;
     let mut config = builder.with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    if !resumption {
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    }
     Ok(config)
 }

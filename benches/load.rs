@@ -1,0 +1,419 @@
+//! End-to-end load bench: `cargo bench --bench load`.
+//!
+//! Starts the gateway with every policy on (mutual TLS, a pinned client key, an IP
+//! allowlist, a machine license, a JWT with a required scope, verified once then cached) in
+//! front of an upstream on loopback, drives it over real TLS with keep-alive HTTP/1.1
+//! clients, and prints requests per second, latency percentiles, the gateway's CPU per
+//! request and its heap allocations per request. Then the same with no policy (`bare`).
+//!
+//! One process, three runtimes: the gateway on one worker thread (as the comparison bench
+//! gives a proxy one core), the upstream and the clients on their own threads. CPU is read
+//! from /proc for the gateway thread only; a counting allocator counts only on that thread.
+//! Knobs: LOAD_SECS (default 5), LOAD_CONNS (default 32), LOAD_MODES ("full bare").
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+};
+
+// === counting allocator ===
+
+struct Counting;
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+static BYTES: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    /// Set on the gateway's threads only.
+    static COUNT_HERE: Cell<bool> = const { Cell::new(false) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNT_HERE.with(Cell::get) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+            BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        }
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNT_HERE.with(Cell::get) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+            BYTES.fetch_add(new_size as u64, Ordering::Relaxed);
+        }
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+// === setup ===
+
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).expect("write");
+}
+
+fn pki() -> Pki {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_key = KeyPair::generate().expect("key");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "load bench CA");
+    let ca_cert = ca.self_signed(&ca_key).expect("ca");
+    let issuer = Issuer::new(ca, &ca_key);
+    let leaf = |names: Vec<String>, cn: &str, eku| {
+        let key = KeyPair::generate().expect("key");
+        let mut p = CertificateParams::new(names).expect("params");
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.extended_key_usages = vec![eku];
+        (p.signed_by(&key, &issuer).expect("cert"), key)
+    };
+    let (server, server_key) = leaf(
+        vec!["localhost".into()],
+        "localhost",
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let (client, client_key) = leaf(vec![], "bench-client", ExtendedKeyUsagePurpose::ClientAuth);
+    let d = dir.path();
+    write(d, "ca.pem", &ca_cert.pem());
+    write(d, "server.pem", &server.pem());
+    write(d, "server.key", &server_key.serialize_pem());
+    write(d, "client.pem", &client.pem());
+    write(d, "client.key", &client_key.serialize_pem());
+    Pki { dir }
+}
+
+fn portcullis(args: &[&str], dir: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run portcullis");
+    assert!(
+        out.status.success(),
+        "portcullis {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+const SECRET: &str = "load-bench-hs256-secret-0123456789abcdef";
+
+fn config(dir: &Path, mode: &str, upstream: &str) -> String {
+    let mut c = String::from(
+        "[server]\nwatch_config = false\n\n[[listeners]]\nname = \"mtls\"\nbind = \"127.0.0.1:0\"\nclient_auth = \"required\"\nclient_ca = \"ca.pem\"\ntls_resumption = false\n",
+    );
+    if mode == "full" {
+        let pin = portcullis(&["pin", "client.pem"], dir)
+            .lines()
+            .find_map(|l| l.strip_prefix("spki pin:").map(|p| p.trim().to_owned()))
+            .expect("pin");
+        c.push_str(&format!("pins = [\"{pin}\"]\nallow = [\"127.0.0.0/8\"]\n"));
+    }
+    c.push_str("[[listeners.certificates]]\nchain = \"server.pem\"\nkey = \"server.key\"\n\n");
+    c.push_str(&format!(
+        "[[routes]]\nname = \"all\"\npath_prefix = \"/\"\nupstream = [\"http://{upstream}\"]\n"
+    ));
+    if mode == "full" {
+        c.push_str("license = \"required\"\nauth = \"bearer\"\nscopes = [\"bench\"]\n\n");
+        c.push_str("[licenses]\ntrusted_keys = [\"license.pub\"]\nstore = \"licenses.redb\"\n\n");
+        c.push_str("[[token_issuers]]\nname = \"bench\"\nissuer = \"https://bench.test\"\naudiences = [\"bench\"]\nhs256_secret_file = \"hs256.secret\"\n");
+        write(dir, "hs256.secret", SECRET);
+    }
+    c
+}
+
+fn provision(dir: &Path) {
+    portcullis(
+        &["license", "keygen", "--out", ".", "--name", "license"],
+        dir,
+    );
+    let pin = portcullis(&["pin", "client.pem"], dir)
+        .lines()
+        .find_map(|l| l.strip_prefix("spki pin:").map(|p| p.trim().to_owned()))
+        .expect("pin");
+    let license = portcullis(
+        &[
+            "license",
+            "issue",
+            "--key",
+            "license.key",
+            "--customer",
+            "bench",
+            "--machine-id",
+            "client",
+            "--pin",
+            &pin,
+            "--ip",
+            "127.0.0.0/8",
+            "--match",
+            "pin_and_ip",
+            "--expires",
+            "2099-12-31",
+        ],
+        dir,
+    );
+    portcullis(
+        &[
+            "license",
+            "activate",
+            "--config",
+            "portcullis.toml",
+            &license,
+        ],
+        dir,
+    );
+}
+
+fn token() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let claims = serde_json::json!({"iss": "https://bench.test", "aud": "bench", "sub": "client", "scope": "bench", "exp": now + 3600, "iat": now});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("token")
+}
+
+fn runtime(
+    threads: usize,
+    name: &str,
+    counted: bool,
+    tids: Option<Arc<Mutex<Vec<u32>>>>,
+) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name(name)
+        .enable_all()
+        .on_thread_start(move || {
+            COUNT_HERE.with(|c| c.set(counted));
+            if let (Some(t), Ok(link)) = (&tids, std::fs::read_link("/proc/thread-self"))
+                && let Some(tid) = link
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.parse().ok())
+            {
+                t.lock().expect("tids").push(tid);
+            }
+        })
+        .build()
+        .expect("runtime")
+}
+
+/// utime + stime of the given threads, in clock ticks.
+fn cpu_ticks(tids: &[u32]) -> u64 {
+    tids.iter()
+        .filter_map(|t| std::fs::read_to_string(format!("/proc/self/task/{t}/stat")).ok())
+        .filter_map(|s| {
+            let after = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = after.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum()
+}
+
+async fn upstream() -> std::net::SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let _ = s.set_nodelay(true);
+            tokio::spawn(async move {
+                let svc = service_fn(|_req| async {
+                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
+                        b"ok\n",
+                    ))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn client_config(dir: &Path) -> Arc<rustls::ClientConfig> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(dir.join("ca.pem")).expect("ca") {
+        roots.add(c.expect("cert")).expect("add");
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("client.pem"))
+        .expect("client")
+        .map(|c| c.expect("cert"))
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(dir.join("client.key")).expect("key");
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .expect("client auth");
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(cfg)
+}
+
+fn run(mode: &str, secs: u64, conns: usize) {
+    let pki = pki();
+    let dir = pki.dir.path().to_path_buf();
+    let side = runtime(1, "load-side", false, None);
+    let up = side.block_on(upstream());
+    write(
+        &dir,
+        "portcullis.toml",
+        &config(&dir, mode, &up.to_string()),
+    );
+    if mode == "full" {
+        provision(&dir);
+    }
+    let tids = Arc::new(Mutex::new(Vec::new()));
+    let gw_rt = runtime(1, "gateway", true, Some(tids.clone()));
+    let running = gw_rt
+        .block_on(portcullis::app::start(&dir.join("portcullis.toml")))
+        .expect("gateway starts");
+    let addr = running.local_addr("mtls").expect("addr");
+    let cfg = client_config(&dir);
+    let auth = (mode == "full").then(|| format!("Bearer {}", token()));
+
+    let clients = runtime(1, "load-clients", false, None);
+    let stop = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let (cfg, auth, stop, measuring) =
+            (cfg.clone(), auth.clone(), stop.clone(), measuring.clone());
+        tasks.push(clients.spawn(async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let _ = tcp.set_nodelay(true);
+            let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+            let tls = tokio_rustls::TlsConnector::from(cfg)
+                .connect(name, tcp)
+                .await
+                .expect("handshake");
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .expect("h1");
+            tokio::spawn(conn);
+            let mut lat = Vec::with_capacity(100_000);
+            while !stop.load(Ordering::Relaxed) {
+                let mut req = hyper::Request::get("/").header("host", "localhost");
+                if let Some(a) = &auth {
+                    req = req.header("authorization", a);
+                }
+                let started = Instant::now();
+                let resp = send
+                    .send_request(
+                        req.body(http_body_util::Empty::<Bytes>::new())
+                            .expect("req"),
+                    )
+                    .await
+                    .expect("response");
+                assert_eq!(resp.status(), 200, "every request must pass the policy");
+                let _ = resp.into_body().collect().await;
+                if measuring.load(Ordering::Relaxed) {
+                    lat.push(started.elapsed());
+                }
+            }
+            lat
+        }));
+    }
+    // Warm up (the token is verified once, connections are pooled), then measure.
+    std::thread::sleep(Duration::from_secs(1));
+    let tids_now = tids.lock().expect("tids").clone();
+    let (a0, b0, c0) = (
+        ALLOCS.load(Ordering::Relaxed),
+        BYTES.load(Ordering::Relaxed),
+        cpu_ticks(&tids_now),
+    );
+    measuring.store(true, Ordering::Relaxed);
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(secs));
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = t0.elapsed();
+    let (a1, b1, c1) = (
+        ALLOCS.load(Ordering::Relaxed),
+        BYTES.load(Ordering::Relaxed),
+        cpu_ticks(&tids_now),
+    );
+    stop.store(true, Ordering::Relaxed);
+    let mut lat: Vec<Duration> = Vec::new();
+    for t in tasks {
+        lat.extend(clients.block_on(t).expect("client"));
+    }
+    lat.sort_unstable();
+    let n = lat.len().max(1) as f64;
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    // Clock ticks are 1/100 s on Linux.
+    let cpu_us = (c1 - c0) as f64 * 10_000.0 / n;
+    println!(
+        "{mode:>4}: {:>7} req in {:.1}s = {:>7.0} req/s | p50 {:>6.0} µs  p90 {:>6.0} µs  p99 {:>6.0} µs | gateway CPU {:>5.1} µs/req | {:>5.1} allocs/req, {:>6.0} B/req",
+        lat.len(),
+        elapsed.as_secs_f64(),
+        n / elapsed.as_secs_f64(),
+        pct(0.50).as_secs_f64() * 1e6,
+        pct(0.90).as_secs_f64() * 1e6,
+        pct(0.99).as_secs_f64() * 1e6,
+        cpu_us,
+        (a1 - a0) as f64 / n,
+        (b1 - b0) as f64 / n,
+    );
+    let h = running.shutdown_handle();
+    h.trigger();
+    gw_rt.block_on(running.wait());
+}
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` passes nothing useful: run short.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let secs = if quick { 1 } else { env("LOAD_SECS", 5) };
+    let conns = env("LOAD_CONNS", 32) as usize;
+    let modes = std::env::var("LOAD_MODES").unwrap_or_else(|_| "full bare".into());
+    println!(
+        "portcullis load bench: {conns} keep-alive mTLS connections, {secs} s per mode, gateway on 1 thread"
+    );
+    for mode in modes.split_whitespace() {
+        run(mode, secs, conns);
+    }
+}
