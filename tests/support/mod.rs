@@ -7,6 +7,7 @@
 pub mod client;
 pub mod data;
 pub mod gateway;
+pub mod oauth;
 pub mod pki;
 pub mod raw;
 pub mod upstream;
