@@ -124,9 +124,11 @@ async fn authenticate(
         Credentials::Certificate { .. } => None,
     };
     let throttle = &issuer.inner.throttle;
-    throttle
-        .check(counted, peer, now)
-        .map_err(OAuthError::throttled)?;
+    throttle.check(counted, peer, now).map_err(|retry| {
+        // No client id: a throttled "id" may be anything, a pasted secret included.
+        tracing::info!(%peer, retry_after_s = retry.as_secs(), "client authentication throttled");
+        OAuthError::throttled(retry)
+    })?;
     let record = match &id {
         Some(id) => {
             let (i, id) = (issuer.clone(), id.clone());

@@ -118,9 +118,9 @@ impl std::fmt::Debug for KeyRecord {
 /// Why the store could not be opened, read or written. Names the file, never a value.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// Another process (a running gateway, another CLI) has the file open: redb allows one.
+    /// Something else (a running gateway, another CLI) has the file open: redb allows one.
     #[error(
-        "the issuer store {} is open in another process (a running gateway?): redb allows one opener",
+        "the issuer store {} is already open (by a running gateway?): redb allows one opener",
         path.display()
     )]
     InUse { path: PathBuf },
