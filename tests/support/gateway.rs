@@ -93,6 +93,16 @@ impl Gateway {
         }
     }
 
+    /// Wrap a gateway started elsewhere (e.g. after retrying `portcullis::app::start`).
+    pub fn from_running(running: Running, config: PathBuf) -> Gateway {
+        let handle = running.shutdown_handle();
+        Gateway {
+            running: Some(running),
+            handle,
+            config,
+        }
+    }
+
     /// Bound address of listener "public".
     pub fn addr(&self) -> SocketAddr {
         self.addr_of("public")

@@ -229,3 +229,26 @@ pub fn assert_oauth_error(resp: &TestResponse, status: u16, error: &str) -> Valu
 pub fn advance(gw: &Gateway, by: Duration) {
     gw.shared().clock.advance(by);
 }
+
+/// Shut `gw` down and wait until it drained.
+pub async fn stop(gw: Gateway) {
+    let running = gw.into_running();
+    running.shutdown_handle().trigger();
+    running.wait().await;
+}
+
+/// Start the gateway on `toml` in `dir` once the issuer store is free: a stopped gateway's
+/// last tasks release it a moment after `wait` returns (redb allows one opener).
+pub async fn start_when_store_free(dir: &std::path::Path, toml: &str) -> Gateway {
+    let config = super::gateway::write_config(dir, toml);
+    for _ in 0..250 {
+        match portcullis::app::start(&config).await {
+            Ok(running) => return Gateway::from_running(running, config),
+            Err(e) if e.to_string().contains("already open") => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("the gateway did not start: {e}"),
+        }
+    }
+    panic!("the issuer store was not released within 5 s");
+}
