@@ -19,10 +19,10 @@
 //! keeps the store inherits the running link, so the link lives as long as the open store.
 //!
 //! # Files
-//! `config.rs` (the section), `store.rs` (redb), `clients.rs` (registry, argon2id),
+//! `config.rs` (the section), `store.rs` (redb) and `records.rs` (what it holds), `clients.rs` (registry, argon2id),
 //! `keys.rs` (signing keys, rotation, JWKS), `tokens.rs` (access tokens, refresh families),
 //! `revocations.rs` (the denylist and the link), `throttle.rs` (failed authentication),
-//! `request.rs` (bodies, client credentials, OAuth errors), `endpoints.rs` (the handlers),
+//! `request.rs` (bodies, client credentials, OAuth errors), `endpoints/` (the handlers),
 //! `cli.rs` (`portcullis client ...`, `portcullis keys rotate`).
 //!
 //! Secrets, tokens and private keys are never logged: logs name clients, token ids (`jti`),
@@ -33,11 +33,15 @@ pub mod clients;
 pub mod config;
 mod endpoints;
 pub mod keys;
+mod records;
 mod request;
 pub mod revocations;
 pub mod store;
 pub mod throttle;
 pub mod tokens;
+
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -18,10 +18,10 @@ use redb::{
     Database, ReadTransaction, ReadableDatabase as _, ReadableTable, ReadableTableMetadata as _,
     TableDefinition, WriteTransaction,
 };
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
-use super::keys::SigningAlg;
+pub use super::records::{ClientRecord, FamilyRecord, KeyRecord};
 
 /// `client_id -> ClientRecord`.
 const CLIENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("clients_v1");
@@ -39,79 +39,6 @@ const META: TableDefinition<&str, &str> = TableDefinition::new("meta_v1");
 
 pub(crate) const META_CURRENT_KID: &str = "current_kid";
 pub(crate) const META_ACCESS_TTL: &str = "access_token_ttl_secs";
-
-// === Records ===
-
-/// A registered client.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClientRecord {
-    pub id: String,
-    /// argon2id PHC string; `None`: the client authenticates by certificate only.
-    pub secret_hash: Option<String>,
-    /// Scopes the client may be granted.
-    pub scopes: Vec<String>,
-    /// SPKI pins (`sha256/<base64>`) of certificates it may authenticate with (RFC 8705
-    /// `tls_client_auth`).
-    #[serde(default)]
-    pub cert_pins: Vec<String>,
-    /// Its access-token lifetime in seconds; `None`: the issuer's.
-    #[serde(default)]
-    pub access_token_ttl: Option<u64>,
-    #[serde(default)]
-    pub disabled: bool,
-    pub created_at: u64,
-    #[serde(default)]
-    pub secret_rotated_at: Option<u64>,
-}
-
-/// One chain of refresh tokens, from one client-credentials grant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FamilyRecord {
-    pub id: String,
-    pub client_id: String,
-    pub scopes: Vec<String>,
-    pub created_at: u64,
-    /// Absolute expiry.
-    pub expires_at: u64,
-    /// Last issuance from this family (the idle expiry counts from here).
-    pub last_used: u64,
-    /// Hex SHA-256 of the one refresh token that may be used now.
-    pub current: String,
-    pub generation: u64,
-    #[serde(default)]
-    pub revoked_at: Option<u64>,
-    /// `(jti, exp)` of the family's access tokens that may not have expired yet: revoking
-    /// the family revokes them too.
-    #[serde(default)]
-    pub access: Vec<(String, u64)>,
-}
-
-/// A signing key. The private half is PKCS#8 DER (base64); never printed.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KeyRecord {
-    pub kid: String,
-    pub alg: SigningAlg,
-    pub private_pkcs8: String,
-    pub created_at: u64,
-    /// When another key replaced it for signing.
-    #[serde(default)]
-    pub retired_at: Option<u64>,
-    /// Its public key stays published until then: every token it signed has expired.
-    #[serde(default)]
-    pub retain_until: Option<u64>,
-}
-
-impl std::fmt::Debug for KeyRecord {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyRecord")
-            .field("kid", &self.kid)
-            .field("alg", &self.alg)
-            .field("created_at", &self.created_at)
-            .field("retired_at", &self.retired_at)
-            .field("retain_until", &self.retain_until)
-            .finish_non_exhaustive()
-    }
-}
 
 // === Errors ===
 
@@ -478,105 +405,5 @@ impl Tx<'_> {
             }
         }
         Ok(gone)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn client(id: &str) -> ClientRecord {
-        ClientRecord {
-            id: id.to_owned(),
-            secret_hash: None,
-            scopes: vec!["a".into()],
-            cert_pins: Vec::new(),
-            access_token_ttl: None,
-            disabled: false,
-            created_at: 1,
-            secret_rotated_at: None,
-        }
-    }
-
-    #[test]
-    fn the_store_is_created_private_and_keeps_what_was_committed_across_reopen() {
-        let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("issuer.redb");
-        {
-            let store = Store::open(&path).expect("open");
-            store
-                .write(|tx| tx.put_client(&client("erp")))
-                .expect("put");
-        }
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
-            assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
-        }
-        let store = Store::open(&path).expect("reopen");
-        let got = store.read(|rx| rx.client("erp")).expect("read");
-        assert_eq!(got, Some(client("erp")));
-    }
-
-    #[test]
-    fn a_second_opener_is_told_the_store_is_in_use() {
-        let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("issuer.redb");
-        let _first = Store::open(&path).expect("open");
-        let e = Store::open(&path).expect_err("second open");
-        assert!(matches!(e, StoreError::InUse { .. }), "{e}");
-    }
-
-    #[test]
-    fn a_failed_transaction_changes_nothing() {
-        let dir = tempfile::tempdir().expect("dir");
-        let store = Store::open(&dir.path().join("s.redb")).expect("open");
-        let r: Result<(), _> = store.write(|tx| {
-            tx.put_client(&client("half"))?;
-            Err(TxError::Corrupt("stop".into()))
-        });
-        assert!(r.is_err());
-        assert_eq!(store.read(|rx| rx.client("half")).expect("read"), None);
-    }
-
-    #[test]
-    fn pruning_drops_expired_families_their_hashes_and_old_revocations() {
-        let dir = tempfile::tempdir().expect("dir");
-        let store = Store::open(&dir.path().join("s.redb")).expect("open");
-        let fam = |id: &str, expires_at| FamilyRecord {
-            id: id.to_owned(),
-            client_id: "c".into(),
-            scopes: Vec::new(),
-            created_at: 0,
-            expires_at,
-            last_used: 0,
-            current: String::new(),
-            generation: 0,
-            revoked_at: None,
-            access: Vec::new(),
-        };
-        store
-            .write(|tx| {
-                tx.put_family(&fam("old", 100))?;
-                tx.put_family(&fam("live", 1000))?;
-                tx.put_refresh(&[1; 32], "old")?;
-                tx.put_refresh(&[2; 32], "live")?;
-                tx.revoke_jti("gone", 100)?;
-                tx.revoke_jti("kept", 1000)
-            })
-            .expect("seed");
-        let gone = store.write(|tx| tx.prune(500, 5)).expect("prune");
-        assert_eq!(gone, 3);
-        store
-            .read(|rx| {
-                assert!(rx.family("old")?.is_none());
-                assert!(rx.family("live")?.is_some());
-                assert!(rx.family_of(&[1; 32])?.is_none());
-                assert_eq!(rx.family_of(&[2; 32])?.as_deref(), Some("live"));
-                assert_eq!(rx.revoked()?, vec![("kept".to_owned(), 1000)]);
-                Ok(())
-            })
-            .expect("read");
     }
 }
