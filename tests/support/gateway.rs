@@ -103,6 +103,18 @@ impl Gateway {
         }
     }
 
+    /// Re-read the config file now (what SIGHUP and `POST /reload` do).
+    pub async fn reload(
+        &self,
+    ) -> Result<portcullis::app::ReloadSummary, portcullis::app::ReloadError> {
+        self.running
+            .as_ref()
+            .expect("gateway already taken")
+            .gateway()
+            .reload()
+            .await
+    }
+
     /// Bound address of listener "public".
     pub fn addr(&self) -> SocketAddr {
         self.addr_of("public")
