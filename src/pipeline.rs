@@ -93,7 +93,12 @@ pub async fn handle(
         in_grace = license.as_ref().is_some_and(|g| g.in_grace);
         let claims = snapshot
             .tokens
-            .authorize(req.headers(), &route.auth, now)
+            .authorize_for(
+                req.headers(),
+                &route.auth,
+                crate::token::Presenter::Connection(conn.identity.as_ref()),
+                now,
+            )
             .map_err(|d| {
                 // RFC 6750: the challenge says what was wrong (never echoing the token).
                 www_authenticate = Some(d.www_authenticate(&route.auth));

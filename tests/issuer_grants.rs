@@ -1,5 +1,6 @@
 //! Proves the token endpoint over real HTTPS: client credentials with HTTP Basic, form
-//! fields, JSON bodies and the client certificate (RFC 8705, bound with `cnf.x5t#S256`);
+//! fields, JSON bodies and the client certificate (RFC 8705, bound with `cnf.x5t#S256`,
+//! and refused by the gateway without that certificate);
 //! scopes intersected with the client's; every refusal as its RFC 6749 error
 //! (`invalid_client`, `invalid_scope`, `unsupported_grant_type`, `invalid_request`,
 //! `invalid_grant`); tokens accepted by a protected route with no extra config; and the
@@ -323,6 +324,26 @@ async fn tls_client_auth_binds_the_token_to_the_client_certificate() {
         .await
         .expect("response");
     assert_eq!(ok.echo().header("x-auth-client-id"), Some("agent-7"));
+    // Bound: the same token without the certificate is refused by the gateway.
+    let stolen = send_one(
+        &pki,
+        gw.addr(),
+        get_with_token("/api/orders", &tokens.access),
+    )
+    .await;
+    stolen.assert_denied(401, "token_invalid");
+    // Introspection reports the binding (RFC 8705 3.2).
+    let resp = conn
+        .call(post_form(
+            "/oauth2/introspect",
+            &[("client_id", "agent-7"), ("token", &tokens.access)],
+            None,
+        ))
+        .await
+        .expect("response");
+    let v = resp.json();
+    assert_eq!(v["active"], true, "{v}");
+    assert_eq!(v["cnf"]["x5t#S256"], thumbprint);
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use crate::identity::ClientIdentity;
 use crate::issuer::request::{OAuthError, json_response, read_params};
 use crate::issuer::tokens;
 use crate::issuer::{Issuer, unix};
-use crate::token::{MAX_TOKEN_BYTES, RouteAuth};
+use crate::token::{MAX_TOKEN_BYTES, Presenter, RouteAuth};
 
 /// Whether `token` is shaped like a JWT (ours are; our refresh tokens have no dot).
 fn is_jwt(token: &str) -> bool {
@@ -35,7 +35,12 @@ fn own_access_token(issuer: &Issuer, token: &str, now: SystemTime) -> Option<Val
     );
     let verifier = issuer.inner.verifier.load();
     verifier
-        .authorize(&headers, &RouteAuth::any_token(), now)
+        .authorize_for(
+            &headers,
+            &RouteAuth::any_token(),
+            Presenter::Inspection,
+            now,
+        )
         .ok()??;
     let payload = token.split('.').nth(1)?;
     let json =
