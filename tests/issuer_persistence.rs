@@ -170,3 +170,48 @@ async fn a_changed_algorithm_rotates_the_key_at_the_next_start() {
             .echo();
     }
 }
+
+#[tokio::test]
+async fn records_that_can_no_longer_matter_are_pruned_as_time_passes() {
+    let pki = Pki::generate();
+    let up = Upstream::echo("api").await;
+    let keys = "refresh_token_ttl = \"1h\"\nrefresh_idle_ttl = \"1h\"";
+    let gw = Gateway::start(pki.dir(), &issuer_config(&up.url(), keys)).await;
+    let secret = add_client(&gw, "erp-1", &["orders:read"]);
+    let t = client_credentials(&pki, gw.addr(), "erp-1", &secret).await;
+    let revoke = post_form(
+        "/oauth2/revoke",
+        &[("token", &t.access)],
+        Some(&basic("erp-1", &secret)),
+    );
+    assert_eq!(send_one(&pki, gw.addr(), revoke).await.status, 200);
+    let issuer = gw.shared().issuer.load_full().expect("issuer");
+    let old_kid = issuer
+        .rotate_key(gw.shared().clock.now())
+        .expect("rotate")
+        .retired
+        .expect("old")
+        .0;
+    let hash = portcullis::identity::sha256(t.refresh.as_bytes());
+    let stored = |issuer: &portcullis::issuer::Issuer| {
+        issuer
+            .store()
+            .read(|rx| {
+                Ok((
+                    rx.revoked()?.len(),
+                    rx.family_of(&hash)?.is_some(),
+                    rx.keys()?.len(),
+                ))
+            })
+            .expect("read")
+    };
+    assert_eq!(stored(&issuer), (1, true, 2));
+
+    // Past the family's life, the revoked token's expiry and the old key's retention, and
+    // past the pruning interval: the next grant prunes.
+    advance(&gw, Duration::from_secs(2 * 3600));
+    client_credentials(&pki, gw.addr(), "erp-1", &secret).await;
+    assert_eq!(stored(&issuer), (0, false, 1));
+    let kids = jwks_kids(&send_one(&pki, gw.addr(), get("/.well-known/jwks.json")).await);
+    assert!(!kids.contains(&old_kid));
+}

@@ -43,8 +43,8 @@ pub mod tokens;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -93,6 +93,9 @@ struct Inner {
     verifier: ArcSwap<TokenVerifier>,
     hashing: tokio::sync::Semaphore,
     last_prune: AtomicU64,
+    /// Held while the keys change and the ring is rebuilt from the store, so two changes
+    /// (a rotation, a pruning) cannot publish their rings out of order.
+    keys_lock: Mutex<()>,
 }
 
 pub(crate) fn unix(t: SystemTime) -> u64 {
@@ -135,6 +138,7 @@ impl Issuer {
                 verifier: ArcSwap::from_pointee(verifier),
                 hashing: tokio::sync::Semaphore::new(CONCURRENT_HASHES),
                 last_prune: AtomicU64::new(unix(now)),
+                keys_lock: Mutex::new(()),
             }),
         };
         issuer.publish()?;
@@ -160,6 +164,7 @@ impl Issuer {
                 to: settings.store,
             });
         }
+        let _keys = self.keys_lock();
         let ring = prepare(&self.inner.store, &settings, unix(SystemTime::now()))?;
         self.inner.ring.store(Arc::new(ring));
         self.inner.verifier.store(Arc::new(own_verifier(&settings)));
@@ -206,6 +211,7 @@ impl Issuer {
     /// signed have expired.
     pub fn rotate_key(&self, now: SystemTime) -> Result<Rotated, IssuerError> {
         let alg = self.settings().algorithm;
+        let _keys = self.keys_lock();
         let rotated = self
             .inner
             .store
@@ -215,6 +221,15 @@ impl Issuer {
         Ok(rotated)
     }
 
+    fn keys_lock(&self) -> MutexGuard<'_, ()> {
+        // The guard protects an order, not data: a poisoned lock is still usable.
+        self.inner
+            .keys_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Rebuild the ring from the store and publish it; callers hold the keys lock.
     fn reload_ring(&self) -> Result<(), IssuerError> {
         let ring = self
             .inner
@@ -233,7 +248,7 @@ impl Issuer {
             .keys()
             .replace(self.inner.ring.load().key_set());
         let revoked = self.inner.store.read(|rx| rx.revoked())?;
-        settings.link.revocations().replace_all(revoked);
+        settings.link.revocations().extend(revoked);
         Ok(())
     }
 
@@ -251,6 +266,7 @@ impl Issuer {
             return;
         }
         let grace = config::OWN_LEEWAY.as_secs();
+        let _keys = self.keys_lock();
         match self.inner.store.write(|tx| tx.prune(now, grace)) {
             Ok(gone) => {
                 self.settings().link.revocations().prune(now, grace);

@@ -21,9 +21,9 @@ impl Revocations {
         self.by_jti.insert(jti.into(), exp);
     }
 
-    /// Replace everything (loading the store).
-    pub fn replace_all(&self, entries: impl IntoIterator<Item = (String, u64)>) {
-        self.by_jti.clear();
+    /// Add what the store holds. Never clears: a revocation committed while the store was
+    /// read is inserted by its own request, and clearing could drop it.
+    pub fn extend(&self, entries: impl IntoIterator<Item = (String, u64)>) {
         for (jti, exp) in entries {
             self.by_jti.insert(jti.into(), exp);
         }
