@@ -23,7 +23,7 @@ use crate::license::dates::rfc3339;
 #[derive(Debug, Args)]
 #[group(required = true, multiple = false)]
 pub struct StoreArg {
-    /// The gateway's config file: the store (and algorithm) come from its [issuer] section.
+    /// The gateway's config file: the store (and algorithm) come from its `[issuer]` section.
     #[arg(long, short, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The issuer's store file itself (created, mode 0600, if missing).
@@ -95,7 +95,7 @@ pub enum KeysCommand {
 /// Why a command failed (printed as `error: ...`, exit 1).
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    /// The config file is unreadable or its [issuer] section is invalid.
+    /// The config file is unreadable or its `[issuer]` section is invalid.
     #[error("{0}")]
     Config(String),
     #[error(transparent)]
