@@ -119,6 +119,12 @@ async fn requested_scopes_are_intersected_with_the_clients_and_none_in_common_is
             Some(&auth),
         )
     };
+    let empty = send_one(&pki, gw.addr(), ask("")).await;
+    assert_eq!(
+        Tokens::from(&empty).scope,
+        "orders:read stock",
+        "empty means the default"
+    );
     let partly = send_one(&pki, gw.addr(), ask("orders:read admin")).await;
     assert_eq!(Tokens::from(&partly).scope, "orders:read");
     let none = send_one(&pki, gw.addr(), ask("admin")).await;

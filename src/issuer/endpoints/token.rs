@@ -28,7 +28,12 @@ where
 {
     let (parts, params) = read_params(req).await?;
     let auth = authenticate(issuer, &parts, &params, peer, identity, now).await?;
-    let requested = params.get("scope").map(scope_list).transpose()?;
+    // An empty `scope` asks for nothing in particular: the default, as if absent.
+    let requested = params
+        .get("scope")
+        .map(scope_list)
+        .transpose()?
+        .filter(|r| !r.is_empty());
     // RFC 8705 3: a token obtained with the certificate is bound to it.
     let cnf = auth
         .by_certificate
