@@ -25,6 +25,9 @@ pub struct Shared {
     /// Machine licenses, when `[licenses]` is configured. Stateful (an open store), so it
     /// lives beside the snapshot and is reconciled on reload.
     pub licensing: ArcSwapOption<Licensing>,
+    /// The gateway's own token issuer, when `[issuer]` is configured. Stateful (an open
+    /// store) like `licensing`; the snapshot's verifier reads the link it fills.
+    pub issuer: ArcSwapOption<crate::issuer::Issuer>,
     /// The time every stage judges by (system time; tests move it).
     pub clock: crate::clock::Clock,
     /// Connection permits to take out of circulation as open connections end (a reload
@@ -53,6 +56,9 @@ pub enum StartError {
     /// The license store could not be opened.
     #[error("licenses.store: {0}")]
     LicenseStore(#[from] StoreError),
+    /// The issuer's store could not be opened or prepared (boxed: a rare, large error).
+    #[error("issuer.store: {0}")]
+    Issuer(Box<crate::issuer::IssuerError>),
 }
 
 /// Why a reload changed nothing.
@@ -74,6 +80,9 @@ pub enum ReloadError {
     /// The (new) license store could not be opened or re-read.
     #[error("licenses.store: {0}")]
     LicenseStore(#[from] StoreError),
+    /// The (new) issuer store could not be opened, or the issuer not reconfigured.
+    #[error("issuer.store: {0}")]
+    Issuer(Box<crate::issuer::IssuerError>),
 }
 
 /// What a successful reload did.
@@ -218,6 +227,14 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
         Some(l) => Some(Arc::new(Licensing::open(l)?)),
         None => None,
     };
+    // Opening fills the link the snapshot's verifier was built with: keys and revocations
+    // are in place before the first request.
+    let issuer = match &snapshot.issuer {
+        Some(s) => Some(Arc::new(
+            crate::issuer::Issuer::open(s.clone()).map_err(|e| StartError::Issuer(Box::new(e)))?,
+        )),
+        None => None,
+    };
     // Remote JWKS are fetched before serving, so the first requests do not all fail; a
     // provider that does not answer in time is retried by the refresh task.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -238,6 +255,7 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
         snapshot: ArcSwap::from_pointee(snapshot),
         metrics: Metrics::new(prometheus::Registry::new())?,
         licensing: ArcSwapOption::new(licensing),
+        issuer: ArcSwapOption::new(issuer),
         clock: crate::clock::Clock::default(),
         permits_owed: std::sync::atomic::AtomicUsize::new(0),
         permits_total: std::sync::atomic::AtomicUsize::new(snapshot_max_connections),
@@ -330,6 +348,7 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
         // Close the license store now, not whenever the last task holding the shared state
         // lets go: a restart in the same process must be able to open it.
         g.shared.licensing.store(None);
+        g.shared.issuer.store(None);
     });
 
     Ok(Running { gateway, task })
@@ -516,12 +535,31 @@ impl Gateway {
             },
         };
 
+        // Issuer: same store -> reconfigure in place (the snapshot inherited its link);
+        // another -> open it, before the swap, so a store that cannot be opened aborts.
+        let issuer = match &snapshot.issuer {
+            None => None,
+            Some(s) => match self.shared.issuer.load_full() {
+                Some(current) if current.settings().store == s.store => {
+                    current
+                        .reconfigure(s.clone())
+                        .map_err(|e| ReloadError::Issuer(Box::new(e)))?;
+                    Some(current)
+                }
+                Some(_) | None => Some(Arc::new(
+                    crate::issuer::Issuer::open(s.clone())
+                        .map_err(|e| ReloadError::Issuer(Box::new(e)))?,
+                )),
+            },
+        };
+
         // Commit: swap, then start new loops and stop the ones no longer wanted. The old
         // verifier's cache counts are folded in first so the counters lose nothing.
         self.shared
             .metrics
             .fold_token_cache(&self.shared.snapshot.load().tokens);
         self.shared.licensing.store(licensing);
+        self.shared.issuer.store(issuer);
         let server = snapshot.server.clone();
         let summary_counts = (snapshot.listeners.len(), snapshot.route_count());
         let keep: HashMap<Arc<str>, SocketAddr> = snapshot

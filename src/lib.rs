@@ -22,6 +22,7 @@ pub mod forward;
 pub mod framing;
 pub mod identity;
 pub mod ip_filter;
+pub mod issuer;
 pub mod license;
 pub mod listener;
 pub mod metrics;

@@ -74,6 +74,19 @@ enum Command {
         #[command(subcommand)]
         command: portcullis::license::cli::LicenseCommand,
     },
+    /// The token issuer's clients: add (prints the secret once), list, disable,
+    /// rotate-secret. Each needs --config FILE (its [issuer] store) or --store FILE, and
+    /// runs while the gateway is stopped (the store has one opener).
+    Client {
+        #[command(subcommand)]
+        command: portcullis::issuer::cli::ClientCommand,
+    },
+    /// The token issuer's signing keys: rotate. Needs --config FILE or --store FILE, and
+    /// runs while the gateway is stopped (the store has one opener).
+    Keys {
+        #[command(subcommand)]
+        command: portcullis::issuer::cli::KeysCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -81,6 +94,14 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     match cli.command {
         Command::License { command } => license(command),
+        Command::Client { command } => printed(portcullis::issuer::cli::run_client(
+            command,
+            SystemTime::now(),
+        )),
+        Command::Keys { command } => printed(portcullis::issuer::cli::run_keys(
+            command,
+            SystemTime::now(),
+        )),
         Command::Check { config } => check(&config),
         Command::Pin { cert } => match portcullis::identity::describe_pem_file(&cert) {
             Ok(text) => {
@@ -178,6 +199,22 @@ fn license(command: portcullis::license::cli::LicenseCommand) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Print a command's output, or its error (one `error:` line per line) with exit 1.
+fn printed(result: Result<String, portcullis::issuer::cli::CliError>) -> ExitCode {
+    match result {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            for line in e.to_string().lines() {
+                eprintln!("error: {line}");
+            }
             ExitCode::FAILURE
         }
     }

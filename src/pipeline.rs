@@ -2,9 +2,11 @@
 //! each stage lives in the module named after it.
 //!
 //! ```text
-//! accept -> tls -> framing -> identity -> ip_filter -> routing -> identity, ip_filter (route)
-//!        -> license -> token -> forward -> record
+//! accept -> tls -> framing -> identity -> ip_filter -> [issuer] -> routing
+//!        -> identity, ip_filter (route) -> license -> token -> forward -> record
 //! ```
+//! `[issuer]`: requests to the gateway's own token issuer's paths, on its listener, are
+//! answered by it instead of being routed.
 //! accept and tls (with the PROXY header, the listener's IP lists before the handshake
 //! and the identity digest) run once per connection, in `listener.rs`. Listener-level
 //! policy runs before routing, so a refused client cannot probe which routes exist.
@@ -15,7 +17,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::app::Shared;
-use crate::context::{ConnContext, RequestContext, RequestId};
+use crate::context::{ConnContext, RequestContext, RequestId, X_REQUEST_ID};
 use crate::denial::Denial;
 use crate::forward::{self, ForwardLog, ResponseBody};
 use crate::record::AccessLine;
@@ -51,6 +53,27 @@ pub async fn handle(
         let client = crate::ip_filter::check_listener(listener, conn, req.headers())?;
         client_ip = client.ip;
 
+        // The gateway's own token issuer answers its paths on its listener, before routing:
+        // its endpoints are not routes, and listener policy (pins, IP lists) still applied.
+        if let Some(own) = &snapshot.issuer
+            && *own.listener == *conn.listener
+            && own.handles(req.uri().path())
+            && let Some(issuer) = shared.issuer.load_full()
+        {
+            route_name = Some(own.name.clone());
+            let resp =
+                crate::issuer::handle(&issuer, req, client.ip, conn.identity.as_ref(), now).await;
+            let (mut parts, body) = resp.into_parts();
+            parts
+                .headers
+                .insert(X_REQUEST_ID, request_id.header_value());
+            let body = match http_body_util::BodyExt::collect(body).await {
+                Ok(collected) => collected.to_bytes(),
+                Err(never) => match never {},
+            };
+            return Ok(Response::from_parts(parts, ResponseBody::from(body)));
+        }
+
         let host = req.uri().host().or_else(|| {
             req.headers()
                 .get(http::header::HOST)
@@ -73,7 +96,12 @@ pub async fn handle(
         in_grace = license.as_ref().is_some_and(|g| g.in_grace);
         let claims = snapshot
             .tokens
-            .authorize(req.headers(), &route.auth, now)
+            .authorize_for(
+                req.headers(),
+                &route.auth,
+                crate::token::Presenter::Connection(conn.identity.as_ref()),
+                now,
+            )
             .map_err(|d| {
                 // RFC 6750: the challenge says what was wrong (never echoing the token).
                 www_authenticate = Some(d.www_authenticate(&route.auth));

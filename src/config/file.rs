@@ -31,6 +31,8 @@ pub struct FileConfig {
     /// Token cache size and the claim headers sent upstream.
     #[serde(default)]
     pub token: crate::token::TokenSection,
+    /// The gateway's own OAuth 2.0 token issuer. Absent: none.
+    pub issuer: Option<crate::issuer::IssuerSection>,
 }
 
 /// The admin listener. Loopback plain HTTP is the expected use; anywhere else it needs TLS

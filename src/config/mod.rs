@@ -35,6 +35,8 @@ pub struct Snapshot {
     pub tokens: Arc<crate::token::TokenVerifier>,
     /// Headers that carry verified claims to upstreams.
     pub claim_headers: crate::token::ClaimHeaders,
+    /// `[issuer]`: the gateway's own token issuer, and the link its verifier reads.
+    pub issuer: Option<crate::issuer::OwnIssuerSettings>,
     /// The config file as parsed, secrets redacted, for `GET /config`.
     pub redacted: serde_json::Value,
     /// The HTTP/1.1 + HTTP/2 server settings every new connection is served with.

@@ -58,7 +58,7 @@ pub struct Report<'a> {
 }
 
 impl<'a> Report<'a> {
-    fn new(file: &'a Path) -> Self {
+    pub fn new(file: &'a Path) -> Self {
         Report {
             file,
             errors: Vec::new(),
@@ -114,6 +114,15 @@ pub fn build_snapshot(
         .and_then(|l| crate::license::config::validate(l, &mut r));
     let token_issuers = crate::token::validate_issuers(&file.token_issuers, &mut r);
     let token_settings = crate::token::validate_token_section(&file.token, &mut r);
+    let own_issuer = own_issuer(&mut r, file, previous);
+    // Routes may name the own issuer like any other: `issuers = ["portcullis"]`.
+    let mut issuer_names = file.token_issuers.clone();
+    if let Some(own) = &own_issuer {
+        issuer_names.push(crate::token::TokenIssuerSection {
+            name: Some(own.name.to_string()),
+            ..Default::default()
+        });
+    }
 
     if file.listeners.is_empty() {
         r.error("listeners", "at least one [[listeners]] entry is required");
@@ -146,6 +155,14 @@ pub fn build_snapshot(
         .iter()
         .filter_map(|l| l.name.as_deref())
         .collect();
+    if let Some(own) = &own_issuer
+        && !declared.contains(&*own.listener)
+    {
+        r.error(
+            "issuer.listener",
+            format!("no listener is named \"{}\"", own.listener),
+        );
+    }
 
     if file.routes.is_empty() {
         r.warn(
@@ -156,7 +173,8 @@ pub fn build_snapshot(
     let mut route_names = HashSet::new();
     for (i, rs) in file.routes.iter().enumerate() {
         let key = format!("routes[{i}]");
-        let Some((route, on)) = route(&mut r, &key, rs, &declared, &pools, file) else {
+        let Some((route, on)) = route(&mut r, &key, rs, &declared, &pools, file, &issuer_names)
+        else {
             continue;
         };
         if !route_names.insert(route.name.clone()) {
@@ -188,12 +206,20 @@ pub fn build_snapshot(
     if !r.errors.is_empty() {
         return Err(ConfigErrors(r.errors));
     }
-    let Some(token_issuers) = token_issuers else {
+    let Some(mut token_issuers) = token_issuers else {
         return Err(ConfigErrors(r.errors));
     };
-    // Revocations of the gateway's own tokens arrive with the token issuer (issue 7).
+    // The gateway trusts its own issuer with no extra config: its pushed keys join the
+    // verifier's issuers, and its revocations are the verifier's denylist.
+    let denylist: Arc<dyn crate::token::Denylist> = match &own_issuer {
+        Some(own) => {
+            token_issuers.push(own.verifier_source());
+            own.link.denylist()
+        }
+        None => Arc::new(crate::token::NoRevocations),
+    };
     let tokens = Arc::new(
-        crate::token::TokenVerifier::new(token_issuers, Arc::new(crate::token::NoRevocations))
+        crate::token::TokenVerifier::new(token_issuers, denylist)
             .with_cache_max_entries(token_settings.cache_max_entries),
     );
     let listeners = listeners
@@ -223,10 +249,48 @@ pub fn build_snapshot(
             licenses,
             tokens,
             claim_headers: token_settings.headers,
+            issuer: own_issuer,
             redacted: super::redact::redacted(file),
         },
         warnings: r.warnings,
     })
+}
+
+// === issuer ===
+
+/// `[issuer]`, validated, with the link of `previous` when it uses the same store: the
+/// running issuer keeps filling that link, so the new snapshot's verifier sees its keys and
+/// revocations at once (like a warm upstream pool carried over).
+fn own_issuer(
+    r: &mut Report,
+    file: &FileConfig,
+    previous: Option<&Snapshot>,
+) -> Option<crate::issuer::OwnIssuerSettings> {
+    let mut own = crate::issuer::validate(file.issuer.as_ref()?, r)?;
+    for (i, t) in file.token_issuers.iter().enumerate() {
+        if t.name.as_deref() == Some(&*own.name) {
+            r.error(
+                format!("token_issuers[{i}].name"),
+                format!("\"{}\" is the name of the gateway's own [issuer]", own.name),
+            );
+        }
+        if t.issuer.as_deref() == Some(own.issuer.as_str()) {
+            r.error(
+                format!("token_issuers[{i}].issuer"),
+                format!(
+                    "\"{}\" is the gateway's own [issuer]: which keys would verify it?",
+                    own.issuer
+                ),
+            );
+        }
+    }
+    if let Some(running) = previous
+        .and_then(|p| p.issuer.as_ref())
+        .filter(|p| p.store == own.store)
+    {
+        own.link = running.link.clone();
+    }
+    Some(own)
 }
 
 // === server ===
@@ -529,6 +593,7 @@ fn route(
     listeners: &HashSet<&str>,
     pools: &[Arc<Upstream>],
     file: &FileConfig,
+    issuers: &[crate::token::TokenIssuerSection],
 ) -> Option<(Route, Option<HashSet<String>>)> {
     let licensing = file.licenses.is_some();
     let name = match s.name.as_deref() {
@@ -679,7 +744,7 @@ fn route(
             "\"required\" needs a [licenses] section (trusted_keys and store) to check licenses against",
         );
     }
-    let auth = crate::token::validate_route_auth(key, s, &file.token_issuers, r);
+    let auth = crate::token::validate_route_auth(key, s, issuers, r);
     let (name, host, prefix, upstream, max_body_bytes, pins, ip, auth) = (
         name?,
         host?,

@@ -140,6 +140,7 @@ mod tests {
             nbf: None,
             iat: None,
             jti: None,
+            cert_sha256: None,
             values: crate::token::verify::ClaimValues {
                 subject: None,
                 client_id: None,

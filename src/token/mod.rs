@@ -20,8 +20,11 @@
 //!    with the issuer's leeway), `aud` one of the issuer's audiences; scopes and the claims
 //!    passed upstream must be well-formed.
 //! 8. **Denylist** on `jti`; then the token is cached until `exp`.
-//! 9. **Route**: the route accepts the issuer (else `token_invalid`) and the token has the
-//!    scopes (else `insufficient_scope`).
+//! 9. **Binding**: a token with `cnf.x5t#S256` (RFC 8705) passes only on a connection whose
+//!    client certificate has that SHA-256 (else `token_invalid`); any other `cnf` is refused
+//!    in step 7, since it cannot be checked.
+//! 10. **Route**: the route accepts the issuer (else `token_invalid`) and the token has the
+//!     scopes (else `insufficient_scope`).
 
 mod alg;
 mod bearer;
@@ -68,6 +71,17 @@ pub const DEFAULT_CACHE_ENTRIES: usize = 100_000;
 pub trait Denylist: Send + Sync {
     /// Whether the token with this `jti` is revoked at `now`.
     fn is_revoked(&self, jti: &str, now: SystemTime) -> bool;
+}
+
+/// Who presents a token, for certificate-bound tokens (RFC 8705 `cnf.x5t#S256`).
+#[derive(Debug, Clone, Copy)]
+pub enum Presenter<'a> {
+    /// A request on a connection, with its verified client certificate if any: a bound
+    /// token passes only with that certificate.
+    Connection(Option<&'a crate::identity::ClientIdentity>),
+    /// Not a use of the token: the issuer inspecting its own token (introspection,
+    /// revocation). The binding is reported in the claims, not checked.
+    Inspection,
 }
 
 /// No revocations (until the gateway's own issuer provides its denylist).
@@ -141,12 +155,26 @@ impl TokenVerifier {
         self
     }
 
-    /// Check the request's bearer token against the route. `Ok(None)` for `auth = "none"`
-    /// routes (no token read); `Ok(Some(claims))` for a token that passed.
+    /// Check the request's bearer token against the route, as if presented on a connection
+    /// without a client certificate (so a certificate-bound token is refused). `Ok(None)` for
+    /// `auth = "none"` routes (no token read); `Ok(Some(claims))` for a token that passed.
     pub fn authorize(
         &self,
         headers: &HeaderMap,
         auth: &RouteAuth,
+        now: SystemTime,
+    ) -> Result<Option<Arc<Claims>>, TokenDenial> {
+        self.authorize_for(headers, auth, Presenter::Connection(None), now)
+    }
+
+    /// [`authorize`](Self::authorize) for a token presented by `presenter`: on the request
+    /// path, the connection and its client certificate, which a certificate-bound token
+    /// (RFC 8705) must match.
+    pub fn authorize_for(
+        &self,
+        headers: &HeaderMap,
+        auth: &RouteAuth,
+        presenter: Presenter<'_>,
         now: SystemTime,
     ) -> Result<Option<Arc<Claims>>, TokenDenial> {
         let (issuers, all_of, any_of) = match auth {
@@ -166,6 +194,17 @@ impl TokenVerifier {
                 r.denial()
             })?,
         };
+        // Before the route's requirements: a holder without the certificate learns nothing.
+        if let (Some(bound), Presenter::Connection(identity)) = (&claims.cert_sha256, presenter) {
+            let presented = identity.map(|i| &i.cert_sha256[..]);
+            let same = presented.is_some_and(|p| {
+                aws_lc_rs::constant_time::verify_slices_are_equal(p, bound).is_ok()
+            });
+            if !same {
+                tracing::debug!("certificate-bound token presented without its certificate");
+                return Err(TokenDenial::Invalid);
+            }
+        }
         if !scopes::issuer_allowed(issuers, &claims.issuer) {
             return Err(TokenDenial::Invalid);
         }

@@ -30,6 +30,9 @@ pub struct Claims {
     pub nbf: Option<SystemTime>,
     pub iat: Option<SystemTime>,
     pub jti: Option<String>,
+    /// SHA-256 of the certificate the token is bound to (RFC 8705 `cnf.x5t#S256`): it
+    /// passes only on a connection presenting that certificate.
+    pub cert_sha256: Option<[u8; 32]>,
     /// Header values for the upstream, built once per token rather than once per request.
     pub(crate) values: ClaimValues,
 }
@@ -71,7 +74,9 @@ pub(crate) enum Reject {
     IssuedInFuture,
     #[error("aud names none of the issuer's audiences")]
     Audience,
-    #[error("a claim cannot be passed on (control characters or malformed scope)")]
+    #[error(
+        "a claim cannot be passed on or checked (control characters, malformed scope, unknown cnf)"
+    )]
     BadClaim,
     #[error("revoked")]
     Revoked,
@@ -179,6 +184,18 @@ pub(crate) struct RawClaims<'a> {
     client_id: Option<String>,
     #[serde(default)]
     azp: Option<String>,
+    #[serde(default)]
+    cnf: Option<Confirmation>,
+}
+
+/// RFC 7800 `cnf`. Only RFC 8705's certificate thumbprint is understood; a token confirmed
+/// by anything else (a DPoP key, `jkt`) cannot be checked here, so it is refused.
+#[derive(Deserialize)]
+struct Confirmation {
+    #[serde(rename = "x5t#S256", default)]
+    x5t_s256: Option<String>,
+    #[serde(flatten)]
+    other: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -291,6 +308,17 @@ pub(crate) fn check_claims(raw: RawClaims<'_>, e: &Expect<'_>) -> Result<Window,
     }
     let scopes = ScopeSet::new(granted).ok_or(Reject::BadClaim)?;
 
+    let cert_sha256 = match raw.cnf {
+        None => None,
+        Some(Confirmation {
+            x5t_s256: Some(t),
+            other,
+        }) if other.is_empty() => {
+            let hash = b64url_decode(&t).and_then(|h| <[u8; 32]>::try_from(h).ok());
+            Some(hash.ok_or(Reject::BadClaim)?)
+        }
+        Some(_) => return Err(Reject::BadClaim),
+    };
     let client_id = raw.client_id.or(raw.azp);
     let value = |s: &Option<String>| {
         s.as_deref()
@@ -313,6 +341,7 @@ pub(crate) fn check_claims(raw: RawClaims<'_>, e: &Expect<'_>) -> Result<Window,
             nbf,
             iat,
             jti: raw.jti,
+            cert_sha256,
             values,
         },
         expires_at,

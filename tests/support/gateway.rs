@@ -93,6 +93,28 @@ impl Gateway {
         }
     }
 
+    /// Wrap a gateway started elsewhere (e.g. after retrying `portcullis::app::start`).
+    pub fn from_running(running: Running, config: PathBuf) -> Gateway {
+        let handle = running.shutdown_handle();
+        Gateway {
+            running: Some(running),
+            handle,
+            config,
+        }
+    }
+
+    /// Re-read the config file now (what SIGHUP and `POST /reload` do).
+    pub async fn reload(
+        &self,
+    ) -> Result<portcullis::app::ReloadSummary, portcullis::app::ReloadError> {
+        self.running
+            .as_ref()
+            .expect("gateway already taken")
+            .gateway()
+            .reload()
+            .await
+    }
+
     /// Bound address of listener "public".
     pub fn addr(&self) -> SocketAddr {
         self.addr_of("public")
@@ -136,16 +158,6 @@ impl Gateway {
             .expect("gateway already taken")
             .admin_addr()
             .expect("the config has no [admin] section")
-    }
-
-    /// Re-read the config file now (what `POST /reload` and SIGHUP do).
-    pub async fn reload(&self) -> Result<ReloadSummary, ReloadError> {
-        self.running
-            .as_ref()
-            .expect("gateway already taken")
-            .gateway()
-            .reload()
-            .await
     }
 
     /// Take the `Running` (to call `wait`); the gateway is no longer shut down on drop.

@@ -9,6 +9,7 @@ pub mod client;
 pub mod data;
 pub mod gateway;
 pub mod jwt;
+pub mod oauth;
 pub mod pki;
 pub mod prometheus;
 pub mod raw;

@@ -3,6 +3,7 @@
 
 mod accept;
 mod attacks;
+mod binding;
 mod cache;
 mod config;
 mod jwks_server;

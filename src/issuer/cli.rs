@@ -1,0 +1,299 @@
+//! `portcullis client add | list | disable | rotate-secret` and `portcullis keys rotate`:
+//! functions that return the text to print or a typed error; `main.rs` only prints.
+//!
+//! Each command opens the issuer's store file, found through the config (`--config FILE`,
+//! its `[issuer] store`) or named directly (`--store FILE`). redb allows one opener, so
+//! these run while the gateway is stopped; against a running gateway they say so and
+//! change nothing.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use clap::{Args, Subcommand};
+
+use super::clients::{self, NewClient, RegistryError};
+use super::config::{MAX_ACCESS_TTL, MIN_ACCESS_TTL, OWN_LEEWAY, OwnIssuerSettings, parse_ttl};
+use super::keys::{self, SigningAlg};
+use super::store::{ClientRecord, META_ACCESS_TTL, META_CURRENT_KID, Store, StoreError};
+use super::unix;
+use crate::identity::parse_spki_pin;
+use crate::license::dates::rfc3339;
+
+/// Where the store is: exactly one of the two.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct StoreArg {
+    /// The gateway's config file: the store (and algorithm) come from its `[issuer]` section.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The issuer's store file itself (created, mode 0600, if missing).
+    #[arg(long, value_name = "FILE")]
+    pub store: Option<PathBuf>,
+}
+
+/// `portcullis client ...`: the token issuer's client registry.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Register a client and print its secret. The secret is shown this once: only its
+    /// argon2id hash is stored.
+    Add {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Client id: 1-64 of A-Z a-z 0-9 _ . -
+        #[arg(long)]
+        id: String,
+        /// Scopes the client may be granted, comma-separated.
+        #[arg(long, value_delimiter = ',', value_name = "A,B")]
+        scopes: Vec<String>,
+        /// SPKI pin (`sha256/<base64>`, see `portcullis pin`) of a certificate the client
+        /// may authenticate with (RFC 8705 tls_client_auth). Repeatable.
+        #[arg(long = "cert-pin", value_name = "PIN")]
+        cert_pins: Vec<String>,
+        /// Certificate authentication only: no secret is made.
+        #[arg(long, requires = "cert_pins")]
+        cert_only: bool,
+        /// The client's access-token lifetime (e.g. "5m"). Default: the issuer's.
+        #[arg(long, value_name = "DURATION")]
+        access_ttl: Option<String>,
+    },
+    /// List clients: id, state, authentication, scopes.
+    List {
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Disable a client: its credentials and refresh tokens stop working.
+    Disable {
+        #[command(flatten)]
+        store: StoreArg,
+        /// The client id.
+        id: String,
+    },
+    /// Replace a client's secret and print the new one (shown this once); the old one
+    /// stops working.
+    RotateSecret {
+        #[command(flatten)]
+        store: StoreArg,
+        /// The client id.
+        id: String,
+    },
+}
+
+/// `portcullis keys ...`: the token issuer's signing keys.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make a new signing key (new kid) for the tokens minted from now on. The previous
+    /// public key stays in the JWKS until the tokens it signed have expired.
+    Rotate {
+        #[command(flatten)]
+        store: StoreArg,
+        /// ES256 or EdDSA. Default: the config's `algorithm`, else the current key's.
+        #[arg(long, value_name = "ALG")]
+        algorithm: Option<String>,
+    },
+}
+
+/// Why a command failed (printed as `error: ...`, exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The config file is unreadable or its `[issuer]` section is invalid.
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// A flag's value is unusable.
+    #[error("{flag}: {message}")]
+    Arg { flag: &'static str, message: String },
+}
+
+fn arg(flag: &'static str, message: impl Into<String>) -> CliError {
+    CliError::Arg {
+        flag,
+        message: message.into(),
+    }
+}
+
+/// The store file and, with `--config`, the issuer settings.
+fn locate(s: &StoreArg) -> Result<(PathBuf, Option<OwnIssuerSettings>), CliError> {
+    match (&s.config, &s.store) {
+        (Some(config), _) => {
+            let settings = settings_from(config)?;
+            Ok((settings.store.clone(), Some(settings)))
+        }
+        (None, Some(store)) => Ok((store.clone(), None)),
+        (None, None) => Err(arg("--config/--store", "name the config or the store file")),
+    }
+}
+
+fn settings_from(config: &Path) -> Result<OwnIssuerSettings, CliError> {
+    let text = std::fs::read_to_string(config)
+        .map_err(|e| CliError::Config(format!("cannot read {}: {e}", config.display())))?;
+    let file = crate::config::parse_file_config(config, &text)
+        .map_err(|e| CliError::Config(e.to_string()))?;
+    let Some(section) = file.issuer.as_ref() else {
+        return Err(CliError::Config(format!(
+            "{}: no [issuer] section: give --store FILE instead",
+            config.display()
+        )));
+    };
+    let mut r = crate::config::Report::new(config);
+    let settings = super::config::validate(section, &mut r);
+    match settings {
+        Some(s) if r.errors.is_empty() => Ok(s),
+        _ => Err(CliError::Config(
+            r.errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )),
+    }
+}
+
+/// Run one `client` command as of `now`; the text to print.
+pub fn run_client(cmd: ClientCommand, now: SystemTime) -> Result<String, CliError> {
+    let now = unix(now);
+    match cmd {
+        ClientCommand::Add {
+            store,
+            id,
+            scopes,
+            cert_pins,
+            cert_only,
+            access_ttl,
+        } => {
+            let mut pins = Vec::new();
+            for p in &cert_pins {
+                pins.push(
+                    parse_spki_pin(p).map_err(|e| arg("--cert-pin", format!("\"{p}\" {e}")))?,
+                );
+            }
+            let access_token_ttl = access_ttl
+                .as_deref()
+                .map(|t| parse_ttl(t, MIN_ACCESS_TTL, MAX_ACCESS_TTL))
+                .transpose()
+                .map_err(|m| arg("--access-ttl", m))?;
+            let new = NewClient {
+                id,
+                scopes,
+                cert_pins: pins,
+                cert_only,
+                access_token_ttl,
+            };
+            let store = Store::open(&locate(&store)?.0)?;
+            let (rec, secret) = clients::add(&store, &new, now)?;
+            let mut out = format!("client_id:     {}\n", rec.id);
+            match secret {
+                Some(s) => {
+                    out.push_str(&format!("client_secret: {}\n", s.expose()));
+                    out.push_str("(shown this once: only its argon2id hash is stored)\n");
+                }
+                None => out.push_str("client_secret: none (certificate authentication only)\n"),
+            }
+            out.push_str(&format!(
+                "scopes:        {}\n",
+                none_if_empty(&rec.scopes.join(" "))
+            ));
+            Ok(out)
+        }
+        ClientCommand::List { store } => {
+            let store = Store::open(&locate(&store)?.0)?;
+            let list = clients::list(&store)?;
+            if list.is_empty() {
+                return Ok("no clients\n".to_owned());
+            }
+            let mut out = format!(
+                "{:<24} {:<9} {:<12} {:<8} SCOPES\n",
+                "ID", "STATE", "AUTH", "TTL"
+            );
+            for c in &list {
+                out.push_str(&row(c));
+            }
+            Ok(out)
+        }
+        ClientCommand::Disable { store, id } => {
+            let store = Store::open(&locate(&store)?.0)?;
+            let rec = clients::disable(&store, &id)?;
+            Ok(format!("client {} disabled\n", rec.id))
+        }
+        ClientCommand::RotateSecret { store, id } => {
+            let store = Store::open(&locate(&store)?.0)?;
+            let (rec, secret) = clients::rotate_secret(&store, &id, now)?;
+            Ok(format!(
+                "client_id:     {}\nclient_secret: {}\n(shown this once; the previous secret no longer works)\n",
+                rec.id,
+                secret.expose()
+            ))
+        }
+    }
+}
+
+fn none_if_empty(s: &str) -> &str {
+    if s.is_empty() { "(none)" } else { s }
+}
+
+fn row(c: &ClientRecord) -> String {
+    let auth = match (c.secret_hash.is_some(), c.cert_pins.is_empty()) {
+        (true, true) => "secret",
+        (true, false) => "secret+cert",
+        (false, false) => "cert",
+        (false, true) => "none",
+    };
+    let ttl = c
+        .access_token_ttl
+        .map(|s| humantime::format_duration(std::time::Duration::from_secs(s)).to_string())
+        .unwrap_or_else(|| "default".to_owned());
+    format!(
+        "{:<24} {:<9} {:<12} {:<8} {}\n",
+        c.id,
+        if c.disabled { "disabled" } else { "active" },
+        auth,
+        ttl,
+        none_if_empty(&c.scopes.join(" "))
+    )
+}
+
+/// Run one `keys` command as of `now`; the text to print.
+pub fn run_keys(cmd: KeysCommand, now: SystemTime) -> Result<String, CliError> {
+    let now = unix(now);
+    match cmd {
+        KeysCommand::Rotate { store, algorithm } => {
+            let (path, settings) = locate(&store)?;
+            let flag = algorithm
+                .as_deref()
+                .map(|a| {
+                    SigningAlg::parse(a).ok_or_else(|| arg("--algorithm", "use ES256 or EdDSA"))
+                })
+                .transpose()?;
+            let store = Store::open(&path)?;
+            let rotated = store.write(|tx| {
+                if let Some(s) = &settings {
+                    // Retention of the old key reads the configured access-token lifetime.
+                    tx.set_meta(META_ACCESS_TTL, &s.access_token_ttl.as_secs().to_string())?;
+                }
+                let current = match tx.meta(META_CURRENT_KID)? {
+                    Some(kid) => tx.key(&kid)?.map(|k| k.alg),
+                    None => None,
+                };
+                let alg = flag
+                    .or(settings.as_ref().map(|s| s.algorithm))
+                    .or(current)
+                    .unwrap_or(SigningAlg::ES256);
+                keys::rotate(tx, alg, now, OWN_LEEWAY)
+            })?;
+            let mut out = format!(
+                "new signing key: {} ({})\n",
+                rotated.kid,
+                rotated.alg.name()
+            );
+            if let Some((old, until)) = rotated.retired {
+                out.push_str(&format!(
+                    "previous key {old} stays in the JWKS until {} (its tokens have expired by then)\n",
+                    rfc3339(until)
+                ));
+            }
+            Ok(out)
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! The issuer's database: one redb file (mode 0600) holding clients, signing keys (private
+//! halves included: hence the mode), refresh-token families, refresh-token hashes and
+//! revoked access-token ids.
+//!
+//! Every change is one redb write transaction committed with `Durability::Immediate` (redb's
+//! default): when `commit` returns the change is on disk, and redb's copy-on-write commit
+//! means a crash leaves the old state or the new one, never a mix. redb runs one write
+//! transaction at a time, so a read-check-write inside one (a refresh-token rotation) is
+//! atomic against every other writer: two refreshes of one token cannot both pass.
+//!
+//! Records are JSON in `&[u8]` values: a field added later reads old records with its
+//! default, and a new incompatible layout gets a new table name (`_v2`).
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+
+use redb::{
+    Database, ReadTransaction, ReadableDatabase as _, ReadableTable, ReadableTableMetadata as _,
+    TableDefinition, WriteTransaction,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use super::records::{ClientRecord, FamilyRecord, KeyRecord};
+
+/// `client_id -> ClientRecord`.
+const CLIENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("clients_v1");
+/// `kid -> KeyRecord`.
+const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("signing_keys_v1");
+/// `family id -> FamilyRecord`.
+const FAMILIES: TableDefinition<&str, &[u8]> = TableDefinition::new("refresh_families_v1");
+/// `SHA-256(refresh token) -> family id`, for the current and every retired token of a
+/// family, so a retired token is recognised (reuse detection) until the family expires.
+const REFRESH: TableDefinition<&[u8], &str> = TableDefinition::new("refresh_tokens_v1");
+/// `jti -> exp` (Unix seconds) of revoked access tokens.
+const REVOKED: TableDefinition<&str, u64> = TableDefinition::new("revoked_jti_v1");
+/// Small settings: the current kid, the configured access-token lifetime.
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta_v1");
+
+pub(crate) const META_CURRENT_KID: &str = "current_kid";
+pub(crate) const META_ACCESS_TTL: &str = "access_token_ttl_secs";
+
+// === Errors ===
+
+/// Why the store could not be opened, read or written. Names the file, never a value.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Something else (a running gateway, another CLI) has the file open: redb allows one.
+    #[error(
+        "the issuer store {} is already open (by a running gateway?): redb allows one opener",
+        path.display()
+    )]
+    InUse { path: PathBuf },
+    /// The file could not be created or opened (missing folder, permissions, not redb).
+    #[error("cannot open the issuer store {}: {source}", path.display())]
+    Open { path: PathBuf, source: redb::Error },
+    /// A read or write transaction failed; nothing was changed.
+    #[error("the issuer store {} failed: {source}", path.display())]
+    Io { path: PathBuf, source: redb::Error },
+    /// A record is not one this version understands (edited outside portcullis?).
+    #[error("the issuer store {} holds a record that cannot be read: {what}", path.display())]
+    Corrupt { path: PathBuf, what: String },
+    /// Key generation or signing failed (the system random source or aws-lc).
+    #[error("cryptographic operation failed: {0}")]
+    Crypto(&'static str),
+}
+
+/// What fails inside a transaction, before the store adds its path.
+#[derive(Debug)]
+pub enum TxError {
+    Redb(redb::Error),
+    Corrupt(String),
+    Crypto(&'static str),
+}
+
+/// `?` on every redb error type inside a transaction.
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for TxError {
+            fn from(e: $t) -> Self {
+                TxError::Redb(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::Error,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+// === The store ===
+
+/// The open redb file.
+pub struct Store {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "issuer::Store({})", self.path.display())
+    }
+}
+
+impl Store {
+    /// Open the store at `path`, creating it (mode 0600) if missing. The folder must exist.
+    /// A file readable by others is narrowed to 0600 (it holds private keys).
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let open_err = |e: redb::Error| StoreError::Open {
+            path: path.to_path_buf(),
+            source: e,
+        };
+        // Create it ourselves first, so it is never readable by others, not even briefly.
+        let mut opts = OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        match opts.open(path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => narrow_mode(path),
+            Err(e) => return Err(open_err(redb::Error::Io(e))),
+        }
+        let db = Database::builder()
+            // Clients, keys and live families: a few MiB; redb's default cache is 1 GiB.
+            .set_cache_size(32 * 1024 * 1024)
+            .set_check_integrity_on_open(true)
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
+                    path: path.to_path_buf(),
+                },
+                e => open_err(e.into()),
+            })?;
+        let store = Store {
+            db,
+            path: path.to_path_buf(),
+        };
+        // Create every table, so reads of a new store need no special case.
+        store.write(|tx| {
+            tx.txn.open_table(CLIENTS)?;
+            tx.txn.open_table(KEYS)?;
+            tx.txn.open_table(FAMILIES)?;
+            tx.txn.open_table(REFRESH)?;
+            tx.txn.open_table(REVOKED)?;
+            tx.txn.open_table(META)?;
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Run `f` in one write transaction; commit only if it returns Ok. Blocks while another
+    /// write transaction runs (callers on the async path use `spawn_blocking`).
+    pub fn write<T>(
+        &self,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T, TxError>,
+    ) -> Result<T, StoreError> {
+        let run = || -> Result<T, TxError> {
+            let txn = self.db.begin_write()?;
+            let out = f(&mut Tx { txn: &txn })?;
+            txn.commit()?;
+            Ok(out)
+        };
+        run().map_err(|e| self.error(e))
+    }
+
+    /// Run `f` in one read transaction (a consistent snapshot; never blocks writers).
+    pub fn read<T>(&self, f: impl FnOnce(&Rx) -> Result<T, TxError>) -> Result<T, StoreError> {
+        let run = || -> Result<T, TxError> {
+            let txn = self.db.begin_read()?;
+            f(&Rx { txn })
+        };
+        run().map_err(|e| self.error(e))
+    }
+
+    fn error(&self, e: TxError) -> StoreError {
+        match e {
+            TxError::Redb(source) => StoreError::Io {
+                path: self.path.clone(),
+                source,
+            },
+            TxError::Corrupt(what) => StoreError::Corrupt {
+                path: self.path.clone(),
+                what,
+            },
+            TxError::Crypto(what) => StoreError::Crypto(what),
+        }
+    }
+}
+
+/// A store file from an older version or copied around may be group- or world-readable.
+fn narrow_mode(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            match std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+                Ok(()) => {
+                    tracing::warn!(path = %path.display(), "issuer store was readable by others; narrowed to mode 0600")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "issuer store is readable by others and cannot be narrowed to 0600")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+// === Reading (shared by read and write transactions) ===
+
+fn get_json<T: DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<T>, TxError> {
+    match table.get(key)? {
+        None => Ok(None),
+        Some(v) => serde_json::from_slice(v.value())
+            .map(Some)
+            .map_err(|e| TxError::Corrupt(format!("record \"{key:.64}\": {e}"))),
+    }
+}
+
+fn all_json<T: DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<Vec<T>, TxError> {
+    let mut out = Vec::new();
+    for row in table.iter()? {
+        let (k, v) = row?;
+        out.push(
+            serde_json::from_slice(v.value())
+                .map_err(|e| TxError::Corrupt(format!("record \"{:.64}\": {e}", k.value())))?,
+        );
+    }
+    Ok(out)
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>, TxError> {
+    serde_json::to_vec(v).map_err(|e| TxError::Corrupt(e.to_string()))
+}
+
+/// A read transaction.
+pub struct Rx {
+    txn: ReadTransaction,
+}
+
+impl Rx {
+    pub fn client(&self, id: &str) -> Result<Option<ClientRecord>, TxError> {
+        get_json(&self.txn.open_table(CLIENTS)?, id)
+    }
+    pub fn clients(&self) -> Result<Vec<ClientRecord>, TxError> {
+        all_json(&self.txn.open_table(CLIENTS)?)
+    }
+    pub fn keys(&self) -> Result<Vec<KeyRecord>, TxError> {
+        all_json(&self.txn.open_table(KEYS)?)
+    }
+    pub fn family(&self, id: &str) -> Result<Option<FamilyRecord>, TxError> {
+        get_json(&self.txn.open_table(FAMILIES)?, id)
+    }
+    pub fn family_of(&self, hash: &[u8; 32]) -> Result<Option<String>, TxError> {
+        let table = self.txn.open_table(REFRESH)?;
+        Ok(table.get(&hash[..])?.map(|v| v.value().to_owned()))
+    }
+    pub fn revoked(&self) -> Result<Vec<(String, u64)>, TxError> {
+        let table = self.txn.open_table(REVOKED)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            out.push((k.value().to_owned(), v.value()));
+        }
+        Ok(out)
+    }
+    pub fn meta(&self, key: &str) -> Result<Option<String>, TxError> {
+        let table = self.txn.open_table(META)?;
+        Ok(table.get(key)?.map(|v| v.value().to_owned()))
+    }
+}
+
+/// A write transaction. Tables are opened per call, so no two handles overlap.
+pub struct Tx<'a> {
+    txn: &'a WriteTransaction,
+}
+
+impl Tx<'_> {
+    pub fn client(&self, id: &str) -> Result<Option<ClientRecord>, TxError> {
+        get_json(&self.txn.open_table(CLIENTS)?, id)
+    }
+    pub fn clients(&self) -> Result<Vec<ClientRecord>, TxError> {
+        all_json(&self.txn.open_table(CLIENTS)?)
+    }
+    pub fn put_client(&mut self, c: &ClientRecord) -> Result<(), TxError> {
+        self.txn
+            .open_table(CLIENTS)?
+            .insert(c.id.as_str(), to_json(c)?.as_slice())?;
+        Ok(())
+    }
+
+    pub fn keys(&self) -> Result<Vec<KeyRecord>, TxError> {
+        all_json(&self.txn.open_table(KEYS)?)
+    }
+    pub fn key(&self, kid: &str) -> Result<Option<KeyRecord>, TxError> {
+        get_json(&self.txn.open_table(KEYS)?, kid)
+    }
+    pub fn put_key(&mut self, k: &KeyRecord) -> Result<(), TxError> {
+        self.txn
+            .open_table(KEYS)?
+            .insert(k.kid.as_str(), to_json(k)?.as_slice())?;
+        Ok(())
+    }
+    pub fn remove_key(&mut self, kid: &str) -> Result<(), TxError> {
+        self.txn.open_table(KEYS)?.remove(kid)?;
+        Ok(())
+    }
+
+    pub fn family(&self, id: &str) -> Result<Option<FamilyRecord>, TxError> {
+        get_json(&self.txn.open_table(FAMILIES)?, id)
+    }
+    pub fn put_family(&mut self, f: &FamilyRecord) -> Result<(), TxError> {
+        self.txn
+            .open_table(FAMILIES)?
+            .insert(f.id.as_str(), to_json(f)?.as_slice())?;
+        Ok(())
+    }
+    pub fn family_of(&self, hash: &[u8; 32]) -> Result<Option<String>, TxError> {
+        let table = self.txn.open_table(REFRESH)?;
+        Ok(table.get(&hash[..])?.map(|v| v.value().to_owned()))
+    }
+    pub fn put_refresh(&mut self, hash: &[u8; 32], family: &str) -> Result<(), TxError> {
+        self.txn.open_table(REFRESH)?.insert(&hash[..], family)?;
+        Ok(())
+    }
+
+    pub fn revoke_jti(&mut self, jti: &str, exp: u64) -> Result<(), TxError> {
+        self.txn.open_table(REVOKED)?.insert(jti, exp)?;
+        Ok(())
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>, TxError> {
+        let table = self.txn.open_table(META)?;
+        Ok(table.get(key)?.map(|v| v.value().to_owned()))
+    }
+    pub fn set_meta(&mut self, key: &str, value: &str) -> Result<(), TxError> {
+        self.txn.open_table(META)?.insert(key, value)?;
+        Ok(())
+    }
+
+    /// Drop what can no longer matter at `now` (Unix seconds): families past their absolute
+    /// expiry and their token hashes, revocations of tokens expired for longer than
+    /// `grace`, keys whose retention ended. Returns how many records went.
+    pub fn prune(&mut self, now: u64, grace: u64) -> Result<usize, TxError> {
+        let mut gone = 0;
+        let mut dead = std::collections::HashSet::new();
+        {
+            let mut families = self.txn.open_table(FAMILIES)?;
+            let mut expired = Vec::new();
+            for row in families.iter()? {
+                let (k, v) = row?;
+                let f: FamilyRecord = serde_json::from_slice(v.value())
+                    .map_err(|e| TxError::Corrupt(format!("family: {e}")))?;
+                if f.expires_at.saturating_add(grace) < now {
+                    expired.push(k.value().to_owned());
+                }
+            }
+            for id in expired {
+                families.remove(id.as_str())?;
+                dead.insert(id);
+                gone += 1;
+            }
+        }
+        if !dead.is_empty() {
+            let mut refresh = self.txn.open_table(REFRESH)?;
+            let before = refresh.len()?;
+            refresh.retain(|_, family| !dead.contains(family))?;
+            gone += usize::try_from(before.saturating_sub(refresh.len()?)).unwrap_or(0);
+        }
+        {
+            let mut revoked = self.txn.open_table(REVOKED)?;
+            let before = revoked.len()?;
+            revoked.retain(|_, exp| exp.saturating_add(grace) >= now)?;
+            gone += usize::try_from(before.saturating_sub(revoked.len()?)).unwrap_or(0);
+        }
+        {
+            let mut keys = self.txn.open_table(KEYS)?;
+            let mut ended = Vec::new();
+            for row in keys.iter()? {
+                let (k, v) = row?;
+                let rec: KeyRecord = serde_json::from_slice(v.value())
+                    .map_err(|e| TxError::Corrupt(format!("key: {e}")))?;
+                if rec.retain_until.is_some_and(|t| t < now) {
+                    ended.push(k.value().to_owned());
+                }
+            }
+            for kid in ended {
+                keys.remove(kid.as_str())?;
+                gone += 1;
+            }
+        }
+        Ok(gone)
+    }
+}
