@@ -671,10 +671,11 @@ fn the_documented_example_config_uses_only_known_keys_and_valid_values() {
     let err = load_str(&path, &text, in_2030())
         .err()
         .expect("certificates are absent");
+    // Only what an operator supplies and this machine does not have: files to read and the
+    // folders of the stores.
     for issue in &err.0 {
         assert!(
-            issue.message.contains("cannot read") && issue.key.contains("certificates")
-                || issue.key.ends_with("client_ca"),
+            issue.message.contains("cannot read") || issue.message.contains("does not exist"),
             "unexpected problem in the example: {issue}"
         );
     }
