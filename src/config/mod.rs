@@ -121,14 +121,17 @@ pub struct Loaded {
 /// Read, parse and validate the file at `path` as of `now` (certificate expiry is judged
 /// against `now`, so tests can move time).
 pub fn load_file(path: &Path, now: SystemTime) -> Result<Loaded, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    load_str(path, &read(path)?, now)
+}
+
+fn read(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigIssue::new(
             path,
             "",
             format!("cannot read config file: {e}"),
         )])
-    })?;
-    load_str(path, &text, now)
+    })
 }
 
 /// Parse and validate `text` as if read from `path` (relative paths resolve from its folder).
@@ -143,14 +146,7 @@ pub fn reload_file(
     now: SystemTime,
     previous: &Snapshot,
 ) -> Result<Loaded, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![ConfigIssue::new(
-            path,
-            "",
-            format!("cannot read config file: {e}"),
-        )])
-    })?;
-    let file = parse_file_config(path, &text)?;
+    let file = parse_file_config(path, &read(path)?)?;
     build_snapshot(path, &file, now, Some(previous))
 }
 

@@ -379,23 +379,7 @@ fn listener(
     l: &ListenerSection,
     now: SystemTime,
 ) -> Option<ListenerSkeleton> {
-    let name = match l.name.as_deref() {
-        None => {
-            r.error(
-                format!("{key}.name"),
-                "missing: every listener needs a name",
-            );
-            None
-        }
-        Some(n) if !is_label(n) => {
-            r.error(
-                format!("{key}.name"),
-                format!("\"{n}\" must be 1-64 characters of A-Z a-z 0-9 _ . -"),
-            );
-            None
-        }
-        Some(n) => Some(Arc::<str>::from(n)),
-    };
+    let name = label_name(r, key, l.name.as_deref(), "listener");
     let bind = match l.bind.as_deref() {
         None => {
             r.error(
@@ -576,6 +560,27 @@ fn listener(
     }
 }
 
+/// A listener's or route's `name`: required, and safe as a metric label and log field.
+fn label_name(r: &mut Report, key: &str, name: Option<&str>, what: &str) -> Option<Arc<str>> {
+    match name {
+        None => {
+            r.error(
+                format!("{key}.name"),
+                format!("missing: every {what} needs a name"),
+            );
+            None
+        }
+        Some(n) if !is_label(n) => {
+            r.error(
+                format!("{key}.name"),
+                format!("\"{n}\" must be 1-64 characters of A-Z a-z 0-9 _ . -"),
+            );
+            None
+        }
+        Some(n) => Some(Arc::<str>::from(n)),
+    }
+}
+
 /// Names that are safe as metric labels and log fields.
 fn is_label(s: &str) -> bool {
     !s.is_empty()
@@ -596,20 +601,7 @@ fn route(
     issuers: &[crate::token::TokenIssuerSection],
 ) -> Option<(Route, Option<HashSet<String>>)> {
     let licensing = file.licenses.is_some();
-    let name = match s.name.as_deref() {
-        None => {
-            r.error(format!("{key}.name"), "missing: every route needs a name");
-            None
-        }
-        Some(n) if !is_label(n) => {
-            r.error(
-                format!("{key}.name"),
-                format!("\"{n}\" must be 1-64 characters of A-Z a-z 0-9 _ . -"),
-            );
-            None
-        }
-        Some(n) => Some(Arc::<str>::from(n)),
-    };
+    let name = label_name(r, key, s.name.as_deref(), "route");
 
     let mut on = None;
     if let Some(ls) = &s.listeners {
