@@ -28,8 +28,30 @@ fn protected(name: &str) -> bool {
     name.eq_ignore_ascii_case("host") || name.eq_ignore_ascii_case("content-length")
 }
 
+/// Remove every header in `names` that the map holds. Most of these names are absent from
+/// most requests, and every `remove` hashes its name (SipHash for custom names): one pass
+/// over the request's few keys finds what is there, and only that is removed.
+pub fn remove_present<'a>(h: &mut HeaderMap, names: impl Iterator<Item = &'a HeaderName> + Clone) {
+    let present = |k: &HeaderName| names.clone().any(|n| n == k);
+    if !h.keys().any(present) {
+        return;
+    }
+    // Rare (a client sent one of them): this Vec is not on the common path.
+    let hits: Vec<HeaderName> = h.keys().filter(|k| present(k)).cloned().collect();
+    for n in hits {
+        h.remove(n);
+    }
+}
+
 /// Remove hop-by-hop headers: the fixed list, `Proxy-*`, and whatever `Connection` names.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // Usually there are none: one pass over the keys instead of a lookup per name.
+    if !h
+        .keys()
+        .any(|k| HOP_BY_HOP.contains(k) || k.as_str().starts_with("proxy-"))
+    {
+        return;
+    }
     if h.contains_key(header::CONNECTION) {
         // Rare on keep-alive HTTP/1.1 and absent on HTTP/2, so the Vec is rarely built.
         let named: Vec<HeaderName> = h

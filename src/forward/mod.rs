@@ -16,6 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 pub use body::{BodyTooLarge, RequestBody, ResponseBody};
+pub use headers::remove_present;
 
 use crate::context::RequestContext;
 use crate::denial::Denial;

@@ -128,9 +128,11 @@ impl IdentityHeaders {
 
     /// Remove client-sent copies, then set the verified identity's values (if any).
     pub fn rewrite(&self, h: &mut HeaderMap, values: Option<&IdentityValues>) {
+        crate::forward::remove_present(h, self.names.iter().map(|(n, _)| n));
+        let Some(v) = values else {
+            return;
+        };
         for (name, field) in &self.names {
-            h.remove(name);
-            let Some(v) = values else { continue };
             let value = match field {
                 Field::Subject => Some(&v.subject),
                 Field::CommonName => v.common_name.as_ref(),

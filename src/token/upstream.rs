@@ -55,15 +55,11 @@ pub fn rewrite_upstream_headers(
     claims: Option<&Claims>,
     cfg: &ClaimHeaders,
 ) {
-    for name in &DEFAULT_NAMES {
-        headers.remove(name);
-    }
-    for name in [&cfg.subject, &cfg.client_id, &cfg.scopes, &cfg.issuer]
-        .into_iter()
-        .flatten()
-    {
-        headers.remove(name);
-    }
+    let configured = [&cfg.subject, &cfg.client_id, &cfg.scopes, &cfg.issuer];
+    crate::forward::remove_present(
+        headers,
+        DEFAULT_NAMES.iter().chain(configured.into_iter().flatten()),
+    );
     let Some(claims) = claims else {
         return;
     };
