@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::uri::{Authority, Scheme};
-use http::{Request, Response, Uri, Version, header};
+use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -254,8 +254,6 @@ pub async fn forward(
     parts
         .headers
         .insert(crate::context::X_REQUEST_ID, ctx.request_id_header.clone());
-    // The client's connection is ours to manage, not the upstream's.
-    parts.headers.remove(header::CONNECTION);
     Ok(Response::from_parts(parts, ResponseBody::upstream(body)))
 }
 
