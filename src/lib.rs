@@ -16,6 +16,7 @@ pub mod app;
 pub mod clock;
 pub mod config;
 pub mod context;
+mod db;
 pub mod demo;
 pub mod denial;
 pub mod forward;

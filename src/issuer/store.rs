@@ -11,7 +11,6 @@
 //! Records are JSON in `&[u8]` values: a field added later reads old records with its
 //! default, and a new incompatible layout gets a new table name (`_v2`).
 
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 
 use redb::{
@@ -113,27 +112,15 @@ impl Store {
             path: path.to_path_buf(),
             source: e,
         };
-        // Create it ourselves first, so it is never readable by others, not even briefly.
-        let mut opts = OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        match opts.open(path) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => narrow_mode(path),
-            Err(e) => return Err(open_err(redb::Error::Io(e))),
-        }
-        let db = Database::builder()
-            // Clients, keys and live families: a few MiB; redb's default cache is 1 GiB.
-            .set_cache_size(32 * 1024 * 1024)
-            .set_check_integrity_on_open(true)
-            .create(path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
-                    path: path.to_path_buf(),
-                },
-                e => open_err(e.into()),
-            })?;
+        // A file readable by others is narrowed first (no-op when it does not exist yet).
+        narrow_mode(path);
+        // Clients, keys and live families: a few MiB; redb's default cache is 1 GiB.
+        let db = crate::db::open_private(path, 32 * 1024 * 1024).map_err(|e| match e {
+            redb::Error::DatabaseAlreadyOpen => StoreError::InUse {
+                path: path.to_path_buf(),
+            },
+            e => open_err(e),
+        })?;
         let store = Store {
             db,
             path: path.to_path_buf(),

@@ -6,7 +6,6 @@
 //! redb's copy-on-write commit means a crash at any point leaves either the old state or the
 //! new one, never a mix. So a crash mid-write loses nothing that was acknowledged.
 
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
@@ -56,23 +55,8 @@ impl LicenseStore {
             path: path.to_path_buf(),
             source: e,
         };
-        // Create it ourselves first, so it is never readable by others, not even briefly.
-        let mut opts = OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        match opts.open(path) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(open_err(redb::Error::Io(e))),
-        }
-        let db = Database::builder()
-            // The store holds a few MiB at most; redb's default cache is 1 GiB.
-            .set_cache_size(16 * 1024 * 1024)
-            // Report a damaged file as an error rather than trusting it.
-            .set_check_integrity_on_open(true)
-            .create(path)
-            .map_err(|e| open_err(e.into()))?;
+        // The store holds a few MiB at most; redb's default cache is 1 GiB.
+        let db = crate::db::open_private(path, 16 * 1024 * 1024).map_err(open_err)?;
         let store = LicenseStore {
             db,
             path: path.to_path_buf(),
