@@ -76,6 +76,67 @@ async fn tls13_handshake_succeeds_and_negotiates_tls13() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_prefers_aes128_gcm_over_a_client_that_lists_aes256_first() {
+    use rustls::CipherSuite;
+    use rustls::crypto::aws_lc_rs::cipher_suite as cs;
+    let pki = Pki::generate();
+    let (_up, gw) = echo_gateway(&pki, "").await;
+    let suite = |tls: &Tls| tls.get_ref().1.negotiated_cipher_suite().map(|s| s.suite());
+
+    // rustls' default client order puts AES-256 first; the listener's order wins.
+    let client = TlsClient::new(&pki);
+    assert_eq!(
+        client.config().crypto_provider().cipher_suites[0].suite(),
+        CipherSuite::TLS13_AES_256_GCM_SHA384,
+        "control: the client really prefers AES-256"
+    );
+    let tls = client
+        .clone()
+        .tls13_only()
+        .connect(gw.addr(), "localhost")
+        .await
+        .unwrap();
+    assert_eq!(suite(&tls), Some(CipherSuite::TLS13_AES_128_GCM_SHA256));
+    let tls = client
+        .clone()
+        .tls12_only()
+        .connect(gw.addr(), "localhost")
+        .await
+        .unwrap();
+    assert_eq!(
+        suite(&tls),
+        Some(CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)
+    );
+
+    // A preference, not a restriction: a client offering only AES-256 or ChaCha20 gets it.
+    for (offer, want) in [
+        (
+            cs::TLS13_AES_256_GCM_SHA384,
+            CipherSuite::TLS13_AES_256_GCM_SHA384,
+        ),
+        (
+            cs::TLS13_CHACHA20_POLY1305_SHA256,
+            CipherSuite::TLS13_CHACHA20_POLY1305_SHA256,
+        ),
+    ] {
+        let tls = TlsClient::new(&pki)
+            .tls13_only()
+            .suites(&[offer])
+            .connect(gw.addr(), "localhost")
+            .await
+            .unwrap();
+        assert_eq!(suite(&tls), Some(want));
+        H1::handshake(tls)
+            .await
+            .unwrap()
+            .call(get("/"))
+            .await
+            .unwrap()
+            .echo();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handcrafted_tls12_client_hello_gets_a_server_hello() {
     // Control for the legacy-version tests: the same handcrafted hello with version 1.2 is
     // answered, so their refusal is about the version, not a malformed hello.

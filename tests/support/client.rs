@@ -33,6 +33,8 @@ pub struct TlsClient {
     versions: Vec<&'static SupportedProtocolVersion>,
     alpn: Vec<Vec<u8>>,
     identity: Option<Identity>,
+    /// Cipher suites offered, most preferred first; None: the provider's defaults.
+    suites: Option<Vec<rustls::SupportedCipherSuite>>,
 }
 
 impl TlsClient {
@@ -42,6 +44,7 @@ impl TlsClient {
             versions: vec![&rustls::version::TLS13, &rustls::version::TLS12],
             alpn: vec![b"http/1.1".to_vec()],
             identity: None,
+            suites: None,
         }
     }
 
@@ -69,13 +72,23 @@ impl TlsClient {
         self.alpn(&["h2"])
     }
 
+    /// Offer exactly these cipher suites, in this order.
+    pub fn suites(mut self, suites: &[rustls::SupportedCipherSuite]) -> Self {
+        self.suites = Some(suites.to_vec());
+        self
+    }
+
     pub fn identity(mut self, id: &Identity) -> Self {
         self.identity = Some(id.clone());
         self
     }
 
     pub fn config(&self) -> Arc<ClientConfig> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+        if let Some(suites) = &self.suites {
+            provider.cipher_suites = suites.clone();
+        }
+        let provider = Arc::new(provider);
         let mut roots = RootCertStore::empty();
         for r in &self.roots {
             roots.add(r.clone()).expect("add root");
