@@ -40,7 +40,7 @@ pub struct Snapshot {
     /// The config file as parsed, secrets redacted, for `GET /config`.
     pub redacted: serde_json::Value,
     /// The HTTP/1.1 + HTTP/2 server settings every new connection is served with.
-    pub http: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    pub(crate) http: Arc<crate::listener::HttpBuilders>,
 }
 
 impl Snapshot {

@@ -241,7 +241,7 @@ pub fn build_snapshot(
     Ok(Loaded {
         snapshot: Snapshot {
             source: path.to_path_buf(),
-            http: crate::listener::http_builder(&server),
+            http: Arc::new(crate::listener::http_builders(&server)),
             server,
             listeners,
             identity_headers,
