@@ -6,6 +6,8 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use http::{StatusCode, Version};
@@ -681,4 +683,88 @@ async fn a_route_limited_to_one_listener_is_not_served_on_another() {
         "public",
         "the admin route leaked onto the public listener"
     );
+}
+
+/// A minimal HTTP/1.1 upstream over raw TCP: answers each connection's first request with
+/// a keep-alive 200 (`conn-<n>`, n counting connections from 1), then closes the socket,
+/// as a server whose keep-alive timeout is shorter than the gateway's does.
+async fn closes_after_each_response() -> (String, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepts = Arc::new(AtomicUsize::new(0));
+    let counter = accepts.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                continue;
+            };
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => head.extend_from_slice(&buf[..k]),
+                    }
+                }
+                let body = format!("conn-{n}");
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+                // Closed without "Connection: close": the gateway pooled it as reusable.
+            });
+        }
+    });
+    (url, accepts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_the_upstream_closed_is_not_reused_and_the_request_succeeds() {
+    let pki = Pki::generate();
+    let (url, accepts) = closes_after_each_response().await;
+    let gw = Gateway::start(pki.dir(), &simple(&url)).await;
+
+    let mut client = connect_h1(&pki, gw.addr()).await;
+    for i in 1..=3 {
+        let resp = client.call(get("/again")).await.unwrap();
+        assert_eq!(resp.status, StatusCode::OK, "request {i}");
+        assert_eq!(
+            resp.text(),
+            format!("conn-{i}"),
+            "request {i} on a new connection"
+        );
+        // Lets the upstream's FIN reach the gateway before the next request; whether the
+        // pool sees it at once or the request finds it closed, the client must not notice.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(accepts.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_the_client_abandoned_mid_body_does_not_put_its_connection_back() {
+    let pki = Pki::generate();
+    let up = Upstream::download(7, 8 << 20).await;
+    let gw = Gateway::start(pki.dir(), &simple(&up.url())).await;
+
+    // Read the head of an 8 MiB response, then hang up.
+    let mut client = connect_h1(&pki, gw.addr()).await;
+    let resp = client.send(get("/big")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    drop(resp);
+    drop(client);
+
+    // The next exchange must not land on the connection still carrying that body.
+    let mut client = connect_h1(&pki, gw.addr()).await;
+    let resp = client.send(get("/big")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .expect("the whole second body")
+        .to_bytes();
+    assert_eq!(body.len(), 8 << 20);
+    assert_eq!(up.accepts(), 2, "the abandoned connection was reused");
 }

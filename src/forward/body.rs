@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::pool::Lease;
 use crate::record::AccessLine;
 
 /// The request body grew past the route's `max_body_bytes` while streaming.
@@ -94,15 +95,24 @@ pub struct ResponseBody {
 }
 
 enum Kind {
-    Upstream(Incoming),
+    /// The upstream's body and the connection it arrives on, returned to its pool when the
+    /// body has ended.
+    Upstream(Incoming, Option<Lease>),
     Full(Option<Bytes>),
 }
 
 impl ResponseBody {
-    /// The upstream's body; `target` is the index of the target that sent it.
-    pub fn upstream(body: Incoming) -> Self {
+    /// The upstream's body, arriving on the connection `lease`.
+    pub(crate) fn upstream(body: Incoming, lease: Lease) -> Self {
+        let lease = if body.is_end_stream() {
+            // Nothing to read (204, 304, HEAD, Content-Length: 0): reusable at once.
+            lease.checkin();
+            None
+        } else {
+            Some(lease)
+        };
         ResponseBody {
-            kind: Kind::Upstream(body),
+            kind: Kind::Upstream(body, lease),
             log: None,
         }
     }
@@ -140,7 +150,21 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         let polled = match &mut this.kind {
-            Kind::Upstream(b) => Pin::new(b).poll_frame(cx),
+            Kind::Upstream(b, lease) => {
+                let polled = Pin::new(&mut *b).poll_frame(cx);
+                match &polled {
+                    // The end, seen as the end or as the last frame (hyper stops polling a
+                    // body once it reports its end): the connection is free again.
+                    Poll::Ready(None) => lease.take().map(Lease::checkin),
+                    Poll::Ready(Some(Ok(_))) if b.is_end_stream() => {
+                        lease.take().map(Lease::checkin)
+                    }
+                    // A broken exchange: the connection closes with the lease.
+                    Poll::Ready(Some(Err(_))) => lease.take().map(drop),
+                    _ => None,
+                };
+                polled
+            }
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
         };
         if let (Poll::Ready(Some(Ok(frame))), Some(log)) = (&polled, &mut this.log)
@@ -153,14 +177,14 @@ impl Body for ResponseBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Upstream(b) => b.is_end_stream(),
+            Kind::Upstream(b, _) => b.is_end_stream(),
             Kind::Full(b) => b.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Upstream(b) => b.size_hint(),
+            Kind::Upstream(b, _) => b.size_hint(),
             Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Kind::Full(None) => SizeHint::with_exact(0),
         }

@@ -3,20 +3,19 @@
 
 mod body;
 mod headers;
+mod pool;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use http::uri::{Authority, Scheme};
-use http::{Request, Response, Uri, Version};
+use http::uri::Authority;
+use http::{HeaderValue, Request, Response, Uri, Version, header};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 pub use body::{BodyTooLarge, RequestBody, ResponseBody};
 pub use headers::remove_present;
+pub use pool::MAX_IDLE_PER_TARGET;
 
 use crate::context::RequestContext;
 use crate::denial::Denial;
@@ -75,18 +74,21 @@ pub fn parse_target(t: &str) -> Result<Authority, &'static str> {
 
 // === Upstream ===
 
-/// A route's targets and the connection pool that reaches them.
+/// A route's targets, each with its pool of idle connections.
 pub struct Upstream {
     targets: Vec<Target>,
     next: AtomicUsize,
     settings: UpstreamSettings,
-    client: Client<HttpConnector, RequestBody>,
 }
 
 struct Target {
     authority: Authority,
+    /// The Host header for requests that arrived without one (HTTP/2 carries it in
+    /// `:authority`, which the request line to the upstream cannot).
+    host: HeaderValue,
     /// Milliseconds since [`epoch`] until which the target is skipped.
     down_until: AtomicU64,
+    pool: Arc<pool::Pool>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -107,26 +109,26 @@ impl std::fmt::Debug for Upstream {
 
 impl Upstream {
     pub fn new(targets: Vec<Authority>, settings: UpstreamSettings) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(settings.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(settings.idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
         Upstream {
             targets: targets
                 .into_iter()
                 .map(|authority| Target {
+                    // An authority is always a valid header value (checked characters).
+                    host: HeaderValue::from_str(authority.as_str())
+                        .unwrap_or(HeaderValue::from_static("localhost")),
                     authority,
                     down_until: AtomicU64::new(0),
+                    pool: pool::Pool::new(settings.idle_timeout),
                 })
                 .collect(),
             next: AtomicUsize::new(0),
             settings,
-            client,
         }
+    }
+
+    /// Idle pooled connections over all targets (for tests and diagnostics).
+    pub fn idle_connections(&self) -> usize {
+        self.targets.iter().map(|t| t.pool.idle_count()).sum()
     }
 
     pub fn settings(&self) -> &UpstreamSettings {
@@ -202,12 +204,17 @@ pub async fn forward(
     let now = epoch_ms();
     let (index, target) = upstream.pick(now);
     log.target = Some(index);
+    // Origin form ("/path?query") on the request line, as HTTP/1.1 to a server wants it.
     let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = Some(target.authority.clone());
     uri.path_and_query = parts.uri.path_and_query().cloned();
+    if uri.path_and_query.is_none() {
+        uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
     parts.uri = Uri::from_parts(uri).map_err(|_| Denial::InvalidPath)?;
     parts.version = Version::HTTP_11;
+    if !parts.headers.contains_key(header::HOST) {
+        parts.headers.insert(header::HOST, target.host.clone());
+    }
 
     // Counting costs an allocation, so only requests with a body get a counter.
     if !http_body::Body::is_end_stream(&body) {
@@ -217,7 +224,12 @@ pub async fn forward(
     let sent_at = Instant::now();
     let sent = tokio::time::timeout(
         upstream.settings.response_timeout,
-        upstream.client.request(req),
+        pool::send(
+            &target.pool,
+            &target.authority,
+            upstream.settings.connect_timeout,
+            req,
+        ),
     );
     let record = |outcome| {
         ctx.metrics
@@ -228,33 +240,38 @@ pub async fn forward(
             record(Err(UpstreamError::Timeout));
             return Err(Denial::UpstreamTimeout);
         }
-        Ok(Ok(resp)) => {
+        Ok(Ok(sent)) => {
             record(Ok(()));
-            resp
+            sent
         }
-        Ok(Err(e)) => {
-            if e.is_connect() {
-                record(Err(UpstreamError::Connect));
-                target
-                    .down_until
-                    .store(now + TARGET_BACKOFF.as_millis() as u64, Ordering::Relaxed);
-                tracing::warn!(route = &*route.name, request_id = %ctx.request_id, "upstream target refused the connection; skipping it for {}s", TARGET_BACKOFF.as_secs());
-            } else if body::is_too_large(&e) {
+        Ok(Err(pool::SendError::Connect(e))) => {
+            record(Err(UpstreamError::Connect));
+            target
+                .down_until
+                .store(now + TARGET_BACKOFF.as_millis() as u64, Ordering::Relaxed);
+            tracing::warn!(route = &*route.name, request_id = %ctx.request_id, error_kind = ?e.kind(), "upstream target refused the connection; skipping it for {}s", TARGET_BACKOFF.as_secs());
+            return Err(Denial::UpstreamUnavailable);
+        }
+        Ok(Err(pool::SendError::Exchange(e))) => {
+            if body::is_too_large(&e) {
                 return Err(Denial::PayloadTooLarge);
-            } else {
-                record(Err(UpstreamError::Exchange));
-                tracing::warn!(route = &*route.name, request_id = %ctx.request_id, error = %e, "upstream exchange failed");
             }
+            record(Err(UpstreamError::Exchange));
+            tracing::warn!(route = &*route.name, request_id = %ctx.request_id, error = %e, "upstream exchange failed");
             return Err(Denial::UpstreamUnavailable);
         }
     };
 
+    let (resp, lease) = resp;
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     parts
         .headers
         .insert(crate::context::X_REQUEST_ID, ctx.request_id_header.clone());
-    Ok(Response::from_parts(parts, ResponseBody::upstream(body)))
+    Ok(Response::from_parts(
+        parts,
+        ResponseBody::upstream(body, lease),
+    ))
 }
 
 #[cfg(test)]

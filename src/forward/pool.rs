@@ -1,0 +1,354 @@
+//! Idle upstream connections, one stack per target: HTTP/1.1 over TCP, reused newest first.
+//!
+//! Why not hyper-util's pooled client, which this replaced: for every request it locked a
+//! pool map keyed by a cloned (scheme, authority), went through a checkout future, and
+//! spawned a task that waited for the connection to become idle again before putting it
+//! back. Here a connection is lent to one exchange ([`Lease`]) and comes back when the
+//! client has read the response body to its end, by which time hyper has almost always
+//! made it ready again; only when it has not does a task wait for it. A target's stack is
+//! a mutex held for a push or a pop, never across an await.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, Once, Weak};
+use std::time::{Duration, Instant};
+
+use http::uri::Authority;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::body::RequestBody;
+
+/// Idle connections kept per target at most; beyond it the oldest is closed. The upstream
+/// has to hold them too, and a burst of this many concurrent requests is rare.
+pub const MAX_IDLE_PER_TARGET: usize = 1024;
+
+type Sender = http1::SendRequest<RequestBody>;
+
+/// One target's idle connections, oldest at the front.
+pub struct Pool {
+    idle: Mutex<VecDeque<Idle>>,
+    idle_timeout: Duration,
+    max_idle: usize,
+    sweeper: Once,
+}
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+/// Why an exchange failed.
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection: refused, unreachable, name not resolved, or `connect_timeout`.
+    Connect(io::Error),
+    /// Connected, but the exchange failed (reset, malformed response, body error).
+    Exchange(hyper::Error),
+}
+
+/// A connection lent to one exchange. [`Lease::checkin`] returns it to its pool once the
+/// response body has ended; dropped without that (the client left mid-body, an error),
+/// the connection closes, since it may still carry unread bytes.
+pub struct Lease {
+    sender: Sender,
+    pool: Arc<Pool>,
+}
+
+impl Lease {
+    pub fn checkin(self) {
+        self.pool.put(self.sender);
+    }
+}
+
+impl Pool {
+    pub fn new(idle_timeout: Duration) -> Arc<Self> {
+        Self::with_cap(idle_timeout, MAX_IDLE_PER_TARGET)
+    }
+
+    fn with_cap(idle_timeout: Duration, max_idle: usize) -> Arc<Self> {
+        Arc::new(Pool {
+            idle: Mutex::new(VecDeque::new()),
+            idle_timeout,
+            max_idle,
+            sweeper: Once::new(),
+        })
+    }
+
+    /// Idle connections held now.
+    pub fn idle_count(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Idle>> {
+        // Every critical section is a push, a pop or a drain: a panic cannot leave the
+        // deque half-changed, so a poisoned lock is still consistent.
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The newest idle connection that is still open and not idle for longer than
+    /// `idle_timeout` at `now`; the others met on the way are closed.
+    fn take(&self, now: Instant) -> Option<Sender> {
+        let mut idle = self.lock();
+        while let Some(i) = idle.pop_back() {
+            if !i.sender.is_closed() && now.duration_since(i.since) <= self.idle_timeout {
+                return Some(i.sender);
+            }
+        }
+        None
+    }
+
+    /// Return a connection after its exchange. One that hyper has not yet made ready
+    /// again (the last bytes of a response still being processed) is waited for by a
+    /// task, at most `idle_timeout`.
+    fn put(self: &Arc<Self>, mut sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        if sender.is_ready() {
+            self.put_ready(sender, Instant::now());
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let pool = Arc::downgrade(self);
+        let wait = self.idle_timeout;
+        rt.spawn(async move {
+            if let Ok(Ok(())) = tokio::time::timeout(wait, sender.ready()).await
+                && let Some(pool) = pool.upgrade()
+            {
+                pool.put_ready(sender, Instant::now());
+            }
+        });
+    }
+
+    fn put_ready(self: &Arc<Self>, sender: Sender, now: Instant) {
+        {
+            let mut idle = self.lock();
+            expire(&mut idle, now, self.idle_timeout);
+            if idle.len() >= self.max_idle {
+                idle.pop_front();
+            }
+            idle.push_back(Idle { sender, since: now });
+        }
+        self.start_sweeper();
+    }
+
+    /// Close connections idle for longer than `idle_timeout` at `now`.
+    pub fn expire(&self, now: Instant) {
+        expire(&mut self.lock(), now, self.idle_timeout);
+    }
+
+    /// When traffic stops, nothing else would close the idle connections: a task looks
+    /// every half `idle_timeout` while the pool exists (it holds it weakly, so a reload
+    /// that drops this upstream ends the task).
+    fn start_sweeper(self: &Arc<Self>) {
+        self.sweeper.call_once(|| {
+            let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
+            let pool: Weak<Pool> = Arc::downgrade(self);
+            let every = (self.idle_timeout / 2).max(Duration::from_millis(100));
+            rt.spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    match pool.upgrade() {
+                        Some(pool) => pool.expire(Instant::now()),
+                        None => return,
+                    }
+                }
+            });
+        });
+    }
+}
+
+fn expire(idle: &mut VecDeque<Idle>, now: Instant, idle_timeout: Duration) {
+    // Oldest first: stop at the first one still fresh. Closed ones further in are
+    // skipped by `take`.
+    while idle
+        .front()
+        .is_some_and(|i| i.sender.is_closed() || now.duration_since(i.since) > idle_timeout)
+    {
+        idle.pop_front();
+    }
+}
+
+/// Send `req` to `authority` over an idle connection of `pool`, or a new one. A request
+/// that a pooled connection could not take (the upstream closed it while it idled, so
+/// not a byte of the request was written) is sent again over the next one: the same
+/// retry hyper-util's client made.
+pub async fn send(
+    pool: &Arc<Pool>,
+    authority: &Authority,
+    connect_timeout: Duration,
+    mut req: Request<RequestBody>,
+) -> Result<(Response<Incoming>, Lease), SendError> {
+    loop {
+        let (mut sender, pooled) = match pool.take(Instant::now()) {
+            Some(sender) => (sender, true),
+            None => (connect(authority, connect_timeout).await?, false),
+        };
+        if let Err(e) = sender.ready().await {
+            if pooled {
+                continue;
+            }
+            return Err(SendError::Exchange(e));
+        }
+        match sender.try_send_request(req).await {
+            Ok(resp) => {
+                let lease = Lease {
+                    sender,
+                    pool: pool.clone(),
+                };
+                return Ok((resp, lease));
+            }
+            Err(mut e) => match e.take_message() {
+                Some(unsent) if pooled => req = unsent,
+                _ => return Err(SendError::Exchange(e.into_error())),
+            },
+        }
+    }
+}
+
+/// A new connection: TCP (an IP literal directly, a name through the system resolver,
+/// each address in turn), no Nagle delay, HTTP/1.1 handshake; its I/O runs in a task
+/// that ends when the connection closes.
+async fn connect(authority: &Authority, timeout: Duration) -> Result<Sender, SendError> {
+    let port = authority.port_u16().unwrap_or(80);
+    let host = authority.host();
+    let literal = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+        .parse::<IpAddr>();
+    let tcp = async {
+        match literal {
+            Ok(ip) => TcpStream::connect((ip, port)).await,
+            Err(_) => TcpStream::connect((host, port)).await,
+        }
+    };
+    let tcp = match tokio::time::timeout(timeout, tcp).await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => return Err(SendError::Connect(e)),
+        Err(_) => {
+            return Err(SendError::Connect(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "connect timed out",
+            )));
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    let (sender, conn) = http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(SendError::Exchange)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real upstream connection: a loopback listener that accepts and keeps the socket.
+    async fn sender() -> (Sender, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hold = tokio::spawn(async move {
+            let (_sock, _) = listener.accept().await.unwrap();
+            std::future::pending::<()>().await;
+        });
+        let authority: Authority = addr.to_string().parse().unwrap();
+        let s = connect(&authority, Duration::from_secs(5)).await.unwrap();
+        (s, hold)
+    }
+
+    #[tokio::test]
+    async fn the_newest_idle_connection_is_taken_first_and_only_once() {
+        let pool = Pool::new(Duration::from_secs(60));
+        let now = Instant::now();
+        let (a, _ha) = sender().await;
+        let (b, _hb) = sender().await;
+        pool.put_ready(a, now);
+        pool.put_ready(b, now + Duration::from_secs(1));
+        assert_eq!(pool.idle_count(), 2);
+        let first = pool.take(now + Duration::from_secs(2)).unwrap();
+        assert_eq!(pool.idle_count(), 1);
+        // `b` was put last; the one left is `a`, whose entry is older.
+        assert!(pool.lock().front().is_some_and(|i| i.since == now));
+        drop(first);
+        assert!(pool.take(now + Duration::from_secs(2)).is_some());
+        assert!(pool.take(now + Duration::from_secs(2)).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_connection_idle_longer_than_idle_timeout_is_never_taken() {
+        let pool = Pool::new(Duration::from_secs(90));
+        let now = Instant::now();
+        let (a, _ha) = sender().await;
+        pool.put_ready(a, now);
+        assert!(pool.take(now + Duration::from_secs(91)).is_none());
+        assert_eq!(pool.idle_count(), 0, "the expired connection is closed");
+    }
+
+    #[tokio::test]
+    async fn expire_closes_only_the_connections_past_idle_timeout() {
+        let pool = Pool::new(Duration::from_secs(90));
+        let now = Instant::now();
+        let (a, _ha) = sender().await;
+        let (b, _hb) = sender().await;
+        pool.put_ready(a, now);
+        pool.put_ready(b, now + Duration::from_secs(60));
+        pool.expire(now + Duration::from_secs(100));
+        assert_eq!(pool.idle_count(), 1);
+        pool.expire(now + Duration::from_secs(151));
+        assert_eq!(pool.idle_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_is_not_taken() {
+        let pool = Pool::new(Duration::from_secs(60));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
+        let closer = tokio::spawn(async move {
+            let (sock, _) = listener.accept().await.unwrap();
+            drop(sock);
+        });
+        let s = connect(&authority, Duration::from_secs(5)).await.unwrap();
+        closer.await.unwrap();
+        // hyper's connection task sees the close and ends; the sender then reports it.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !s.is_closed() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("hyper notices the close");
+        pool.lock().push_back(Idle {
+            sender: s,
+            since: Instant::now(),
+        });
+        assert!(pool.take(Instant::now()).is_none());
+    }
+
+    #[tokio::test]
+    async fn the_oldest_idle_connection_is_closed_beyond_the_cap() {
+        let pool = Pool::with_cap(Duration::from_secs(60), 2);
+        let now = Instant::now();
+        for i in 0..3 {
+            let (s, _upstream) = sender().await;
+            pool.put_ready(s, now + Duration::from_secs(i));
+        }
+        let idle = pool.lock();
+        let ages: Vec<_> = idle.iter().map(|i| i.since.duration_since(now)).collect();
+        assert_eq!(ages, [Duration::from_secs(1), Duration::from_secs(2)]);
+    }
+}
