@@ -263,6 +263,7 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
     shared
         .metrics
         .config_loaded(&shared.snapshot.load(), SystemTime::now());
+    crate::memory::spawn_trimmer(shared.metrics.parked_connections.clone(), stop_rx.clone());
     let (kill_tx, kill_rx) = watch::channel(false);
     let gateway = Arc::new_cyclic(|me| Gateway {
         me: me.clone(),

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 use http::{HeaderName, HeaderValue};
@@ -38,15 +38,41 @@ pub struct ConnContext {
     pub identity: Option<ClientIdentity>,
     /// Its header values for upstreams, made once.
     pub identity_values: Option<IdentityValues>,
-    /// Set by the framing scanner, below hyper, when the client sent a request head with
-    /// ambiguous framing; shared with it.
-    pub framing_flag: Arc<AtomicBool>,
+    /// What the framing scanner, below hyper, has seen; shared with it.
+    pub framing: Arc<crate::framing::scanner::FramingSignals>,
+    /// Requests whose response has not been dropped yet (see [`InFlight`]).
+    pub in_flight: AtomicU32,
 }
 
 impl ConnContext {
     /// Whether this connection has sent a request head with ambiguous framing.
     pub fn ambiguous_framing(&self) -> bool {
-        self.framing_flag.load(Ordering::Relaxed)
+        self.framing.ambiguous.load(Ordering::Relaxed)
+    }
+
+    /// No request is being served and no byte of the next one has arrived: the connection
+    /// may drop its HTTP state and wait for the socket alone.
+    pub fn is_idle(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0
+            && self.framing.between_messages.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts one request as in flight on its connection from the service call until its
+/// response body is dropped (sent, or abandoned).
+#[derive(Debug)]
+pub struct InFlight(Arc<ConnContext>);
+
+impl InFlight {
+    pub fn start(conn: &Arc<ConnContext>) -> Self {
+        conn.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(conn.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

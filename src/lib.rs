@@ -26,6 +26,7 @@ pub mod ip_filter;
 pub mod issuer;
 pub mod license;
 pub mod listener;
+mod memory;
 pub mod metrics;
 pub mod pipeline;
 pub mod record;

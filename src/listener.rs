@@ -6,7 +6,6 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use hyper::server::conn::{http1, http2};
@@ -20,7 +19,8 @@ use tokio_rustls::TlsAcceptor;
 use crate::app::Shared;
 use crate::config::ListenerPolicy;
 use crate::context::ConnContext;
-use crate::framing::scanner::{ScannedStream, Scanner};
+use crate::context::InFlight;
+use crate::framing::scanner::{FramingSignals, ScannedStream, Scanner};
 use crate::identity::{ClientIdentity, IdentityValues};
 use crate::ip_filter::{self, proxy_protocol};
 use crate::metrics::{ConnRefusal, HandshakeFailure};
@@ -106,6 +106,8 @@ pub(crate) async fn accept_loop(
             policy: policy.clone(),
             http: Arc::clone(&snapshot.http),
             handshake_timeout: snapshot.server.handshake_timeout,
+            header_read_timeout: snapshot.server.header_read_timeout,
+            release_idle_after: snapshot.server.release_idle_after,
             max_header_bytes: snapshot.server.max_header_bytes,
             accepted_at: Instant::now(),
         };
@@ -121,6 +123,8 @@ struct Connection {
     policy: Arc<ListenerPolicy>,
     http: Arc<HttpBuilders>,
     handshake_timeout: Duration,
+    header_read_timeout: Duration,
+    release_idle_after: Duration,
     max_header_bytes: usize,
     accepted_at: Instant,
 }
@@ -134,6 +138,8 @@ impl Connection {
             policy,
             http,
             handshake_timeout,
+            header_read_timeout,
+            release_idle_after,
             max_header_bytes,
             accepted_at,
         } = self;
@@ -152,32 +158,162 @@ impl Connection {
         let h2 = conn.alpn.as_deref() == Some(b"h2");
         // HTTP/2 frames every message itself; only HTTP/1 bytes need watching.
         let scanner = if h2 {
-            Scanner::off(conn.framing_flag.clone())
+            Scanner::off(conn.framing.clone())
         } else {
-            Scanner::new(max_header_bytes, conn.framing_flag.clone())
+            Scanner::new(max_header_bytes, conn.framing.clone())
         };
-        let service = service_fn(move |req| {
-            let shared = shared.clone();
+        let shared_metrics = shared.clone();
+        let service = {
             let conn = conn.clone();
-            async move { Ok::<_, Infallible>(crate::pipeline::handle(&shared, &conn, req).await) }
-        });
-        let io = TokioIo::new(ScannedStream::new(tls, scanner));
+            service_fn(move |req| {
+                let shared = shared.clone();
+                let conn = conn.clone();
+                async move {
+                    let in_flight = InFlight::start(&conn);
+                    let mut resp = crate::pipeline::handle(&shared, &conn, req).await;
+                    resp.body_mut().hold(in_flight);
+                    Ok::<_, Infallible>(resp)
+                }
+            })
+        };
+        // Boxed: moved once into the task's state, the TLS session (rustls' connection is a
+        // large struct) would be held inline in every future that owns it.
+        let io = ScannedStream::new(Box::new(tls), scanner);
         if h2 {
-            drive(
-                Box::pin(http.h2.serve_connection(io, service)),
-                signals,
-                peer,
-            )
-            .await;
+            let served = http.h2.serve_connection(TokioIo::new(io), service);
+            drive(Box::pin(served), signals, peer).await;
         } else {
-            drive(
-                Box::pin(http.h1.serve_connection(io, service)),
-                signals,
-                peer,
-            )
-            .await;
+            let idle = IdleRelease {
+                after: release_idle_after,
+                // hyper closes a keep-alive connection that sends nothing for this long;
+                // a released one keeps that limit.
+                keep_alive: header_read_timeout,
+            };
+            serve_h1(&http.h1, io, service, &conn, idle, signals, &shared_metrics).await;
         }
     }
+}
+
+/// When an idle HTTP/1.1 connection gives back its HTTP state.
+#[derive(Clone, Copy)]
+struct IdleRelease {
+    after: Duration,
+    keep_alive: Duration,
+}
+
+type H1Io = ScannedStream<Box<tokio_rustls::server::TlsStream<TcpStream>>>;
+
+/// Serve HTTP/1.1 until the client or shutdown ends it. A connection idle for
+/// `idle.after` (no request in flight, no byte of the next one read) is released: hyper's
+/// connection, with its 8 KiB read and 8 KiB write buffers, is dropped, and the task waits
+/// on the socket alone until the client sends again, then serves it with a new one. Busy
+/// connections never pay for this; idle ones hold the TLS session and little else, as
+/// nginx's idle keep-alive connections do.
+async fn serve_h1<S>(
+    builder: &http1::Builder,
+    mut io: H1Io,
+    service: S,
+    conn: &ConnContext,
+    idle: IdleRelease,
+    mut signals: Signals,
+    shared: &Shared,
+) where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = crate::forward::ResponseBody>
+        + Clone
+        + Unpin,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use std::sync::atomic::Ordering::Relaxed;
+    use tokio::io::AsyncWriteExt;
+    loop {
+        let mut served = Box::pin(builder.serve_connection(TokioIo::new(io), service.clone()));
+        let start = tokio::time::Instant::now() + idle.after;
+        let mut tick = tokio::time::interval_at(start, idle.after);
+        let mut released = false;
+        let ended = loop {
+            tokio::select! {
+                r = served.as_mut() => break r,
+                _ = tick.tick(), if !released => {
+                    if conn.is_idle() {
+                        // hyper closes an idle connection at once; its shutdown of the
+                        // stream is held off, so only hyper's state goes.
+                        released = true;
+                        conn.framing.hold_open.store(true, Relaxed);
+                        served.as_mut().graceful_shutdown();
+                    }
+                }
+                _ = raised(&mut signals.stop) => {
+                    // Finish the request in flight, refuse the next (Connection: close).
+                    conn.framing.hold_open.store(false, Relaxed);
+                    served.as_mut().graceful_shutdown();
+                    tokio::select! {
+                        _ = served.as_mut() => {}
+                        _ = raised(&mut signals.kill) => {}
+                    }
+                    return;
+                }
+            }
+        };
+        if let Err(e) = ended {
+            tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
+            return;
+        }
+        if !released {
+            // The client closed, or the exchange asked to (Connection: close); hyper has
+            // shut the stream down.
+            return;
+        }
+        conn.framing.hold_open.store(false, Relaxed);
+        drop(tick);
+        let http1::Parts {
+            io: released_io,
+            read_buf,
+            ..
+        } = std::pin::Pin::into_inner(served).into_parts();
+        io = released_io.into_inner();
+        if !read_buf.is_empty() {
+            // Bytes arrived as it was released: serve them now.
+            io.replay(read_buf);
+            continue;
+        }
+        // hyper's (empty) read buffer still owns its 8 KiB allocation.
+        drop(read_buf);
+        io.shrink();
+        // Parked: no HTTP state, only the TLS session; the socket says when to go on.
+        let keep_alive = idle.keep_alive.saturating_sub(idle.after);
+        let parked = GaugeGuard::inc(&shared.metrics.parked_connections);
+        let close = tokio::select! {
+            r = io.get_ref().get_ref().0.readable() => r.is_err(),
+            _ = tokio::time::sleep(keep_alive) => true,
+            _ = raised(&mut signals.stop) => true,
+        };
+        drop(parked);
+        if close {
+            let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+            return;
+        }
+    }
+}
+
+/// Counts one on a gauge while alive, however the scope ends.
+struct GaugeGuard<'a>(&'a prometheus::IntGauge);
+
+impl<'a> GaugeGuard<'a> {
+    fn inc(g: &'a prometheus::IntGauge) -> Self {
+        g.inc();
+        GaugeGuard(g)
+    }
+}
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Resolves once `signal` is true (or its sender is gone), holding no lock.
+async fn raised(signal: &mut watch::Receiver<bool>) {
+    let _ = signal.wait_for(|s| *s).await;
 }
 
 /// Serve one HTTP connection until it ends; on shutdown, finish the request in flight and
@@ -274,7 +410,8 @@ async fn establish(
         sni: session.server_name().map(Into::into),
         identity_values: identity.as_ref().map(IdentityValues::new),
         identity,
-        framing_flag: Arc::new(AtomicBool::new(false)),
+        framing: Arc::new(FramingSignals::default()),
+        in_flight: std::sync::atomic::AtomicU32::new(0),
     });
     Some((tls, conn))
 }

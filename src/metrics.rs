@@ -54,6 +54,8 @@ pub struct Metrics {
     denials: IntCounterVec,
     refused: IntCounterVec,
     pub open_connections: IntGauge,
+    /// HTTP/1.1 connections idle with their HTTP state released.
+    pub parked_connections: IntGauge,
     reloads: IntCounterVec,
     last_reload: IntGauge,
     cert_expiry: IntGaugeVec,
@@ -197,6 +199,11 @@ impl Metrics {
         registry.register(Box::new(denials.clone()))?;
         registry.register(Box::new(refused.clone()))?;
         registry.register(Box::new(open_connections.clone()))?;
+        let parked_connections = IntGauge::new(
+            "portcullis_parked_connections",
+            "Idle HTTP/1.1 connections whose HTTP buffers are released (release_idle_after).",
+        )?;
+        registry.register(Box::new(parked_connections.clone()))?;
         let reloads = IntCounterVec::new(
             Opts::new(
                 "portcullis_config_reloads_total",
@@ -328,6 +335,7 @@ impl Metrics {
             denials,
             refused,
             open_connections,
+            parked_connections,
             reloads,
             last_reload,
             cert_expiry,

@@ -430,6 +430,7 @@ async fn the_exposition_is_valid_prometheus_text_and_no_label_carries_an_address
         ("portcullis_denials_total", "counter"),
         ("portcullis_connections_refused_total", "counter"),
         ("portcullis_open_connections", "gauge"),
+        ("portcullis_parked_connections", "gauge"),
         ("portcullis_tls_handshakes_total", "counter"),
         ("portcullis_tls_handshake_failures_total", "counter"),
         ("portcullis_config_reloads_total", "counter"),

@@ -251,3 +251,134 @@ async fn more_headers_than_max_headers_get_431_or_close() {
     );
     assert_still_serving(&pki, &gw, "too many headers").await;
 }
+
+// === idle keep-alive connections give their HTTP buffers back (release_idle_after) ===
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_idle_connection_serves_the_next_requests_on_the_same_tls_session() {
+    let pki = Pki::generate();
+    let up = Upstream::echo("a").await;
+    let toml = format!(
+        "{}[admin]\nbind = \"127.0.0.1:0\"\n\n{}",
+        server("release_idle_after = \"50ms\""),
+        simple(&up.url())
+    );
+    let gw = Gateway::start(pki.dir(), &toml).await;
+    let mut client = connect_h1(&pki, gw.addr()).await;
+    for i in 0..3 {
+        let resp = client.call(get(&format!("/after-idle/{i}"))).await;
+        let resp = resp.unwrap_or_else(|e| panic!("request {i} on the kept connection: {e}"));
+        assert_eq!(resp.echo().uri, format!("/after-idle/{i}"));
+        // Several release periods: the connection is parked with no HTTP state.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let parked = Admin::new(gw.admin_addr())
+            .metrics()
+            .await
+            .scalar("portcullis_parked_connections");
+        assert_eq!(parked, 1.0, "the idle connection was not released");
+    }
+    assert!(
+        !client.is_closed(),
+        "the gateway closed a released connection"
+    );
+    assert_eq!(up.request_count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_across_a_release_are_all_answered_in_order() {
+    let (pki, _up, gw) = setup("release_idle_after = \"50ms\"").await;
+    let mut conn = raw_tls(&pki, gw.addr()).await;
+    conn.send(b"GET /p/1 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    match conn.response(Duration::from_secs(10)).await {
+        Outcome::Response(r) => assert_eq!(r.status, 200, "{}", r.head),
+        other => panic!("first response: {other:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Two requests in one write to a parked connection.
+    conn.send(
+        b"GET /p/2 HTTP/1.1\r\nHost: localhost\r\n\r\nGET /p/3 HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    for want in ["/p/2", "/p/3"] {
+        match conn.response(Duration::from_secs(10)).await {
+            Outcome::Response(r) => {
+                assert_eq!(r.status, 200, "{}", r.head);
+                assert!(
+                    r.text().contains(want),
+                    "{want} answered out of order: {}",
+                    r.text()
+                );
+            }
+            other => panic!("response to {want}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_sent_in_pieces_slower_than_release_idle_after_is_not_lost() {
+    let (pki, up, gw) = setup("release_idle_after = \"50ms\"").await;
+    let mut conn = raw_tls(&pki, gw.addr()).await;
+    conn.send(b"GET /pieces HTTP/1.1\r\nHo").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    conn.send(b"st: localhost\r\n\r\n").await.unwrap();
+    match conn.response(Duration::from_secs(10)).await {
+        Outcome::Response(r) => assert_eq!(r.status, 200, "{}{}", r.head, r.text()),
+        other => panic!("a head in two pieces: {other:?}"),
+    }
+    assert_eq!(up.request_count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_idle_connection_is_closed_after_header_read_timeout() {
+    let (pki, _up, gw) =
+        setup("release_idle_after = \"50ms\"\nheader_read_timeout = \"500ms\"").await;
+    let mut conn = raw_tls(&pki, gw.addr()).await;
+    conn.send(b"GET /once HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    match conn.response(Duration::from_secs(10)).await {
+        Outcome::Response(r) => assert_eq!(r.status, 200, "{}", r.head),
+        other => panic!("first response: {other:?}"),
+    }
+    let idle_from = Instant::now();
+    match conn.response(Duration::from_secs(10)).await {
+        Outcome::Closed(rest) => assert!(rest.is_empty(), "unexpected bytes: {rest:?}"),
+        other => panic!("an idle connection was kept past header_read_timeout: {other:?}"),
+    }
+    assert!(
+        idle_from.elapsed() < Duration::from_secs(5),
+        "closed only after {:?}",
+        idle_from.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowloris_head_is_cut_off_even_when_release_idle_after_is_shorter() {
+    let (pki, up, gw) =
+        setup("release_idle_after = \"50ms\"\nheader_read_timeout = \"500ms\"").await;
+    let started = Instant::now();
+    let mut conn = raw_tls(&pki, gw.addr()).await;
+    // A byte every 200 ms: each gap is longer than release_idle_after.
+    let trickle = async {
+        for b in
+            b"GET /slow HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        {
+            if conn.send(&[*b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(15), trickle).await;
+    let took = started.elapsed();
+    match conn.response(Duration::from_secs(2)).await {
+        Outcome::Response(r) => assert_eq!(r.status, 408, "{}{}", r.head, r.text()),
+        Outcome::Closed(_) => {}
+        Outcome::TimedOut(_) => panic!("a trickled head was kept open"),
+    }
+    assert!(took < Duration::from_secs(5), "cut off only after {took:?}");
+    assert_eq!(up.request_count(), 0);
+}

@@ -76,8 +76,12 @@ pub struct ServerSection {
     pub max_connections: Option<u64>,
     /// Time a client has to complete the TLS handshake. Default "10s".
     pub handshake_timeout: Option<String>,
-    /// Time a client has to send a whole request head (slowloris). Default "10s".
+    /// Time a client has to send a whole request head (slowloris); also how long an idle
+    /// keep-alive HTTP/1.1 connection stays open. Default "10s".
     pub header_read_timeout: Option<String>,
+    /// An HTTP/1.1 connection idle this long between requests gives its HTTP buffers back
+    /// until the client sends again. Default "250ms".
+    pub release_idle_after: Option<String>,
     /// Largest request head (request line and headers). Default 16384, at least 8192.
     pub max_header_bytes: Option<u64>,
     /// Most headers in one request. Default 100.

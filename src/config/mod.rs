@@ -64,6 +64,8 @@ pub struct ServerSettings {
     pub max_connections: usize,
     pub handshake_timeout: Duration,
     pub header_read_timeout: Duration,
+    /// An idle HTTP/1.1 connection's buffers are freed after this long.
+    pub release_idle_after: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub shutdown_timeout: Duration,
@@ -76,6 +78,7 @@ impl Default for ServerSettings {
             max_connections: 10_000,
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
+            release_idle_after: Duration::from_millis(250),
             max_header_bytes: 16 * 1024,
             max_headers: 100,
             shutdown_timeout: Duration::from_secs(30),

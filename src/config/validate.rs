@@ -310,6 +310,8 @@ fn server_settings(r: &mut Report, s: &ServerSection) -> ServerSettings {
             .unwrap_or(d.handshake_timeout),
         header_read_timeout: duration(r, "server.header_read_timeout", &s.header_read_timeout)
             .unwrap_or(d.header_read_timeout),
+        release_idle_after: duration(r, "server.release_idle_after", &s.release_idle_after)
+            .unwrap_or(d.release_idle_after),
         // hyper's HTTP/1 reader cannot work with less than 8 KiB.
         max_header_bytes: count(
             r,

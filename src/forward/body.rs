@@ -92,6 +92,8 @@ impl Body for RequestBody {
 pub struct ResponseBody {
     kind: Kind,
     log: Option<AccessLine>,
+    /// Keeps the request counted as in flight on its connection until this is dropped.
+    in_flight: Option<crate::context::InFlight>,
 }
 
 enum Kind {
@@ -114,12 +116,18 @@ impl ResponseBody {
         ResponseBody {
             kind: Kind::Upstream(body, lease),
             log: None,
+            in_flight: None,
         }
     }
 
     /// Attach the access-log line; it is written when this body is dropped.
     pub fn attach_log(&mut self, line: AccessLine) {
         self.log = Some(line);
+    }
+
+    /// Count the request in flight until this body is dropped.
+    pub fn hold(&mut self, in_flight: crate::context::InFlight) {
+        self.in_flight = Some(in_flight);
     }
 }
 
@@ -136,6 +144,7 @@ impl From<Bytes> for ResponseBody {
         ResponseBody {
             kind: Kind::Full(Some(b)),
             log: None,
+            in_flight: None,
         }
     }
 }

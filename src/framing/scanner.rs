@@ -46,18 +46,40 @@ enum Chunk {
     TrailerEndLf,
 }
 
+/// What a scanner reports to its connection.
+#[derive(Debug)]
+pub struct FramingSignals {
+    /// Set (and stays set) once a head with ambiguous framing is seen.
+    pub ambiguous: AtomicBool,
+    /// Every byte read so far belongs to complete messages: none of the next has arrived.
+    /// Never true for a connection the scanner does not watch (HTTP/2, given up).
+    pub between_messages: AtomicBool,
+    /// Set by the connection while it releases an idle HTTP connection: hyper's closing
+    /// `shutdown` then leaves the stream open, since the client has not gone.
+    pub hold_open: AtomicBool,
+}
+
+impl Default for FramingSignals {
+    fn default() -> Self {
+        FramingSignals {
+            ambiguous: AtomicBool::new(false),
+            between_messages: AtomicBool::new(true),
+            hold_open: AtomicBool::new(false),
+        }
+    }
+}
+
 /// Watches one connection's inbound bytes.
 #[derive(Debug)]
 pub struct Scanner {
     state: State,
     head: Vec<u8>,
     max_head: usize,
-    flag: Arc<AtomicBool>,
+    flag: Arc<FramingSignals>,
 }
 
 impl Scanner {
-    /// `flag` is set (and stays set) once a head with ambiguous framing is seen.
-    pub fn new(max_head: usize, flag: Arc<AtomicBool>) -> Self {
+    pub fn new(max_head: usize, flag: Arc<FramingSignals>) -> Self {
         Scanner {
             state: State::Head,
             head: Vec::new(),
@@ -67,7 +89,8 @@ impl Scanner {
     }
 
     /// A scanner that watches nothing (HTTP/2 by ALPN).
-    pub fn off(flag: Arc<AtomicBool>) -> Self {
+    pub fn off(flag: Arc<FramingSignals>) -> Self {
+        flag.between_messages.store(false, Ordering::Relaxed);
         Scanner {
             state: State::Off,
             head: Vec::new(),
@@ -76,7 +99,13 @@ impl Scanner {
         }
     }
 
-    pub fn feed(&mut self, mut data: &[u8]) {
+    pub fn feed(&mut self, data: &[u8]) {
+        self.feed_bytes(data);
+        let between = matches!(self.state, State::Head) && self.head.is_empty();
+        self.flag.between_messages.store(between, Ordering::Relaxed);
+    }
+
+    fn feed_bytes(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
             match self.state {
                 State::Off => return,
@@ -125,7 +154,7 @@ impl Scanner {
         self.head.clear();
         self.state = match framing {
             Framing::Ambiguous => {
-                self.flag.store(true, Ordering::Relaxed);
+                self.flag.ambiguous.store(true, Ordering::Relaxed);
                 State::Off
             }
             Framing::Chunked => State::Chunked(Chunk::Size {
@@ -287,11 +316,35 @@ fn step_chunk(c: Chunk, data: &[u8]) -> (State, usize) {
 pub struct ScannedStream<S> {
     inner: S,
     scanner: Scanner,
+    /// Bytes already read (and scanned) that a new HTTP connection must see first: what
+    /// hyper had read ahead when the previous one was released.
+    replay: bytes::Bytes,
 }
 
 impl<S> ScannedStream<S> {
     pub fn new(inner: S, scanner: Scanner) -> Self {
-        ScannedStream { inner, scanner }
+        ScannedStream {
+            inner,
+            scanner,
+            replay: bytes::Bytes::new(),
+        }
+    }
+
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Free what the scanner keeps between messages (its head buffer's capacity), for a
+    /// connection that is going to idle.
+    pub fn shrink(&mut self) {
+        if self.scanner.head.is_empty() {
+            self.scanner.head = Vec::new();
+        }
+    }
+
+    /// Serve `bytes` to the next reads before anything from the stream.
+    pub fn replay(&mut self, bytes: bytes::Bytes) {
+        self.replay = bytes;
     }
 }
 
@@ -302,6 +355,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for ScannedStream<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if !this.replay.is_empty() {
+            let n = this.replay.len().min(buf.remaining());
+            buf.put_slice(&this.replay.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let res = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = res {
@@ -323,7 +381,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ScannedStream<S> {
         Pin::new(&mut self.get_mut().inner).poll_flush(cx)
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.scanner.flag.hold_open.load(Ordering::Relaxed) {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
     fn poll_write_vectored(
         self: Pin<&mut Self>,
@@ -345,12 +407,12 @@ mod tests {
     /// must come out the same every way.
     fn flagged(input: &[u8]) -> bool {
         let run = |pieces: &[&[u8]]| {
-            let flag = Arc::new(AtomicBool::new(false));
+            let flag = Arc::new(FramingSignals::default());
             let mut s = Scanner::new(16 * 1024, flag.clone());
             for p in pieces {
                 s.feed(p);
             }
-            flag.load(Ordering::Relaxed)
+            flag.ambiguous.load(Ordering::Relaxed)
         };
         let whole = run(&[input]);
         for cut in 0..input.len() {
@@ -391,6 +453,40 @@ mod tests {
             b"POST /d HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
         );
         assert!(flagged(&input));
+    }
+
+    #[test]
+    fn between_messages_is_true_only_when_no_byte_of_the_next_message_has_arrived() {
+        let flag = Arc::new(FramingSignals::default());
+        let mut s = Scanner::new(16 * 1024, flag.clone());
+        let between = || flag.between_messages.load(Ordering::Relaxed);
+        assert!(between(), "a new connection");
+        for (bytes, want) in [
+            (&b"GET / HTTP/1.1\r\nHo"[..], false),
+            (b"st: a\r\n\r\n", true),
+            (b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nab", false),
+            (b"cd", true),
+            (
+                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n",
+                false,
+            ),
+            (b"0\r\n\r\n", true),
+            (b"\r\n", false),
+        ] {
+            s.feed(bytes);
+            assert_eq!(
+                between(),
+                want,
+                "after {:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+        let off = Arc::new(FramingSignals::default());
+        let _h2 = Scanner::off(off.clone());
+        assert!(
+            !off.between_messages.load(Ordering::Relaxed),
+            "HTTP/2 is never released"
+        );
     }
 
     #[test]
