@@ -175,3 +175,52 @@ async fn read_slow_body(mut body: Incoming, release: tokio::sync::oneshot::Sende
     }
     got
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_read_slowly_past_release_idle_after_arrives_whole_and_the_connection_stays_usable()
+ {
+    // The upstream's body is all handed to hyper long before this client reads it: the
+    // request is no longer in flight while hyper still flushes, and a release in that
+    // window must neither cut the response nor close the connection.
+    let pki = Pki::generate();
+    let seed = 0x5eed_0009;
+    let len: u64 = 4 * 1024 * 1024;
+    let up = Upstream::download(seed, len).await;
+    let toml = format!(
+        "{}{}",
+        server("release_idle_after = \"50ms\""),
+        simple(&up.url())
+    );
+    let gw = Gateway::start(pki.dir(), &toml).await;
+    let mut client = connect_h1(&pki, gw.addr()).await;
+    for round in 0..2 {
+        let resp = client.send(get("/slowly")).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let mut body = resp.into_body();
+        let mut got = 0u64;
+        let mut fnv = Fnv::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.unwrap_or_else(|e| panic!("round {round}: broke after {got}: {e:?}"));
+            if let Ok(d) = frame.into_data() {
+                got += d.len() as u64;
+                fnv.update(&d);
+                if got < 256 * 1024 {
+                    // Slow at first: several release periods pass mid-response.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        assert_eq!(got, len, "round {round}: length");
+        assert_eq!(
+            fnv.finish(),
+            expected_digest(seed, len),
+            "round {round}: checksum"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        up.accepts(),
+        1,
+        "both responses came over one pooled upstream connection"
+    );
+}
