@@ -140,6 +140,11 @@ fn the_valid_example_loads_without_warnings() {
         loaded.snapshot.server.header_read_timeout,
         Duration::from_secs(5)
     );
+    assert_eq!(
+        loaded.snapshot.server.release_idle_after,
+        Duration::from_millis(250),
+        "release_idle_after's default"
+    );
 }
 
 #[test]
@@ -170,6 +175,18 @@ fn each_bad_value_is_reported_at_its_key_path() {
             "header_read_timeout = \"0s\"",
             "server.header_read_timeout",
             "longer than zero",
+        ),
+        (
+            "header_read_timeout = \"5s\"",
+            "header_read_timeout = \"5s\"\nrelease_idle_after = \"0s\"",
+            "server.release_idle_after",
+            "longer than zero",
+        ),
+        (
+            "header_read_timeout = \"5s\"",
+            "header_read_timeout = \"5s\"\nrelease_idle_after = \"soon\"",
+            "server.release_idle_after",
+            "not a duration",
         ),
         (
             "max_connections = 100",
