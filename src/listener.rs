@@ -144,12 +144,12 @@ impl Connection {
             accepted_at,
         } = self;
         let deadline = tokio::time::Instant::now() + handshake_timeout;
-        // Both stages are boxed: they are alive one after the other, and boxing each keeps
-        // the task itself a few hundred bytes, instead of the larger of the two for as long
-        // as the connection idles.
+        // The handshake's state is boxed, as is the HTTP connection later (in `serve_h1`
+        // and `drive`): they are alive one after the other, and the task itself stays small
+        // for as long as the connection idles.
         let established = tokio::select! {
             e = Box::pin(establish(stream, peer, &policy, &shared, deadline, accepted_at)) => e,
-            _ = signals.stop.wait_for(|s| *s) => None,
+            _ = raised(&mut signals.stop) => None,
         };
         let Some((tls, conn)) = established else {
             return;
@@ -219,8 +219,7 @@ async fn serve_h1<S>(
     shared: &Shared,
 ) where
     S: hyper::service::HttpService<hyper::body::Incoming, ResBody = crate::forward::ResponseBody>
-        + Clone
-        + Unpin,
+        + Clone,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     use std::sync::atomic::Ordering::Relaxed;
@@ -329,12 +328,12 @@ where
             }
             return;
         }
-        _ = signals.stop.wait_for(|s| *s) => {}
+        _ = raised(&mut signals.stop) => {}
     }
     served.as_mut().graceful_shutdown();
     tokio::select! {
         _ = served => {}
-        _ = signals.kill.wait_for(|k| *k) => {}
+        _ = raised(&mut signals.kill) => {}
     }
 }
 

@@ -131,6 +131,12 @@ impl ResponseBody {
     }
 }
 
+fn checkin(lease: &mut Option<Lease>) {
+    if let Some(lease) = lease.take() {
+        lease.checkin();
+    }
+}
+
 impl Drop for ResponseBody {
     fn drop(&mut self) {
         if let Some(line) = &self.log {
@@ -164,14 +170,12 @@ impl Body for ResponseBody {
                 match &polled {
                     // The end, seen as the end or as the last frame (hyper stops polling a
                     // body once it reports its end): the connection is free again.
-                    Poll::Ready(None) => lease.take().map(Lease::checkin),
-                    Poll::Ready(Some(Ok(_))) if b.is_end_stream() => {
-                        lease.take().map(Lease::checkin)
-                    }
+                    Poll::Ready(None) => checkin(lease),
+                    Poll::Ready(Some(Ok(_))) if b.is_end_stream() => checkin(lease),
                     // A broken exchange: the connection closes with the lease.
-                    Poll::Ready(Some(Err(_))) => lease.take().map(drop),
-                    _ => None,
-                };
+                    Poll::Ready(Some(Err(_))) => *lease = None,
+                    _ => {}
+                }
                 polled
             }
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),

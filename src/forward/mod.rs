@@ -15,7 +15,6 @@ use hyper::body::Incoming;
 
 pub use body::{BodyTooLarge, RequestBody, ResponseBody};
 pub use headers::remove_present;
-pub use pool::MAX_IDLE_PER_TARGET;
 
 use crate::context::RequestContext;
 use crate::denial::Denial;
@@ -124,11 +123,6 @@ impl Upstream {
             next: AtomicUsize::new(0),
             settings,
         }
-    }
-
-    /// Idle pooled connections over all targets (for tests and diagnostics).
-    pub fn idle_connections(&self) -> usize {
-        self.targets.iter().map(|t| t.pool.idle_count()).sum()
     }
 
     pub fn settings(&self) -> &UpstreamSettings {

@@ -75,34 +75,36 @@ pub struct Scanner {
     state: State,
     head: Vec<u8>,
     max_head: usize,
-    flag: Arc<FramingSignals>,
+    signals: Arc<FramingSignals>,
 }
 
 impl Scanner {
-    pub fn new(max_head: usize, flag: Arc<FramingSignals>) -> Self {
+    pub fn new(max_head: usize, signals: Arc<FramingSignals>) -> Self {
         Scanner {
             state: State::Head,
             head: Vec::new(),
             max_head,
-            flag,
+            signals,
         }
     }
 
     /// A scanner that watches nothing (HTTP/2 by ALPN).
-    pub fn off(flag: Arc<FramingSignals>) -> Self {
-        flag.between_messages.store(false, Ordering::Relaxed);
+    pub fn off(signals: Arc<FramingSignals>) -> Self {
+        signals.between_messages.store(false, Ordering::Relaxed);
         Scanner {
             state: State::Off,
             head: Vec::new(),
             max_head: 0,
-            flag,
+            signals,
         }
     }
 
     pub fn feed(&mut self, data: &[u8]) {
         self.feed_bytes(data);
         let between = matches!(self.state, State::Head) && self.head.is_empty();
-        self.flag.between_messages.store(between, Ordering::Relaxed);
+        self.signals
+            .between_messages
+            .store(between, Ordering::Relaxed);
     }
 
     fn feed_bytes(&mut self, mut data: &[u8]) {
@@ -154,7 +156,7 @@ impl Scanner {
         self.head.clear();
         self.state = match framing {
             Framing::Ambiguous => {
-                self.flag.ambiguous.store(true, Ordering::Relaxed);
+                self.signals.ambiguous.store(true, Ordering::Relaxed);
                 State::Off
             }
             Framing::Chunked => State::Chunked(Chunk::Size {
@@ -382,7 +384,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ScannedStream<S> {
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.scanner.flag.hold_open.load(Ordering::Relaxed) {
+        if this.scanner.signals.hold_open.load(Ordering::Relaxed) {
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.inner).poll_shutdown(cx)
