@@ -5,12 +5,13 @@
 
 use std::time::SystemTime;
 
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use http::{Method, StatusCode};
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 use crate::config::Snapshot;
@@ -156,27 +157,53 @@ impl HandshakeFailure {
     }
 }
 
-/// A method as a bounded label: the standard ones by name, anything else "OTHER".
-fn method_label(m: &Method) -> &'static str {
+const METHODS: [&str; 8] = [
+    "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "OTHER",
+];
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// A method as a bounded label (an index into [`METHODS`]): the standard ones by name,
+/// anything else "OTHER".
+fn method_index(m: &Method) -> usize {
     match *m {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        _ => "OTHER",
+        Method::GET => 0,
+        Method::POST => 1,
+        Method::PUT => 2,
+        Method::PATCH => 3,
+        Method::DELETE => 4,
+        Method::HEAD => 5,
+        Method::OPTIONS => 6,
+        _ => 7,
     }
 }
 
-fn status_class(s: StatusCode) -> &'static str {
+/// A status's class, as an index into [`CLASSES`].
+fn class_index(s: StatusCode) -> usize {
     match s.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
+/// One route's series, resolved on the route's first request and kept with the route
+/// (so until the next reload), instead of hashing the route name into three label lookups
+/// on every request. A request counter per method and status class is created on first
+/// use, as `with_label_values` did, so /metrics shows only series that counted something.
+#[derive(Default)]
+pub struct RouteSeries(OnceLock<Resolved>);
+
+struct Resolved {
+    duration: Histogram,
+    upstream: Histogram,
+    requests: [[OnceLock<IntCounter>; CLASSES.len()]; METHODS.len()],
+}
+
+impl std::fmt::Debug for RouteSeries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RouteSeries")
     }
 }
 
@@ -363,23 +390,60 @@ impl Metrics {
         self.refused.with_label_values(&[r.label()]).inc();
     }
 
-    /// One finished request (`route` is "-" when none matched).
+    /// One finished request not sent to a route's upstream, counted under `route`: "-"
+    /// when none matched, or the token issuer's name.
     pub fn request(&self, route: &str, method: &Method, status: StatusCode, elapsed: Duration) {
+        let (m, c) = (method_index(method), class_index(status));
         self.requests
-            .with_label_values(&[route, method_label(method), status_class(status)])
+            .with_label_values(&[route, METHODS[m], CLASSES[c]])
             .inc();
         self.request_duration
             .with_label_values(&[route])
             .observe(elapsed.as_secs_f64());
     }
 
+    fn resolve<'s>(&self, series: &'s RouteSeries, route: &str) -> &'s Resolved {
+        series.0.get_or_init(|| Resolved {
+            duration: self.request_duration.with_label_values(&[route]),
+            upstream: self.upstream_duration.with_label_values(&[route]),
+            requests: Default::default(),
+        })
+    }
+
+    /// One finished request of `route`, whose series are `series`.
+    pub fn route_request(
+        &self,
+        series: &RouteSeries,
+        route: &str,
+        method: &Method,
+        status: StatusCode,
+        elapsed: Duration,
+    ) {
+        let r = self.resolve(series, route);
+        let (m, c) = (method_index(method), class_index(status));
+        r.requests[m][c]
+            .get_or_init(|| {
+                self.requests
+                    .with_label_values(&[route, METHODS[m], CLASSES[c]])
+            })
+            .inc();
+        r.duration.observe(elapsed.as_secs_f64());
+    }
+
     /// One upstream exchange of `route`'s upstream.
-    pub fn upstream(&self, route: &str, elapsed: Duration, outcome: Result<(), UpstreamError>) {
+    pub fn upstream(
+        &self,
+        series: &RouteSeries,
+        route: &str,
+        elapsed: Duration,
+        outcome: Result<(), UpstreamError>,
+    ) {
         match outcome {
             Ok(()) => self
-                .upstream_duration
-                .with_label_values(&[route])
+                .resolve(series, route)
+                .upstream
                 .observe(elapsed.as_secs_f64()),
+            // Rare: looked up by label.
             Err(e) => self
                 .upstream_errors
                 .with_label_values(&[route, e.label()])
@@ -486,4 +550,74 @@ fn unix(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics() -> Metrics {
+        Metrics::new(Registry::new()).expect("metrics register")
+    }
+
+    #[test]
+    fn a_routes_resolved_series_count_into_the_labelled_ones() {
+        let m = metrics();
+        let series = RouteSeries::default();
+        let ms = Duration::from_millis(1);
+        m.route_request(&series, "orders", &Method::GET, StatusCode::OK, ms);
+        m.route_request(&series, "orders", &Method::GET, StatusCode::OK, ms);
+        m.route_request(
+            &series,
+            "orders",
+            &Method::from_bytes(b"PURGE").unwrap(),
+            StatusCode::NOT_FOUND,
+            ms,
+        );
+        m.upstream(&series, "orders", ms, Ok(()));
+        let get = m
+            .requests
+            .with_label_values(&["orders", "GET", "2xx"])
+            .get();
+        let other = m
+            .requests
+            .with_label_values(&["orders", "OTHER", "4xx"])
+            .get();
+        assert_eq!((get, other), (2, 1));
+        let dur = m.request_duration.with_label_values(&["orders"]);
+        assert_eq!(dur.get_sample_count(), 3);
+        let up = m.upstream_duration.with_label_values(&["orders"]);
+        assert_eq!(up.get_sample_count(), 1);
+    }
+
+    #[test]
+    fn only_the_method_and_class_pairs_seen_become_series() {
+        let m = metrics();
+        let series = RouteSeries::default();
+        m.route_request(
+            &series,
+            "r",
+            &Method::POST,
+            StatusCode::CREATED,
+            Duration::ZERO,
+        );
+        let text = m.render();
+        let lines: Vec<_> = text
+            .lines()
+            .filter(|l| l.starts_with("portcullis_requests_total{"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains("method=\"POST\"") && lines[0].contains("class=\"2xx\""));
+    }
+
+    #[test]
+    fn a_reloaded_route_keeps_counting_in_the_same_series() {
+        let m = metrics();
+        let before = RouteSeries::default();
+        m.route_request(&before, "r", &Method::GET, StatusCode::OK, Duration::ZERO);
+        // A reload builds the route again, with series not yet resolved.
+        let after = RouteSeries::default();
+        m.route_request(&after, "r", &Method::GET, StatusCode::OK, Duration::ZERO);
+        assert_eq!(m.requests.with_label_values(&["r", "GET", "2xx"]).get(), 2);
+    }
 }

@@ -41,6 +41,7 @@ pub async fn handle(
     let path_and_query = req.uri().path_and_query().cloned();
 
     let mut route_name = None;
+    let mut matched = None;
     let mut client_ip = conn.origin.ip().to_canonical();
     let mut forwarded = ForwardLog::default();
     let result = async {
@@ -83,6 +84,7 @@ pub async fn handle(
             .routes
             .select(host, req.uri().path(), req.method())?;
         route_name = Some(route.name.clone());
+        matched = Some(route);
         crate::identity::check(&route.pins, conn)?;
         crate::ip_filter::check_route(route, &client)?;
         let licensing = shared.licensing.load();
@@ -148,12 +150,21 @@ pub async fn handle(
             (resp, Some(d))
         }
     };
-    shared.metrics.request(
-        route_name.as_deref().unwrap_or("-"),
-        &method,
-        response.status(),
-        started.elapsed(),
-    );
+    match matched {
+        Some(route) => shared.metrics.route_request(
+            &route.series,
+            &route.name,
+            &method,
+            response.status(),
+            started.elapsed(),
+        ),
+        None => shared.metrics.request(
+            route_name.as_deref().unwrap_or("-"),
+            &method,
+            response.status(),
+            started.elapsed(),
+        ),
+    }
     let status = response.status().as_u16();
     let mut response = response;
     response.body_mut().attach_log(AccessLine {

@@ -768,6 +768,7 @@ fn route(
             ip,
             license,
             auth,
+            series: Default::default(),
         },
         on,
     ))

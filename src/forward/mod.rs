@@ -227,7 +227,7 @@ pub async fn forward(
     );
     let record = |outcome| {
         ctx.metrics
-            .upstream(&route.name, sent_at.elapsed(), outcome)
+            .upstream(&route.series, &route.name, sent_at.elapsed(), outcome)
     };
     let resp = match sent.await {
         Err(_elapsed) => {

@@ -14,6 +14,7 @@ use crate::forward::Upstream;
 use crate::identity::PinSet;
 use crate::ip_filter::IpPolicy;
 use crate::license::RouteLicense;
+use crate::metrics::RouteSeries;
 use crate::token::RouteAuth;
 
 /// One compiled route.
@@ -36,6 +37,8 @@ pub struct Route {
     pub license: RouteLicense,
     /// Whether every request needs a bearer token, and which scopes and issuers.
     pub auth: RouteAuth,
+    /// This route's metric series, resolved on its first request.
+    pub series: RouteSeries,
 }
 
 /// Check and normalise a configured prefix. The error completes the sentence "\"<p>\" ...".
