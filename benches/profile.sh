@@ -10,6 +10,14 @@
 #   PERF=1 benches/profile.sh full close                   # + perf record -> $OUT/perf.data
 #   STRACE=1 benches/profile.sh full ka                    # + syscall counts -> $OUT/strace.out
 #   HEAPTRACK=1 benches/profile.sh bare idle               # + heaptrack -> $OUT/heaptrack.zst
+#   CALLGRIND=1 benches/profile.sh full ka                 # user-space instructions per request
+#   PEER=nginx PERF=1 benches/profile.sh bare ka           # the same test against nginx or
+#   PEER=haproxy STRACE=1 benches/profile.sh bare ka       # HAProxy, as ../shared/bench runs them
+#
+# CALLGRIND=1 runs the server under valgrind's callgrind (gateway or PEER=nginx) and counts
+# its instructions over 10 s of a 25 s keep-alive run, after the connections are up:
+# repeatable to within ~0.5% whatever else the machine does, unlike req/s (kernel time is
+# not counted). Requests are counted by calls to a function called once per request.
 #
 # Prints the load generator's req/s and latency and the gateway's CPU ticks (1/100 s) over
 # the run (warm-up included); with the gateway's core saturated, req/s is the figure to
@@ -30,7 +38,8 @@ for t in tlsload bench-upstream; do
 done
 
 pat='run --config portcullis.toml'
-pkill -f "$tools/bench-upstream"; pkill -f "$pat"; sleep 0.3
+peer=${PEER:-}
+pkill -f "$tools/bench-upstream"; pkill -f "$pat"; pkill -f "$OUT/peer/"; sleep 0.3
 UPSTREAM_THREADS=1 taskset -c 0 "$tools/bench-upstream" 127.0.0.1:18080 >"$OUT/upstream.log" 2>&1 &
 export BENCH_PKI=$pki BENCH_UPSTREAM=127.0.0.1:18080 GATEWAY_PORT_ECDSA=7443 GATEWAY_PORT_RSA=7444 GATEWAY_PORT_MTLS=7445
 export PORTCULLIS_BENCH_WORK=$OUT/gw
@@ -55,13 +64,62 @@ if [[ -n ${HEAPTRACK:-} ]]; then
   chmod +x "$wrapper"
   bin=$wrapper
 fi
-PORTCULLIS_BIN=$bin taskset -c 1 "$root/benches/gateway.sh" "$mode" >"$OUT/gateway.log" 2>&1 &
-for _ in $(seq 150); do (echo >/dev/tcp/127.0.0.1/7443) 2>/dev/null && break; sleep 0.1; done
-# The gateway itself, not heaptrack's wrapper shell.
-gpid=$(pgrep -f "$pat" | while read -r p; do [[ $(readlink /proc/$p/exe) == */bash ]] || echo "$p"; done | tail -1)
+# A reference peer from ../shared/bench's own config templates (1 worker or thread, pinned
+# like the gateway); the request header of `full` is then sent but not checked by them.
+render() { # template out port_base
+  sed -e "s|@RUN@|$(dirname "$2")|g" -e "s|@PKI@|$pki|g" -e "s|@WORKERS@|1|g" \
+      -e "s|@THREADS@|1|g" -e "s|@UPSTREAM@|127.0.0.1:18080|g" -e "s|@PORT_ECDSA@|$3|g" \
+      -e "s|@PORT_RSA@|$(($3 + 1))|g" -e "s|@PORT_MTLS@|$(($3 + 2))|g" "$1" >"$2"
+}
+conf=$root/../shared/bench/conf
+cg=()
+per_request=""
+if [[ -n ${CALLGRIND:-} ]]; then
+  rm -f "$OUT"/callgrind.out*
+  cg=(valgrind --tool=callgrind --instr-atstart=no "--callgrind-out-file=$OUT/callgrind.out")
+  case $peer in
+    # One TLS record sealed for the client per response (the bench's bodies are small).
+    "") per_request=EVP_AEAD_CTX_seal
+        wrapper=$OUT/callgrind-wrapper.sh
+        printf '#!/bin/bash\nif [[ $1 == run ]]; then exec %s %s "$@"; fi\nexec %s "$@"\n' \
+          "${cg[*]}" "$bin" "$bin" >"$wrapper"
+        chmod +x "$wrapper"
+        bin=$wrapper ;;
+    nginx) per_request=ngx_http_create_request ;;
+    *) echo "profile.sh: CALLGRIND=1 works for the gateway and PEER=nginx" >&2; exit 2 ;;
+  esac
+fi
+case $peer in
+  "")
+    port=7443
+    PORTCULLIS_BIN=$bin taskset -c 1 "$root/benches/gateway.sh" "$mode" >"$OUT/gateway.log" 2>&1 &
+    ;;
+  nginx)
+    port=8443; rm -rf "$OUT/peer"; mkdir -p "$OUT/peer"
+    render "$conf/nginx.conf.in" "$OUT/peer/nginx.conf" $port
+    # Under callgrind, one process (no master): valgrind follows no fork into its output.
+    single=""; [[ -n $per_request ]] && single=" master_process off;"
+    taskset -c 1 "${cg[@]}" nginx -p "$OUT/peer" -c "$OUT/peer/nginx.conf" -g "daemon off;$single" >"$OUT/gateway.log" 2>&1 &
+    ;;
+  haproxy)
+    port=9443; rm -rf "$OUT/peer"; mkdir -p "$OUT/peer"
+    render "$conf/haproxy.cfg.in" "$OUT/peer/haproxy.cfg" $port
+    taskset -c 1 haproxy -db -f "$OUT/peer/haproxy.cfg" >"$OUT/gateway.log" 2>&1 &
+    ;;
+  *) echo "profile.sh: PEER is nginx or haproxy" >&2; exit 2 ;;
+esac
+for _ in $(seq 150); do (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+case $peer in
+  # The gateway itself, not heaptrack's wrapper shell.
+  "") gpid=$(pgrep -f "$pat" | while read -r p; do [[ $(readlink /proc/$p/exe) == */bash ]] || echo "$p"; done | tail -1) ;;
+  nginx) sleep 0.3
+    if [[ -n $per_request ]]; then gpid=$(pgrep -f "valgrind.*$OUT/peer/nginx.conf" | tail -1)
+    else gpid=$(pgrep -f 'nginx: worker' | tail -1); fi ;;
+  haproxy) gpid=$(pgrep -f "$OUT/peer/haproxy.cfg" | tail -1) ;;
+esac
 T=(--cacert "$pki/ca.pem" --sni localhost)
-url=https://127.0.0.1:7443/
-mtls=https://127.0.0.1:7445/
+url=https://127.0.0.1:$port/
+mtls=https://127.0.0.1:$((port + 2))/
 cert=(--cert "$pki/client.pem" --key "$pki/client.key")
 case $test in
   ka) args=(-c 64 --tls13) ;;
@@ -85,6 +143,17 @@ if [[ $test == idle ]]; then
   head -1 "$OUT/hold.out"
   echo "RSS before $before KiB, holding $held KiB: $(( (held - before) * 1000 / n ))e-3 KiB per idle connection"
   wait "$hpid"
+elif [[ -n $per_request ]]; then
+  # Valgrind is ~50x slower: a long run, measured in its middle.
+  taskset -c 0 "$tools/tlsload" --json --threads 1 -d 25 --warmup 1 "${T[@]}" "${hdr[@]}" "${args[@]}" "$url" >"$OUT/load.json" 2>"$OUT/load.err" &
+  lpid=$!
+  sleep 8
+  callgrind_control -i on "$gpid" >/dev/null 2>&1
+  sleep 10
+  callgrind_control -d "$gpid" >/dev/null 2>&1
+  callgrind_control -i off "$gpid" >/dev/null 2>&1
+  wait "$lpid"
+  python3 "$root/benches/callgrind-calls.py" "$OUT/callgrind.out.1" "$per_request"
 else
   t0=$(awk '{print $14+$15}' "/proc/$gpid/stat")
   [[ -n ${STRACE:-} ]] && { timeout -s INT 4 strace -c -f -p "$gpid" -o "$OUT/strace.out" 2>/dev/null & }
@@ -99,11 +168,13 @@ else
 import json, sys
 t0, t1, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 r = json.loads(open(path).read().strip().splitlines()[-1])
-print({k: r.get(k) for k in ("rps", "p50_us", "p99_us", "errors")}, "gateway cpu ticks", t1 - t0)
+print({k: r.get(k) for k in ("rps", "p50_us", "p99_us", "errors")}, "server cpu ticks", t1 - t0)
 PY
   [[ -n $ppid ]] && wait "$ppid"
 fi
 kill "$gpid" 2>/dev/null
+[[ -n $peer ]] && pkill -f "$OUT/peer/"
+[[ -n $per_request ]] && { sleep 1; pkill -f "valgrind.*--callgrind-out-file=$OUT/"; }
 pkill -f "$tools/bench-upstream"
 wait 2>/dev/null
 true

@@ -73,7 +73,12 @@ impl Default for FramingSignals {
 #[derive(Debug)]
 pub struct Scanner {
     state: State,
+    /// The start of a head that a read ended in the middle of (empty otherwise: a head
+    /// read whole is framed where it lies, without a copy).
     head: Vec<u8>,
+    /// Blank-line bytes before the next request line (skipped, as hyper skips them; not
+    /// kept, only counted against `max_head`).
+    leading: usize,
     max_head: usize,
     signals: Arc<FramingSignals>,
 }
@@ -83,6 +88,7 @@ impl Scanner {
         Scanner {
             state: State::Head,
             head: Vec::new(),
+            leading: 0,
             max_head,
             signals,
         }
@@ -94,6 +100,7 @@ impl Scanner {
         Scanner {
             state: State::Off,
             head: Vec::new(),
+            leading: 0,
             max_head: 0,
             signals,
         }
@@ -101,7 +108,8 @@ impl Scanner {
 
     pub fn feed(&mut self, data: &[u8]) {
         self.feed_bytes(data);
-        let between = matches!(self.state, State::Head) && self.head.is_empty();
+        let between =
+            matches!(self.state, State::Head) && self.head.is_empty() && self.leading == 0;
         self.signals
             .between_messages
             .store(between, Ordering::Relaxed);
@@ -112,16 +120,36 @@ impl Scanner {
             match self.state {
                 State::Off => return,
                 State::Head => {
+                    if self.head.is_empty() {
+                        let blank = data.iter().take_while(|&&b| matches!(b, b'\r' | b'\n'));
+                        let blank = blank.count();
+                        self.leading += blank;
+                        data = &data[blank..];
+                        if self.leading > self.max_head {
+                            self.state = State::Off;
+                            return;
+                        }
+                        if data.is_empty() {
+                            return;
+                        }
+                        // The usual case: the whole head arrived in this read.
+                        if let Some(end) = head_end(data, 0) {
+                            self.enter(framing_of(&data[..end]));
+                            data = &data[end..];
+                            continue;
+                        }
+                    }
                     let before = self.head.len();
                     self.head.extend_from_slice(data);
                     match head_end(&self.head, before) {
                         Some(end) => {
-                            let consumed = end - before;
-                            data = &data[consumed..];
-                            self.finish_head(end);
+                            data = &data[end - before..];
+                            let framing = framing_of(&self.head[..end]);
+                            self.head.clear();
+                            self.enter(framing);
                         }
                         None => {
-                            if self.head.len() > self.max_head {
+                            if self.head.len() + self.leading > self.max_head {
                                 // hyper answers 431 and closes; nothing more to watch.
                                 self.state = State::Off;
                             }
@@ -147,13 +175,9 @@ impl Scanner {
         }
     }
 
-    fn finish_head(&mut self, end: usize) {
-        let framing = if self.head.starts_with(H2_PREFACE) {
-            Framing::Broken
-        } else {
-            read_framing(&self.head[..end])
-        };
-        self.head.clear();
+    /// A head has ended: follow its body, or wait for the next head.
+    fn enter(&mut self, framing: Framing) {
+        self.leading = 0;
         self.state = match framing {
             Framing::Ambiguous => {
                 self.signals.ambiguous.store(true, Ordering::Relaxed);
@@ -171,24 +195,29 @@ impl Scanner {
     }
 }
 
+/// The framing a complete head announces.
+fn framing_of(head: &[u8]) -> Framing {
+    if head.starts_with(H2_PREFACE) {
+        Framing::Broken
+    } else {
+        read_framing(head)
+    }
+}
+
 /// Index just past the blank line that ends a head, searching from `from` (minus the
-/// three bytes a terminator could straddle). Leading blank lines are not a head's end.
+/// three bytes a terminator could straddle). `buf` starts with the request line (leading
+/// blank lines were skipped), so the first empty line is the end.
 fn head_end(buf: &[u8], from: usize) -> Option<usize> {
     let start = from.saturating_sub(3);
-    let mut i = start;
-    while let Some(off) = buf[i..].iter().position(|&b| b == b'\n') {
-        let lf = i + off;
+    memchr::memchr_iter(b'\n', &buf[start..])
+        .map(|off| start + off)
         // A line is empty if the LF follows another LF, or CR LF.
-        let empty = lf == 0
-            || buf[lf - 1] == b'\n'
-            || (buf[lf - 1] == b'\r' && (lf == 1 || buf[lf - 2] == b'\n'));
-        let only_blank_lines_before = buf[..lf].iter().all(|&b| b == b'\r' || b == b'\n');
-        if empty && !only_blank_lines_before {
-            return Some(lf + 1);
-        }
-        i = lf + 1;
-    }
-    None
+        .find(|&lf| {
+            lf > 0
+                && (buf[lf - 1] == b'\n'
+                    || (buf[lf - 1] == b'\r' && lf > 1 && buf[lf - 2] == b'\n'))
+        })
+        .map(|lf| lf + 1)
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -205,12 +234,18 @@ enum Framing {
 
 fn read_framing(head: &[u8]) -> Framing {
     let (mut length, mut te) = (None, false);
-    for line in head
-        .split(|&b| b == b'\n')
-        .skip_while(|l| l.iter().all(|&b| b == b'\r'))
-        .skip(1)
-    {
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
+    let mut start = 0;
+    // Every line after the request line; a line is the bytes after one LF up to the next.
+    for lf in memchr::memchr_iter(b'\n', head) {
+        let line = &head[start..lf];
+        let first = start;
+        start = lf + 1;
+        // Only Transfer-Encoding and Content-Length matter: skip the other lines (and the
+        // request line) on their first byte.
+        if first == 0 || !matches!(line.first(), Some(b't' | b'T' | b'c' | b'C')) {
+            continue;
+        }
+        let Some(colon) = memchr::memchr(b':', line) else {
             continue;
         };
         let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
@@ -499,6 +534,45 @@ mod tests {
         assert!(!flagged(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n\r\n\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\n\r\n"));
         assert!(!flagged(
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n0\r\n\r\n"
+        ));
+    }
+
+    #[test]
+    fn blank_lines_before_a_request_line_are_skipped_and_the_head_still_read() {
+        assert!(flagged(
+            b"\r\n\r\n\nPOST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
+        assert!(!flagged(
+            b"\r\nGET / HTTP/1.1\r\n\r\n\r\n\nPOST / HTTP/1.1\r\nContent-Length: 1\r\n\r\nx"
+        ));
+    }
+
+    #[test]
+    fn a_flood_of_blank_lines_is_counted_not_kept_and_ends_the_watch_past_max_head() {
+        let flag = Arc::new(FramingSignals::default());
+        let mut s = Scanner::new(1024, flag.clone());
+        s.feed(&[b'\n'; 1000]);
+        assert!(s.head.is_empty(), "blank lines are not copied");
+        assert!(
+            !flag.between_messages.load(Ordering::Relaxed),
+            "bytes of the next message have arrived"
+        );
+        assert!(matches!(s.state, State::Head));
+        s.feed(b"\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n");
+        assert!(
+            matches!(s.state, State::Off),
+            "past max_head, as hyper refuses it"
+        );
+    }
+
+    #[test]
+    fn a_header_named_like_a_framing_header_is_not_one() {
+        assert!(!flagged(
+            b"POST / HTTP/1.1\r\nContent-Length: 0\r\nTransfer-Encodings: chunked\r\nX-Transfer-Encoding: chunked\r\n\r\n"
+        ));
+        // The request line is not a header, whatever it contains.
+        assert!(!flagged(
+            b"Transfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n"
         ));
     }
 
