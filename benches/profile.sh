@@ -5,7 +5,7 @@
 # run of benches/shared-bench.sh builds them).
 #
 #   benches/profile.sh MODE TEST           MODE: full | bare
-#                                          TEST: ka | close | mtls | closemtls | idle
+#                                          TEST: ka | rate | close | mtls | closemtls | idle
 #   BIN=/tmp/old-portcullis benches/profile.sh full ka     # another build
 #   PERF=1 benches/profile.sh full close                   # + perf record -> $OUT/perf.data
 #   STRACE=1 benches/profile.sh full ka                    # + syscall counts -> $OUT/strace.out
@@ -24,8 +24,8 @@
 # compare. `idle` prints RSS per idle TLS connection (N connections, default 2000).
 # The machine is shared: interleave builds (A B A B ...) and compare pairs, not single runs.
 set -uo pipefail
-mode=${1:?usage: profile.sh full|bare ka|close|mtls|closemtls|idle}
-test=${2:?usage: profile.sh full|bare ka|close|mtls|closemtls|idle}
+mode=${1:?usage: profile.sh full|bare ka|rate|close|mtls|closemtls|idle}
+test=${2:?usage: profile.sh full|bare ka|rate|close|mtls|closemtls|idle}
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools=${BENCH_BIN:-/tmp/portcullis-bench-target/release}
 OUT=${OUT:-/tmp/portcullis-profile}
@@ -123,6 +123,7 @@ mtls=https://127.0.0.1:$((port + 2))/
 cert=(--cert "$pki/client.pem" --key "$pki/client.key")
 case $test in
   ka) args=(-c 64 --tls13) ;;
+  rate) args=(-c 16 --rate 5000 --tls13) ;;  # ../shared/bench's lat-rate
   close) args=(-c 64 --close --tls13) ;;
   mtls) args=(-c 64 --tls13 "${cert[@]}"); url=$mtls ;;
   closemtls) args=(-c 64 --close --tls13 "${cert[@]}"); url=$mtls ;;
