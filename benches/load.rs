@@ -15,7 +15,6 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::convert::Infallible;
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,9 +23,9 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-};
+
+mod common;
+use common::{config, pki, provision, token, write};
 
 // === counting allocator ===
 
@@ -63,143 +62,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-// === setup ===
-
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-fn write(dir: &Path, name: &str, text: &str) {
-    std::fs::write(dir.join(name), text).expect("write");
-}
-
-fn pki() -> Pki {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ca_key = KeyPair::generate().expect("key");
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "load bench CA");
-    let ca_cert = ca.self_signed(&ca_key).expect("ca");
-    let issuer = Issuer::new(ca, &ca_key);
-    let leaf = |names: Vec<String>, cn: &str, eku| {
-        let key = KeyPair::generate().expect("key");
-        let mut p = CertificateParams::new(names).expect("params");
-        p.distinguished_name.push(DnType::CommonName, cn);
-        p.extended_key_usages = vec![eku];
-        (p.signed_by(&key, &issuer).expect("cert"), key)
-    };
-    let (server, server_key) = leaf(
-        vec!["localhost".into()],
-        "localhost",
-        ExtendedKeyUsagePurpose::ServerAuth,
-    );
-    let (client, client_key) = leaf(vec![], "bench-client", ExtendedKeyUsagePurpose::ClientAuth);
-    let d = dir.path();
-    write(d, "ca.pem", &ca_cert.pem());
-    write(d, "server.pem", &server.pem());
-    write(d, "server.key", &server_key.serialize_pem());
-    write(d, "client.pem", &client.pem());
-    write(d, "client.key", &client_key.serialize_pem());
-    Pki { dir }
-}
-
-fn portcullis(args: &[&str], dir: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run portcullis");
-    assert!(
-        out.status.success(),
-        "portcullis {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-const SECRET: &str = "load-bench-hs256-secret-0123456789abcdef";
-
-fn config(dir: &Path, mode: &str, upstream: &str) -> String {
-    let mut c = String::from(
-        "[server]\nwatch_config = false\n\n[[listeners]]\nname = \"mtls\"\nbind = \"127.0.0.1:0\"\nclient_auth = \"required\"\nclient_ca = \"ca.pem\"\ntls_resumption = false\n",
-    );
-    if mode == "full" {
-        let pin = portcullis(&["pin", "client.pem"], dir)
-            .lines()
-            .find_map(|l| l.strip_prefix("spki pin:").map(|p| p.trim().to_owned()))
-            .expect("pin");
-        c.push_str(&format!("pins = [\"{pin}\"]\nallow = [\"127.0.0.0/8\"]\n"));
-    }
-    c.push_str("[[listeners.certificates]]\nchain = \"server.pem\"\nkey = \"server.key\"\n\n");
-    c.push_str(&format!(
-        "[[routes]]\nname = \"all\"\npath_prefix = \"/\"\nupstream = [\"http://{upstream}\"]\n"
-    ));
-    if mode == "full" {
-        c.push_str("license = \"required\"\nauth = \"bearer\"\nscopes = [\"bench\"]\n\n");
-        c.push_str("[licenses]\ntrusted_keys = [\"license.pub\"]\nstore = \"licenses.redb\"\n\n");
-        c.push_str("[[token_issuers]]\nname = \"bench\"\nissuer = \"https://bench.test\"\naudiences = [\"bench\"]\nhs256_secret_file = \"hs256.secret\"\n");
-        write(dir, "hs256.secret", SECRET);
-    }
-    c
-}
-
-fn provision(dir: &Path) {
-    portcullis(
-        &["license", "keygen", "--out", ".", "--name", "license"],
-        dir,
-    );
-    let pin = portcullis(&["pin", "client.pem"], dir)
-        .lines()
-        .find_map(|l| l.strip_prefix("spki pin:").map(|p| p.trim().to_owned()))
-        .expect("pin");
-    let license = portcullis(
-        &[
-            "license",
-            "issue",
-            "--key",
-            "license.key",
-            "--customer",
-            "bench",
-            "--machine-id",
-            "client",
-            "--pin",
-            &pin,
-            "--ip",
-            "127.0.0.0/8",
-            "--match",
-            "pin_and_ip",
-            "--expires",
-            "2099-12-31",
-        ],
-        dir,
-    );
-    portcullis(
-        &[
-            "license",
-            "activate",
-            "--config",
-            "portcullis.toml",
-            &license,
-        ],
-        dir,
-    );
-}
-
-fn token() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let claims = serde_json::json!({"iss": "https://bench.test", "aud": "bench", "sub": "client", "scope": "bench", "exp": now + 3600, "iat": now});
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .expect("token")
-}
 
 fn runtime(
     threads: usize,

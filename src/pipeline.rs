@@ -11,16 +11,119 @@
 //! and the identity digest) run once per connection, in `listener.rs`. Listener-level
 //! policy runs before routing, so a refused client cannot probe which routes exist.
 
-use std::time::Instant;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
 use crate::app::Shared;
+use crate::config::Snapshot;
 use crate::context::{ConnContext, RequestContext, RequestId, X_REQUEST_ID};
 use crate::denial::Denial;
 use crate::forward::{self, ForwardLog, ResponseBody};
+use crate::ip_filter::ClientAddr;
 use crate::record::AccessLine;
+use crate::routing::Route;
+use crate::token::Claims;
+
+/// What the policy stages learned on the way, kept for the response, the metrics and the
+/// log whatever the outcome.
+#[derive(Debug)]
+pub struct Seen<'s> {
+    /// The route selected, once routing has run.
+    pub route: Option<&'s Arc<Route>>,
+    /// The client's address as the IP stage judged it (after trusted X-Forwarded-For).
+    pub client_ip: IpAddr,
+    /// The bearer challenge, when the token stage refused.
+    pub www_authenticate: Option<HeaderValue>,
+    /// Admitted on an expired license's grace period.
+    pub in_grace: bool,
+}
+
+/// Where an admitted request goes.
+#[derive(Debug)]
+pub enum Admitted<'s> {
+    /// The gateway's own token issuer answers it (listener policy passed).
+    Issuer(ClientAddr),
+    /// The route's upstream, with the client as judged and the token's claims.
+    Route {
+        route: &'s Arc<Route>,
+        client: ClientAddr,
+        claims: Option<Arc<Claims>>,
+    },
+}
+
+/// Every policy stage, in order, on a request's head: framing, listener identity and IP
+/// lists, [issuer], routing, route identity and IP lists, license, token. No I/O and no
+/// body: the same function decides for the server and for the pipeline bench.
+pub fn admit<'s, B>(
+    shared: &Shared,
+    snapshot: &'s Snapshot,
+    conn: &ConnContext,
+    req: &Request<B>,
+    now: SystemTime,
+    seen: &mut Seen<'s>,
+) -> Result<Admitted<'s>, Denial> {
+    // Framing first: nothing else may read a request whose length is in doubt.
+    crate::framing::check(conn, req.headers())?;
+
+    // A listener removed by a reload stops serving routes at once; its socket goes later.
+    let listener = snapshot.listener(&conn.listener).ok_or(Denial::NoRoute)?;
+    crate::identity::check(&listener.pins, conn)?;
+    let client = crate::ip_filter::check_listener(listener, conn, req.headers())?;
+    seen.client_ip = client.ip;
+
+    // The gateway's own token issuer answers its paths on its listener, before routing:
+    // its endpoints are not routes, and listener policy (pins, IP lists) still applied.
+    if let Some(own) = &snapshot.issuer
+        && *own.listener == *conn.listener
+        && own.handles(req.uri().path())
+        && shared.issuer.load().is_some()
+    {
+        return Ok(Admitted::Issuer(client));
+    }
+
+    let host = req.uri().host().or_else(|| {
+        req.headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+    });
+    let route = listener
+        .routes
+        .select(host, req.uri().path(), req.method())?;
+    seen.route = Some(route);
+    crate::identity::check(&route.pins, conn)?;
+    crate::ip_filter::check_route(route, &client)?;
+    let licensing = shared.licensing.load();
+    let license = crate::license::check(
+        licensing.as_deref(),
+        route,
+        conn.identity.as_ref(),
+        client.ip,
+        now,
+    )?;
+    seen.in_grace = license.as_ref().is_some_and(|g| g.in_grace);
+    let claims = snapshot
+        .tokens
+        .authorize_for(
+            req.headers(),
+            &route.auth,
+            crate::token::Presenter::Connection(conn.identity.as_ref()),
+            now,
+        )
+        .map_err(|d| {
+            // RFC 6750: the challenge says what was wrong (never echoing the token).
+            seen.www_authenticate = Some(d.www_authenticate(&route.auth));
+            Denial::Token(d)
+        })?;
+    Ok(Admitted::Route {
+        route,
+        client,
+        claims,
+    })
+}
 
 /// Handle one request. Never fails: every refusal becomes its JSON denial.
 pub async fn handle(
@@ -34,96 +137,68 @@ pub async fn handle(
     let snapshot = shared.snapshot.load_full();
     // One clock reading per request: every time-dependent stage judges the same instant.
     let now = shared.clock.now();
-    let mut in_grace = false;
-    let mut www_authenticate = None;
     let method = req.method().clone();
     // A refcount bump, not a copy: the log needs the path after the request is consumed.
     let path_and_query = req.uri().path_and_query().cloned();
 
-    let mut route_name = None;
-    let mut matched = None;
-    let mut client_ip = conn.origin.ip().to_canonical();
+    let mut seen = Seen {
+        route: None,
+        client_ip: conn.origin.ip().to_canonical(),
+        www_authenticate: None,
+        in_grace: false,
+    };
+    let mut issuer_name = None;
     let mut forwarded = ForwardLog::default();
     let result = async {
-        // Framing first: nothing else may read a request whose length is in doubt.
-        crate::framing::check(conn, req.headers())?;
-
-        // A listener removed by a reload stops serving routes at once; its socket goes later.
-        let listener = snapshot.listener(&conn.listener).ok_or(Denial::NoRoute)?;
-        crate::identity::check(&listener.pins, conn)?;
-        let client = crate::ip_filter::check_listener(listener, conn, req.headers())?;
-        client_ip = client.ip;
-
-        // The gateway's own token issuer answers its paths on its listener, before routing:
-        // its endpoints are not routes, and listener policy (pins, IP lists) still applied.
-        if let Some(own) = &snapshot.issuer
-            && *own.listener == *conn.listener
-            && own.handles(req.uri().path())
-            && let Some(issuer) = shared.issuer.load_full()
-        {
-            route_name = Some(own.name.clone());
-            let resp =
-                crate::issuer::handle(&issuer, req, client.ip, conn.identity.as_ref(), now).await;
-            let (mut parts, body) = resp.into_parts();
-            parts
-                .headers
-                .insert(X_REQUEST_ID, request_id.header_value());
-            let body = match http_body_util::BodyExt::collect(body).await {
-                Ok(collected) => collected.to_bytes(),
-                Err(never) => match never {},
-            };
-            return Ok(Response::from_parts(parts, ResponseBody::from(body)));
+        match admit(shared, &snapshot, conn, &req, now, &mut seen)? {
+            Admitted::Issuer(client) => {
+                // Both were there a moment ago, in `admit`; a reload may have just gone by.
+                let (Some(own), Some(issuer)) = (&snapshot.issuer, shared.issuer.load_full())
+                else {
+                    return Err(Denial::NoRoute);
+                };
+                issuer_name = Some(own.name.clone());
+                let resp =
+                    crate::issuer::handle(&issuer, req, client.ip, conn.identity.as_ref(), now)
+                        .await;
+                let (mut parts, body) = resp.into_parts();
+                parts
+                    .headers
+                    .insert(X_REQUEST_ID, request_id.header_value());
+                let body = match http_body_util::BodyExt::collect(body).await {
+                    Ok(collected) => collected.to_bytes(),
+                    Err(never) => match never {},
+                };
+                Ok(Response::from_parts(parts, ResponseBody::from(body)))
+            }
+            Admitted::Route {
+                route,
+                client,
+                claims,
+            } => {
+                let ctx = RequestContext {
+                    request_id: &request_id,
+                    request_id_header: request_id.header_value(),
+                    conn,
+                    client,
+                    route,
+                    identity_headers: &snapshot.identity_headers,
+                    claims,
+                    claim_headers: &snapshot.claim_headers,
+                    metrics: &shared.metrics,
+                };
+                forward::forward(&ctx, req, &mut forwarded).await
+            }
         }
-
-        let host = req.uri().host().or_else(|| {
-            req.headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-        });
-        let route = listener
-            .routes
-            .select(host, req.uri().path(), req.method())?;
-        route_name = Some(route.name.clone());
-        matched = Some(route);
-        crate::identity::check(&route.pins, conn)?;
-        crate::ip_filter::check_route(route, &client)?;
-        let licensing = shared.licensing.load();
-        let license = crate::license::check(
-            licensing.as_deref(),
-            route,
-            conn.identity.as_ref(),
-            client.ip,
-            now,
-        )?;
-        in_grace = license.as_ref().is_some_and(|g| g.in_grace);
-        let claims = snapshot
-            .tokens
-            .authorize_for(
-                req.headers(),
-                &route.auth,
-                crate::token::Presenter::Connection(conn.identity.as_ref()),
-                now,
-            )
-            .map_err(|d| {
-                // RFC 6750: the challenge says what was wrong (never echoing the token).
-                www_authenticate = Some(d.www_authenticate(&route.auth));
-                Denial::Token(d)
-            })?;
-
-        let ctx = RequestContext {
-            request_id: &request_id,
-            request_id_header: request_id.header_value(),
-            conn,
-            client,
-            route,
-            identity_headers: &snapshot.identity_headers,
-            claims,
-            claim_headers: &snapshot.claim_headers,
-            metrics: &shared.metrics,
-        };
-        forward::forward(&ctx, req, &mut forwarded).await
     }
     .await;
+    let Seen {
+        route: matched,
+        client_ip,
+        www_authenticate,
+        in_grace,
+    } = seen;
+    let route_name = matched.map(|r| r.name.clone()).or(issuer_name);
 
     let (response, denial) = match result {
         Ok(mut resp) => {

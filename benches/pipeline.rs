@@ -1,0 +1,138 @@
+//! The whole policy pipeline on an in-memory request: `cargo bench --bench pipeline`.
+//!
+//! A gateway is started from the load bench's full-policy config, and
+//! [`portcullis::pipeline::admit`] runs on a request head, with a connection context that
+//! carries the pinned client certificate, as the server calls it for every request:
+//! framing, the listener's pin and IP allowlist, route selection, the route's pin and IP
+//! lists, the machine license (pin and address), the bearer token (HS256; verified once,
+//! then a cache hit). Beside it: a forged token (refused after a signature check), and the
+//! bare config (one route, no policy). Forwarding is not included: it is I/O, measured by
+//! the load bench.
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
+use std::time::Instant;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::Request;
+use portcullis::context::ConnContext;
+use portcullis::framing::scanner::FramingSignals;
+use portcullis::identity::{ClientIdentity, IdentityValues};
+use portcullis::pipeline::{Admitted, Seen, admit};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+mod common;
+use common::{config, pki, provision, token, write};
+
+struct Setup {
+    _pki: common::Pki,
+    running: portcullis::app::Running,
+    _rt: tokio::runtime::Runtime,
+    conn: ConnContext,
+}
+
+fn setup(mode: &str) -> Setup {
+    let pki = pki();
+    let dir = pki.dir.path().to_path_buf();
+    // Never connected to: admission stops before forwarding.
+    write(&dir, "portcullis.toml", &config(&dir, mode, "127.0.0.1:9"));
+    if mode == "full" {
+        provision(&dir);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let running = rt
+        .block_on(portcullis::app::start(&dir.join("portcullis.toml")))
+        .expect("gateway starts");
+    let local = running.local_addr("mtls").expect("listener");
+    let cert = CertificateDer::from_pem_file(dir.join("client.pem")).expect("client.pem");
+    let identity = ClientIdentity::from_der(cert.as_ref()).expect("client certificate");
+    let peer: SocketAddr = "127.0.0.1:50000".parse().expect("address");
+    let conn = ConnContext {
+        listener: "mtls".into(),
+        peer,
+        origin: peer,
+        local,
+        accepted_at: Instant::now(),
+        tls_version: Some(rustls::ProtocolVersion::TLSv1_3),
+        alpn: Some(b"http/1.1".to_vec().into()),
+        sni: Some("localhost".into()),
+        identity_values: Some(IdentityValues::new(&identity)),
+        identity: Some(identity),
+        framing: Arc::new(FramingSignals::default()),
+        in_flight: AtomicU32::new(0),
+    };
+    Setup {
+        _pki: pki,
+        running,
+        _rt: rt,
+        conn,
+    }
+}
+
+fn request(authorization: Option<&str>) -> Request<()> {
+    let mut b = Request::builder()
+        .method("GET")
+        .uri("/orders/2024/invoices?page=2")
+        .header("host", "localhost")
+        .header("user-agent", "erp-agent/7.2")
+        .header("accept", "application/json");
+    if let Some(a) = authorization {
+        b = b.header("authorization", a);
+    }
+    b.body(()).expect("request")
+}
+
+/// Admit `req` as the server does per request (snapshot, clock, then the stages); whether
+/// it was admitted to a route.
+fn admitted(s: &Setup, req: &Request<()>) -> bool {
+    let shared = s.running.shared();
+    let snapshot = shared.snapshot.load();
+    let now = shared.clock.now();
+    let mut seen = Seen {
+        route: None,
+        client_ip: s.conn.origin.ip(),
+        www_authenticate: None,
+        in_grace: false,
+    };
+    matches!(
+        admit(shared, &snapshot, &s.conn, req, now, &mut seen),
+        Ok(Admitted::Route { .. })
+    )
+}
+
+fn bench(c: &mut Criterion) {
+    let full = setup("full");
+    let bearer = format!("Bearer {}", token());
+    let good = request(Some(&bearer));
+    // The same claims under a signature of the wrong key.
+    let (head, _) = bearer.rsplit_once('.').expect("jwt");
+    let forged = request(Some(&format!(
+        "{head}.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+    )));
+    assert!(admitted(&full, &good), "the bench request is admitted");
+    assert!(!admitted(&full, &forged), "the forged token is refused");
+    c.bench_function("pipeline/admit/full_policy_token_cached", |b| {
+        b.iter(|| black_box(admitted(&full, black_box(&good))))
+    });
+    c.bench_function("pipeline/admit/full_policy_forged_token", |b| {
+        b.iter(|| black_box(admitted(&full, black_box(&forged))))
+    });
+    drop(full);
+
+    let bare = setup("bare");
+    let plain = request(None);
+    assert!(admitted(&bare, &plain));
+    c.bench_function("pipeline/admit/bare", |b| {
+        b.iter(|| black_box(admitted(&bare, black_box(&plain))))
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
