@@ -45,15 +45,8 @@ export BENCH_PKI=$pki BENCH_UPSTREAM=127.0.0.1:18080 GATEWAY_PORT_ECDSA=7443 GAT
 export PORTCULLIS_BENCH_WORK=$OUT/gw
 hdr=()
 if [[ $mode == full ]]; then
-  # The same HS256 token benches/shared-bench.sh makes.
   secret=$OUT/hs256.secret
-  head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret"
-  b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
-  now=$(date +%s)
-  h=$(printf '{"alg":"HS256","typ":"JWT"}' | b64url)
-  p=$(printf '{"iss":"https://bench.portcullis.test","aud":"portcullis-bench","sub":"bench-client","scope":"bench","iat":%d,"exp":%d,"jti":"bench-1"}' "$now" $((now + 86400)) | b64url)
-  s=$(printf '%s.%s' "$h" "$p" | openssl dgst -sha256 -mac HMAC -macopt "key:$(cat "$secret")" -binary | b64url)
-  hdr=(-H "Authorization: Bearer $h.$p.$s")
+  hdr=(-H "Authorization: Bearer $("$root/benches/bench-token.sh" "$secret")")
   export PORTCULLIS_BENCH_SECRET=$secret
 fi
 if [[ -n ${HEAPTRACK:-} ]]; then
