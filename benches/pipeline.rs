@@ -62,6 +62,7 @@ fn setup(mode: &str) -> Setup {
         accepted_at: Instant::now(),
         tls_version: Some(rustls::ProtocolVersion::TLSv1_3),
         alpn: Some(b"http/1.1".to_vec().into()),
+        proxy_spoke_for_itself: false,
         sni: Some("localhost".into()),
         identity_values: Some(IdentityValues::new(&identity)),
         identity: Some(identity),

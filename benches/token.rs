@@ -76,6 +76,7 @@ fn verifier(signers: &[&Signer], cache: usize) -> TokenVerifier {
         issuer: ISS.to_owned(),
         audiences: vec!["portcullis".to_owned()],
         leeway: Duration::from_secs(60),
+        max_lifetime: Duration::from_secs(24 * 3600),
         keys: KeySource::Static(Arc::new(KeySet::new(keys).expect("set"))),
     };
     TokenVerifier::new(vec![issuer], Arc::new(NoRevocations)).with_cache_max_entries(cache)

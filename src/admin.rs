@@ -65,10 +65,11 @@ async fn connection(
         .admin
         .as_ref()
         .and_then(|a| a.tls.clone());
+    let local = stream.local_addr()?;
     let g = gateway.clone();
     let service = service_fn(move |req| {
         let g = g.clone();
-        async move { Ok::<_, Infallible>(handle(&g, req).await) }
+        async move { Ok::<_, Infallible>(handle(&g, req, local).await) }
     });
     let http = auto::Builder::new(TokioExecutor::new());
     let timeout = std::time::Duration::from_secs(10);
@@ -96,9 +97,28 @@ async fn connection(
     Ok(())
 }
 
-/// Route an admin request.
-pub async fn handle(gateway: &Gateway, req: Request<Incoming>) -> AdminResponse {
+/// Route an admin request arriving at `local`.
+pub async fn handle(
+    gateway: &Gateway,
+    req: Request<Incoming>,
+    local: std::net::SocketAddr,
+) -> AdminResponse {
     let id = RequestId::next();
+    // Before authentication: a page in a browser on this host, rebinding its own DNS name
+    // to 127.0.0.1, reaches the admin port with its own name in Host (421), and a page
+    // posting across origins carries its own Origin (403).
+    let own = {
+        let snap = gateway.shared().snapshot.load();
+        let hosts = snap
+            .admin
+            .as_ref()
+            .map(|a| a.hosts.clone())
+            .unwrap_or_default();
+        OwnNames { local, hosts }
+    };
+    if let Err(refusal) = check_origin(&own, &req) {
+        return error(&id, refusal.status(), refusal.reason());
+    }
     if !authorized(gateway, &req) {
         let mut resp = error(&id, StatusCode::UNAUTHORIZED, "unauthorized");
         resp.headers_mut().insert(
@@ -289,6 +309,99 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, StatusCode> {
 
 /// With a token configured, every request needs `Authorization: Bearer <token>`; compared
 /// as SHA-256 digests in constant time, so timing says nothing about the token.
+/// The names the admin API answers to.
+struct OwnNames {
+    local: std::net::SocketAddr,
+    hosts: Vec<Box<str>>,
+}
+
+impl OwnNames {
+    /// Its configured and certificate names, the address it was reached at, and
+    /// `localhost` when that address is loopback.
+    fn knows(&self, name: &str) -> bool {
+        if self.hosts.iter().any(|h| **h == *name) {
+            return true;
+        }
+        let ip = self.local.ip().to_canonical();
+        if name == "localhost" || name == "localhost.localdomain" {
+            return ip.is_loopback();
+        }
+        let literal = name.strip_prefix('[').and_then(|n| n.strip_suffix(']'));
+        literal
+            .unwrap_or(name)
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|n| n.to_canonical() == ip)
+    }
+}
+
+/// Why a request is refused before authentication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OriginRefusal {
+    /// Host names none of the admin API's own names (or is missing or malformed).
+    Misdirected,
+    /// A state-changing request from a page of another origin.
+    CrossOrigin,
+}
+
+impl OriginRefusal {
+    fn status(self) -> StatusCode {
+        match self {
+            OriginRefusal::Misdirected => StatusCode::MISDIRECTED_REQUEST,
+            OriginRefusal::CrossOrigin => StatusCode::FORBIDDEN,
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            OriginRefusal::Misdirected => "misdirected_request",
+            OriginRefusal::CrossOrigin => "cross_origin_refused",
+        }
+    }
+}
+
+/// Host must be one of the admin API's own names; a request that changes something must not
+/// carry an `Origin` (or `Sec-Fetch-Site`) of another site.
+fn check_origin<B>(own: &OwnNames, req: &Request<B>) -> Result<(), OriginRefusal> {
+    let host = match req.uri().authority() {
+        Some(a) => Some(a.as_str()),
+        None => req
+            .headers()
+            .get(header::HOST)
+            .map(|h| h.to_str().map_err(|_| OriginRefusal::Misdirected))
+            .transpose()?,
+    };
+    let host = host.ok_or(OriginRefusal::Misdirected)?;
+    let host = crate::routing::host::canonical(host).map_err(|_| OriginRefusal::Misdirected)?;
+    if !own.knows(&host.name) {
+        return Err(OriginRefusal::Misdirected);
+    }
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    if req
+        .headers()
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes() == b"cross-site" || v.as_bytes() == b"same-site")
+    {
+        return Err(OriginRefusal::CrossOrigin);
+    }
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        // Tools (curl, scripts) send no Origin; browsers always do on a cross-origin POST.
+        return Ok(());
+    };
+    let origin = origin.to_str().map_err(|_| OriginRefusal::CrossOrigin)?;
+    let authority = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+        .ok_or(OriginRefusal::CrossOrigin)?;
+    let theirs =
+        crate::routing::host::canonical(authority).map_err(|_| OriginRefusal::CrossOrigin)?;
+    if theirs.name != host.name || theirs.port != host.port {
+        return Err(OriginRefusal::CrossOrigin);
+    }
+    Ok(())
+}
+
 fn authorized(gateway: &Gateway, req: &Request<Incoming>) -> bool {
     let snap = gateway.shared().snapshot.load();
     let Some(expected) = snap.admin.as_ref().and_then(|a| a.token_sha256) else {

@@ -32,6 +32,9 @@ pub struct ConnContext {
     pub tls_version: Option<rustls::ProtocolVersion>,
     /// Negotiated ALPN protocol (`h2` or `http/1.1`), if any.
     pub alpn: Option<Box<[u8]>>,
+    /// A trusted balancer's PROXY header said it speaks for itself (v1 `UNKNOWN`, v2
+    /// `LOCAL`): the peer is the client, and no forwarding header on this connection is read.
+    pub proxy_spoke_for_itself: bool,
     /// SNI the client asked for, if any.
     pub sni: Option<Box<str>>,
     /// The verified client certificate, digested once.
@@ -88,6 +91,10 @@ pub struct RequestContext<'a> {
     pub conn: &'a ConnContext,
     pub client: ClientAddr,
     pub route: &'a Arc<Route>,
+    /// The canonical host the request was routed by, as the upstream's Host header.
+    pub host: Option<HeaderValue>,
+    /// What happens to client header names with `_`.
+    pub underscores_in_headers: crate::framing::UnderscoreHeaders,
     pub identity_headers: &'a IdentityHeaders,
     /// The verified bearer token's claims, on routes that require one.
     pub claims: Option<Arc<Claims>>,

@@ -20,6 +20,18 @@ pub enum Denial {
     /// The path has dot segments or encoded separators an upstream could read differently.
     #[error("invalid request path")]
     InvalidPath,
+    /// The Host (or request-target authority) is malformed, has userinfo, is missing or
+    /// repeated on HTTP/1.1, or differs from `:authority` on HTTP/2.
+    #[error("invalid host")]
+    InvalidHost,
+    /// A header name has an underscore and the gateway is set to refuse those
+    /// (`underscores_in_headers = "refuse"`).
+    #[error("invalid header")]
+    InvalidHeader,
+    /// The client's body broke off or was malformed (bad chunk size, ended early): the
+    /// client's fault, never counted against the upstream.
+    #[error("bad request body")]
+    BadRequestBody,
     /// A trusted proxy sent an X-Forwarded-For or Forwarded header we cannot read.
     #[error("bad forwarded header")]
     BadForwardedHeader,
@@ -55,9 +67,12 @@ pub enum Denial {
 
 impl Denial {
     /// Every variant, for metrics that pre-register one series per reason.
-    pub const ALL: [Denial; 19] = [
+    pub const ALL: [Denial; 22] = [
         Denial::AmbiguousFraming,
         Denial::InvalidPath,
+        Denial::InvalidHost,
+        Denial::InvalidHeader,
+        Denial::BadRequestBody,
         Denial::BadForwardedHeader,
         Denial::ClientCertNotPinned,
         Denial::IpNotAllowed,
@@ -81,6 +96,9 @@ impl Denial {
         match self {
             Denial::AmbiguousFraming => StatusCode::BAD_REQUEST,
             Denial::InvalidPath => StatusCode::BAD_REQUEST,
+            Denial::InvalidHost => StatusCode::BAD_REQUEST,
+            Denial::InvalidHeader => StatusCode::BAD_REQUEST,
+            Denial::BadRequestBody => StatusCode::BAD_REQUEST,
             Denial::BadForwardedHeader => StatusCode::BAD_REQUEST,
             Denial::ClientCertNotPinned => StatusCode::FORBIDDEN,
             Denial::IpNotAllowed => StatusCode::FORBIDDEN,
@@ -99,6 +117,9 @@ impl Denial {
         match self {
             Denial::AmbiguousFraming => "ambiguous_framing",
             Denial::InvalidPath => "invalid_path",
+            Denial::InvalidHost => "invalid_host",
+            Denial::InvalidHeader => "invalid_header",
+            Denial::BadRequestBody => "bad_request_body",
             Denial::BadForwardedHeader => "bad_forwarded_header",
             Denial::ClientCertNotPinned => "client_cert_not_pinned",
             Denial::IpNotAllowed => "ip_not_allowed",
@@ -116,8 +137,10 @@ impl Denial {
     /// problem we cannot trust where the next request starts.
     pub fn closes_connection(self) -> bool {
         match self {
-            Denial::AmbiguousFraming | Denial::PayloadTooLarge => true,
+            Denial::AmbiguousFraming | Denial::PayloadTooLarge | Denial::BadRequestBody => true,
             Denial::InvalidPath
+            | Denial::InvalidHost
+            | Denial::InvalidHeader
             | Denial::BadForwardedHeader
             | Denial::ClientCertNotPinned
             | Denial::IpNotAllowed

@@ -355,6 +355,7 @@ async fn establish(
     };
 
     let mut origin = peer;
+    let mut proxy_spoke_for_itself = false;
     if policy.proxy_protocol {
         if !policy.trusted_proxies.contains(peer.ip()) {
             refuse(ConnRefusal::ProxyProtocol);
@@ -362,7 +363,7 @@ async fn establish(
         }
         match tokio::time::timeout_at(deadline, proxy_protocol::read_header(&mut stream)).await {
             Ok(Ok(Some(src))) => origin = src,
-            Ok(Ok(None)) => {}
+            Ok(Ok(None)) => proxy_spoke_for_itself = true,
             Ok(Err(_)) | Err(_) => {
                 refuse(ConnRefusal::ProxyProtocol);
                 return None;
@@ -406,6 +407,7 @@ async fn establish(
         accepted_at,
         tls_version: session.protocol_version(),
         alpn: session.alpn_protocol().map(Into::into),
+        proxy_spoke_for_itself,
         sni: session.server_name().map(Into::into),
         identity_values: identity.as_ref().map(IdentityValues::new),
         identity,

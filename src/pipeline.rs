@@ -15,6 +15,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
@@ -46,13 +47,53 @@ pub struct Seen<'s> {
 #[derive(Debug)]
 pub enum Admitted<'s> {
     /// The gateway's own token issuer answers it (listener policy passed).
-    Issuer(ClientAddr),
+    Issuer(ClientAddr, Canonical),
     /// The route's upstream, with the client as judged and the token's claims.
     Route {
         route: &'s Arc<Route>,
         client: ClientAddr,
         claims: Option<Arc<Claims>>,
+        canonical: Canonical,
     },
+}
+
+/// What the request becomes on its way on: the canonical path and host it was judged by.
+#[derive(Debug, Default)]
+pub struct Canonical {
+    /// The canonical path with the query, when it differs from the path as sent.
+    pub path: Option<PathAndQuery>,
+    /// The Host header for the upstream (canonical host, the client's port).
+    pub host: Option<HeaderValue>,
+}
+
+impl Canonical {
+    fn of(target: &crate::routing::RequestTarget<'_>, uri: &http::Uri) -> Result<Self, Denial> {
+        let path = match &target.path.path {
+            std::borrow::Cow::Borrowed(_) => None,
+            std::borrow::Cow::Owned(p) => {
+                let text = match uri.query() {
+                    Some(q) => format!("{p}?{q}"),
+                    None => p.clone(),
+                };
+                Some(PathAndQuery::try_from(text).map_err(|_| Denial::InvalidPath)?)
+            }
+        };
+        Ok(Canonical {
+            path,
+            host: target.host_header(),
+        })
+    }
+
+    /// Put the canonical path into the request's target (the query stays as sent).
+    pub fn apply_path(&mut self, uri: &mut http::Uri) {
+        if let Some(p) = self.path.take() {
+            let mut parts = std::mem::take(uri).into_parts();
+            parts.path_and_query = Some(p);
+            if let Ok(u) = http::Uri::from_parts(parts) {
+                *uri = u;
+            }
+        }
+    }
 }
 
 /// Every policy stage, in order, on a request's head: framing, listener identity and IP
@@ -68,6 +109,7 @@ pub fn admit<'s, B>(
 ) -> Result<Admitted<'s>, Denial> {
     // Framing first: nothing else may read a request whose length is in doubt.
     crate::framing::check(conn, req.headers())?;
+    crate::framing::check_header_names(req.headers(), snapshot.underscores_in_headers)?;
 
     // A listener removed by a reload stops serving routes at once; its socket goes later.
     let listener = snapshot.listener(&conn.listener).ok_or(Denial::NoRoute)?;
@@ -75,24 +117,23 @@ pub fn admit<'s, B>(
     let client = crate::ip_filter::check_listener(listener, conn, req.headers())?;
     seen.client_ip = client.ip;
 
+    // One canonical host and path, decided once: routing matches them and the upstream
+    // receives them, so no spelling reaches a route's upstream past that route's policy.
+    let target = crate::routing::request_target(req.uri(), req.headers(), req.version())?;
+
     // The gateway's own token issuer answers its paths on its listener, before routing:
     // its endpoints are not routes, and listener policy (pins, IP lists) still applied.
     if let Some(own) = &snapshot.issuer
         && *own.listener == *conn.listener
-        && own.handles(req.uri().path())
+        && own.handles(&target.path.path)
         && shared.issuer.load().is_some()
     {
-        return Ok(Admitted::Issuer(client));
+        return Ok(Admitted::Issuer(client, Canonical::of(&target, req.uri())?));
     }
 
-    let host = req.uri().host().or_else(|| {
-        req.headers()
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-    });
     let route = listener
         .routes
-        .select(host, req.uri().path(), req.method())?;
+        .select(target.host_name(), &target.path, req.method())?;
     seen.route = Some(route);
     crate::identity::check(&route.pins, conn)?;
     crate::ip_filter::check_route(route, &client)?;
@@ -122,6 +163,7 @@ pub fn admit<'s, B>(
         route,
         client,
         claims,
+        canonical: Canonical::of(&target, req.uri())?,
     })
 }
 
@@ -149,9 +191,11 @@ pub async fn handle(
     };
     let mut issuer_name = None;
     let mut forwarded = ForwardLog::default();
+    let mut req = req;
     let result = async {
         match admit(shared, &snapshot, conn, &req, now, &mut seen)? {
-            Admitted::Issuer(client) => {
+            Admitted::Issuer(client, mut canonical) => {
+                canonical.apply_path(req.uri_mut());
                 // Both were there a moment ago, in `admit`; a reload may have just gone by.
                 let (Some(own), Some(issuer)) = (&snapshot.issuer, shared.issuer.load_full())
                 else {
@@ -175,8 +219,11 @@ pub async fn handle(
                 route,
                 client,
                 claims,
+                mut canonical,
             } => {
+                canonical.apply_path(req.uri_mut());
                 let ctx = RequestContext {
+                    host: canonical.host,
                     request_id: &request_id,
                     request_id_header: request_id.header_value(),
                     conn,
@@ -185,6 +232,7 @@ pub async fn handle(
                     identity_headers: &snapshot.identity_headers,
                     claims,
                     claim_headers: &snapshot.claim_headers,
+                    underscores_in_headers: snapshot.underscores_in_headers,
                     metrics: &shared.metrics,
                 };
                 forward::forward(&ctx, req, &mut forwarded).await

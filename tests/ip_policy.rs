@@ -374,18 +374,24 @@ async fn behind_trusted_proxies_the_nearest_untrusted_address_is_the_client_for_
     let pki = Pki::generate();
     let partners = Upstream::echo("partners").await;
     let partner_allow = "allow = [\"203.0.113.0/24\", \"2001:db8::/32\"]";
-    let start = |trusted: &'static str| {
+    let start = |trusted: &'static str, header: &'static str| {
         let toml = format!(
             "{}{}",
-            listener("public", &format!("trusted_proxies = {trusted}")),
+            listener(
+                "public",
+                &format!("trusted_proxies = {trusted}\nforwarded_header = \"{header}\""),
+            ),
             route("partners", "/partners", &[&partners.url()], partner_allow),
         );
         let dir = pki.dir().to_path_buf();
         async move { Gateway::start(&dir, &toml).await }
     };
     // One load balancer in front; a chain of internal proxies behind it.
-    let one_lb = start("[\"127.0.0.1\"]").await;
-    let chain = start("[\"127.0.0.1\", \"10.0.0.0/8\"]").await;
+    // Each twice: proxies that write X-Forwarded-For, and proxies that write Forwarded.
+    let one_lb = start("[\"127.0.0.1\"]", "x-forwarded-for").await;
+    let chain = start("[\"127.0.0.1\", \"10.0.0.0/8\"]", "x-forwarded-for").await;
+    let one_lb_fwd = start("[\"127.0.0.1\"]", "forwarded").await;
+    let chain_fwd = start("[\"127.0.0.1\", \"10.0.0.0/8\"]", "forwarded").await;
 
     type Case = (&'static str, bool, Vec<(&'static str, &'static str)>, Want);
     let cases: Vec<Case> = vec![
@@ -477,7 +483,13 @@ async fn behind_trusted_proxies_the_nearest_untrusted_address_is_the_client_for_
 
     let mut served = 0;
     for (what, via_chain, headers, want) in cases {
-        let gw = if via_chain { &chain } else { &one_lb };
+        let writes_forwarded = headers.iter().any(|(k, _)| *k == "forwarded");
+        let gw = match (via_chain, writes_forwarded) {
+            (false, false) => &one_lb,
+            (true, false) => &chain,
+            (false, true) => &one_lb_fwd,
+            (true, true) => &chain_fwd,
+        };
         let mut req = request("GET", "/partners/data");
         for (k, v) in &headers {
             req = req.header(*k, *v);
@@ -494,6 +506,13 @@ async fn behind_trusted_proxies_the_nearest_untrusted_address_is_the_client_for_
                 );
                 let echo = resp.echo();
                 served += 1;
+                if writes_forwarded {
+                    // A trusted proxy's Forwarded is passed on with our peer appended.
+                    let sent: Vec<&str> = headers.iter().map(|(_, v)| *v).collect();
+                    let want = format!("{}, for=127.0.0.1", sent.join(", "));
+                    assert_eq!(echo.header_all("forwarded"), [want.as_str()], "{what}");
+                    continue;
+                }
                 // A trusted proxy's X-Forwarded-For is passed on with our peer appended.
                 let sent_xff: Vec<&str> = headers
                     .iter()
@@ -569,12 +588,18 @@ async fn a_listener_allow_list_is_checked_per_request_against_the_client_behind_
 async fn unreadable_forwarding_headers_from_a_trusted_proxy_get_400_bad_forwarded_header() {
     let pki = Pki::generate();
     let up = Upstream::echo("a").await;
-    let toml = format!(
-        "{}{}",
-        listener("public", "trusted_proxies = [\"127.0.0.1\"]"),
-        route("all", "/", &[&up.url()], "")
-    );
-    let gw = Gateway::start(pki.dir(), &toml).await;
+    let toml = |header: &str| {
+        format!(
+            "{}{}",
+            listener(
+                "public",
+                &format!("trusted_proxies = [\"127.0.0.1\"]\nforwarded_header = \"{header}\""),
+            ),
+            route("all", "/", &[&up.url()], "")
+        )
+    };
+    let gw = Gateway::start(pki.dir(), &toml("x-forwarded-for")).await;
+    let gw_fwd = Gateway::start(pki.dir(), &toml("forwarded")).await;
 
     let cases: [(&str, &str); 8] = [
         ("x-forwarded-for", "nonsense"),
@@ -587,12 +612,18 @@ async fn unreadable_forwarding_headers_from_a_trusted_proxy_get_400_bad_forwarde
         ("forwarded", "for=\"203.0.113.7"),
     ];
     let mut h1 = connect_h1(&pki, gw.addr()).await;
+    let mut h1_fwd = connect_h1(&pki, gw_fwd.addr()).await;
     for (name, value) in cases {
         let req = request("GET", "/x")
             .header(name, value)
             .body(empty())
             .unwrap();
-        let resp = h1
+        let conn = if name == "forwarded" {
+            &mut h1_fwd
+        } else {
+            &mut h1
+        };
+        let resp = conn
             .call(req)
             .await
             .unwrap_or_else(|e| panic!("{name}: {value:?}: no response: {e}"));
@@ -607,7 +638,8 @@ async fn unreadable_forwarding_headers_from_a_trusted_proxy_get_400_bad_forwarde
     }
     assert_eq!(up.request_count(), 0, "an unreadable header was forwarded");
     assert_eq!(
-        gw.denial_count(Denial::BadForwardedHeader),
+        gw.denial_count(Denial::BadForwardedHeader)
+            + gw_fwd.denial_count(Denial::BadForwardedHeader),
         cases.len() as u64
     );
     // The connection is still usable for a readable request.

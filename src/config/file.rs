@@ -49,6 +49,10 @@ pub struct AdminSection {
     pub certificates: Vec<CertificateSection>,
     /// With `certificates`: require client certificates from this CA bundle.
     pub client_ca: Option<String>,
+    /// Host names the admin API answers to, besides its own address (and `localhost` on a
+    /// loopback bind) and its certificates' names. Other Host headers get 421, so a
+    /// DNS-rebinding page cannot reach it under a name of its own.
+    pub hosts: Option<Vec<String>>,
 }
 
 /// Header names for the client identity sent upstream. Client-sent copies of these
@@ -90,6 +94,9 @@ pub struct ServerSection {
     pub shutdown_timeout: Option<String>,
     /// Reload when the config file changes. Default true.
     pub watch_config: Option<bool>,
+    /// Client headers with `_` in the name: "drop" (default), "refuse" (400) or "allow".
+    /// Names that fold onto a header the gateway writes are removed whatever the setting.
+    pub underscores_in_headers: Option<String>,
 }
 
 /// One TLS listener. Portcullis never serves plain HTTP on a listener.
@@ -122,6 +129,9 @@ pub struct ListenerSection {
     pub trusted_proxies: Option<Vec<String>>,
     /// Expect a PROXY protocol (v1 or v2) header before TLS, from trusted proxies only.
     pub proxy_protocol: Option<bool>,
+    /// The forwarding header the trusted proxies write: "x-forwarded-for" (default) or
+    /// "forwarded". The other one is removed and never believed.
+    pub forwarded_header: Option<String>,
     /// Offer TLS session resumption (a session cache, TLS 1.3 tickets). Default true.
     pub tls_resumption: Option<bool>,
 }
@@ -179,4 +189,10 @@ pub struct RouteSection {
     pub any_scopes: Option<Vec<String>>,
     /// Names of the token issuers accepted here. Default: every configured issuer.
     pub issuers: Option<Vec<String>>,
+    /// Forward `;` path parameters (`/a;jsessionid=1`) instead of refusing them with 400
+    /// invalid_path. Matching ignores them either way. Default false.
+    pub path_params: Option<bool>,
+    /// Match `path_prefix` in any case, for upstreams that ignore case. Default false (a
+    /// path that matches another route only when case is ignored is refused).
+    pub case_insensitive: Option<bool>,
 }

@@ -37,6 +37,8 @@ pub struct Snapshot {
     pub claim_headers: crate::token::ClaimHeaders,
     /// `[issuer]`: the gateway's own token issuer, and the link its verifier reads.
     pub issuer: Option<crate::issuer::OwnIssuerSettings>,
+    /// What happens to client headers whose names have underscores.
+    pub underscores_in_headers: crate::framing::UnderscoreHeaders,
     /// The config file as parsed, secrets redacted, for `GET /config`.
     pub redacted: serde_json::Value,
     /// The HTTP/1.1 + HTTP/2 server settings every new connection is served with.
@@ -99,6 +101,8 @@ pub struct ListenerPolicy {
     pub ip: IpPolicy,
     /// Peers whose forwarding headers (and PROXY header) are believed.
     pub trusted_proxies: IpSet,
+    /// The one forwarding header the trusted proxies write; the other is never believed.
+    pub forwarded_header: crate::ip_filter::ForwardedHeader,
     /// A PROXY protocol header precedes TLS on every connection.
     pub proxy_protocol: bool,
     /// Earliest `not_after` among the listener's server certificates (for metrics and warnings).
@@ -111,6 +115,8 @@ pub struct AdminSettings {
     /// SHA-256 of the bearer token; only the hash is kept in memory.
     pub token_sha256: Option<[u8; 32]>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Canonical host names the admin API answers to besides its own address.
+    pub hosts: Vec<Box<str>>,
 }
 
 // === Loading ===

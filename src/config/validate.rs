@@ -106,6 +106,16 @@ pub fn build_snapshot(
         })
         .unwrap_or_default();
     let server = server_settings(&mut r, &file.server);
+    let underscores_in_headers = match file.server.underscores_in_headers.as_deref() {
+        None => crate::framing::UnderscoreHeaders::default(),
+        Some(v) => crate::framing::UnderscoreHeaders::parse(v).unwrap_or_else(|| {
+            r.error(
+                "server.underscores_in_headers",
+                format!("\"{v}\" is not one of \"drop\", \"refuse\", \"allow\""),
+            );
+            crate::framing::UnderscoreHeaders::default()
+        }),
+    };
     let identity_headers = IdentityHeaders::from_section(file.identity_headers.as_ref(), &mut r);
     let admin = file.admin.as_ref().and_then(|a| admin(&mut r, a, now));
     let licenses = file
@@ -233,6 +243,7 @@ pub fn build_snapshot(
                 pins: sk.pins,
                 ip: sk.ip,
                 trusted_proxies: sk.trusted_proxies,
+                forwarded_header: sk.forwarded_header,
                 proxy_protocol: sk.proxy_protocol,
                 cert_not_after: sk.cert_not_after,
             })
@@ -249,6 +260,7 @@ pub fn build_snapshot(
             licenses,
             tokens,
             claim_headers: token_settings.headers,
+            underscores_in_headers,
             issuer: own_issuer,
             redacted: super::redact::redacted(file),
         },
@@ -372,6 +384,7 @@ struct ListenerSkeleton {
     pins: PinSet,
     ip: IpPolicy,
     trusted_proxies: IpSet,
+    forwarded_header: crate::ip_filter::ForwardedHeader,
     proxy_protocol: bool,
 }
 
@@ -483,6 +496,24 @@ fn listener(
     let ip = ip_policy(r, key, &l.allow, &l.deny);
     let trusted_proxies = cidr_list(r, &format!("{key}.trusted_proxies"), &l.trusted_proxies);
     let proxy_protocol = l.proxy_protocol.unwrap_or(false);
+    let forwarded_header = match l.forwarded_header.as_deref() {
+        None => Some(crate::ip_filter::ForwardedHeader::default()),
+        Some(v) => {
+            let parsed = crate::ip_filter::ForwardedHeader::parse(v);
+            if parsed.is_none() {
+                r.error(
+                    format!("{key}.forwarded_header"),
+                    format!("\"{v}\" is not one of \"x-forwarded-for\", \"forwarded\" (the header the trusted proxies write)"),
+                );
+            } else if trusted_proxies.as_ref().is_none_or(IpSet::is_empty) {
+                r.warn(
+                    format!("{key}.forwarded_header"),
+                    "has no effect without trusted_proxies: no forwarding header is believed",
+                );
+            }
+            parsed
+        }
+    };
     if proxy_protocol && trusted_proxies.as_ref().is_none_or(IpSet::is_empty) {
         r.error(
             format!("{key}.proxy_protocol"),
@@ -530,7 +561,8 @@ fn listener(
     }
 
     let (name, bind, min_tls, client_auth) = (name?, bind?, min_tls?, client_auth?);
-    let (pins, ip, trusted_proxies) = (pins?, ip?, trusted_proxies?);
+    let (pins, ip, trusted_proxies, forwarded_header) =
+        (pins?, ip?, trusted_proxies?, forwarded_header?);
     if certs.len() != l.certificates.len() || certs.is_empty() {
         return None;
     }
@@ -553,6 +585,7 @@ fn listener(
             pins,
             ip,
             trusted_proxies,
+            forwarded_header,
             proxy_protocol,
         }),
         Err(e) => {
@@ -624,9 +657,13 @@ fn route(
         on = Some(ls.iter().cloned().collect::<HashSet<_>>());
     }
 
+    // Requests are routed on their canonical host (no trailing root dot): the route's host
+    // is written the same way.
     let host = match s.host.as_deref() {
         None => Some(None),
-        Some(h) if is_hostname(h) => Some(Some(Box::<str>::from(h.to_ascii_lowercase()))),
+        Some(h) if is_hostname(h.strip_suffix('.').unwrap_or(h)) => Some(Some(Box::<str>::from(
+            h.strip_suffix('.').unwrap_or(h).to_ascii_lowercase(),
+        ))),
         Some(h) => {
             r.error(
                 format!("{key}.host"),
@@ -762,6 +799,8 @@ fn route(
             host,
             path_prefix: prefix,
             methods,
+            path_params: s.path_params.unwrap_or(false),
+            case_insensitive: s.case_insensitive.unwrap_or(false),
             upstream,
             max_body_bytes,
             pins,
@@ -818,6 +857,16 @@ fn admin(r: &mut Report, a: &super::file::AdminSection, now: SystemTime) -> Opti
             }
         }
     };
+    let mut hosts: Vec<Box<str>> = Vec::new();
+    for (j, h) in a.hosts.iter().flatten().enumerate() {
+        match crate::routing::host::canonical(h) {
+            Ok(c) if c.port.is_none() => hosts.push(c.name.into_owned().into()),
+            _ => r.error(
+                format!("admin.hosts[{j}]"),
+                format!("\"{h}\" is not a host name (letters, digits, '-' and '.', no port)"),
+            ),
+        }
+    }
     let mut certs = Vec::new();
     for (j, c) in a.certificates.iter().enumerate() {
         let ckey = format!("admin.certificates[{j}]");
@@ -826,7 +875,15 @@ fn admin(r: &mut Report, a: &super::file::AdminSection, now: SystemTime) -> Opti
             continue;
         };
         match tls::load_server_cert(&r.resolve(chain), &r.resolve(keyf), now) {
-            Ok(c) => certs.push(c),
+            Ok(c) => {
+                // The names the admin certificate is valid for are names it answers to.
+                for n in &c.names {
+                    if let Ok(h) = crate::routing::host::canonical(n) {
+                        hosts.push(h.name.into_owned().into());
+                    }
+                }
+                certs.push(c)
+            }
             Err(e) => r.error(format!("{ckey}.{}", e.key_field()), e.to_string()),
         }
     }
@@ -878,6 +935,7 @@ fn admin(r: &mut Report, a: &super::file::AdminSection, now: SystemTime) -> Opti
         bind,
         token_sha256,
         tls,
+        hosts,
     })
 }
 

@@ -19,16 +19,32 @@ use crate::record::AccessLine;
 #[error("request body exceeds the route's max_body_bytes")]
 pub struct BodyTooLarge;
 
-/// Whether a client error was caused by [`BodyTooLarge`].
-pub(crate) fn is_too_large(e: &(dyn std::error::Error + 'static)) -> bool {
+/// The client's request body failed while streaming (a malformed chunk, a connection
+/// closed before the declared length): the client's error, not the upstream's.
+#[derive(Debug, thiserror::Error)]
+#[error("client request body failed: {0}")]
+pub struct ClientBodyError(#[source] hyper::Error);
+
+/// Whether an exchange error was caused by `E` somewhere in its chain of sources.
+fn caused_by<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
-        if err.is::<BodyTooLarge>() {
+        if err.is::<E>() {
             return true;
         }
         cur = err.source();
     }
     false
+}
+
+/// Whether a client error was caused by [`BodyTooLarge`].
+pub(crate) fn is_too_large(e: &(dyn std::error::Error + 'static)) -> bool {
+    caused_by::<BodyTooLarge>(e)
+}
+
+/// Whether an exchange failed because the client's body did.
+pub(crate) fn is_client_body_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    caused_by::<ClientBodyError>(e)
 }
 
 /// The client's body, passed through frame by frame, failing once more than `remaining`
@@ -72,7 +88,7 @@ impl Body for RequestBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(ClientBodyError(e))))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }

@@ -1,13 +1,14 @@
 //! Header rewriting between client and upstream.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::request::Parts;
 
 use crate::context::{RequestContext, X_REQUEST_ID};
+use crate::ip_filter::ForwardedHeader;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
@@ -21,6 +22,63 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
+
+/// Headers upstream frameworks read as the client's address, scheme, port or path, which
+/// only a proxy may write: removed from every client request. `X-Real-IP` is nginx's
+/// client address; `X-Original-URL` and `X-Rewrite-URL` override the path in IIS and
+/// Symfony, so a client could name `/admin` there while routing saw another path.
+const NEVER_FROM_CLIENT: [HeaderName; 9] = [
+    X_REAL_IP,
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-forwarded-server"),
+    HeaderName::from_static("x-forwarded-scheme"),
+    HeaderName::from_static("x-forwarded-ssl"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+    HeaderName::from_static("x-original-host"),
+];
+
+/// Whether `name` (lower case, `_` already folded to `-`) is a header the gateway writes or
+/// scrubs, or one that frames the message.
+fn gateway_owned(name: &str, ctx: &RequestContext<'_>) -> bool {
+    let is = |n: &HeaderName| n.as_str() == name;
+    [
+        &X_FORWARDED_FOR,
+        &X_FORWARDED_PROTO,
+        &X_FORWARDED_HOST,
+        &X_REQUEST_ID,
+        &header::CONTENT_LENGTH,
+        &header::PROXY_AUTHORIZATION,
+    ]
+    .into_iter()
+    .chain(HOP_BY_HOP.iter())
+    .chain(NEVER_FROM_CLIENT.iter())
+    .any(is)
+        || ctx.identity_headers.scrubbed().any(is)
+        || ctx.claim_headers.scrubbed().any(is)
+}
+
+/// Remove what no client may send an upstream: the proxy-only headers above, and header
+/// names with `_` (all of them, or those that fold onto a gateway-owned name, per
+/// `underscores_in_headers`): CGI-style servers read `X_Auth_Subject` as `X-Auth-Subject`.
+pub fn scrub_client_headers(h: &mut HeaderMap, ctx: &RequestContext<'_>) {
+    remove_present(h, NEVER_FROM_CLIENT.iter());
+    // One pass over the names; the Vec below is built only when a client sent such a name.
+    if !h.keys().any(|k| k.as_str().contains('_')) {
+        return;
+    }
+    let drop_all = ctx.underscores_in_headers != crate::framing::UnderscoreHeaders::Allow;
+    let hits: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| k.as_str().contains('_'))
+        .filter(|k| drop_all || gateway_owned(&k.as_str().replace('_', "-"), ctx))
+        .cloned()
+        .collect();
+    for n in hits {
+        h.remove(n);
+    }
+}
 
 /// Headers a `Connection` option may not remove: they carry the message's framing and
 /// target, and removing them would let a client change what the upstream receives.
@@ -82,15 +140,6 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-/// The host the client addressed: the absolute-form authority (which RFC 9112 says wins)
-/// or :authority on HTTP/2, else the Host header.
-pub fn original_host(parts: &Parts) -> Option<HeaderValue> {
-    match parts.uri.authority() {
-        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-        None => parts.headers.get(header::HOST).cloned(),
-    }
-}
-
 /// The request's length as declared, if it declares one.
 pub fn content_length(h: &HeaderMap) -> Option<u64> {
     h.get(header::CONTENT_LENGTH)?
@@ -104,26 +153,59 @@ pub fn content_length(h: &HeaderMap) -> Option<u64> {
 /// Tell the upstream who asked and how: X-Forwarded-For, -Proto, -Host, Host, the client
 /// identity headers and our request id (replacing any the client sent).
 ///
-/// X-Forwarded-For (and `Forwarded`) from a trusted proxy are kept and our peer appended;
-/// from anyone else they are lies as far as we know, so the upstream gets only the peer.
-pub fn add_forwarding(h: &mut HeaderMap, ctx: &RequestContext<'_>, host: Option<HeaderValue>) {
+/// From a trusted proxy, the header it writes (`forwarded_header`) is kept and our peer
+/// appended; the other one was written by someone else and is replaced (X-Forwarded-For,
+/// from the `Forwarded` chain) or removed (`Forwarded`). From anyone else both are lies as
+/// far as we know, so the upstream gets only the peer.
+pub fn add_forwarding(h: &mut HeaderMap, ctx: &RequestContext<'_>) {
     use std::fmt::Write;
+    scrub_client_headers(h, ctx);
     let ip = ctx.conn.origin.ip().to_canonical();
     let mut xff = String::with_capacity(48);
-    if ctx.client.via_trusted_proxy {
-        // Several X-Forwarded-For lines are one list: fold them, then append the peer.
-        for prior in h
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-        {
-            xff.push_str(prior);
-            xff.push_str(", ");
+    match (ctx.client.via_trusted_proxy, ctx.client.forwarded_header) {
+        (true, ForwardedHeader::XForwardedFor) => {
+            // Several X-Forwarded-For lines are one list: fold them, then append the peer.
+            for prior in h
+                .get_all(&X_FORWARDED_FOR)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+            {
+                xff.push_str(prior);
+                xff.push_str(", ");
+            }
+            h.remove(header::FORWARDED);
         }
-    } else {
-        h.remove(header::FORWARDED);
+        (true, ForwardedHeader::Forwarded) => {
+            let mut fwd = String::with_capacity(64);
+            for line in h
+                .get_all(header::FORWARDED)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+            {
+                // The IP stage has read this chain already; what it accepted parses here.
+                for prior in crate::ip_filter::forwarded_for_list(line).unwrap_or_default() {
+                    let _ = write!(xff, "{prior}, ");
+                }
+                fwd.push_str(line.trim());
+                fwd.push_str(", ");
+            }
+            match ip {
+                std::net::IpAddr::V4(v4) => {
+                    let _ = write!(fwd, "for={v4}");
+                }
+                std::net::IpAddr::V6(v6) => {
+                    let _ = write!(fwd, "for=\"[{v6}]\"");
+                }
+            }
+            if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(fwd)) {
+                h.insert(header::FORWARDED, v);
+            }
+        }
+        (false, _) => {
+            h.remove(header::FORWARDED);
+        }
     }
     let _ = write!(xff, "{ip}");
     // The String's buffer becomes the header's bytes: one allocation, no copy.
@@ -131,7 +213,7 @@ pub fn add_forwarding(h: &mut HeaderMap, ctx: &RequestContext<'_>, host: Option<
         h.insert(X_FORWARDED_FOR, v);
     }
     h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-    match host {
+    match ctx.host.clone() {
         Some(host) => {
             h.insert(X_FORWARDED_HOST, host.clone());
             h.insert(header::HOST, host);

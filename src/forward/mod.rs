@@ -191,9 +191,8 @@ pub async fn forward(
         return Err(Denial::PayloadTooLarge);
     }
 
-    let host = headers::original_host(&parts);
     headers::strip_hop_by_hop(&mut parts.headers);
-    headers::add_forwarding(&mut parts.headers, ctx, host);
+    headers::add_forwarding(&mut parts.headers, ctx);
 
     let now = epoch_ms();
     let (index, target) = upstream.pick(now);
@@ -249,6 +248,12 @@ pub async fn forward(
         Ok(Err(pool::SendError::Exchange(e))) => {
             if body::is_too_large(&e) {
                 return Err(Denial::PayloadTooLarge);
+            }
+            // The client's body broke (bad chunk, ended early): its fault, not the
+            // upstream's, so neither the upstream's error count nor its alert moves.
+            if body::is_client_body_error(&e) {
+                tracing::debug!(route = &*route.name, request_id = %ctx.request_id, "client request body malformed or cut short");
+                return Err(Denial::BadRequestBody);
             }
             record(Err(UpstreamError::Exchange));
             tracing::warn!(route = &*route.name, request_id = %ctx.request_id, error = %e, "upstream exchange failed");

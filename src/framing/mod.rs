@@ -21,6 +21,44 @@ pub fn check(conn: &ConnContext, h: &HeaderMap) -> Result<(), Denial> {
     check_headers(h)
 }
 
+/// What to do with a client header whose name has an underscore. CGI, WSGI, Rack and PHP
+/// hand `X_Client_Cert` and `X-Client-Cert` to the application as one variable, so such a
+/// name can impersonate a header the gateway writes.
+///
+/// # Default
+/// `Drop`, like nginx's `underscores_in_headers off`. Whatever the setting, a name that
+/// folds (`_` to `-`, any case) onto a header the gateway writes is always removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnderscoreHeaders {
+    /// Remove such headers before forwarding.
+    #[default]
+    Drop,
+    /// Refuse the request with 400 `invalid_header`.
+    Refuse,
+    /// Forward them (except names that fold onto the gateway's own).
+    Allow,
+}
+
+impl UnderscoreHeaders {
+    /// The setting for a config value; `None` for anything else.
+    pub fn parse(v: &str) -> Option<Self> {
+        match v {
+            "drop" => Some(UnderscoreHeaders::Drop),
+            "refuse" => Some(UnderscoreHeaders::Refuse),
+            "allow" => Some(UnderscoreHeaders::Allow),
+            _ => None,
+        }
+    }
+}
+
+/// Refuse a header name with an underscore when the gateway is set to.
+pub fn check_header_names(h: &HeaderMap, setting: UnderscoreHeaders) -> Result<(), Denial> {
+    if setting == UnderscoreHeaders::Refuse && h.keys().any(|k| k.as_str().contains('_')) {
+        return Err(Denial::InvalidHeader);
+    }
+    Ok(())
+}
+
 /// What the headers alone show (all that is left to check on HTTP/2).
 fn check_headers(h: &HeaderMap) -> Result<(), Denial> {
     let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();

@@ -21,6 +21,9 @@ enum Field {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentityHeaders {
     names: Vec<(HeaderName, Field)>,
+    /// Removed from every client request: the configured names and every default name,
+    /// since an upstream may still read a default that was renamed or turned off.
+    scrub: Vec<HeaderName>,
 }
 
 /// Headers that must never be taken over: they carry framing, routing or our own facts.
@@ -44,28 +47,34 @@ const RESERVED: &[&str] = &[
 
 impl Default for IdentityHeaders {
     fn default() -> Self {
+        let names = default_names();
         IdentityHeaders {
-            names: vec![
-                (
-                    HeaderName::from_static("x-client-cert-subject"),
-                    Field::Subject,
-                ),
-                (
-                    HeaderName::from_static("x-client-cert-cn"),
-                    Field::CommonName,
-                ),
-                (HeaderName::from_static("x-client-cert-spki"), Field::Spki),
-                (
-                    HeaderName::from_static("x-client-cert-fingerprint"),
-                    Field::Fingerprint,
-                ),
-                (
-                    HeaderName::from_static("x-client-cert-serial"),
-                    Field::Serial,
-                ),
-            ],
+            scrub: names.iter().map(|(n, _)| n.clone()).collect(),
+            names,
         }
     }
+}
+
+fn default_names() -> Vec<(HeaderName, Field)> {
+    vec![
+        (
+            HeaderName::from_static("x-client-cert-subject"),
+            Field::Subject,
+        ),
+        (
+            HeaderName::from_static("x-client-cert-cn"),
+            Field::CommonName,
+        ),
+        (HeaderName::from_static("x-client-cert-spki"), Field::Spki),
+        (
+            HeaderName::from_static("x-client-cert-fingerprint"),
+            Field::Fingerprint,
+        ),
+        (
+            HeaderName::from_static("x-client-cert-serial"),
+            Field::Serial,
+        ),
+    ]
 }
 
 impl IdentityHeaders {
@@ -123,12 +132,23 @@ impl IdentityHeaders {
             names.push((name, field));
             keys.push(key);
         }
-        IdentityHeaders { names }
+        let mut scrub = defaults.scrub;
+        for (n, _) in &names {
+            if !scrub.contains(n) {
+                scrub.push(n.clone());
+            }
+        }
+        IdentityHeaders { names, scrub }
+    }
+
+    /// Every name removed from client requests (configured and default).
+    pub fn scrubbed(&self) -> impl Iterator<Item = &HeaderName> + Clone {
+        self.scrub.iter()
     }
 
     /// Remove client-sent copies, then set the verified identity's values (if any).
     pub fn rewrite(&self, h: &mut HeaderMap, values: Option<&IdentityValues>) {
-        crate::forward::remove_present(h, self.names.iter().map(|(n, _)| n));
+        crate::forward::remove_present(h, self.scrub.iter());
         let Some(v) = values else {
             return;
         };

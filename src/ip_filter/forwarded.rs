@@ -13,38 +13,40 @@ use super::IpSet;
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 const FORWARDED: &str = "forwarded";
 
+/// Reads one header line into its addresses, left to right.
+type ParseFn = fn(&str) -> Result<Vec<IpAddr>, BadForwardedHeader>;
+
 /// A trusted proxy sent a forwarding header we cannot read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadForwardedHeader;
 
 /// The client address for policy. `peer` is the connection's origin (TCP peer, or the
 /// source a PROXY protocol header reported).
+/// Only `which` is read: the other header may have been written by the client and passed
+/// along by a proxy that does not touch it.
 pub fn client_ip(
     peer: IpAddr,
     headers: &HeaderMap,
     trusted: &IpSet,
+    which: super::ForwardedHeader,
 ) -> Result<IpAddr, BadForwardedHeader> {
     let peer = peer.to_canonical();
     if trusted.is_empty() || !trusted.contains(peer) {
         return Ok(peer);
     }
-    if headers.contains_key(X_FORWARDED_FOR) {
-        return walk(
-            peer,
-            trusted,
-            headers.get_all(X_FORWARDED_FOR).iter(),
-            parse_xff_entries,
-        );
-    }
-    if headers.contains_key(FORWARDED) {
-        return walk(
-            peer,
-            trusted,
-            headers.get_all(FORWARDED).iter(),
-            parse_forwarded_entries,
-        );
+    let (name, parse): (&str, ParseFn) = match which {
+        super::ForwardedHeader::XForwardedFor => (X_FORWARDED_FOR, parse_xff_entries),
+        super::ForwardedHeader::Forwarded => (FORWARDED, parse_forwarded_entries),
+    };
+    if headers.contains_key(name) {
+        return walk(peer, trusted, headers.get_all(name).iter(), parse);
     }
     Ok(peer)
+}
+
+/// The `for=` addresses of one `Forwarded` line, left to right.
+pub fn forwarded_for_list(line: &str) -> Result<Vec<IpAddr>, BadForwardedHeader> {
+    parse_forwarded_entries(line)
 }
 
 /// Walk every entry of every header line, last line last, right to left.
@@ -52,7 +54,7 @@ fn walk<'a>(
     peer: IpAddr,
     trusted: &IpSet,
     lines: impl DoubleEndedIterator<Item = &'a http::HeaderValue>,
-    parse: fn(&str) -> Result<Vec<IpAddr>, BadForwardedHeader>,
+    parse: ParseFn,
 ) -> Result<IpAddr, BadForwardedHeader> {
     let mut leftmost = peer;
     for line in lines.rev() {
@@ -149,12 +151,51 @@ mod tests {
         )
     }
 
+    /// The proxy writes `Forwarded` when the case has one, else X-Forwarded-For.
     fn run(peer: &str, headers: &[(&'static str, &str)]) -> Result<String, BadForwardedHeader> {
+        let which = if headers.iter().any(|(k, _)| *k == "forwarded") {
+            super::super::ForwardedHeader::Forwarded
+        } else {
+            super::super::ForwardedHeader::XForwardedFor
+        };
+        run_with(peer, headers, which)
+    }
+
+    fn run_with(
+        peer: &str,
+        headers: &[(&'static str, &str)],
+        which: super::super::ForwardedHeader,
+    ) -> Result<String, BadForwardedHeader> {
         let mut h = HeaderMap::new();
         for (k, v) in headers {
             h.append(*k, HeaderValue::from_str(v).expect("value"));
         }
-        client_ip(peer.parse().expect("peer"), &h, &trusted()).map(|ip| ip.to_string())
+        client_ip(peer.parse().expect("peer"), &h, &trusted(), which).map(|ip| ip.to_string())
+    }
+
+    #[test]
+    fn only_the_header_the_trusted_proxy_writes_is_believed() {
+        use super::super::ForwardedHeader::{Forwarded, XForwardedFor};
+        let both = [("forwarded", "for=1.1.1.1"), ("x-forwarded-for", "2.2.2.2")];
+        assert_eq!(
+            run_with("10.0.0.1", &both, XForwardedFor).as_deref(),
+            Ok("2.2.2.2")
+        );
+        // Behind a proxy that writes only Forwarded, a client-added X-Forwarded-For is noise.
+        assert_eq!(
+            run_with("10.0.0.1", &both, Forwarded).as_deref(),
+            Ok("1.1.1.1")
+        );
+        let xff_only = [("x-forwarded-for", "2.2.2.2")];
+        assert_eq!(
+            run_with("10.0.0.1", &xff_only, Forwarded).as_deref(),
+            Ok("10.0.0.1")
+        );
+        let fwd_only = [("forwarded", "for=1.1.1.1")];
+        assert_eq!(
+            run_with("10.0.0.1", &fwd_only, XForwardedFor).as_deref(),
+            Ok("10.0.0.1")
+        );
     }
 
     type Case<'a> = (
@@ -292,12 +333,6 @@ mod tests {
                 "203.0.113.5",
                 vec![("forwarded", "for=1.2.3.4")],
                 Ok("203.0.113.5"),
-            ),
-            // X-Forwarded-For wins when both are present.
-            (
-                "10.0.0.1",
-                vec![("forwarded", "for=1.1.1.1"), ("x-forwarded-for", "2.2.2.2")],
-                Ok("2.2.2.2"),
             ),
         ];
         for (peer, headers, want) in cases {

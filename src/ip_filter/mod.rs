@@ -19,7 +19,31 @@ use crate::context::ConnContext;
 use crate::denial::Denial;
 use crate::routing::Route;
 
-pub use forwarded::{BadForwardedHeader, client_ip};
+pub use forwarded::{BadForwardedHeader, client_ip, forwarded_for_list};
+
+/// Which forwarding header a listener's trusted proxies write. Only that one is believed;
+/// a client can add the other one unhindered by the proxy, so it is never read.
+///
+/// # Default
+/// `XForwardedFor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardedHeader {
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded`.
+    Forwarded,
+}
+
+impl ForwardedHeader {
+    /// The setting for a config value; `None` for anything else.
+    pub fn parse(v: &str) -> Option<Self> {
+        match v {
+            "x-forwarded-for" => Some(ForwardedHeader::XForwardedFor),
+            "forwarded" => Some(ForwardedHeader::Forwarded),
+            _ => None,
+        }
+    }
+}
 pub use set::IpSet;
 
 /// An allow list and a deny list.
@@ -50,6 +74,8 @@ pub struct ClientAddr {
     /// The connection's origin is a trusted proxy: its forwarding headers were believed
     /// and are passed on; otherwise they were ignored and are overwritten.
     pub via_trusted_proxy: bool,
+    /// The header the trusted proxy writes (meaningful with `via_trusted_proxy`).
+    pub forwarded_header: ForwardedHeader,
 }
 
 /// The listener half of the stage: who the client is, and whether the listener admits it.
@@ -59,9 +85,14 @@ pub fn check_listener(
     headers: &HeaderMap,
 ) -> Result<ClientAddr, Denial> {
     let origin = conn.origin.ip().to_canonical();
-    let via_trusted_proxy = !l.trusted_proxies.is_empty() && l.trusted_proxies.contains(origin);
+    // A balancer whose PROXY header spoke for itself has said it is the client: nothing
+    // on the connection names another one.
+    let via_trusted_proxy = !conn.proxy_spoke_for_itself
+        && !l.trusted_proxies.is_empty()
+        && l.trusted_proxies.contains(origin);
     let ip = if via_trusted_proxy {
-        client_ip(origin, headers, &l.trusted_proxies).map_err(|_| Denial::BadForwardedHeader)?
+        client_ip(origin, headers, &l.trusted_proxies, l.forwarded_header)
+            .map_err(|_| Denial::BadForwardedHeader)?
     } else {
         origin
     };
@@ -71,6 +102,7 @@ pub fn check_listener(
     Ok(ClientAddr {
         ip,
         via_trusted_proxy,
+        forwarded_header: l.forwarded_header,
     })
 }
 

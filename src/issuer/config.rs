@@ -127,6 +127,8 @@ impl OwnIssuerSettings {
             issuer: self.issuer.clone(),
             audiences: vec![self.audience.clone()],
             leeway: OWN_LEEWAY,
+            // The longest access token the issuer can be set to issue.
+            max_lifetime: MAX_ACCESS_TTL,
             keys: KeySource::Pushed(self.link.keys().clone()),
         }
     }

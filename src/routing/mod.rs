@@ -1,13 +1,23 @@
-//! Routing: host + path + method -> `Arc<Route>`.
+//! Routing: canonical host + canonical path + method -> `Arc<Route>`.
 //!
 //! Prefixes match on path-segment boundaries (`/api` takes `/api` and `/api/x`, never
 //! `/apix`), so an operator's route never silently covers a sibling path. Lookup is by hash
 //! per path segment, not a scan over routes, so it stays flat with thousands of routes.
+//!
+//! Routing sees only canonical forms ([`path`], [`host`]): the path and host it matched are
+//! the ones the upstream receives. Two readings an upstream might apply on its own are
+//! checked here as well: `;` parameters (a servlet container reads `/admin;x` as `/admin`,
+//! so routing matches with them removed) and case (a case-insensitive backend reads `/ADMIN`
+//! as `/admin`, so a path that only case-folds onto another route is refused, unless that
+//! route is `case_insensitive` and takes it).
+
+pub mod host;
+pub mod path;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use http::Method;
+use http::{HeaderMap, HeaderValue, Method, Uri, Version};
 
 use crate::denial::Denial;
 use crate::forward::Upstream;
@@ -17,16 +27,23 @@ use crate::license::RouteLicense;
 use crate::metrics::RouteSeries;
 use crate::token::RouteAuth;
 
+pub use host::CanonicalHost;
+pub use path::CanonicalPath;
+
 /// One compiled route.
 #[derive(Debug)]
 pub struct Route {
     pub name: Arc<str>,
-    /// Lower-case host without port; `None` matches any host.
+    /// Canonical host (lower case, no port, no trailing dot); `None` matches any host.
     pub host: Option<Box<str>>,
-    /// Normalised prefix: starts with `/`, no trailing `/` except the root itself.
+    /// Canonical prefix: starts with `/`, no trailing `/` except the root itself.
     pub path_prefix: Box<str>,
     /// `None` allows every method.
     pub methods: Option<Vec<Method>>,
+    /// `;` path parameters are forwarded instead of refused.
+    pub path_params: bool,
+    /// The prefix matches in any case (for upstreams that ignore case).
+    pub case_insensitive: bool,
     pub upstream: Arc<Upstream>,
     pub max_body_bytes: Option<u64>,
     /// Client certificates admitted (on top of the listener's pins); empty: any.
@@ -41,7 +58,8 @@ pub struct Route {
     pub series: RouteSeries,
 }
 
-/// Check and normalise a configured prefix. The error completes the sentence "\"<p>\" ...".
+/// Check a configured prefix and put it in canonical form (the form requests are matched
+/// in). The error completes the sentence "\"<p>\" ...".
 pub fn normalize_prefix(p: &str) -> Result<Box<str>, &'static str> {
     if !p.starts_with('/') {
         return Err("must start with '/'");
@@ -55,18 +73,150 @@ pub fn normalize_prefix(p: &str) -> Result<Box<str>, &'static str> {
     if p.contains("//") {
         return Err("must not contain an empty segment (\"//\")");
     }
-    if p.split('/').any(|s| s == "." || s == "..") {
-        return Err("must not contain \".\" or \"..\" segments");
+    if p.contains(';') {
+        return Err("must not contain ';' (path parameters are never matched on)");
     }
-    let trimmed = p.trim_end_matches('/');
+    let canonical = match path::canonical(p) {
+        Ok(c) => c.path,
+        Err(path::PathError::DotSegment) => {
+            return Err("must not contain \".\" or \"..\" segments");
+        }
+        Err(_) => {
+            return Err("must not contain a malformed escape, an encoded '/' or '\\', or a '\\'");
+        }
+    };
+    let trimmed = canonical.trim_end_matches('/');
     Ok(if trimmed.is_empty() { "/" } else { trimmed }.into())
 }
 
-/// Routes of one listener, indexed by host then by exact prefix.
+/// The host and path a request is routed on, in canonical form, and what the upstream
+/// receives.
+#[derive(Debug)]
+pub struct RequestTarget<'r> {
+    pub host: Option<CanonicalHost<'r>>,
+    /// The Host header the host came from (absent: from the request-target authority).
+    host_sent: Option<&'r HeaderValue>,
+    pub path: CanonicalPath<'r>,
+}
+
+impl RequestTarget<'_> {
+    /// The canonical host name, for routing.
+    pub fn host_name(&self) -> Option<&str> {
+        self.host.as_ref().map(|h| &*h.name)
+    }
+
+    /// The Host header for the upstream: the canonical host with the port the client gave.
+    pub fn host_header(&self) -> Option<HeaderValue> {
+        let host = self.host.as_ref()?;
+        match self.host_sent {
+            Some(sent) => Some(host.header(sent)),
+            None => {
+                let text = match host.port {
+                    Some(p) => format!("{}:{p}", host.name),
+                    None => host.name.clone().into_owned(),
+                };
+                HeaderValue::from_str(&text).ok()
+            }
+        }
+    }
+}
+
+/// The canonical host and path of a request (RFC 9112 section 3.2 for the host): the
+/// absolute-form authority or HTTP/2 `:authority` wins over Host; HTTP/1.1 needs exactly
+/// one Host header; on HTTP/2 a Host header must name the same host as `:authority`.
+pub fn request_target<'r>(
+    uri: &'r Uri,
+    headers: &'r HeaderMap,
+    version: Version,
+) -> Result<RequestTarget<'r>, Denial> {
+    let path = path::canonical(uri.path()).map_err(|_| Denial::InvalidPath)?;
+    let mut sent = headers.get_all(http::header::HOST).iter();
+    let header = sent.next();
+    if sent.next().is_some() || (header.is_none() && version == Version::HTTP_11) {
+        return Err(Denial::InvalidHost);
+    }
+    let from_header = match header {
+        Some(v) => {
+            let text = v.to_str().map_err(|_| Denial::InvalidHost)?;
+            // An empty Host is what RFC 9112 has a client send for a target without one.
+            match text {
+                "" => None,
+                t => Some(host::canonical(t).map_err(|_| Denial::InvalidHost)?),
+            }
+        }
+        None => None,
+    };
+    let (host, host_sent) = match uri.authority() {
+        Some(a) => {
+            let from_target = host::canonical(a.as_str()).map_err(|_| Denial::InvalidHost)?;
+            if version == Version::HTTP_2
+                && let Some(h) = &from_header
+                && (h.name != from_target.name || h.port != from_target.port)
+            {
+                return Err(Denial::InvalidHost);
+            }
+            (Some(from_target), None)
+        }
+        None => (from_header, header),
+    };
+    Ok(RequestTarget {
+        host,
+        host_sent,
+        path,
+    })
+}
+
+/// Routes by host then prefix; `V` is one route (exact index) or the routes whose prefixes
+/// fold to one key (case-folded index).
+#[derive(Debug)]
+struct Index<V> {
+    by_host: HashMap<Box<str>, HashMap<Box<str>, V>>,
+    any_host: HashMap<Box<str>, V>,
+}
+
+impl<V> Default for Index<V> {
+    fn default() -> Self {
+        Index {
+            by_host: HashMap::new(),
+            any_host: HashMap::new(),
+        }
+    }
+}
+
+impl<V> Index<V> {
+    fn bucket(&mut self, host: Option<&str>) -> &mut HashMap<Box<str>, V> {
+        match host {
+            Some(h) => self.by_host.entry(h.into()).or_default(),
+            None => &mut self.any_host,
+        }
+    }
+
+    /// A host-specific entry beats a host-less one with an equally long prefix; a longer
+    /// prefix wins across both. Returns the entry and its prefix length.
+    fn select(&self, host: Option<&str>, path: &str) -> Option<&V> {
+        let specific = host
+            .and_then(|h| self.by_host.get(h))
+            .and_then(|b| longest(b, path));
+        let general = longest(&self.any_host, path);
+        match (specific, general) {
+            (Some(s), Some(g)) if g.0 > s.0 => Some(g.1),
+            (Some(s), _) => Some(s.1),
+            (None, Some(g)) => Some(g.1),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Routes of one listener.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    by_host: HashMap<Box<str>, HashMap<Box<str>, Arc<Route>>>,
-    any_host: HashMap<Box<str>, Arc<Route>>,
+    exact: Index<Arc<Route>>,
+    /// The same routes keyed by lower-cased prefix, to see what a case-insensitive upstream
+    /// would match.
+    folded: Index<Vec<Arc<Route>>>,
+    /// Some prefix has upper-case letters: every path is case-checked, not only those with
+    /// upper-case letters of their own.
+    fold_every_path: bool,
     len: usize,
 }
 
@@ -77,11 +227,16 @@ impl RouteTable {
             ..Default::default()
         };
         for r in routes {
-            let bucket = match &r.host {
-                Some(h) => t.by_host.entry(h.clone()).or_default(),
-                None => &mut t.any_host,
-            };
-            bucket.insert(r.path_prefix.clone(), r);
+            let lower = r.path_prefix.to_ascii_lowercase();
+            t.fold_every_path |= *lower != *r.path_prefix;
+            t.folded
+                .bucket(r.host.as_deref())
+                .entry(lower.into())
+                .or_default()
+                .push(r.clone());
+            t.exact
+                .bucket(r.host.as_deref())
+                .insert(r.path_prefix.clone(), r);
         }
         t
     }
@@ -92,130 +247,86 @@ impl RouteTable {
 
     /// Every route, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Route>> {
-        self.any_host
+        self.exact
+            .any_host
             .values()
-            .chain(self.by_host.values().flat_map(|b| b.values()))
+            .chain(self.exact.by_host.values().flat_map(|b| b.values()))
     }
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
-    /// The route for a request. `host` is as sent (any case, maybe with a port); `path` is
-    /// the request path without query.
-    ///
-    /// A host-specific route beats a host-less one with an equally long prefix; a longer
-    /// prefix wins across both.
+    /// The route for a request, by its canonical host name (see [`host::canonical`]) and
+    /// canonical path (see [`path::canonical`]).
     pub fn select(
         &self,
         host: Option<&str>,
-        path: &str,
+        path: &CanonicalPath<'_>,
         method: &Method,
     ) -> Result<&Arc<Route>, Denial> {
-        check_path(path)?;
-        let host_bucket = host
-            .map(normalize_host)
-            .and_then(|h| self.by_host.get(h.as_ref()));
-        let specific = host_bucket.and_then(|b| longest(b, path));
-        let general = longest(&self.any_host, path);
-        let route = match (specific, general) {
-            (Some(s), Some(g)) if g.path_prefix.len() > s.path_prefix.len() => g,
-            (Some(s), _) => s,
-            (None, Some(g)) => g,
-            (None, None) => return Err(Denial::NoRoute),
+        let key = path.match_key();
+        let exact = self.exact.select(host, &key);
+        let route = if self.fold_every_path || key.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.case_checked(host, &key, exact)?
+        } else {
+            exact
         };
+        let route = route.ok_or(Denial::NoRoute)?;
+        if path.has_params && !route.path_params {
+            return Err(Denial::InvalidPath);
+        }
         match &route.methods {
             Some(allowed) if !allowed.contains(method) => Err(Denial::MethodNotAllowed),
             _ => Ok(route),
         }
     }
+
+    /// The exact match, unless the path case-folds onto another route: then that route if it
+    /// is `case_insensitive`, else the request is refused, since a case-insensitive upstream
+    /// would serve it as that route's path without that route's policy.
+    fn case_checked<'a>(
+        &'a self,
+        host: Option<&str>,
+        key: &str,
+        exact: Option<&'a Arc<Route>>,
+    ) -> Result<Option<&'a Arc<Route>>, Denial> {
+        let lower = key.to_ascii_lowercase();
+        let Some(folded) = self.folded.select(host, &lower) else {
+            return Ok(exact);
+        };
+        if let Some(e) = exact
+            && folded.iter().any(|f| Arc::ptr_eq(f, e))
+        {
+            return Ok(exact);
+        }
+        match folded.as_slice() {
+            [only] if only.case_insensitive => Ok(Some(only)),
+            _ => Err(Denial::InvalidPath),
+        }
+    }
 }
 
-/// Longest configured prefix of `path`, trying `path` itself then each parent segment.
-fn longest<'a>(bucket: &'a HashMap<Box<str>, Arc<Route>>, path: &str) -> Option<&'a Arc<Route>> {
+/// Longest configured prefix of `path`, trying `path` itself then each parent segment;
+/// with the prefix's length.
+fn longest<'a, V>(bucket: &'a HashMap<Box<str>, V>, path: &str) -> Option<(usize, &'a V)> {
     if bucket.is_empty() {
         return None;
     }
+    let root = || bucket.get("/").map(|v| (1, v));
     let mut candidate = path.trim_end_matches('/');
     loop {
         if candidate.is_empty() {
-            return bucket.get("/");
+            return root();
         }
         if let Some(r) = bucket.get(candidate) {
-            return Some(r);
+            return Some((candidate.len(), r));
         }
         match candidate.rfind('/') {
             Some(i) => candidate = &candidate[..i],
-            None => return bucket.get("/"),
+            None => return root(),
         }
     }
-}
-
-/// Lower-case the host and drop any port; borrows unless the host has upper-case letters.
-fn normalize_host(host: &str) -> std::borrow::Cow<'_, str> {
-    let host = match host.rfind(':') {
-        // An IPv6 literal keeps its colons inside brackets.
-        Some(i) if !host[i..].contains(']') => &host[..i],
-        _ => host,
-    };
-    if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        std::borrow::Cow::Owned(host.to_ascii_lowercase())
-    } else {
-        std::borrow::Cow::Borrowed(host)
-    }
-}
-
-/// Refuse paths whose meaning an upstream may read differently from us: dot segments
-/// (plain or percent-encoded), which could walk out of the prefix we routed on, and
-/// encoded slashes or backslashes, which some servers decode into separators.
-fn check_path(path: &str) -> Result<(), Denial> {
-    if !path.starts_with('/') && path != "*" {
-        return Err(Denial::InvalidPath);
-    }
-    let b = path.as_bytes();
-    // Fast path: nothing to look at without '.', '%' or '\\'.
-    if !b.iter().any(|&c| c == b'.' || c == b'%' || c == b'\\') {
-        return Ok(());
-    }
-    if b.contains(&b'\\') || contains_encoded_separator(path) {
-        return Err(Denial::InvalidPath);
-    }
-    if path
-        .split('/')
-        .any(|seg| matches!(decode_dots(seg), Some(1 | 2)))
-    {
-        return Err(Denial::InvalidPath);
-    }
-    Ok(())
-}
-
-/// If the segment is made only of `.` and `%2e`/`%2E`, how many dots it decodes to.
-fn decode_dots(seg: &str) -> Option<usize> {
-    let b = seg.as_bytes();
-    let (mut i, mut dots) = (0, 0);
-    while i < b.len() {
-        if b[i] == b'.' {
-            i += 1;
-        } else if b[i] == b'%'
-            && b.get(i + 1) == Some(&b'2')
-            && matches!(b.get(i + 2), Some(b'e' | b'E'))
-        {
-            i += 3;
-        } else {
-            return None;
-        }
-        dots += 1;
-    }
-    Some(dots)
-}
-
-fn contains_encoded_separator(path: &str) -> bool {
-    let b = path.as_bytes();
-    b.windows(3).any(|w| {
-        w[0] == b'%'
-            && ((w[1] == b'2' && matches!(w[2], b'f' | b'F'))
-                || (w[1] == b'5' && matches!(w[2], b'c' | b'C')))
-    })
 }
 
 #[cfg(test)]
@@ -223,47 +334,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dot_segments_plain_and_encoded_are_invalid_paths() {
-        for p in [
-            "/a/../b",
-            "/..",
-            "/a/./b",
-            "/a/%2e%2e/b",
-            "/a/%2E./b",
-            "/a/.%2e",
-            "/a%2fb",
-            "/a%5Cb",
-            "/a\\b",
-            "relative",
-        ] {
-            assert_eq!(check_path(p), Err(Denial::InvalidPath), "{p}");
-        }
-        for p in [
-            "/",
-            "/a/b.json",
-            "/a/...",
-            "/v1.2/x",
-            "/a/%20b",
-            "/a/.hidden",
-            "*",
-        ] {
-            assert_eq!(check_path(p), Ok(()), "{p}");
-        }
-    }
-
-    #[test]
     fn prefixes_are_normalised_and_checked() {
         assert_eq!(normalize_prefix("/api/").as_deref(), Ok("/api"));
         assert_eq!(normalize_prefix("/").as_deref(), Ok("/"));
+        assert_eq!(normalize_prefix("/%61pi").as_deref(), Ok("/api"));
         assert!(normalize_prefix("api").is_err());
         assert!(normalize_prefix("/a/../b").is_err());
         assert!(normalize_prefix("/a?x").is_err());
-    }
-
-    #[test]
-    fn hosts_lose_port_and_case() {
-        assert_eq!(normalize_host("API.Example.com:8443"), "api.example.com");
-        assert_eq!(normalize_host("[::1]:8443"), "[::1]");
-        assert_eq!(normalize_host("[::1]"), "[::1]");
+        assert!(normalize_prefix("/a;x").is_err());
+        assert!(normalize_prefix("/a%2fb").is_err());
     }
 }

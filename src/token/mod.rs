@@ -104,6 +104,8 @@ pub struct IssuerSettings {
     pub audiences: Vec<String>,
     /// Clock skew allowed on `exp`, `nbf`, `iat`.
     pub leeway: Duration,
+    /// A token whose `exp` lies further ahead than this (plus leeway) is refused.
+    pub max_lifetime: Duration,
     pub keys: KeySource,
 }
 
@@ -113,6 +115,7 @@ struct Issuer {
     iss: Box<str>,
     audiences: Box<[Box<str>]>,
     leeway: Duration,
+    max_lifetime: Duration,
     keys: KeySource,
 }
 
@@ -138,6 +141,7 @@ impl TokenVerifier {
                 iss: s.issuer.into(),
                 audiences: s.audiences.into_iter().map(Into::into).collect(),
                 leeway: s.leeway,
+                max_lifetime: s.max_lifetime,
                 keys: s.keys,
             })
             .collect();
@@ -282,6 +286,7 @@ impl TokenVerifier {
                 issuer_value: &issuer.name_value,
                 audiences: &issuer.audiences,
                 leeway: issuer.leeway,
+                max_lifetime: issuer.max_lifetime,
                 now,
             },
         )?;
@@ -395,6 +400,7 @@ impl Reject {
             | Reject::UnknownKey
             | Reject::Signature
             | Reject::MissingExp
+            | Reject::TooLong
             | Reject::NotYetValid
             | Reject::IssuedInFuture
             | Reject::Audience

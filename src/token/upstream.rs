@@ -35,12 +35,20 @@ impl Default for ClaimHeaders {
 
 /// The default claim header names: removed from client requests even when renamed or turned
 /// off, since an upstream may still read them.
-const DEFAULT_NAMES: [HeaderName; 4] = [
+static DEFAULT_NAMES: [HeaderName; 4] = [
     HeaderName::from_static("x-auth-subject"),
     HeaderName::from_static("x-auth-client-id"),
     HeaderName::from_static("x-auth-scopes"),
     HeaderName::from_static("x-auth-issuer"),
 ];
+
+impl ClaimHeaders {
+    /// Every name removed from client requests: the defaults and the configured names.
+    pub fn scrubbed(&self) -> impl Iterator<Item = &HeaderName> + Clone {
+        let configured = [&self.subject, &self.client_id, &self.scopes, &self.issuer];
+        DEFAULT_NAMES.iter().chain(configured.into_iter().flatten())
+    }
+}
 
 /// Rewrite the request headers for the upstream. Call on every request, token route or not:
 ///
@@ -55,11 +63,7 @@ pub fn rewrite_upstream_headers(
     claims: Option<&Claims>,
     cfg: &ClaimHeaders,
 ) {
-    let configured = [&cfg.subject, &cfg.client_id, &cfg.scopes, &cfg.issuer];
-    crate::forward::remove_present(
-        headers,
-        DEFAULT_NAMES.iter().chain(configured.into_iter().flatten()),
-    );
+    crate::forward::remove_present(headers, cfg.scrubbed());
     let Some(claims) = claims else {
         return;
     };

@@ -68,6 +68,8 @@ pub(crate) enum Reject {
     MissingExp,
     #[error("expired")]
     Expired,
+    #[error("exp lies further ahead than the issuer's max_lifetime")]
+    TooLong,
     #[error("nbf is in the future")]
     NotYetValid,
     #[error("iat is in the future")]
@@ -254,6 +256,7 @@ pub(crate) struct Expect<'a> {
     pub issuer_value: &'a HeaderValue,
     pub audiences: &'a [Box<str>],
     pub leeway: Duration,
+    pub max_lifetime: Duration,
     pub now: SystemTime,
 }
 
@@ -264,6 +267,15 @@ pub(crate) fn check_claims(raw: RawClaims<'_>, e: &Expect<'_>) -> Result<Window,
     let expires_at = exp.checked_add(e.leeway).ok_or(Reject::BadJson)?;
     if e.now >= expires_at {
         return Err(Reject::Expired);
+    }
+    // A token that claims to live for millions of years is forged or mis-issued; either
+    // way it must not be accepted (nor cached) for longer than the issuer ever issues.
+    if e.now
+        .checked_add(e.max_lifetime)
+        .and_then(|t| t.checked_add(e.leeway))
+        .is_none_or(|latest| exp > latest)
+    {
+        return Err(Reject::TooLong);
     }
     let nbf = raw
         .nbf

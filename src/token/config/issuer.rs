@@ -14,6 +14,9 @@ use crate::token::{
 
 const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
 const MAX_LEEWAY: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+const MIN_MAX_LIFETIME: Duration = Duration::from_secs(60);
+const MAX_MAX_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
 const DEFAULT_REFRESH: Duration = Duration::from_secs(600);
 const DEFAULT_MIN_REFETCH: Duration = Duration::from_secs(30);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -75,6 +78,14 @@ pub(super) fn issuer(
         Duration::ZERO,
         MAX_LEEWAY,
     );
+    let max_lifetime = duration(
+        f,
+        &format!("{key}.max_lifetime"),
+        &s.max_lifetime,
+        DEFAULT_MAX_LIFETIME,
+        MIN_MAX_LIFETIME,
+        MAX_MAX_LIFETIME,
+    );
     let algorithms = s
         .algorithms
         .as_ref()
@@ -94,6 +105,7 @@ pub(super) fn issuer(
         issuer: iss?,
         audiences: audiences?,
         leeway: leeway?,
+        max_lifetime: max_lifetime?,
         keys: keys?,
     })
 }

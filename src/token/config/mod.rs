@@ -35,6 +35,10 @@ pub struct TokenIssuerSection {
     pub audiences: Option<Vec<String>>,
     /// Clock skew allowed on `exp`, `nbf`, `iat`. Default "60s", at most "5m".
     pub leeway: Option<String>,
+    /// Longest lifetime a token may claim: one whose `exp` lies further ahead of now is
+    /// refused (a forged or mis-issued token that would never expire). Default "24h",
+    /// "1m" to "90d".
+    pub max_lifetime: Option<String>,
     /// Algorithms the issuer's keys may be used with (RS256, PS256, ES256, ES384, EdDSA;
     /// HS256 only with `hs256_secret_file`). Required for JWKS sources; the default for `keys`.
     pub algorithms: Option<Vec<String>>,

@@ -180,6 +180,7 @@ pub(super) fn issuer(name: &str, iss: &str, keys: KeySource) -> IssuerSettings {
         issuer: iss.to_owned(),
         audiences: vec![AUD.to_owned(), "other-audience".to_owned()],
         leeway: Duration::from_secs(60),
+        max_lifetime: Duration::from_secs(24 * 3600),
         keys,
     }
 }

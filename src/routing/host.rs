@@ -1,0 +1,196 @@
+//! The canonical request host: decided once, used for routing, forwarded as the upstream's
+//! Host.
+//!
+//! DNS and HTTP servers treat `Secure.Example.COM.:443` and `secure.example.com` as one
+//! name; routing must too, or a spelling misses the protected `host = ...` route, falls to a
+//! host-less open one, and the upstream serves the protected virtual host behind it. So: lower
+//! case, port dropped, one trailing root dot dropped; refused (400 `invalid_host`): userinfo,
+//! characters outside a host name or IP literal, empty labels, a malformed port.
+
+use std::borrow::Cow;
+
+use http::HeaderValue;
+
+/// Why a host was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    #[error("userinfo ('@') in the host")]
+    Userinfo,
+    #[error("a character outside a host name or IP literal")]
+    Character,
+    #[error("an empty label ('..', a leading '.')")]
+    EmptyLabel,
+    #[error("a port that is not a number")]
+    Port,
+    #[error("HTTP/1.1 without a Host header, or with more than one")]
+    Count,
+    #[error("the Host header names another host than the request target")]
+    Mismatch,
+}
+
+/// A host as the gateway routes on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanonicalHost<'a> {
+    /// Lower case, no port, no trailing dot; IPv6 literals keep their brackets.
+    pub name: Cow<'a, str>,
+    /// The port as sent, if any (digits only).
+    pub port: Option<&'a str>,
+    /// `name` and `port` spell exactly the input: the client's header can be forwarded as is.
+    pub unchanged: bool,
+}
+
+impl CanonicalHost<'_> {
+    /// The Host header for the upstream: the client's own value when it was canonical (no
+    /// copy), else the canonical spelling with the port the client gave.
+    pub fn header(&self, sent: &HeaderValue) -> HeaderValue {
+        if self.unchanged {
+            return sent.clone();
+        }
+        let text = match self.port {
+            Some(p) => format!("{}:{p}", self.name),
+            None => self.name.clone().into_owned(),
+        };
+        HeaderValue::from_str(&text).unwrap_or_else(|_| sent.clone())
+    }
+}
+
+/// The canonical form of a Host header value or request-target authority.
+pub fn canonical(raw: &str) -> Result<CanonicalHost<'_>, HostError> {
+    if raw.contains('@') {
+        return Err(HostError::Userinfo);
+    }
+    let (host, port) = split_port(raw)?;
+    if let Some(p) = port
+        && !p.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(HostError::Port);
+    }
+    if let Some(inner) = host.strip_prefix('[') {
+        let inner = inner.strip_suffix(']').ok_or(HostError::Character)?;
+        if inner.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(HostError::Character);
+        }
+        let name = lower(host);
+        let unchanged = matches!(name, Cow::Borrowed(_));
+        return Ok(CanonicalHost {
+            name,
+            port,
+            unchanged,
+        });
+    }
+    let trimmed = host.strip_suffix('.').unwrap_or(host);
+    if trimmed.is_empty() {
+        return Err(HostError::EmptyLabel);
+    }
+    if trimmed.len() > 253 {
+        return Err(HostError::Character);
+    }
+    for label in trimmed.split('.') {
+        if label.is_empty() {
+            return Err(HostError::EmptyLabel);
+        }
+        // Letters, digits, '-' and '_' (internal names carry underscores).
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(HostError::Character);
+        }
+    }
+    let name = lower(trimmed);
+    let unchanged = matches!(name, Cow::Borrowed(_)) && trimmed.len() == host.len();
+    Ok(CanonicalHost {
+        name,
+        port,
+        unchanged,
+    })
+}
+
+/// `host:port` split at the port's colon; IPv6 literals keep theirs inside brackets.
+fn split_port(raw: &str) -> Result<(&str, Option<&str>), HostError> {
+    if raw.starts_with('[') {
+        return match raw.find(']') {
+            Some(end) => match &raw[end + 1..] {
+                "" => Ok((raw, None)),
+                rest => match rest.strip_prefix(':') {
+                    Some(port) => Ok((&raw[..=end], Some(port))),
+                    None => Err(HostError::Character),
+                },
+            },
+            None => Err(HostError::Character),
+        };
+    }
+    Ok(match raw.split_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (raw, None),
+    })
+}
+
+fn lower(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(raw: &str) -> Result<String, HostError> {
+        canonical(raw).map(|h| h.name.into_owned())
+    }
+
+    #[test]
+    fn spellings_of_one_host_fold_to_one_name() {
+        for raw in [
+            "secure.example.com",
+            "secure.example.com.",
+            "SECURE.Example.com",
+            "secure.example.com:443",
+            "Secure.Example.Com.:8443",
+            "secure.example.com:",
+        ] {
+            assert_eq!(name(raw), Ok("secure.example.com".into()), "{raw}");
+        }
+        assert_eq!(name("[::1]:8443"), Ok("[::1]".into()));
+        assert_eq!(name("[2001:DB8::1]"), Ok("[2001:db8::1]".into()));
+        assert_eq!(name("127.0.0.1:80"), Ok("127.0.0.1".into()));
+        assert_eq!(name("svc_a.internal"), Ok("svc_a.internal".into()));
+    }
+
+    #[test]
+    fn malformed_hosts_are_refused() {
+        for (raw, why) in [
+            ("user@secure.example.com", HostError::Userinfo),
+            ("a:b@secure.example.com", HostError::Userinfo),
+            ("secure.example.com..", HostError::EmptyLabel),
+            (".secure.example.com", HostError::EmptyLabel),
+            ("secure..example.com", HostError::EmptyLabel),
+            (".", HostError::EmptyLabel),
+            ("", HostError::EmptyLabel),
+            ("secure.example.com:44x", HostError::Port),
+            ("secure.example.com:1:2", HostError::Port),
+            ("sec ure.example.com", HostError::Character),
+            ("secure.example.com%2e", HostError::Character),
+            ("secure.example.com/x", HostError::Character),
+            ("[::1", HostError::Character),
+            ("[not-v6]", HostError::Character),
+            ("[::1]x", HostError::Character),
+        ] {
+            assert_eq!(name(raw), Err(why), "{raw}");
+        }
+    }
+
+    #[test]
+    fn the_forwarded_host_is_the_canonical_spelling_with_the_port() {
+        let sent = HeaderValue::from_static("Secure.Example.com.:8443");
+        let h = canonical("Secure.Example.com.:8443").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(h.header(&sent), "secure.example.com:8443");
+        let sent = HeaderValue::from_static("api.example.com:8443");
+        let h = canonical("api.example.com:8443").unwrap_or_else(|e| panic!("{e}"));
+        assert!(h.unchanged);
+        assert_eq!(h.header(&sent), "api.example.com:8443");
+    }
+}
