@@ -697,3 +697,64 @@ fn the_documented_example_config_uses_only_known_keys_and_valid_values() {
         );
     }
 }
+
+#[test]
+fn each_bad_policy_bypass_setting_is_reported_at_its_key_path() {
+    let files = Files::new();
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "max_connections = 100",
+            "max_connections = 100\nunderscores_in_headers = \"sometimes\"",
+            "server.underscores_in_headers",
+            "\"drop\", \"refuse\", \"allow\"",
+        ),
+        (
+            "name = \"public\"",
+            "name = \"public\"\ntrusted_proxies = [\"10.0.0.0/8\"]\nforwarded_header = \"x-real-ip\"",
+            "listeners[0].forwarded_header",
+            "\"x-forwarded-for\", \"forwarded\"",
+        ),
+        (
+            "path_prefix = \"/orders\"",
+            "path_prefix = \"/orders;v=1\"",
+            "routes[0].path_prefix",
+            "';'",
+        ),
+        (
+            "path_prefix = \"/orders\"",
+            "path_prefix = \"/orders%2fx\"",
+            "routes[0].path_prefix",
+            "encoded '/'",
+        ),
+        (
+            "path_prefix = \"/orders\"",
+            "path_prefix = \"/orders\"\nhost = \"shop..example.com\"",
+            "routes[0].host",
+            "not a host name",
+        ),
+    ];
+    for (from, to, key, needle) in cases {
+        assert_error(&files, &mutate(from, to), key, needle);
+    }
+    let admin = format!("{VALID}\n[admin]\nbind = \"127.0.0.1:0\"\nhosts = [\"admin:9901\"]\n");
+    assert_error(&files, &admin, "admin.hosts[0]", "no port");
+}
+
+#[test]
+fn route_prefixes_and_hosts_are_stored_in_canonical_form() {
+    let files = Files::new();
+    let text = mutate(
+        "path_prefix = \"/orders\"",
+        "path_prefix = \"/%6Frders/\"\nhost = \"Shop.Example.COM.\"\ncase_insensitive = true",
+    );
+    let loaded = files.load(&text, in_2030()).expect("valid config");
+    let route = loaded.snapshot.listeners[0]
+        .routes
+        .iter()
+        .find(|r| &*r.name == "orders")
+        .expect("orders");
+    assert_eq!(&*route.path_prefix, "/orders");
+    assert_eq!(route.host.as_deref(), Some("shop.example.com"));
+    assert!(route.case_insensitive);
+    assert!(!route.path_params);
+}

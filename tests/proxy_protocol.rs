@@ -334,6 +334,47 @@ async fn v1_unknown_and_v2_local_headers_leave_the_proxy_as_the_client() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_proxy_unknown_a_client_written_forwarding_header_is_not_believed() {
+    let pki = Pki::generate();
+    let up = Upstream::echo("a").await;
+    let gw = proxied_gateway(
+        &pki,
+        BEHIND_PROXY,
+        &route(
+            "partners",
+            "/",
+            &[&up.url()],
+            "allow = [\"203.0.113.0/24\"]",
+        ),
+    )
+    .await;
+    // The balancer spoke for itself, so the connection's client is the balancer (outside
+    // the allow list), whatever the client wrote after it.
+    let mut h1 = h1_after_header(&pki, gw.addr(), b"PROXY UNKNOWN\r\n").await;
+    for (name, value) in [
+        ("x-forwarded-for", "203.0.113.7"),
+        ("forwarded", "for=203.0.113.7"),
+    ] {
+        let req = request("GET", "/orders")
+            .header(name, value)
+            .body(empty())
+            .unwrap();
+        h1.call(req)
+            .await
+            .unwrap()
+            .assert_denied(403, "ip_not_allowed");
+    }
+    assert_eq!(up.request_count(), 0);
+    // With the client's address in the PROXY header it is admitted.
+    h1_after_header(&pki, gw.addr(), &v1("203.0.113.7:4711"))
+        .await
+        .call(get("/orders"))
+        .await
+        .unwrap()
+        .echo();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_or_partial_proxy_header_is_cut_at_the_handshake_timeout() {
     let pki = Pki::generate();
     let up = Upstream::echo("a").await;

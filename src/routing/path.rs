@@ -13,8 +13,8 @@
 //! - refused: dot segments (`.`, `..`, also encoded or before a `;`), encoded `/` and `\`,
 //!   a literal `\`, NUL and control characters (literal or encoded), a malformed escape.
 //!
-//! `;` path parameters are kept here and reported: routing matches with them removed (the
-//! servlet reading) and refuses them unless the matched route allows them.
+//! `;` path parameters (also spelt `%3B`) are kept here and reported: routing matches with
+//! them removed (the servlet reading) and refuses them unless the matched route allows them.
 
 use std::borrow::Cow;
 
@@ -54,7 +54,7 @@ impl CanonicalPath<'_> {
             if i > 0 {
                 out.push('/');
             }
-            out.push_str(seg.split(';').next().unwrap_or(""));
+            out.push_str(&seg[..param_start(seg.as_bytes())]);
         }
         Cow::Owned(out)
     }
@@ -77,10 +77,23 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
+/// Where a segment's `;` parameters start: at a `;`, or at an encoded one (`%3B`), which
+/// some servers decode before they split parameters off.
+fn param_start(seg: &[u8]) -> usize {
+    (0..seg.len())
+        .find(|&i| {
+            seg[i] == b';'
+                || (seg[i] == b'%'
+                    && seg.get(i + 1) == Some(&b'3')
+                    && matches!(seg.get(i + 2), Some(b'b' | b'B')))
+        })
+        .unwrap_or(seg.len())
+}
+
 /// Whether a decoded segment is a dot segment, also with `;` parameters after the dots
 /// (`..;` is `..` to Tomcat).
 fn is_dot_segment(seg: &[u8]) -> bool {
-    let name = seg.split(|&b| b == b';').next().unwrap_or(seg);
+    let name = &seg[..param_start(seg)];
     name == b"." || name == b".."
 }
 
@@ -165,7 +178,7 @@ pub fn canonical(path: &str) -> Result<CanonicalPath<'_>, PathError> {
         if is_dot_segment(&seg_buf) {
             return Err(PathError::DotSegment);
         }
-        if seg_buf.contains(&b';') {
+        if param_start(&seg_buf) < seg_buf.len() {
             has_params = true;
         }
         out.push(b'/');
@@ -264,8 +277,11 @@ mod tests {
         let c = canonical("/admin;jsessionid=1/users;x").unwrap_or_else(|e| panic!("{e}"));
         assert!(c.has_params);
         assert_eq!(c.match_key(), "/admin/users");
-        let c = canonical("/a%3bb").unwrap_or_else(|e| panic!("{e}"));
-        assert!(!c.has_params, "an encoded ';' is data, not a parameter");
+        // Some servers decode before they split parameters: an encoded ';' counts as one.
+        let c = canonical("/admin%3bx/users").unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.has_params);
+        assert_eq!(c.match_key(), "/admin/users");
+        assert_eq!(canonical("/x/..%3B/admin"), Err(PathError::DotSegment));
     }
 
     proptest::proptest! {

@@ -103,6 +103,24 @@ fn expired_token_is_refused_as_expired() {
 }
 
 #[test]
+fn a_token_expiring_millions_of_years_ahead_is_refused() {
+    // Signed by a trusted key, so only max_lifetime (24 h here) stands in its way.
+    for exp in [
+        NOW + 24 * 3600 + 61,
+        NOW + 10 * 365 * 86_400,
+        253_402_300_799,
+        1 << 52,
+    ] {
+        refused_as_invalid(&KEYS.es256.token(&claims_with(json!({ "exp": exp }))));
+    }
+    // At the limit (plus leeway) it still passes.
+    let token = KEYS
+        .es256
+        .token(&claims_with(json!({ "exp": NOW + 24 * 3600 + 60 })));
+    assert!(check(&verifier(), &token).is_ok());
+}
+
+#[test]
 fn nbf_in_the_future_is_refused() {
     refused_as_invalid(&KEYS.es256.token(&claims_with(json!({ "nbf": NOW + 3600 }))));
 }

@@ -210,6 +210,20 @@ leeway = "10m""#,
             "token_issuers[0].leeway",
             "out of range",
         ),
+        (
+            r#"jwks_file = "jwks.json"
+algorithms = ["ES256"]
+max_lifetime = "1000y""#,
+            "token_issuers[0].max_lifetime",
+            "out of range",
+        ),
+        (
+            r#"jwks_file = "jwks.json"
+algorithms = ["ES256"]
+max_lifetime = "forever""#,
+            "token_issuers[0].max_lifetime",
+            "not a duration",
+        ),
     ];
     for (extra, key, message) in cases {
         let text = format!("[[token_issuers]]{BASE}{extra}\n");
