@@ -337,3 +337,28 @@ async fn admin_hosts_adds_names_the_admin_api_answers_to() {
     .await;
     assert_eq!(status, 200, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_ends_before_its_content_length_is_the_clients_error() {
+    let pki = Pki::generate();
+    let up = Upstream::echo("a").await;
+    let gw = gateway_with(&pki, &up, "", "").await;
+    let mut conn = raw_tls(&pki, gw.addr()).await;
+    conn.send(b"POST /app HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\nonly ten b")
+        .await
+        .expect("send");
+    // The client goes away mid-body (TLS close_notify, then EOF).
+    tokio::io::AsyncWriteExt::shutdown(&mut conn.stream)
+        .await
+        .expect("shutdown");
+    let _ = conn.response(Duration::from_secs(5)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while gw.denial_count(Denial::BadRequestBody) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cut body was not counted as bad_request_body"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(gw.denial_count(Denial::UpstreamUnavailable), 0);
+}

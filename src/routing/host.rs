@@ -56,6 +56,64 @@ impl CanonicalHost<'_> {
 
 /// The canonical form of a Host header value or request-target authority.
 pub fn canonical(raw: &str) -> Result<CanonicalHost<'_>, HostError> {
+    if raw.starts_with('[') {
+        return ip_literal(raw);
+    }
+    // One pass over a host name and its port: letters, digits, '-' and '_' (internal names
+    // carry underscores) in non-empty labels, at most one trailing root dot.
+    let b = raw.as_bytes();
+    let (mut label_empty, mut upper, mut end) = (true, false, b.len());
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'.' if label_empty => return Err(HostError::EmptyLabel),
+            b'.' => label_empty = true,
+            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => label_empty = false,
+            b'A'..=b'Z' => (label_empty, upper) = (false, true),
+            b'@' => return Err(HostError::Userinfo),
+            b':' => {
+                end = i;
+                break;
+            }
+            _ => return Err(HostError::Character),
+        }
+    }
+    let host = &raw[..end];
+    // "example.com." ends on an empty label after its root dot; "" and "." never had one.
+    let trimmed = match host.strip_suffix('.') {
+        Some(t) if label_empty && !t.is_empty() => t,
+        _ if label_empty => return Err(HostError::EmptyLabel),
+        _ => host,
+    };
+    if trimmed.len() > 253 {
+        return Err(HostError::Character);
+    }
+    let port = match raw.get(end + 1..) {
+        None => None,
+        Some(p) => {
+            if !p.bytes().all(|c| c.is_ascii_digit()) {
+                return Err(if p.contains('@') {
+                    HostError::Userinfo
+                } else {
+                    HostError::Port
+                });
+            }
+            Some(p)
+        }
+    };
+    let name = if upper {
+        Cow::Owned(trimmed.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(trimmed)
+    };
+    Ok(CanonicalHost {
+        name,
+        port,
+        unchanged: !upper && trimmed.len() == host.len(),
+    })
+}
+
+/// `[v6]` or `[v6]:port`.
+fn ip_literal(raw: &str) -> Result<CanonicalHost<'_>, HostError> {
     if raw.contains('@') {
         return Err(HostError::Userinfo);
     }
@@ -65,40 +123,15 @@ pub fn canonical(raw: &str) -> Result<CanonicalHost<'_>, HostError> {
     {
         return Err(HostError::Port);
     }
-    if let Some(inner) = host.strip_prefix('[') {
-        let inner = inner.strip_suffix(']').ok_or(HostError::Character)?;
-        if inner.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(HostError::Character);
-        }
-        let name = lower(host);
-        let unchanged = matches!(name, Cow::Borrowed(_));
-        return Ok(CanonicalHost {
-            name,
-            port,
-            unchanged,
-        });
-    }
-    let trimmed = host.strip_suffix('.').unwrap_or(host);
-    if trimmed.is_empty() {
-        return Err(HostError::EmptyLabel);
-    }
-    if trimmed.len() > 253 {
+    let inner = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .ok_or(HostError::Character)?;
+    if inner.parse::<std::net::Ipv6Addr>().is_err() {
         return Err(HostError::Character);
     }
-    for label in trimmed.split('.') {
-        if label.is_empty() {
-            return Err(HostError::EmptyLabel);
-        }
-        // Letters, digits, '-' and '_' (internal names carry underscores).
-        if !label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(HostError::Character);
-        }
-    }
-    let name = lower(trimmed);
-    let unchanged = matches!(name, Cow::Borrowed(_)) && trimmed.len() == host.len();
+    let name = lower(host);
+    let unchanged = matches!(name, Cow::Borrowed(_));
     Ok(CanonicalHost {
         name,
         port,

@@ -267,7 +267,7 @@ impl RouteTable {
     ) -> Result<&Arc<Route>, Denial> {
         let key = path.match_key();
         let exact = self.exact.select(host, &key);
-        let route = if self.fold_every_path || key.bytes().any(|b| b.is_ascii_uppercase()) {
+        let route = if self.fold_every_path || path.has_upper {
             self.case_checked(host, &key, exact)?
         } else {
             exact

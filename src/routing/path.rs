@@ -40,6 +40,8 @@ pub struct CanonicalPath<'a> {
     pub path: Cow<'a, str>,
     /// The path has `;` parameters in some segment.
     pub has_params: bool,
+    /// The path has upper-case letters (routing then checks what case-folding would match).
+    pub has_upper: bool,
 }
 
 impl CanonicalPath<'_> {
@@ -59,6 +61,41 @@ impl CanonicalPath<'_> {
         Cow::Owned(out)
     }
 }
+
+const PERCENT: u8 = 1;
+const BACKSLASH: u8 = 2;
+const SEMICOLON: u8 = 4;
+const UPPER: u8 = 8;
+const CONTROL: u8 = 16;
+const DOUBLE_SLASH: u8 = 32;
+const SLASH_DOT: u8 = 64;
+
+/// What a byte means right after a '/'.
+static AFTER_SLASH: [u8; 256] = {
+    let mut t = [0u8; 256];
+    t[b'/' as usize] = DOUBLE_SLASH;
+    t[b'.' as usize] = SLASH_DOT;
+    t
+};
+
+/// What each byte is, for the one pass over a path.
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = match b {
+            b'%' => PERCENT,
+            b'\\' => BACKSLASH,
+            b';' => SEMICOLON,
+            b'A'..=b'Z' => UPPER,
+            0..=0x1f | 0x7f => CONTROL,
+            _ => 0,
+        };
+        i += 1;
+    }
+    t
+};
 
 fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
@@ -104,32 +141,39 @@ pub fn canonical(path: &str) -> Result<CanonicalPath<'_>, PathError> {
         return Ok(CanonicalPath {
             path: Cow::Borrowed(path),
             has_params: false,
+            has_upper: false,
         });
     }
     let b = path.as_bytes();
     if b.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
     }
-    // One pass decides whether anything has to change; most paths leave borrowed.
-    let mut rewrite = false;
-    let mut has_params = false;
-    for (i, &c) in b.iter().enumerate() {
-        match c {
-            b'%' => rewrite = true,
-            b'\\' => return Err(PathError::Separator),
-            b';' => has_params = true,
-            b'/' if b.get(i + 1) == Some(&b'/') => rewrite = true,
-            c if is_control(c) => return Err(PathError::Control),
-            _ => {}
-        }
+    // One pass over byte-class tables says what the path holds; most paths hold nothing to
+    // change and leave borrowed. A byte after a '/' also looks up what it means there ("//"
+    // merges, "/." may start a dot segment), without a branch.
+    let (mut found, mut after_slash) = (0u8, 0u8);
+    for &c in b {
+        found |= CLASS[usize::from(c)] | (AFTER_SLASH[usize::from(c)] & after_slash);
+        after_slash = if c == b'/' { 0xff } else { 0 };
     }
+    if found & BACKSLASH != 0 {
+        return Err(PathError::Separator);
+    }
+    if found & CONTROL != 0 {
+        return Err(PathError::Control);
+    }
+    let rewrite = found & (PERCENT | DOUBLE_SLASH) != 0;
+    let dot = found & SLASH_DOT != 0;
+    let mut has_params = found & SEMICOLON != 0;
+    let has_upper = found & UPPER != 0;
     if !rewrite {
-        if b.split(|&c| c == b'/').any(is_dot_segment) {
+        if dot && b.split(|&c| c == b'/').any(is_dot_segment) {
             return Err(PathError::DotSegment);
         }
         return Ok(CanonicalPath {
             path: Cow::Borrowed(path),
             has_params,
+            has_upper,
         });
     }
 
@@ -191,6 +235,7 @@ pub fn canonical(path: &str) -> Result<CanonicalPath<'_>, PathError> {
     // whole, so the result is still UTF-8.
     let out = String::from_utf8(out).map_err(|_| PathError::BadEscape)?;
     Ok(CanonicalPath {
+        has_upper: out.bytes().any(|b| b.is_ascii_uppercase()),
         path: if out == path {
             Cow::Borrowed(path)
         } else {
