@@ -9,11 +9,11 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::Method;
 use ipnet::IpNet;
-use portcullis::context::RequestId;
 use portcullis::denial::Denial;
 use portcullis::forward::{Upstream, UpstreamSettings};
 use portcullis::identity::{ClientIdentity, PinSet};
 use portcullis::ip_filter::{IpPolicy, IpSet};
+use portcullis::request_id::RequestId;
 use portcullis::routing::{Route, RouteTable};
 
 /// A deterministic spread of 10,000 networks: 8,000 IPv4 /24../32 and 2,000 IPv6 /48../64.

@@ -2,18 +2,15 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Instant;
 
-use http::{HeaderName, HeaderValue};
+use http::HeaderValue;
 
 use crate::identity::{ClientIdentity, IdentityHeaders, IdentityValues};
 use crate::ip_filter::ClientAddr;
 use crate::routing::Route;
 use crate::token::{ClaimHeaders, Claims};
-
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 // === ConnContext ===
 
@@ -84,7 +81,7 @@ impl Drop for InFlight {
 /// Per request, built from the outputs of the stages so far.
 #[derive(Debug)]
 pub struct RequestContext<'a> {
-    pub request_id: &'a RequestId,
+    pub request_id: &'a crate::request_id::RequestId,
     /// The id as a header value, made once: the upstream request and the response share it
     /// (a reference-count increment each, not a copy).
     pub request_id_header: HeaderValue,
@@ -100,74 +97,4 @@ pub struct RequestContext<'a> {
     pub claims: Option<Arc<Claims>>,
     pub claim_headers: &'a ClaimHeaders,
     pub metrics: &'a crate::metrics::Metrics,
-}
-
-// === RequestId ===
-
-/// A request id: 8 hex digits fixed per process (random at start) then 16 of a counter.
-/// Unique within a process and, with overwhelming probability, across restarts; cheap to make
-/// (no lock, no allocation) and safe in headers, JSON and logs without escaping.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct RequestId([u8; 24]);
-
-impl RequestId {
-    pub fn next() -> Self {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        static PREFIX: OnceLock<u32> = OnceLock::new();
-        let prefix = *PREFIX.get_or_init(|| {
-            let mut b = [0u8; 4];
-            // Without randomness the ids are still unique within the process.
-            let _ = crate::tls::provider().secure_random.fill(&mut b);
-            u32::from_le_bytes(b)
-        });
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let mut out = [0u8; 24];
-        hex_into(&mut out[..8], u64::from(prefix), 8);
-        hex_into(&mut out[8..], n, 16);
-        RequestId(out)
-    }
-
-    pub fn as_str(&self) -> &str {
-        // Only ASCII hex digits are ever written.
-        std::str::from_utf8(&self.0).unwrap_or("")
-    }
-
-    pub fn header_value(&self) -> HeaderValue {
-        HeaderValue::from_bytes(&self.0).unwrap_or(HeaderValue::from_static("invalid"))
-    }
-}
-
-impl std::fmt::Debug for RequestId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::fmt::Display for RequestId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-fn hex_into(out: &mut [u8], mut v: u64, digits: usize) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for i in (0..digits).rev() {
-        out[i] = HEX[(v & 0xf) as usize];
-        v >>= 4;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_ids_are_unique_hex_of_fixed_length() {
-        let a = RequestId::next();
-        let b = RequestId::next();
-        assert_ne!(a, b);
-        assert_eq!(a.as_str().len(), 24);
-        assert!(a.as_str().bytes().all(|c| c.is_ascii_hexdigit()));
-        assert_eq!(a.as_str()[..8], b.as_str()[..8]);
-    }
 }

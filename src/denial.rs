@@ -6,10 +6,39 @@
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
-use crate::context::RequestId;
-use crate::license::LicenseDenial;
-use crate::token::TokenDenial;
+use crate::request_id::RequestId;
 
+/// A fieldless enum and `ALL`, its every variant, from one list: a new variant is in `ALL`
+/// (and so gets its metric series) by being declared.
+macro_rules! listed {
+    ($(#[$m:meta])* pub enum $name:ident { $($(#[$vm:meta])* $v:ident),+ $(,)? }) => {
+        $(#[$m])* pub enum $name { $($(#[$vm])* $v),+ }
+        impl $name {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$v),+];
+        }
+    };
+}
+
+/// [`Denial`] and `Denial::all()` from one list: a variant that wraps a stage's refusal
+/// contributes every value of it.
+macro_rules! denials {
+    ($(#[$m:meta])* pub enum $name:ident { $($(#[$vm:meta])* $v:ident $(($inner:ty))?),+ $(,)? }) => {
+        $(#[$m])* pub enum $name { $($(#[$vm])* $v $(($inner))?),+ }
+        impl $name {
+            /// Every denial, each wrapped refusal expanded: one metric series each.
+            pub fn all() -> Vec<$name> {
+                std::iter::empty()
+                    $( .chain(denials!(@each $name::$v $(, $inner)?)) )+
+                    .collect()
+            }
+        }
+    };
+    (@each $path:path) => { std::iter::once($path) };
+    (@each $path:path, $inner:ty) => { <$inner>::ALL.iter().map(|i| $path(*i)) };
+}
+
+denials! {
 /// Why a request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Denial {
@@ -64,34 +93,9 @@ pub enum Denial {
     #[error("upstream timeout")]
     UpstreamTimeout,
 }
+}
 
 impl Denial {
-    /// Every variant, for metrics that pre-register one series per reason.
-    pub const ALL: [Denial; 22] = [
-        Denial::AmbiguousFraming,
-        Denial::InvalidPath,
-        Denial::InvalidHost,
-        Denial::InvalidHeader,
-        Denial::BadRequestBody,
-        Denial::BadForwardedHeader,
-        Denial::ClientCertNotPinned,
-        Denial::IpNotAllowed,
-        Denial::License(LicenseDenial::Missing),
-        Denial::License(LicenseDenial::Expired),
-        Denial::License(LicenseDenial::NotYetValid),
-        Denial::License(LicenseDenial::Revoked),
-        Denial::License(LicenseDenial::BindingMismatch),
-        Denial::Token(TokenDenial::Missing),
-        Denial::Token(TokenDenial::Invalid),
-        Denial::Token(TokenDenial::Expired),
-        Denial::Token(TokenDenial::InsufficientScope),
-        Denial::NoRoute,
-        Denial::MethodNotAllowed,
-        Denial::PayloadTooLarge,
-        Denial::UpstreamUnavailable,
-        Denial::UpstreamTimeout,
-    ];
-
     pub fn status(self) -> StatusCode {
         match self {
             Denial::AmbiguousFraming => StatusCode::BAD_REQUEST,
@@ -168,11 +172,172 @@ impl Denial {
             HeaderValue::from_static("application/json"),
         );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        h.insert(crate::context::X_REQUEST_ID, request_id.header_value());
+        h.insert(crate::request_id::X_REQUEST_ID, request_id.header_value());
         if self.closes_connection() {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp
+    }
+}
+
+// === The stages' refusals ===
+
+listed! {
+/// Why the license stage refused a request: one variant per denial reason (403 each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LicenseDenial {
+    /// No license names the client's certificate or address: `license_missing`.
+    Missing,
+    /// The machine's license expired (and any grace period is over): `license_expired`.
+    Expired,
+    /// The machine's license starts later: `license_not_yet_valid`.
+    NotYetValid,
+    /// The machine's license was revoked: `license_revoked`.
+    Revoked,
+    /// A license names the certificate or the address but does not cover this request (the
+    /// other half of `pin_and_ip` differs, or the route is not listed):
+    /// `license_binding_mismatch`.
+    BindingMismatch,
+}}
+
+impl LicenseDenial {
+    /// The stable machine reason (JSON `error`, metric label).
+    pub fn reason(self) -> &'static str {
+        match self {
+            LicenseDenial::Missing => "license_missing",
+            LicenseDenial::Expired => "license_expired",
+            LicenseDenial::NotYetValid => "license_not_yet_valid",
+            LicenseDenial::Revoked => "license_revoked",
+            LicenseDenial::BindingMismatch => "license_binding_mismatch",
+        }
+    }
+
+    /// Which denial wins when several licenses deny: higher is more telling.
+    pub fn rank(self) -> u8 {
+        match self {
+            LicenseDenial::Missing => 0,
+            LicenseDenial::BindingMismatch => 1,
+            LicenseDenial::NotYetValid => 2,
+            LicenseDenial::Expired => 3,
+            LicenseDenial::Revoked => 4,
+        }
+    }
+}
+
+listed! {
+/// Why a request did not get through the token stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenDenial {
+    /// No bearer credential: no Authorization header, or one with another scheme (RFC 6750
+    /// 3.1 treats an unsupported scheme as no authentication information).
+    #[error("bearer token missing")]
+    Missing,
+    /// A bearer credential that is not a valid token for this route: malformed, bad
+    /// signature, unknown issuer or key, wrong audience, not yet valid, revoked, another
+    /// issuer than the route accepts, several Authorization headers, over 8 KiB.
+    #[error("bearer token invalid")]
+    Invalid,
+    /// A valid token whose `exp` (plus leeway) has passed.
+    #[error("bearer token expired")]
+    Expired,
+    /// A valid token without the scopes the route requires.
+    #[error("insufficient scope")]
+    InsufficientScope,
+}}
+
+impl TokenDenial {
+    pub fn status(self) -> StatusCode {
+        match self {
+            TokenDenial::Missing | TokenDenial::Invalid | TokenDenial::Expired => {
+                StatusCode::UNAUTHORIZED
+            }
+            TokenDenial::InsufficientScope => StatusCode::FORBIDDEN,
+        }
+    }
+
+    /// Stable machine reason (JSON `error`, metric label).
+    pub fn reason(self) -> &'static str {
+        match self {
+            TokenDenial::Missing => "token_missing",
+            TokenDenial::Invalid => "token_invalid",
+            TokenDenial::Expired => "token_expired",
+            TokenDenial::InsufficientScope => "insufficient_scope",
+        }
+    }
+}
+
+// === Connection refusals ===
+
+listed! {
+/// Why a connection was closed before any HTTP was spoken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnRefusal {
+    /// `max_connections` reached.
+    Limit,
+    /// The listener's deny or allow list refused the connection's origin.
+    IpNotAllowed,
+    /// A PROXY header from an untrusted peer, a missing or malformed one, or a timeout.
+    ProxyProtocol,
+    /// The TLS handshake failed or timed out.
+    Handshake,
+}}
+
+impl ConnRefusal {
+    pub fn label(self) -> &'static str {
+        match self {
+            ConnRefusal::Limit => "connection_limit",
+            ConnRefusal::IpNotAllowed => "ip_not_allowed",
+            ConnRefusal::ProxyProtocol => "proxy_protocol",
+            ConnRefusal::Handshake => "tls_handshake",
+        }
+    }
+}
+
+listed! {
+/// Why a TLS handshake failed, as a bounded label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandshakeFailure {
+    Timeout,
+    /// No common version or suite (e.g. a TLS 1.0/1.1-only client).
+    Incompatible,
+    NoClientCert,
+    BadClientCert,
+    /// Not TLS, or a broken message.
+    Malformed,
+    /// The client sent an alert (it refused our certificate, say).
+    ClientAlert,
+    /// The connection closed mid-handshake, or anything else.
+    Other,
+}}
+
+impl HandshakeFailure {
+    pub fn label(self) -> &'static str {
+        match self {
+            HandshakeFailure::Timeout => "timeout",
+            HandshakeFailure::Incompatible => "incompatible",
+            HandshakeFailure::NoClientCert => "no_client_certificate",
+            HandshakeFailure::BadClientCert => "bad_client_certificate",
+            HandshakeFailure::Malformed => "malformed",
+            HandshakeFailure::ClientAlert => "client_alert",
+            HandshakeFailure::Other => "other",
+        }
+    }
+
+    /// Classify the error tokio-rustls returned.
+    pub fn of(e: &std::io::Error) -> Self {
+        let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
+            return HandshakeFailure::Other;
+        };
+        match tls {
+            rustls::Error::PeerIncompatible(_) => HandshakeFailure::Incompatible,
+            rustls::Error::NoCertificatesPresented => HandshakeFailure::NoClientCert,
+            rustls::Error::InvalidCertificate(_) => HandshakeFailure::BadClientCert,
+            rustls::Error::InvalidMessage(_)
+            | rustls::Error::InappropriateMessage { .. }
+            | rustls::Error::InappropriateHandshakeMessage { .. } => HandshakeFailure::Malformed,
+            rustls::Error::AlertReceived(_) => HandshakeFailure::ClientAlert,
+            _ => HandshakeFailure::Other,
+        }
     }
 }
 
@@ -183,7 +348,7 @@ mod tests {
     #[test]
     fn every_reason_is_distinct_snake_case_and_its_status_is_an_error() {
         let mut seen = std::collections::HashSet::new();
-        for d in Denial::ALL {
+        for d in Denial::all() {
             assert!(seen.insert(d.reason()), "duplicate reason {}", d.reason());
             assert!(
                 d.reason()

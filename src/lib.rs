@@ -31,6 +31,8 @@ pub mod metrics;
 pub mod pipeline;
 pub mod record;
 pub mod reload;
+pub mod report;
+pub mod request_id;
 pub mod routing;
 pub mod tls;
 pub mod token;

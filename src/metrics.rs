@@ -17,37 +17,7 @@ use prometheus::{
 use crate::config::Snapshot;
 
 use crate::denial::Denial;
-
-/// Why a connection was closed before any HTTP was spoken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnRefusal {
-    /// `max_connections` reached.
-    Limit,
-    /// The listener's deny or allow list refused the connection's origin.
-    IpNotAllowed,
-    /// A PROXY header from an untrusted peer, a missing or malformed one, or a timeout.
-    ProxyProtocol,
-    /// The TLS handshake failed or timed out.
-    Handshake,
-}
-
-impl ConnRefusal {
-    pub const ALL: [ConnRefusal; 4] = [
-        ConnRefusal::Limit,
-        ConnRefusal::IpNotAllowed,
-        ConnRefusal::ProxyProtocol,
-        ConnRefusal::Handshake,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            ConnRefusal::Limit => "connection_limit",
-            ConnRefusal::IpNotAllowed => "ip_not_allowed",
-            ConnRefusal::ProxyProtocol => "proxy_protocol",
-            ConnRefusal::Handshake => "tls_handshake",
-        }
-    }
-}
+pub use crate::denial::{ConnRefusal, HandshakeFailure};
 
 /// The gateway's metrics.
 pub struct Metrics {
@@ -96,63 +66,6 @@ impl UpstreamError {
             UpstreamError::Connect => "connect",
             UpstreamError::Timeout => "timeout",
             UpstreamError::Exchange => "exchange",
-        }
-    }
-}
-
-/// Why a TLS handshake failed, as a bounded label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HandshakeFailure {
-    Timeout,
-    /// No common version or suite (e.g. a TLS 1.0/1.1-only client).
-    Incompatible,
-    NoClientCert,
-    BadClientCert,
-    /// Not TLS, or a broken message.
-    Malformed,
-    /// The client sent an alert (it refused our certificate, say).
-    ClientAlert,
-    /// The connection closed mid-handshake, or anything else.
-    Other,
-}
-
-impl HandshakeFailure {
-    pub const ALL: [HandshakeFailure; 7] = [
-        HandshakeFailure::Timeout,
-        HandshakeFailure::Incompatible,
-        HandshakeFailure::NoClientCert,
-        HandshakeFailure::BadClientCert,
-        HandshakeFailure::Malformed,
-        HandshakeFailure::ClientAlert,
-        HandshakeFailure::Other,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            HandshakeFailure::Timeout => "timeout",
-            HandshakeFailure::Incompatible => "incompatible",
-            HandshakeFailure::NoClientCert => "no_client_certificate",
-            HandshakeFailure::BadClientCert => "bad_client_certificate",
-            HandshakeFailure::Malformed => "malformed",
-            HandshakeFailure::ClientAlert => "client_alert",
-            HandshakeFailure::Other => "other",
-        }
-    }
-
-    /// Classify the error tokio-rustls returned.
-    pub fn of(e: &std::io::Error) -> Self {
-        let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
-            return HandshakeFailure::Other;
-        };
-        match tls {
-            rustls::Error::PeerIncompatible(_) => HandshakeFailure::Incompatible,
-            rustls::Error::NoCertificatesPresented => HandshakeFailure::NoClientCert,
-            rustls::Error::InvalidCertificate(_) => HandshakeFailure::BadClientCert,
-            rustls::Error::InvalidMessage(_)
-            | rustls::Error::InappropriateMessage { .. }
-            | rustls::Error::InappropriateHandshakeMessage { .. } => HandshakeFailure::Malformed,
-            rustls::Error::AlertReceived(_) => HandshakeFailure::ClientAlert,
-            _ => HandshakeFailure::Other,
         }
     }
 }
@@ -344,17 +257,17 @@ impl Metrics {
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
         registry.register(Box::new(tokens_cached.clone()))?;
-        for f in HandshakeFailure::ALL {
+        for f in HandshakeFailure::ALL.iter().copied() {
             handshake_failures.with_label_values(&[f.label()]);
         }
         for r in ["hit", "miss"] {
             token_cache.with_label_values(&[r]);
         }
         // Every series exists from the start, so a rate() over a never-seen reason is 0, not absent.
-        for d in Denial::ALL {
+        for d in Denial::all() {
             denials.with_label_values(&[d.reason()]);
         }
-        for r in ConnRefusal::ALL {
+        for r in ConnRefusal::ALL.iter().copied() {
             refused.with_label_values(&[r.label()]);
         }
         Ok(Metrics {

@@ -21,11 +21,12 @@ use hyper::body::Incoming;
 
 use crate::app::Shared;
 use crate::config::Snapshot;
-use crate::context::{ConnContext, RequestContext, RequestId, X_REQUEST_ID};
+use crate::context::{ConnContext, RequestContext};
 use crate::denial::Denial;
 use crate::forward::{self, ForwardLog, ResponseBody};
 use crate::ip_filter::ClientAddr;
 use crate::record::AccessLine;
+use crate::request_id::{RequestId, X_REQUEST_ID};
 use crate::routing::Route;
 use crate::token::Claims;
 

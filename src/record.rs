@@ -15,8 +15,8 @@ use std::time::Instant;
 use http::Method;
 use http::uri::PathAndQuery;
 
-use crate::context::RequestId;
 use crate::denial::Denial;
+use crate::request_id::RequestId;
 
 /// Everything the line needs, carried by the response body until it is done.
 #[derive(Debug)]

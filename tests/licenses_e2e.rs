@@ -784,7 +784,7 @@ async fn metrics_count_the_active_licenses_and_parse_as_prometheus_text() {
     assert_eq!(m.scalar("portcullis_licenses_active"), 2.0, "a-1 and a-2");
     assert_eq!(m.scalar("portcullis_licenses_expiring_7d"), 1.0, "a-2");
     assert_eq!(m.scalar("portcullis_licenses_in_grace"), 0.0);
-    for d in Denial::ALL {
+    for d in Denial::all() {
         let v = m.value("portcullis_denials_total", &[("reason", d.reason())]);
         assert_eq!(
             v,

@@ -5,7 +5,6 @@ pub mod file;
 mod redact;
 mod validate;
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,7 +14,8 @@ use crate::identity::{IdentityHeaders, PinSet};
 use crate::ip_filter::{IpPolicy, IpSet};
 use crate::routing::RouteTable;
 
-pub use validate::{Report, build_snapshot, duration, parse_file_config};
+pub use crate::report::{ConfigErrors, ConfigIssue, Report};
+pub use validate::{build_snapshot, duration, parse_file_config};
 
 // === Snapshot ===
 
@@ -157,51 +157,4 @@ pub fn reload_file(
 ) -> Result<Loaded, ConfigErrors> {
     let file = parse_file_config(path, &read(path)?)?;
     build_snapshot(path, &file, now, Some(previous))
-}
-
-// === Errors ===
-
-/// One problem found in a config file: which file, which key, what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigIssue {
-    pub file: PathBuf,
-    /// Key path such as `routes[2].upstream[0]`; empty for whole-file problems.
-    pub key: String,
-    pub message: String,
-}
-
-impl ConfigIssue {
-    pub fn new(file: &Path, key: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigIssue {
-            file: file.to_path_buf(),
-            key: key.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for ConfigIssue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.key.is_empty() {
-            write!(f, "{}: {}", self.file.display(), self.message)
-        } else {
-            write!(f, "{}: {}: {}", self.file.display(), self.key, self.message)
-        }
-    }
-}
-
-/// Every problem found in a config, not only the first. Displays one problem per line.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigErrors(pub Vec<ConfigIssue>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, issue) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{issue}")?;
-        }
-        Ok(())
-    }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -16,6 +16,7 @@ use super::{
 use crate::forward::{Upstream, UpstreamSettings};
 use crate::identity::{IdentityHeaders, PinSet, parse_fingerprint, parse_spki_pin};
 use crate::ip_filter::{IpPolicy, IpSet};
+use crate::report::Report;
 use crate::routing::{Route, RouteTable, normalize_prefix};
 use crate::tls::{self, ClientAuth, MinTls};
 
@@ -47,43 +48,6 @@ pub fn parse_file_config(path: &Path, text: &str) -> Result<FileConfig, ConfigEr
             format!("{}{at}", inner.message().trim()),
         )])
     })
-}
-
-/// Collects errors and warnings for one file; every policy module's validation reports
-/// through it so all problems come out together.
-pub struct Report<'a> {
-    file: &'a Path,
-    pub errors: Vec<ConfigIssue>,
-    pub warnings: Vec<ConfigIssue>,
-}
-
-impl<'a> Report<'a> {
-    pub fn new(file: &'a Path) -> Self {
-        Report {
-            file,
-            errors: Vec::new(),
-            warnings: Vec::new(),
-        }
-    }
-    pub fn error(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(ConfigIssue::new(self.file, key, message));
-    }
-    pub fn warn(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.warnings
-            .push(ConfigIssue::new(self.file, key, message));
-    }
-    /// Resolve a path from the config relative to the config file's folder.
-    pub fn resolve(&self, p: &str) -> PathBuf {
-        let p = Path::new(p);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.file
-                .parent()
-                .map(|d| d.join(p))
-                .unwrap_or_else(|| p.to_path_buf())
-        }
-    }
 }
 
 /// Validate the whole file and compile it. `now` judges certificate expiry.

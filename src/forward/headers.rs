@@ -2,8 +2,9 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use crate::context::{RequestContext, X_REQUEST_ID};
+use crate::context::RequestContext;
 use crate::ip_filter::ForwardedHeader;
+use crate::request_id::X_REQUEST_ID;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");

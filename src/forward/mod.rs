@@ -264,9 +264,10 @@ pub async fn forward(
     let (resp, lease) = resp;
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
-    parts
-        .headers
-        .insert(crate::context::X_REQUEST_ID, ctx.request_id_header.clone());
+    parts.headers.insert(
+        crate::request_id::X_REQUEST_ID,
+        ctx.request_id_header.clone(),
+    );
     Ok(Response::from_parts(
         parts,
         ResponseBody::upstream(body, lease),

@@ -5,8 +5,8 @@
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::ClientIdentity;
-use crate::config::Report;
 use crate::config::file::IdentityHeadersSection;
+use crate::report::Report;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Field {

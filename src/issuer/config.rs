@@ -25,7 +25,7 @@ use serde::Deserialize;
 
 use super::keys::SigningAlg;
 use super::revocations::IssuerLink;
-use crate::config::Report;
+use crate::report::Report;
 use crate::token::{IssuerSettings, KeySource};
 
 /// Clock skew the gateway's verifier allows on its own tokens. Minting and verifying read

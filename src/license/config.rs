@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::keys::{PublicKey, TrustedKeys};
-use crate::config::Report;
+use crate::report::Report;
 
 /// Longest grace period accepted: a longer one is an expiry date written in the wrong place.
 pub const MAX_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);

@@ -43,61 +43,13 @@ mod tests;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+pub use crate::denial::LicenseDenial;
 pub use book::LicenseBook;
 pub use config::{LicenseSection, LicenseSettings, RouteLicense};
 pub use format::{License, LicenseError, Match, Payload};
 pub use keys::{KeyError, PublicKey, SigningKey, TrustedKeys, Verified};
 pub use service::{ActivationError, LicenseService, OpenReport, RevokeError};
 pub use store::{LicenseStore, StoreError};
-
-/// Why the license stage refused a request: one variant per denial reason (403 each).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LicenseDenial {
-    /// No license names the client's certificate or address: `license_missing`.
-    Missing,
-    /// The machine's license expired (and any grace period is over): `license_expired`.
-    Expired,
-    /// The machine's license starts later: `license_not_yet_valid`.
-    NotYetValid,
-    /// The machine's license was revoked: `license_revoked`.
-    Revoked,
-    /// A license names the certificate or the address but does not cover this request (the
-    /// other half of `pin_and_ip` differs, or the route is not listed):
-    /// `license_binding_mismatch`.
-    BindingMismatch,
-}
-
-impl LicenseDenial {
-    pub const ALL: [LicenseDenial; 5] = [
-        LicenseDenial::Missing,
-        LicenseDenial::Expired,
-        LicenseDenial::NotYetValid,
-        LicenseDenial::Revoked,
-        LicenseDenial::BindingMismatch,
-    ];
-
-    /// The stable machine reason (JSON `error`, metric label).
-    pub fn reason(self) -> &'static str {
-        match self {
-            LicenseDenial::Missing => "license_missing",
-            LicenseDenial::Expired => "license_expired",
-            LicenseDenial::NotYetValid => "license_not_yet_valid",
-            LicenseDenial::Revoked => "license_revoked",
-            LicenseDenial::BindingMismatch => "license_binding_mismatch",
-        }
-    }
-
-    /// Which denial wins when several licenses deny: higher is more telling.
-    pub fn rank(self) -> u8 {
-        match self {
-            LicenseDenial::Missing => 0,
-            LicenseDenial::BindingMismatch => 1,
-            LicenseDenial::NotYetValid => 2,
-            LicenseDenial::Expired => 3,
-            LicenseDenial::Revoked => 4,
-        }
-    }
-}
 
 /// What the license stage hands on: which license let the request through.
 #[derive(Debug, Clone, PartialEq, Eq)]

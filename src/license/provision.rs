@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use super::{ActivationError, LicenseService, StoreError};
-use crate::config::ConfigErrors;
+use crate::report::ConfigErrors;
 
 /// Why an offline activation failed.
 #[derive(Debug, thiserror::Error)]

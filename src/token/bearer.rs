@@ -1,54 +1,16 @@
 //! The bearer credential (RFC 6750): read from the one Authorization header, never from the
 //! query string or a form body; and the refusals, with their `WWW-Authenticate` challenges.
 
-use http::StatusCode;
 use http::header::{AUTHORIZATION, HeaderMap, HeaderValue};
+
+pub use crate::denial::TokenDenial;
 
 use super::scopes::RouteAuth;
 
 /// Tokens longer than this are refused before any parsing or hashing.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
-/// Why a request did not get through the token stage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum TokenDenial {
-    /// No bearer credential: no Authorization header, or one with another scheme (RFC 6750
-    /// 3.1 treats an unsupported scheme as no authentication information).
-    #[error("bearer token missing")]
-    Missing,
-    /// A bearer credential that is not a valid token for this route: malformed, bad
-    /// signature, unknown issuer or key, wrong audience, not yet valid, revoked, another
-    /// issuer than the route accepts, several Authorization headers, over 8 KiB.
-    #[error("bearer token invalid")]
-    Invalid,
-    /// A valid token whose `exp` (plus leeway) has passed.
-    #[error("bearer token expired")]
-    Expired,
-    /// A valid token without the scopes the route requires.
-    #[error("insufficient scope")]
-    InsufficientScope,
-}
-
 impl TokenDenial {
-    pub fn status(self) -> StatusCode {
-        match self {
-            TokenDenial::Missing | TokenDenial::Invalid | TokenDenial::Expired => {
-                StatusCode::UNAUTHORIZED
-            }
-            TokenDenial::InsufficientScope => StatusCode::FORBIDDEN,
-        }
-    }
-
-    /// Stable machine reason (JSON `error`, metric label).
-    pub fn reason(self) -> &'static str {
-        match self {
-            TokenDenial::Missing => "token_missing",
-            TokenDenial::Invalid => "token_invalid",
-            TokenDenial::Expired => "token_expired",
-            TokenDenial::InsufficientScope => "insufficient_scope",
-        }
-    }
-
     /// The RFC 6750 challenge. Built from the route's requirement only: never from the token.
     pub fn www_authenticate(&self, required: &RouteAuth) -> HeaderValue {
         match self {

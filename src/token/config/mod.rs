@@ -17,7 +17,7 @@ mod issuer;
 mod route;
 
 use super::{ClaimHeaders, DEFAULT_CACHE_ENTRIES, IssuerSettings};
-use crate::config::Report;
+use crate::report::Report;
 use issuer::issuer;
 #[cfg(test)]
 pub(crate) use route::route_auth;

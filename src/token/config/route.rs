@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use super::{Findings, TokenIssuerSection, base};
-use crate::config::Report;
 use crate::config::file::RouteSection;
+use crate::report::Report;
 use crate::token::{RouteAuth, is_scope_token};
 
 /// Validate one route's `auth`, `scopes`, `any_scopes` and `issuers` (see the route rule in
