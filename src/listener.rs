@@ -357,7 +357,7 @@ async fn establish(
     let mut origin = peer;
     let mut proxy_spoke_for_itself = false;
     if policy.proxy_protocol {
-        if !policy.trusted_proxies.contains(peer.ip()) {
+        if !policy.ip.trusted_proxies.contains(peer.ip()) {
             refuse(ConnRefusal::ProxyProtocol);
             return None;
         }
@@ -370,7 +370,7 @@ async fn establish(
             }
         }
     }
-    if !ip_filter::admits_connection(policy, origin.ip()) {
+    if !ip_filter::admits_connection(&policy.ip, origin.ip()) {
         // Closed before a single TLS byte: an unwanted peer costs no handshake.
         refuse(ConnRefusal::IpNotAllowed);
         return None;

@@ -109,13 +109,17 @@ pub fn admit<'s, B>(
     seen: &mut Seen<'s>,
 ) -> Result<Admitted<'s>, Denial> {
     // Framing first: nothing else may read a request whose length is in doubt.
-    crate::framing::check(conn, req.headers())?;
+    crate::framing::check(conn.ambiguous_framing(), req.headers())?;
     crate::framing::check_header_names(req.headers(), snapshot.underscores_in_headers)?;
 
     // A listener removed by a reload stops serving routes at once; its socket goes later.
     let listener = snapshot.listener(&conn.listener).ok_or(Denial::NoRoute)?;
-    crate::identity::check(&listener.pins, conn)?;
-    let client = crate::ip_filter::check_listener(listener, conn, req.headers())?;
+    crate::identity::check(&listener.pins, conn.identity.as_ref())?;
+    let origin = crate::ip_filter::Origin {
+        ip: conn.origin.ip(),
+        proxy_spoke_for_itself: conn.proxy_spoke_for_itself,
+    };
+    let client = crate::ip_filter::check_listener(&listener.ip, origin, req.headers())?;
     seen.client_ip = client.ip;
 
     // One canonical host and path, decided once: routing matches them and the upstream
@@ -136,7 +140,7 @@ pub fn admit<'s, B>(
         .routes
         .select(target.host_name(), &target.path, req.method())?;
     seen.route = Some(route);
-    crate::identity::check(&route.pins, conn)?;
+    crate::identity::check(&route.pins, conn.identity.as_ref())?;
     crate::ip_filter::check_route(route, &client)?;
     let licensing = shared.licensing.load();
     let license = crate::license::check(

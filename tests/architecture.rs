@@ -63,19 +63,12 @@ const KNOWN_UPWARD: &[&str] = &[
     "config/validate.rs -> crate::forward",
     "config/validate.rs -> crate::issuer",
     "config/validate.rs -> crate::listener",
-    "framing/mod.rs -> crate::context",
-    "identity/headers.rs -> crate::config",
-    "identity/headers.rs -> crate::forward",
-    "identity/mod.rs -> crate::context",
-    "ip_filter/mod.rs -> crate::config",
-    "ip_filter/mod.rs -> crate::context",
     "license/provision.rs -> crate::config",
     "license/store.rs -> crate::db",
     "pipeline.rs -> crate::app",
     "routing/mod.rs -> crate::forward",
     "routing/mod.rs -> crate::metrics",
     "token/config/route.rs -> crate::config",
-    "token/upstream.rs -> crate::forward",
 ];
 
 fn floor_of_module(name: &str) -> Option<u8> {

@@ -640,14 +640,17 @@ fn identity_and_ip_keys_load_into_the_snapshot() {
     let l = &loaded.snapshot.listeners[0];
     assert!(!l.pins.is_empty());
     assert!(l.proxy_protocol);
-    assert!(l.ip.admits("10.2.3.4".parse().expect("ip")));
+    assert!(l.ip.lists.admits("10.2.3.4".parse().expect("ip")));
     assert!(
-        !l.ip.admits("10.1.2.3".parse().expect("ip")),
+        !l.ip.lists.admits("10.1.2.3".parse().expect("ip")),
         "deny wins over allow"
     );
-    assert!(l.ip.admits("192.0.2.7".parse().expect("ip")));
-    assert!(!l.ip.admits("192.0.2.8".parse().expect("ip")));
-    assert!(l.trusted_proxies.contains("127.0.0.1".parse().expect("ip")));
+    assert!(l.ip.lists.admits("192.0.2.7".parse().expect("ip")));
+    assert!(!l.ip.lists.admits("192.0.2.8".parse().expect("ip")));
+    assert!(
+        l.ip.trusted_proxies
+            .contains("127.0.0.1".parse().expect("ip"))
+    );
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::identity::{IdentityHeaders, PinSet};
-use crate::ip_filter::{IpPolicy, IpSet};
+
 use crate::routing::RouteTable;
 
 pub use crate::report::{ConfigErrors, ConfigIssue, Report};
@@ -97,12 +97,8 @@ pub struct ListenerPolicy {
     pub routes: RouteTable,
     /// Client certificates admitted on this listener; empty: any.
     pub pins: PinSet,
-    /// Client addresses admitted on this listener.
-    pub ip: IpPolicy,
-    /// Peers whose forwarding headers (and PROXY header) are believed.
-    pub trusted_proxies: IpSet,
-    /// The one forwarding header the trusted proxies write; the other is never believed.
-    pub forwarded_header: crate::ip_filter::ForwardedHeader,
+    /// Client addresses admitted, and whose forwarding headers are believed.
+    pub ip: crate::ip_filter::ListenerIp,
     /// A PROXY protocol header precedes TLS on every connection.
     pub proxy_protocol: bool,
     /// Earliest `not_after` among the listener's server certificates (for metrics and warnings).

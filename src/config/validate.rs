@@ -80,7 +80,19 @@ pub fn build_snapshot(
             crate::framing::UnderscoreHeaders::default()
         }),
     };
-    let identity_headers = IdentityHeaders::from_section(file.identity_headers.as_ref(), &mut r);
+    let identity_headers = match &file.identity_headers {
+        None => IdentityHeaders::default(),
+        Some(s) => IdentityHeaders::from_names(
+            &crate::identity::IdentityHeaderNames {
+                subject: s.subject.as_deref(),
+                common_name: s.common_name.as_deref(),
+                spki: s.spki.as_deref(),
+                fingerprint: s.fingerprint.as_deref(),
+                serial: s.serial.as_deref(),
+            },
+            &mut r,
+        ),
+    };
     let admin = file.admin.as_ref().and_then(|a| admin(&mut r, a, now));
     let licenses = file
         .licenses
@@ -205,9 +217,11 @@ pub fn build_snapshot(
                 tls: sk.tls,
                 routes: RouteTable::new(routes),
                 pins: sk.pins,
-                ip: sk.ip,
-                trusted_proxies: sk.trusted_proxies,
-                forwarded_header: sk.forwarded_header,
+                ip: crate::ip_filter::ListenerIp {
+                    lists: sk.ip,
+                    trusted_proxies: sk.trusted_proxies,
+                    forwarded_header: sk.forwarded_header,
+                },
                 proxy_protocol: sk.proxy_protocol,
                 cert_not_after: sk.cert_not_after,
             })

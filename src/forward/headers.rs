@@ -3,8 +3,11 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::context::RequestContext;
+use crate::identity::{IdentityHeaders, IdentityValues};
 use crate::ip_filter::ForwardedHeader;
 use crate::request_id::X_REQUEST_ID;
+use crate::token::{ClaimHeaders, Claims};
+use http::header::AUTHORIZATION;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -224,9 +227,51 @@ pub fn add_forwarding(h: &mut HeaderMap, ctx: &RequestContext<'_>) {
         }
     }
     h.insert(X_REQUEST_ID, ctx.request_id_header.clone());
-    ctx.identity_headers
-        .rewrite(h, ctx.conn.identity_values.as_ref());
-    crate::token::rewrite_upstream_headers(h, ctx.claims.as_deref(), ctx.claim_headers);
+    write_identity(h, ctx.identity_headers, ctx.conn.identity_values.as_ref());
+    write_claims(h, ctx.claims.as_deref(), ctx.claim_headers);
+}
+
+/// The client certificate's identity headers: client-sent copies (under every default and
+/// configured name) removed, then the verified identity's values set, if there is one.
+pub fn write_identity(h: &mut HeaderMap, names: &IdentityHeaders, values: Option<&IdentityValues>) {
+    remove_present(h, names.scrubbed());
+    if let Some(v) = values {
+        for (name, value) in names.values(v) {
+            // A HeaderValue clone shares its bytes: no allocation per request.
+            h.insert(name.clone(), value.clone());
+        }
+    }
+}
+
+/// Rewrite the request headers for the upstream. Call on every request, token route or not:
+///
+/// - client-supplied claim headers (configured names and the defaults) are always removed, so
+///   an upstream that trusts `x-auth-subject` cannot be fed one by a client, even on an
+///   `auth = "none"` route;
+/// - with `claims` (a token was verified), the Authorization header is removed unless
+///   `keep_authorization`, and the claim headers are set. Without claims, Authorization is
+///   left alone: it was not ours, and such an upstream may do its own authentication.
+pub fn write_claims(headers: &mut HeaderMap, claims: Option<&Claims>, cfg: &ClaimHeaders) {
+    remove_present(headers, cfg.scrubbed());
+    let Some(claims) = claims else {
+        return;
+    };
+    if !cfg.keep_authorization {
+        headers.remove(AUTHORIZATION);
+    }
+    let v = &claims.values;
+    let pairs = [
+        (&cfg.subject, v.subject.as_ref()),
+        (&cfg.client_id, v.client_id.as_ref()),
+        (&cfg.scopes, Some(&v.scopes)),
+        (&cfg.issuer, Some(&v.issuer)),
+    ];
+    for (name, value) in pairs {
+        if let (Some(name), Some(value)) = (name, value) {
+            // A HeaderValue clone shares its bytes: no allocation per request.
+            headers.insert(name.clone(), value.clone());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use http::{HeaderValue, Request, Response, Uri, Version, header};
 use hyper::body::Incoming;
 
 pub use body::{BodyTooLarge, RequestBody, ResponseBody};
-pub use headers::remove_present;
+pub use headers::{remove_present, write_claims, write_identity};
 
 use crate::context::RequestContext;
 use crate::denial::Denial;

@@ -10,12 +10,12 @@ pub mod scanner;
 
 use http::{HeaderMap, header};
 
-use crate::context::ConnContext;
 use crate::denial::Denial;
 
-/// The framing stage.
-pub fn check(conn: &ConnContext, h: &HeaderMap) -> Result<(), Denial> {
-    if conn.ambiguous_framing() {
+/// The framing stage. `ambiguous`: the connection has already sent a head whose framing
+/// the scanner below hyper found ambiguous.
+pub fn check(ambiguous: bool, h: &HeaderMap) -> Result<(), Denial> {
+    if ambiguous {
         return Err(Denial::AmbiguousFraming);
     }
     check_headers(h)

@@ -2,10 +2,9 @@
 //! of those headers are removed from every request, whether or not it has an identity,
 //! so nobody can claim an identity through us.
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderName, HeaderValue};
 
 use super::ClientIdentity;
-use crate::config::file::IdentityHeadersSection;
 use crate::report::Report;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,6 +14,17 @@ enum Field {
     Spki,
     Fingerprint,
     Serial,
+}
+
+/// `[identity_headers]` as written: each field's header name (`None`: the default; `""`:
+/// turned off).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IdentityHeaderNames<'a> {
+    pub subject: Option<&'a str>,
+    pub common_name: Option<&'a str>,
+    pub spki: Option<&'a str>,
+    pub fingerprint: Option<&'a str>,
+    pub serial: Option<&'a str>,
 }
 
 /// Which headers carry which part of the identity.
@@ -78,22 +88,20 @@ fn default_names() -> Vec<(HeaderName, Field)> {
 }
 
 impl IdentityHeaders {
-    /// The configured names (defaults for keys left out), problems reported at their keys.
-    pub fn from_section(s: Option<&IdentityHeadersSection>, r: &mut Report) -> Self {
-        let Some(s) = s else {
-            return IdentityHeaders::default();
-        };
+    /// The configured names, one per field as written under `[identity_headers]` (`None`:
+    /// the default name; `""`: turned off), problems reported at their keys.
+    pub fn from_names(s: &IdentityHeaderNames<'_>, r: &mut Report) -> Self {
         let defaults = IdentityHeaders::default();
         let mut names: Vec<(HeaderName, Field)> = Vec::new();
         let mut keys: Vec<&str> = Vec::new();
         for (key, value, field) in [
-            ("subject", &s.subject, Field::Subject),
-            ("common_name", &s.common_name, Field::CommonName),
-            ("spki", &s.spki, Field::Spki),
-            ("fingerprint", &s.fingerprint, Field::Fingerprint),
-            ("serial", &s.serial, Field::Serial),
+            ("subject", s.subject, Field::Subject),
+            ("common_name", s.common_name, Field::CommonName),
+            ("spki", s.spki, Field::Spki),
+            ("fingerprint", s.fingerprint, Field::Fingerprint),
+            ("serial", s.serial, Field::Serial),
         ] {
-            let name = match value.as_deref() {
+            let name = match value {
                 None => match defaults.names.iter().find(|(_, f)| *f == field) {
                     Some((n, _)) => n.clone(),
                     None => continue,
@@ -146,13 +154,13 @@ impl IdentityHeaders {
         self.scrub.iter()
     }
 
-    /// Remove client-sent copies, then set the verified identity's values (if any).
-    pub fn rewrite(&self, h: &mut HeaderMap, values: Option<&IdentityValues>) {
-        crate::forward::remove_present(h, self.scrub.iter());
-        let Some(v) = values else {
-            return;
-        };
-        for (name, field) in &self.names {
+    /// Each configured header with its value for `v` (a field the certificate lacks, such
+    /// as a CN, is left out).
+    pub fn values<'a>(
+        &'a self,
+        v: &'a IdentityValues,
+    ) -> impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)> {
+        self.names.iter().filter_map(move |(name, field)| {
             let value = match field {
                 Field::Subject => Some(&v.subject),
                 Field::CommonName => v.common_name.as_ref(),
@@ -160,10 +168,8 @@ impl IdentityHeaders {
                 Field::Fingerprint => Some(&v.fingerprint),
                 Field::Serial => Some(&v.serial),
             };
-            if let Some(value) = value {
-                h.insert(name.clone(), value.clone());
-            }
-        }
+            value.map(|value| (name, value))
+        })
     }
 }
 

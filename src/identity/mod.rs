@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
-pub use headers::{IdentityHeaders, IdentityValues};
+pub use headers::{IdentityHeaderNames, IdentityHeaders, IdentityValues};
 pub use pins::{
     PinParseError, PinSet, format_fingerprint, format_spki_pin, parse_fingerprint, parse_spki_pin,
 };
@@ -36,9 +36,9 @@ pub struct ClientIdentity {
 /// route's). The digest was made once at handshake; this is one hash-set lookup.
 pub fn check(
     pins: &PinSet,
-    conn: &crate::context::ConnContext,
+    identity: Option<&ClientIdentity>,
 ) -> Result<(), crate::denial::Denial> {
-    if pins.admits(conn.identity.as_ref()) {
+    if pins.admits(identity) {
         Ok(())
     } else {
         Err(crate::denial::Denial::ClientCertNotPinned)

@@ -14,8 +14,6 @@ use std::net::IpAddr;
 
 use http::HeaderMap;
 
-use crate::config::ListenerPolicy;
-use crate::context::ConnContext;
 use crate::denial::Denial;
 use crate::routing::Route;
 
@@ -55,10 +53,6 @@ pub struct IpPolicy {
 }
 
 impl IpPolicy {
-    pub fn is_open(&self) -> bool {
-        self.allow.is_empty() && self.deny.is_empty()
-    }
-
     pub fn admits(&self, ip: IpAddr) -> bool {
         if self.deny.contains(ip) {
             return false;
@@ -78,29 +72,50 @@ pub struct ClientAddr {
     pub forwarded_header: ForwardedHeader,
 }
 
+/// A listener's IP policy: its lists, and whose forwarding headers it believes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListenerIp {
+    /// Client addresses admitted on the listener.
+    pub lists: IpPolicy,
+    /// Peers whose forwarding header (and PROXY header) are believed.
+    pub trusted_proxies: IpSet,
+    /// The one forwarding header the trusted proxies write; the other is never believed.
+    pub forwarded_header: ForwardedHeader,
+}
+
+/// Where a request's connection comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// The TCP peer, or the source a PROXY header reported.
+    pub ip: IpAddr,
+    /// A trusted balancer's PROXY header said it speaks for itself (v1 `UNKNOWN`, v2
+    /// `LOCAL`): the peer is the client, and no forwarding header is read.
+    pub proxy_spoke_for_itself: bool,
+}
+
 /// The listener half of the stage: who the client is, and whether the listener admits it.
 pub fn check_listener(
-    l: &ListenerPolicy,
-    conn: &ConnContext,
+    l: &ListenerIp,
+    origin: Origin,
     headers: &HeaderMap,
 ) -> Result<ClientAddr, Denial> {
-    let origin = conn.origin.ip().to_canonical();
+    let ip = origin.ip.to_canonical();
     // A balancer whose PROXY header spoke for itself has said it is the client: nothing
     // on the connection names another one.
-    let via_trusted_proxy = !conn.proxy_spoke_for_itself
+    let via_trusted_proxy = !origin.proxy_spoke_for_itself
         && !l.trusted_proxies.is_empty()
-        && l.trusted_proxies.contains(origin);
-    let ip = if via_trusted_proxy {
-        client_ip(origin, headers, &l.trusted_proxies, l.forwarded_header)
+        && l.trusted_proxies.contains(ip);
+    let client = if via_trusted_proxy {
+        client_ip(ip, headers, &l.trusted_proxies, l.forwarded_header)
             .map_err(|_| Denial::BadForwardedHeader)?
     } else {
-        origin
+        ip
     };
-    if !l.ip.admits(ip) {
+    if !l.lists.admits(client) {
         return Err(Denial::IpNotAllowed);
     }
     Ok(ClientAddr {
-        ip,
+        ip: client,
         via_trusted_proxy,
         forwarded_header: l.forwarded_header,
     })
@@ -117,7 +132,7 @@ pub fn check_route(route: &Route, client: &ClientAddr) -> Result<(), Denial> {
 
 /// Whether a connection from `origin` may proceed to the TLS handshake: trusted proxies
 /// always (their clients are checked per request), anyone else if the listener admits them.
-pub fn admits_connection(l: &ListenerPolicy, origin: IpAddr) -> bool {
+pub fn admits_connection(l: &ListenerIp, origin: IpAddr) -> bool {
     let origin = origin.to_canonical();
-    l.trusted_proxies.contains(origin) || l.ip.admits(origin)
+    l.trusted_proxies.contains(origin) || l.lists.admits(origin)
 }

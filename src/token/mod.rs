@@ -57,7 +57,7 @@ pub use jwks::{FetchError, MAX_JWKS_BYTES, RemoteJwks, RemoteJwksSettings};
 pub use keys::{KeyError, VerifyingKey};
 pub use keyset::{KeySet, KeySource, PushedKeys};
 pub use scopes::{RouteAuth, ScopeSet, is_scope_token};
-pub use upstream::{ClaimHeaders, rewrite_upstream_headers};
+pub use upstream::ClaimHeaders;
 pub use verify::Claims;
 
 use cache::{Entry, TokenCache};

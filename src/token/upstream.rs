@@ -1,9 +1,7 @@
-//! What the upstream learns about the token: the verified claims as headers, and never a
-//! client-supplied copy of those headers.
+//! Which headers carry the verified claims to the upstream (the forwarding side writes them,
+//! and removes client-supplied copies).
 
-use http::header::{AUTHORIZATION, HeaderMap, HeaderName};
-
-use super::verify::Claims;
+use http::header::HeaderName;
 
 /// Which claim headers the upstream gets, and whether it still sees the token.
 ///
@@ -47,40 +45,5 @@ impl ClaimHeaders {
     pub fn scrubbed(&self) -> impl Iterator<Item = &HeaderName> + Clone {
         let configured = [&self.subject, &self.client_id, &self.scopes, &self.issuer];
         DEFAULT_NAMES.iter().chain(configured.into_iter().flatten())
-    }
-}
-
-/// Rewrite the request headers for the upstream. Call on every request, token route or not:
-///
-/// - client-supplied claim headers (configured names and the defaults) are always removed, so
-///   an upstream that trusts `x-auth-subject` cannot be fed one by a client, even on an
-///   `auth = "none"` route;
-/// - with `claims` (a token was verified), the Authorization header is removed unless
-///   `keep_authorization`, and the claim headers are set. Without claims, Authorization is
-///   left alone: it was not ours, and such an upstream may do its own authentication.
-pub fn rewrite_upstream_headers(
-    headers: &mut HeaderMap,
-    claims: Option<&Claims>,
-    cfg: &ClaimHeaders,
-) {
-    crate::forward::remove_present(headers, cfg.scrubbed());
-    let Some(claims) = claims else {
-        return;
-    };
-    if !cfg.keep_authorization {
-        headers.remove(AUTHORIZATION);
-    }
-    let v = &claims.values;
-    let pairs = [
-        (&cfg.subject, v.subject.as_ref()),
-        (&cfg.client_id, v.client_id.as_ref()),
-        (&cfg.scopes, Some(&v.scopes)),
-        (&cfg.issuer, Some(&v.issuer)),
-    ];
-    for (name, value) in pairs {
-        if let (Some(name), Some(value)) = (name, value) {
-            // A HeaderValue clone shares its bytes: no allocation per request.
-            headers.insert(name.clone(), value.clone());
-        }
     }
 }
