@@ -16,8 +16,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::app::Gateway;
-use crate::license::{ActivationError, RevokeError};
 use crate::request_id::{RequestId, X_REQUEST_ID};
+use crate::state::licenses::{ActivationError, RevokeError};
 
 type AdminResponse = Response<Full<Bytes>>;
 

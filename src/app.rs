@@ -13,9 +13,9 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{self, ConfigErrors, ListenerPolicy, Snapshot};
-use crate::license::{Licensing, StoreError};
 use crate::listener::{self, Signals};
 use crate::metrics::Metrics;
+use crate::state::licenses::{Licensing, StoreError};
 
 /// State every connection shares. The snapshot is the only thing a request reads config
 /// from, and it is swapped whole.

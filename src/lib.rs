@@ -13,10 +13,10 @@
 
 pub mod admin;
 pub mod app;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod context;
-mod db;
 pub mod demo;
 pub mod denial;
 pub mod forward;
@@ -34,5 +34,6 @@ pub mod reload;
 pub mod report;
 pub mod request_id;
 pub mod routing;
+pub mod state;
 pub mod tls;
 pub mod token;

@@ -72,20 +72,20 @@ enum Command {
     /// Machine licenses: create the signing key, issue licenses, inspect them.
     License {
         #[command(subcommand)]
-        command: portcullis::license::cli::LicenseCommand,
+        command: portcullis::cli::license::LicenseCommand,
     },
     /// The token issuer's clients: add (prints the secret once), list, disable,
     /// rotate-secret. Each needs --config FILE (its [issuer] store) or --store FILE, and
     /// runs while the gateway is stopped (the store has one opener).
     Client {
         #[command(subcommand)]
-        command: portcullis::issuer::cli::ClientCommand,
+        command: portcullis::cli::issuer::ClientCommand,
     },
     /// The token issuer's signing keys: rotate. Needs --config FILE or --store FILE, and
     /// runs while the gateway is stopped (the store has one opener).
     Keys {
         #[command(subcommand)]
-        command: portcullis::issuer::cli::KeysCommand,
+        command: portcullis::cli::issuer::KeysCommand,
     },
 }
 
@@ -94,11 +94,11 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     match cli.command {
         Command::License { command } => license(command),
-        Command::Client { command } => printed(portcullis::issuer::cli::run_client(
+        Command::Client { command } => printed(portcullis::cli::issuer::run_client(
             command,
             SystemTime::now(),
         )),
-        Command::Keys { command } => printed(portcullis::issuer::cli::run_keys(
+        Command::Keys { command } => printed(portcullis::cli::issuer::run_keys(
             command,
             SystemTime::now(),
         )),
@@ -185,8 +185,8 @@ fn check(config: &std::path::Path) -> ExitCode {
     }
 }
 
-fn license(command: portcullis::license::cli::LicenseCommand) -> ExitCode {
-    match portcullis::license::cli::run(command, SystemTime::now()) {
+fn license(command: portcullis::cli::license::LicenseCommand) -> ExitCode {
+    match portcullis::cli::license::run(command, SystemTime::now()) {
         Ok(out) => {
             print!("{}", out.stdout);
             match out.failure {
@@ -205,7 +205,7 @@ fn license(command: portcullis::license::cli::LicenseCommand) -> ExitCode {
 }
 
 /// Print a command's output, or its error (one `error:` line per line) with exit 1.
-fn printed(result: Result<String, portcullis::issuer::cli::CliError>) -> ExitCode {
+fn printed(result: Result<String, portcullis::cli::issuer::CliError>) -> ExitCode {
     match result {
         Ok(out) => {
             print!("{out}");

@@ -144,7 +144,7 @@ pub fn admit<'s, B>(
     crate::ip_filter::check_route(route, &client)?;
     let licensing = shared.licensing.load();
     let license = crate::license::check(
-        licensing.as_deref(),
+        licensing.as_deref().map(|l| &**l.service.book()),
         route,
         conn.identity.as_ref(),
         client.ip,

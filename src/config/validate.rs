@@ -753,7 +753,17 @@ fn route(
             "\"required\" needs a [licenses] section (trusted_keys and store) to check licenses against",
         );
     }
-    let auth = crate::token::validate_route_auth(key, s, issuers, r);
+    let auth = crate::token::validate_route_auth(
+        key,
+        crate::token::RouteAuthKeys {
+            auth: &s.auth,
+            scopes: &s.scopes,
+            any_scopes: &s.any_scopes,
+            issuers: &s.issuers,
+        },
+        issuers,
+        r,
+    );
     let (name, host, prefix, upstream, max_body_bytes, pins, ip, auth) = (
         name?,
         host?,

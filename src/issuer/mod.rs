@@ -28,7 +28,6 @@
 //! Secrets, tokens and private keys are never logged: logs name clients, token ids (`jti`),
 //! refresh families and key ids.
 
-pub mod cli;
 pub mod clients;
 pub mod config;
 mod endpoints;

@@ -115,7 +115,7 @@ impl Store {
         // A file readable by others is narrowed first (no-op when it does not exist yet).
         narrow_mode(path);
         // Clients, keys and live families: a few MiB; redb's default cache is 1 GiB.
-        let db = crate::db::open_private(path, 32 * 1024 * 1024).map_err(|e| match e {
+        let db = crate::state::db::open_private(path, 32 * 1024 * 1024).map_err(|e| match e {
             redb::Error::DatabaseAlreadyOpen => StoreError::InUse {
                 path: path.to_path_buf(),
             },

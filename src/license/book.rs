@@ -52,7 +52,7 @@ enum Judgement {
 }
 
 impl Entry {
-    pub(super) fn new(license: &License, trusted: bool, revoked: bool) -> Entry {
+    pub(crate) fn new(license: &License, trusted: bool, revoked: bool) -> Entry {
         let p = &license.payload;
         Entry {
             id: p.id.as_str().into(),
@@ -238,7 +238,7 @@ impl LicenseBook {
 
     /// Replace the whole book with `entries` (startup, reload, bulk loads): one index build
     /// instead of one publication per license. A later entry with an id already seen is dropped.
-    pub(super) fn replace_all(&self, entries: Vec<Entry>) {
+    pub(crate) fn replace_all(&self, entries: Vec<Entry>) {
         let mut records = self.records();
         records.clear();
         for e in entries {

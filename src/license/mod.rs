@@ -4,9 +4,9 @@
 //! known by these certificate pins and/or these addresses, may use these routes from
 //! `not_before` until `expires_at`". It travels as one line of text,
 //! `PCL1.<payload>.<signature>` ([`format`](mod@format)), is issued and inspected with
-//! `portcullis license ...` ([`cli`]), and is activated or revoked at run time through the
-//! admin listener ([`LicenseService`]), which persists it ([`store`]) and publishes it to the
-//! in-memory [`LicenseBook`] the request path reads.
+//! `portcullis license ...` (`cli/license.rs`), and is activated or revoked at run time
+//! through the admin listener (`state::licenses::LicenseService`, which persists it) and
+//! published to the in-memory [`LicenseBook`] the request path reads.
 //!
 //! # The check, per request to a route with `license = "required"`
 //!
@@ -27,18 +27,14 @@
 //! ([`ActivationError`]). A refused activation changes nothing.
 
 pub mod book;
-pub mod cli;
 pub mod config;
 pub mod dates;
 pub mod format;
 mod index;
 pub mod keys;
-pub mod provision;
-pub mod service;
-pub mod store;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -48,8 +44,6 @@ pub use book::LicenseBook;
 pub use config::{LicenseSection, LicenseSettings, RouteLicense};
 pub use format::{License, LicenseError, Match, Payload};
 pub use keys::{KeyError, PublicKey, SigningKey, TrustedKeys, Verified};
-pub use service::{ActivationError, LicenseService, OpenReport, RevokeError};
-pub use store::{LicenseStore, StoreError};
 
 /// What the license stage hands on: which license let the request through.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,36 +125,10 @@ pub struct LicenseCounts {
 
 // === The gateway's license state ===
 
-/// The license service the gateway runs, with the store file it has open (a reload that
-/// keeps the file reconfigures in place: redb allows one opener per file).
-pub struct Licensing {
-    pub store: std::path::PathBuf,
-    pub service: LicenseService,
-}
-
-impl Licensing {
-    /// Open the store of `settings`; warnings (licenses whose key is no longer trusted,
-    /// entries that no longer verify) are logged.
-    pub fn open(settings: &LicenseSettings) -> Result<Self, StoreError> {
-        let (service, report) = LicenseService::open(
-            &settings.store,
-            settings.trusted_keys.clone(),
-            settings.grace,
-        )?;
-        for w in report.warnings() {
-            tracing::warn!("licenses: {w}");
-        }
-        Ok(Licensing {
-            store: settings.store.clone(),
-            service,
-        })
-    }
-}
-
 /// The license stage: on a route with `license = "required"`, a license must grant for
 /// this client (certificate and/or address) at `now`. `None`: the route needs none.
 pub fn check(
-    licensing: Option<&Licensing>,
+    book: Option<&LicenseBook>,
     route: &crate::routing::Route,
     identity: Option<&crate::identity::ClientIdentity>,
     client_ip: std::net::IpAddr,
@@ -169,12 +137,10 @@ pub fn check(
     match route.license {
         RouteLicense::NotRequired => Ok(None),
         RouteLicense::Required => {
-            let Some(l) = licensing else {
+            let Some(book) = book else {
                 return Err(crate::denial::Denial::License(LicenseDenial::Missing));
             };
-            l.service
-                .book()
-                .check(identity, client_ip, &route.name, now)
+            book.check(identity, client_ip, &route.name, now)
                 .map(Some)
                 .map_err(crate::denial::Denial::License)
         }

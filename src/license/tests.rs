@@ -2,45 +2,43 @@
 //! parameter (`at(..)`), nothing sleeps.
 
 mod book;
-mod cli;
 mod format;
-mod service;
 
-use std::net::IpAddr;
-use std::time::{Duration, SystemTime};
+pub(crate) use std::net::IpAddr;
+pub(crate) use std::time::{Duration, SystemTime};
 
-use super::format::{Match, Payload};
-use super::keys::{SigningKey, TrustedKeys, Verified};
-use crate::identity::{ClientIdentity, format_spki_pin};
+pub(crate) use super::format::{Match, Payload};
+pub(crate) use super::keys::{SigningKey, TrustedKeys, Verified};
+pub(crate) use crate::identity::{ClientIdentity, format_spki_pin};
 
 /// A fixed "now" (2027-01-15T08:00:00Z) and the default validity around it.
-const NOW: u64 = 1_800_000_000;
-const NOT_BEFORE: u64 = NOW - 86_400;
-const EXPIRES: u64 = NOW + 30 * 86_400;
+pub(crate) const NOW: u64 = 1_800_000_000;
+pub(crate) const NOT_BEFORE: u64 = NOW - 86_400;
+pub(crate) const EXPIRES: u64 = NOW + 30 * 86_400;
 
-fn at(secs: u64) -> SystemTime {
+pub(crate) fn at(secs: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
 }
 
-fn key() -> SigningKey {
+pub(crate) fn key() -> SigningKey {
     SigningKey::generate().expect("key")
 }
 
-fn trust(keys: &[&SigningKey]) -> TrustedKeys {
+pub(crate) fn trust(keys: &[&SigningKey]) -> TrustedKeys {
     TrustedKeys::new(keys.iter().map(|k| k.public_key().clone()))
 }
 
 /// The SPKI hash of machine `n`.
-fn spki(n: u8) -> [u8; 32] {
+pub(crate) fn spki(n: u8) -> [u8; 32] {
     [n; 32]
 }
 
-fn pin(n: u8) -> String {
+pub(crate) fn pin(n: u8) -> String {
     format_spki_pin(&spki(n))
 }
 
 /// A client that presented machine `n`'s certificate.
-fn identity(n: u8) -> ClientIdentity {
+pub(crate) fn identity(n: u8) -> ClientIdentity {
     ClientIdentity {
         spki_sha256: spki(n),
         cert_sha256: [0; 32],
@@ -54,12 +52,12 @@ fn identity(n: u8) -> ClientIdentity {
     }
 }
 
-fn ip(s: &str) -> IpAddr {
+pub(crate) fn ip(s: &str) -> IpAddr {
     s.parse().expect("ip")
 }
 
 /// A pin-bound license for machine 1, valid around `NOW`.
-fn payload(id: &str) -> Payload {
+pub(crate) fn payload(id: &str) -> Payload {
     Payload {
         id: id.into(),
         kid: String::new(),
@@ -76,10 +74,10 @@ fn payload(id: &str) -> Payload {
     }
 }
 
-fn issue(key: &SigningKey, p: &Payload) -> String {
+pub(crate) fn issue(key: &SigningKey, p: &Payload) -> String {
     key.issue(p).expect("issue")
 }
 
-fn verified(key: &SigningKey, p: &Payload) -> Verified {
+pub(crate) fn verified(key: &SigningKey, p: &Payload) -> Verified {
     trust(&[key]).verify(&issue(key, p)).expect("verify")
 }

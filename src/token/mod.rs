@@ -50,8 +50,8 @@ use tokio::task::JoinHandle;
 pub use alg::{Alg, AlgSet, KeyKind};
 pub use bearer::{MAX_TOKEN_BYTES, TokenDenial};
 pub use config::{
-    TokenIssuerSection, TokenKeySection, TokenSection, TokenSettings, validate_issuers,
-    validate_route_auth, validate_token_section,
+    RouteAuthKeys, TokenIssuerSection, TokenKeySection, TokenSection, TokenSettings,
+    validate_issuers, validate_route_auth, validate_token_section,
 };
 pub use jwks::{FetchError, MAX_JWKS_BYTES, RemoteJwks, RemoteJwksSettings};
 pub use keys::{KeyError, VerifyingKey};

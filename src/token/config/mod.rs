@@ -21,7 +21,7 @@ use crate::report::Report;
 use issuer::issuer;
 #[cfg(test)]
 pub(crate) use route::route_auth;
-pub use route::validate_route_auth;
+pub use route::{RouteAuthKeys, validate_route_auth};
 
 /// One trusted token issuer.
 #[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]

@@ -3,16 +3,24 @@
 use std::sync::Arc;
 
 use super::{Findings, TokenIssuerSection, base};
-use crate::config::file::RouteSection;
 use crate::report::Report;
 use crate::token::{RouteAuth, is_scope_token};
+
+/// A route's token keys as written (`[[routes]]` `auth`, `scopes`, `any_scopes`, `issuers`).
+#[derive(Debug, Clone, Copy)]
+pub struct RouteAuthKeys<'a> {
+    pub auth: &'a Option<String>,
+    pub scopes: &'a Option<Vec<String>>,
+    pub any_scopes: &'a Option<Vec<String>>,
+    pub issuers: &'a Option<Vec<String>>,
+}
 
 /// Validate one route's `auth`, `scopes`, `any_scopes` and `issuers` (see the route rule in
 /// the module doc). `issuers` are the `[[token_issuers]]` as written, so a route is checked
 /// even when an issuer has errors of its own.
 pub fn validate_route_auth(
     route_key: &str,
-    route: &RouteSection,
+    route: RouteAuthKeys<'_>,
     issuers: &[TokenIssuerSection],
     r: &mut Report,
 ) -> Option<RouteAuth> {
@@ -25,7 +33,7 @@ pub fn validate_route_auth(
 pub(crate) fn route_auth(
     f: &mut Findings,
     key: &str,
-    route: &RouteSection,
+    route: RouteAuthKeys<'_>,
     issuers: &[TokenIssuerSection],
 ) -> Option<RouteAuth> {
     let before = f.errors.len();
@@ -82,8 +90,8 @@ pub(crate) fn route_auth(
             false
         }
     };
-    let all_of = scope_list(f, &format!("{key}.scopes"), &route.scopes);
-    let any_of = scope_list(f, &format!("{key}.any_scopes"), &route.any_scopes);
+    let all_of = scope_list(f, &format!("{key}.scopes"), route.scopes);
+    let any_of = scope_list(f, &format!("{key}.any_scopes"), route.any_scopes);
     let allowed = route.issuers.as_ref().map(|list| {
         if list.is_empty() {
             f.error(

@@ -342,7 +342,14 @@ fn route_auth_rules() {
             "{issuers_text}\n[[routes]]\nname = \"r\"\n{route_text}\n"
         ));
         let mut f = Findings::new(Path::new("."));
-        let got = route_auth(&mut f, "routes[0]", &cfg.routes[0], &cfg.token_issuers);
+        let rs = &cfg.routes[0];
+        let keys = crate::token::RouteAuthKeys {
+            auth: &rs.auth,
+            scopes: &rs.scopes,
+            any_scopes: &rs.any_scopes,
+            issuers: &rs.issuers,
+        };
+        let got = route_auth(&mut f, "routes[0]", keys, &cfg.token_issuers);
         match want {
             Ok(auth) => {
                 assert!(f.errors.is_empty(), "{route_text}: {:?}", f.errors);

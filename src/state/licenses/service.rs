@@ -6,12 +6,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use super::book::{Entry, LicenseBook};
-use super::dates;
-use super::format::{self, License, LicenseError};
-use super::keys::TrustedKeys;
 use super::store::{LicenseStore, StoreError, StoredLicense};
-use super::{LicenseState, LicenseSummary};
+use crate::license::book::{Entry, LicenseBook};
+use crate::license::dates;
+use crate::license::format::{self, License, LicenseError};
+use crate::license::keys::TrustedKeys;
+use crate::license::{LicenseState, LicenseSummary};
 
 /// Why `POST /licenses` refused a license. Nothing in the store or the book changed.
 #[derive(Debug, thiserror::Error)]

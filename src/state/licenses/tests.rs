@@ -2,9 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::*;
+use super::{ActivationError, LicenseService, RevokeError};
 use crate::license::format::LicenseError;
-use crate::license::{ActivationError, LicenseDenial, LicenseService, LicenseState, RevokeError};
+use crate::license::tests::*;
+use crate::license::{LicenseDenial, LicenseState};
 
 struct Fixture {
     _dir: tempfile::TempDir,

@@ -56,7 +56,7 @@ impl LicenseStore {
             source: e,
         };
         // The store holds a few MiB at most; redb's default cache is 1 GiB.
-        let db = crate::db::open_private(path, 16 * 1024 * 1024).map_err(open_err)?;
+        let db = crate::state::db::open_private(path, 16 * 1024 * 1024).map_err(open_err)?;
         let store = LicenseStore {
             db,
             path: path.to_path_buf(),

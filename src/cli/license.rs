@@ -13,10 +13,10 @@ use std::time::SystemTime;
 use clap::{Args, Subcommand};
 use ipnet::IpNet;
 
-use super::dates::{self, parse_date};
-use super::format::{self, License, LicenseError, Match, Payload};
-use super::keys::{self, KeyError, PublicKey, SigningKey, TrustedKeys};
 use crate::identity::{format_spki_pin, parse_spki_pin};
+use crate::license::dates::{self, parse_date};
+use crate::license::format::{self, License, LicenseError, Match, Payload};
+use crate::license::keys::{self, KeyError, PublicKey, SigningKey, TrustedKeys};
 
 /// `portcullis license ...`
 #[derive(Debug, Subcommand)]
@@ -112,7 +112,7 @@ pub enum CliError {
     #[error("cannot read the license from standard input: {0}")]
     Stdin(std::io::Error),
     #[error(transparent)]
-    Provision(#[from] Box<super::provision::ProvisionError>),
+    Provision(#[from] Box<crate::cli::provision::ProvisionError>),
 }
 
 fn arg(flag: &'static str, message: impl Into<String>) -> CliError {
@@ -152,9 +152,10 @@ pub fn run(cmd: LicenseCommand, now: SystemTime) -> Result<Output, CliError> {
         LicenseCommand::Issue(args) => issue(&args, now).map(ok),
         LicenseCommand::Activate { config, license } => {
             let text = license_arg(license)?;
-            Ok(ok(
-                super::provision::activate_offline(&config, &text, now).map_err(Box::new)?
-            ))
+            Ok(ok(crate::cli::provision::activate_offline(
+                &config, &text, now,
+            )
+            .map_err(Box::new)?))
         }
         LicenseCommand::Inspect { license, pubkeys } => {
             let text = license_arg(license)?;

@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use super::*;
-use crate::license::cli::{self, CliError, IssueArgs};
+use crate::cli::license::{self as cli, CliError, IssueArgs};
 use crate::license::dates::parse_date;
 use crate::license::keys::{self, PublicKey};
+use crate::license::tests::*;
 
 #[test]
 fn dates_are_whole_utc_days_or_rfc3339() {

@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::time::SystemTime;
 
-use super::{ActivationError, LicenseService, StoreError};
 use crate::report::ConfigErrors;
+use crate::state::licenses::{ActivationError, LicenseService, StoreError};
 
 /// Why an offline activation failed.
 #[derive(Debug, thiserror::Error)]

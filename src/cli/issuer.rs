@@ -11,12 +11,14 @@ use std::time::SystemTime;
 
 use clap::{Args, Subcommand};
 
-use super::clients::{self, NewClient, RegistryError};
-use super::config::{MAX_ACCESS_TTL, MIN_ACCESS_TTL, OWN_LEEWAY, OwnIssuerSettings, parse_ttl};
-use super::keys::{self, SigningAlg};
-use super::store::{ClientRecord, META_ACCESS_TTL, META_CURRENT_KID, Store, StoreError};
-use super::unix;
 use crate::identity::parse_spki_pin;
+use crate::issuer::clients::{self, NewClient, RegistryError};
+use crate::issuer::config::{
+    MAX_ACCESS_TTL, MIN_ACCESS_TTL, OWN_LEEWAY, OwnIssuerSettings, parse_ttl,
+};
+use crate::issuer::keys::{self, SigningAlg};
+use crate::issuer::store::{ClientRecord, META_ACCESS_TTL, META_CURRENT_KID, Store, StoreError};
+use crate::issuer::unix;
 use crate::license::dates::rfc3339;
 
 /// Where the store is: exactly one of the two.
@@ -138,7 +140,7 @@ fn settings_from(config: &Path) -> Result<OwnIssuerSettings, CliError> {
         )));
     };
     let mut r = crate::config::Report::new(config);
-    let settings = super::config::validate(section, &mut r);
+    let settings = crate::issuer::config::validate(section, &mut r);
     match settings {
         Some(s) if r.errors.is_empty() => Ok(s),
         _ => Err(CliError::Config(
