@@ -90,11 +90,11 @@ fn request(authorization: Option<&str>) -> Request<()> {
     b.body(()).expect("request")
 }
 
-/// Admit `req` as the server does per request (snapshot, clock, then the stages); whether
-/// it was admitted to a route.
+/// Admit `req` as the server does per request (generation, clock, then the stages);
+/// whether it was admitted to a route.
 fn admitted(s: &Setup, req: &Request<()>) -> bool {
     let shared = s.running.shared();
-    let snapshot = shared.snapshot.load();
+    let generation = shared.generation.load();
     let now = shared.clock.now();
     let mut seen = Seen {
         route: None,
@@ -103,7 +103,7 @@ fn admitted(s: &Setup, req: &Request<()>) -> bool {
         in_grace: false,
     };
     matches!(
-        admit(shared, &snapshot, &s.conn, req, now, &mut seen),
+        admit(&generation, &s.conn, req, now, &mut seen),
         Ok(Admitted::Route { .. })
     )
 }

@@ -10,7 +10,6 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::Method;
 use ipnet::IpNet;
 use portcullis::denial::Denial;
-use portcullis::forward::{Upstream, UpstreamSettings};
 use portcullis::identity::{ClientIdentity, PinSet};
 use portcullis::ip_filter::{IpPolicy, IpSet};
 use portcullis::request_id::RequestId;
@@ -93,26 +92,21 @@ fn pin_check(c: &mut Criterion) {
 }
 
 fn route_selection(c: &mut Criterion) {
-    let upstream = Arc::new(Upstream::new(
-        vec![http::uri::Authority::from_static("127.0.0.1:9000")],
-        UpstreamSettings::default(),
-    ));
     let routes: Vec<Arc<Route>> = (0..1_000)
         .map(|i| {
             Arc::new(Route {
+                id: i,
                 name: format!("r{i}").into(),
                 host: (i % 4 == 0).then(|| format!("tenant{}.example.com", i % 50).into()),
                 path_prefix: format!("/api/v{}/service{}/items", i % 3, i).into(),
                 methods: (i % 2 == 0).then(|| vec![Method::GET, Method::POST]),
                 path_params: false,
                 case_insensitive: false,
-                upstream: upstream.clone(),
                 max_body_bytes: None,
                 pins: PinSet::default(),
                 ip: IpPolicy::default(),
                 license: portcullis::license::RouteLicense::NotRequired,
                 auth: portcullis::token::RouteAuth::None,
-                series: Default::default(),
             })
         })
         .collect();

@@ -60,8 +60,9 @@ async fn connection(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let tls = gateway
         .shared()
-        .snapshot
+        .generation
         .load()
+        .snapshot
         .admin
         .as_ref()
         .and_then(|a| a.tls.clone());
@@ -108,7 +109,8 @@ pub async fn handle(
     // to 127.0.0.1, reaches the admin port with its own name in Host (421), and a page
     // posting across origins carries its own Origin (403).
     let own = {
-        let snap = gateway.shared().snapshot.load();
+        let generation = gateway.shared().generation.load();
+        let snap = &generation.snapshot;
         let hosts = snap
             .admin
             .as_ref()
@@ -133,7 +135,8 @@ pub async fn handle(
             json(&id, StatusCode::OK, &serde_json::json!({"status": "ok"}))
         }
         (&Method::GET, "/readyz") => {
-            let snap = shared.snapshot.load();
+            let generation = shared.generation.load();
+            let snap = &generation.snapshot;
             let bound = snap
                 .listeners
                 .iter()
@@ -154,15 +157,13 @@ pub async fn handle(
             )
         }
         (&Method::GET, "/metrics") => {
-            let counts = shared
+            let generation = shared.generation.load();
+            let counts = generation
                 .licensing
-                .load()
                 .as_ref()
                 .map(|l| l.service.book().counts(shared.clock.now()));
             shared.metrics.set_license_counts(counts);
-            shared
-                .metrics
-                .fold_token_cache(&shared.snapshot.load().tokens);
+            shared.metrics.fold_token_cache(&generation.snapshot.tokens);
             let mut resp = Response::new(Full::new(Bytes::from(shared.metrics.render())));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -172,7 +173,8 @@ pub async fn handle(
             resp
         }
         (&Method::GET, "/config") => {
-            let snap = shared.snapshot.load();
+            let generation = shared.generation.load();
+            let snap = &generation.snapshot;
             let body = serde_json::json!({
                 "source": snap.source.display().to_string(),
                 "config": snap.redacted,
@@ -214,7 +216,7 @@ pub async fn handle(
 /// `GET /licenses`, `POST /licenses` (the license text, or JSON `{"license": "..."}`),
 /// `DELETE /licenses/{id}`.
 async fn licenses(gateway: &Gateway, id: &RequestId, req: Request<Incoming>) -> AdminResponse {
-    let Some(licensing) = gateway.shared().licensing.load_full() else {
+    let Some(licensing) = gateway.shared().generation.load().licensing.clone() else {
         return error(id, StatusCode::NOT_FOUND, "licenses_not_configured");
     };
     let now = gateway.shared().clock.now();
@@ -403,7 +405,8 @@ fn check_origin<B>(own: &OwnNames, req: &Request<B>) -> Result<(), OriginRefusal
 }
 
 fn authorized(gateway: &Gateway, req: &Request<Incoming>) -> bool {
-    let snap = gateway.shared().snapshot.load();
+    let generation = gateway.shared().generation.load();
+    let snap = &generation.snapshot;
     let Some(expected) = snap.admin.as_ref().and_then(|a| a.token_sha256) else {
         return true;
     };

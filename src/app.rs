@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use arc_swap::{ArcSwap, ArcSwapOption};
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{self, ConfigErrors, ListenerPolicy, Snapshot};
+use crate::generation::Generation;
 use crate::listener::{self, Signals};
 use crate::metrics::Metrics;
 use crate::state::licenses::{Licensing, StoreError};
@@ -20,14 +21,9 @@ use crate::state::licenses::{Licensing, StoreError};
 /// State every connection shares. The snapshot is the only thing a request reads config
 /// from, and it is swapped whole.
 pub struct Shared {
-    pub snapshot: ArcSwap<Snapshot>,
+    /// The config and everything built from it, swapped whole by a reload.
+    pub generation: ArcSwap<Generation>,
     pub metrics: Metrics,
-    /// Machine licenses, when `[licenses]` is configured. Stateful (an open store), so it
-    /// lives beside the snapshot and is reconciled on reload.
-    pub licensing: ArcSwapOption<Licensing>,
-    /// The gateway's own token issuer, when `[issuer]` is configured. Stateful (an open
-    /// store) like `licensing`; the snapshot's verifier reads the link it fills.
-    pub issuer: ArcSwapOption<crate::issuer::Issuer>,
     /// The time every stage judges by (system time; tests move it).
     pub clock: crate::clock::Clock,
     /// Connection permits to take out of circulation as open connections end (a reload
@@ -252,17 +248,15 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
     let snapshot_max_connections = settings.max_connections;
     let config_path = snapshot.source.clone();
     let shared = Arc::new(Shared {
-        snapshot: ArcSwap::from_pointee(snapshot),
+        generation: ArcSwap::from_pointee(Generation::new(snapshot, licensing, issuer, None)),
         metrics: Metrics::new(prometheus::Registry::new())?,
-        licensing: ArcSwapOption::new(licensing),
-        issuer: ArcSwapOption::new(issuer),
         clock: crate::clock::Clock::default(),
         permits_owed: std::sync::atomic::AtomicUsize::new(0),
         permits_total: std::sync::atomic::AtomicUsize::new(snapshot_max_connections),
     });
     shared
         .metrics
-        .config_loaded(&shared.snapshot.load(), SystemTime::now());
+        .config_loaded(&shared.generation.load().snapshot, SystemTime::now());
     crate::memory::spawn_trimmer(shared.metrics.parked_connections.clone(), stop_rx.clone());
     let (kill_tx, kill_rx) = watch::channel(false);
     let gateway = Arc::new_cyclic(|me| Gateway {
@@ -287,8 +281,9 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
         admin,
         gateway
             .shared
-            .snapshot
+            .generation
             .load()
+            .snapshot
             .admin
             .as_ref()
             .map(|a| a.bind),
@@ -332,7 +327,7 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
             .shared
             .permits_total
             .load(std::sync::atomic::Ordering::SeqCst);
-        let deadline = g.shared.snapshot.load().server.shutdown_timeout;
+        let deadline = g.shared.generation.load().snapshot.server.shutdown_timeout;
         // Every open connection holds a permit: all of them back means all drained.
         let all = u32::try_from(total).unwrap_or(u32::MAX);
         match tokio::time::timeout(deadline, g.permits.acquire_many(all)).await {
@@ -348,8 +343,8 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
         }
         // Close the license store now, not whenever the last task holding the shared state
         // lets go: a restart in the same process must be able to open it.
-        g.shared.licensing.store(None);
-        g.shared.issuer.store(None);
+        let closing = g.shared.generation.load().without_stores();
+        g.shared.generation.store(Arc::new(closing));
     });
 
     Ok(Running { gateway, task })
@@ -430,7 +425,7 @@ impl Gateway {
                 self.shared.metrics.reload(true, now);
                 self.shared
                     .metrics
-                    .config_loaded(&self.shared.snapshot.load(), now);
+                    .config_loaded(&self.shared.generation.load().snapshot, now);
                 tracing::info!(listeners = s.listeners, routes = s.routes, rebound = ?s.rebound, closed = ?s.closed, "config reloaded");
             }
             Err(e) => {
@@ -448,10 +443,11 @@ impl Gateway {
         if *self.signals.stop.borrow() {
             return Err(ReloadError::ShuttingDown);
         }
-        let previous = self.shared.snapshot.load_full();
+        let previous = self.shared.generation.load_full();
         let path = self.config_path.clone();
+        let before = Arc::clone(&previous.snapshot);
         let loaded = tokio::task::spawn_blocking(move || {
-            config::reload_file(&path, SystemTime::now(), &previous)
+            config::reload_file(&path, SystemTime::now(), &before)
         })
         .await
         .map_err(|e| {
@@ -484,9 +480,7 @@ impl Gateway {
 
         // Tokens: keys already fetched from an unchanged JWKS URL carry over; the new
         // verifier's refresh tasks run until shutdown or until it is replaced.
-        snapshot
-            .tokens
-            .inherit_keys(&self.shared.snapshot.load().tokens);
+        snapshot.tokens.inherit_keys(&previous.snapshot.tokens);
         snapshot.tokens.spawn_refresh(self.signals.stop.clone());
 
         // The admin listener is reconciled like the others: a new or moved one is bound
@@ -521,7 +515,7 @@ impl Gateway {
         // swap, so a store that cannot be opened aborts the reload).
         let licensing = match &snapshot.licenses {
             None => None,
-            Some(l) => match self.shared.licensing.load_full() {
+            Some(l) => match previous.licensing.clone() {
                 Some(current) if current.store == l.store => {
                     for w in current
                         .service
@@ -540,7 +534,7 @@ impl Gateway {
         // another -> open it, before the swap, so a store that cannot be opened aborts.
         let issuer = match &snapshot.issuer {
             None => None,
-            Some(s) => match self.shared.issuer.load_full() {
+            Some(s) => match previous.issuer.clone() {
                 Some(current) if current.settings().store == s.store => {
                     current
                         .reconfigure(s.clone())
@@ -558,9 +552,7 @@ impl Gateway {
         // verifier's cache counts are folded in first so the counters lose nothing.
         self.shared
             .metrics
-            .fold_token_cache(&self.shared.snapshot.load().tokens);
-        self.shared.licensing.store(licensing);
-        self.shared.issuer.store(issuer);
+            .fold_token_cache(&previous.snapshot.tokens);
         let server = snapshot.server.clone();
         let summary_counts = (snapshot.listeners.len(), snapshot.route_count());
         let keep: HashMap<Arc<str>, SocketAddr> = snapshot
@@ -568,7 +560,10 @@ impl Gateway {
             .iter()
             .map(|l| (l.name.clone(), l.bind))
             .collect();
-        self.shared.snapshot.store(Arc::new(snapshot));
+        // One store: a request sees this whole generation or the previous one, never the
+        // licensing of one with the routes of the other.
+        let generation = Generation::new(snapshot, licensing, issuer, Some(&previous));
+        self.shared.generation.store(Arc::new(generation));
         let mut closed = Vec::new();
         if let Ok(mut handles) = self.listeners.lock() {
             let (stay, go): (Vec<_>, Vec<_>) = handles

@@ -88,6 +88,8 @@ pub struct RequestContext<'a> {
     pub conn: &'a ConnContext,
     pub client: ClientAddr,
     pub route: &'a Arc<Route>,
+    /// The route's upstream and metric series.
+    pub parts: &'a crate::generation::RouteParts,
     /// The canonical host the request was routed by, as the upstream's Host header.
     pub host: Option<HeaderValue>,
     /// What happens to client header names with `_`.

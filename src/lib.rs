@@ -21,6 +21,7 @@ pub mod demo;
 pub mod denial;
 pub mod forward;
 pub mod framing;
+pub mod generation;
 pub mod identity;
 pub mod ip_filter;
 pub mod issuer;

@@ -8,9 +8,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulConnection;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -21,41 +21,10 @@ use crate::config::ListenerPolicy;
 use crate::context::ConnContext;
 use crate::context::InFlight;
 use crate::framing::scanner::{FramingSignals, ScannedStream, Scanner};
+use crate::generation::HttpBuilders;
 use crate::identity::{ClientIdentity, IdentityValues};
 use crate::ip_filter::{self, proxy_protocol};
 use crate::metrics::{ConnRefusal, HandshakeFailure};
-
-/// The HTTP server settings for new connections, built once per config load: HTTP/2 when
-/// ALPN chose `h2`, HTTP/1.1 otherwise.
-///
-/// Not hyper-util's `auto` builder: it sniffs the first 24 bytes for the HTTP/2 preface
-/// even when ALPN has already said which protocol it is, and that 24-byte prefix makes
-/// hyper's first read buffer grow from 8 to 16 KiB, held for the connection's life
-/// (heaptrack, 1,000 idle connections). HTTP/2 over TLS needs ALPN (RFC 9113 3.2), so
-/// ALPN alone decides.
-pub(crate) struct HttpBuilders {
-    h1: http1::Builder,
-    h2: http2::Builder<TokioExecutor>,
-}
-
-pub(crate) fn http_builders(s: &crate::config::ServerSettings) -> HttpBuilders {
-    let mut h1 = http1::Builder::new();
-    h1.timer(TokioTimer::new())
-        // Slowloris: the whole head must arrive in time, however slowly it trickles.
-        .header_read_timeout(s.header_read_timeout)
-        .max_buf_size(s.max_header_bytes)
-        .max_headers(s.max_headers)
-        .keep_alive(true);
-    let mut h2 = http2::Builder::new(TokioExecutor::new());
-    h2.timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(s.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(250)
-        // Bounds the rapid-reset attack (CVE-2023-44487) on top of h2's own defaults.
-        .max_pending_accept_reset_streams(50)
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(20));
-    HttpBuilders { h1, h2 }
-}
 
 /// Signals shared by every connection task: `stop` starts a graceful drain, `kill` ends
 /// what is still running when the drain deadline has passed.
@@ -96,7 +65,8 @@ pub(crate) async fn accept_loop(
             shared.metrics.refused(ConnRefusal::Limit);
             continue;
         };
-        let snapshot = shared.snapshot.load();
+        let generation = shared.generation.load();
+        let snapshot = &generation.snapshot;
         let Some(policy) = snapshot.listener(&name) else {
             continue;
         };
@@ -104,14 +74,14 @@ pub(crate) async fn accept_loop(
             stream,
             peer,
             policy: policy.clone(),
-            http: Arc::clone(&snapshot.http),
+            http: Arc::clone(&generation.http),
             handshake_timeout: snapshot.server.handshake_timeout,
             header_read_timeout: snapshot.server.header_read_timeout,
             release_idle_after: snapshot.server.release_idle_after,
             max_header_bytes: snapshot.server.max_header_bytes,
             accepted_at: Instant::now(),
         };
-        drop(snapshot);
+        drop(generation);
         tokio::spawn(conn.serve(shared.clone(), signals.clone(), permit));
     }
 }
@@ -170,7 +140,10 @@ impl Connection {
                 let conn = conn.clone();
                 async move {
                     let in_flight = InFlight::start(&conn);
-                    let mut resp = crate::pipeline::handle(&shared, &conn, req).await;
+                    let generation = shared.generation.load_full();
+                    let now = shared.clock.now();
+                    let mut resp =
+                        crate::pipeline::handle(generation, &shared.metrics, now, &conn, req).await;
                     resp.body_mut().hold(in_flight);
                     Ok::<_, Infallible>(resp)
                 }

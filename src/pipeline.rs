@@ -19,12 +19,12 @@ use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
-use crate::app::Shared;
-use crate::config::Snapshot;
 use crate::context::{ConnContext, RequestContext};
 use crate::denial::Denial;
 use crate::forward::{self, ForwardLog, ResponseBody};
+use crate::generation::{Generation, RouteParts};
 use crate::ip_filter::ClientAddr;
+use crate::metrics::Metrics;
 use crate::record::AccessLine;
 use crate::request_id::{RequestId, X_REQUEST_ID};
 use crate::routing::Route;
@@ -52,6 +52,8 @@ pub enum Admitted<'s> {
     /// The route's upstream, with the client as judged and the token's claims.
     Route {
         route: &'s Arc<Route>,
+        /// The route's upstream and metric series in this generation.
+        parts: &'s RouteParts,
         client: ClientAddr,
         claims: Option<Arc<Claims>>,
         canonical: Canonical,
@@ -101,13 +103,13 @@ impl Canonical {
 /// lists, [issuer], routing, route identity and IP lists, license, token. No I/O and no
 /// body: the same function decides for the server and for the pipeline bench.
 pub fn admit<'s, B>(
-    shared: &Shared,
-    snapshot: &'s Snapshot,
+    generation: &'s Generation,
     conn: &ConnContext,
     req: &Request<B>,
     now: SystemTime,
     seen: &mut Seen<'s>,
 ) -> Result<Admitted<'s>, Denial> {
+    let snapshot = &*generation.snapshot;
     // Framing first: nothing else may read a request whose length is in doubt.
     crate::framing::check(conn.ambiguous_framing(), req.headers())?;
     crate::framing::check_header_names(req.headers(), snapshot.underscores_in_headers)?;
@@ -131,7 +133,7 @@ pub fn admit<'s, B>(
     if let Some(own) = &snapshot.issuer
         && *own.listener == *conn.listener
         && own.handles(&target.path.path)
-        && shared.issuer.load().is_some()
+        && generation.issuer.is_some()
     {
         return Ok(Admitted::Issuer(client, Canonical::of(&target, req.uri())?));
     }
@@ -142,9 +144,8 @@ pub fn admit<'s, B>(
     seen.route = Some(route);
     crate::identity::check(&route.pins, conn.identity.as_ref())?;
     crate::ip_filter::check_route(route, &client)?;
-    let licensing = shared.licensing.load();
     let license = crate::license::check(
-        licensing.as_deref().map(|l| &**l.service.book()),
+        generation.licensing.as_deref().map(|l| &**l.service.book()),
         route,
         conn.identity.as_ref(),
         client.ip,
@@ -164,8 +165,10 @@ pub fn admit<'s, B>(
             seen.www_authenticate = Some(d.www_authenticate(&route.auth));
             Denial::Token(d)
         })?;
+    let parts = generation.route(route).ok_or(Denial::NoRoute)?;
     Ok(Admitted::Route {
         route,
+        parts,
         client,
         claims,
         canonical: Canonical::of(&target, req.uri())?,
@@ -173,17 +176,19 @@ pub fn admit<'s, B>(
 }
 
 /// Handle one request. Never fails: every refusal becomes its JSON denial.
+///
+/// `generation` is loaded once for the whole request (a reload mid-request does not mix two
+/// configs), and `now` read once (every time-dependent stage judges the same instant).
 pub async fn handle(
-    shared: &Shared,
+    generation: Arc<Generation>,
+    metrics: &Metrics,
+    now: SystemTime,
     conn: &ConnContext,
     req: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let started = Instant::now();
     let request_id = RequestId::next();
-    // One snapshot for the whole request: a reload mid-request does not mix two configs.
-    let snapshot = shared.snapshot.load_full();
-    // One clock reading per request: every time-dependent stage judges the same instant.
-    let now = shared.clock.now();
+    let snapshot = &*generation.snapshot;
     let method = req.method().clone();
     // A refcount bump, not a copy: the log needs the path after the request is consumed.
     let path_and_query = req.uri().path_and_query().cloned();
@@ -198,17 +203,16 @@ pub async fn handle(
     let mut forwarded = ForwardLog::default();
     let mut req = req;
     let result = async {
-        match admit(shared, &snapshot, conn, &req, now, &mut seen)? {
+        match admit(&generation, conn, &req, now, &mut seen)? {
             Admitted::Issuer(client, mut canonical) => {
                 canonical.apply_path(req.uri_mut());
                 // Both were there a moment ago, in `admit`; a reload may have just gone by.
-                let (Some(own), Some(issuer)) = (&snapshot.issuer, shared.issuer.load_full())
-                else {
+                let (Some(own), Some(issuer)) = (&snapshot.issuer, &generation.issuer) else {
                     return Err(Denial::NoRoute);
                 };
                 issuer_name = Some(own.name.clone());
                 let resp =
-                    crate::issuer::handle(&issuer, req, client.ip, conn.identity.as_ref(), now)
+                    crate::issuer::handle(issuer, req, client.ip, conn.identity.as_ref(), now)
                         .await;
                 let (mut parts, body) = resp.into_parts();
                 parts
@@ -222,6 +226,7 @@ pub async fn handle(
             }
             Admitted::Route {
                 route,
+                parts,
                 client,
                 claims,
                 mut canonical,
@@ -234,11 +239,12 @@ pub async fn handle(
                     conn,
                     client,
                     route,
+                    parts,
                     identity_headers: &snapshot.identity_headers,
                     claims,
                     claim_headers: &snapshot.claim_headers,
                     underscores_in_headers: snapshot.underscores_in_headers,
-                    metrics: &shared.metrics,
+                    metrics,
                 };
                 forward::forward(&ctx, req, &mut forwarded).await
             }
@@ -264,12 +270,12 @@ pub async fn handle(
                         "299 portcullis \"machine license expired; in grace period\"",
                     ),
                 );
-                shared.metrics.license_grace();
+                metrics.license_grace();
             }
             (resp, None)
         }
         Err(d) => {
-            shared.metrics.denial(d);
+            metrics.denial(d);
             let mut resp = d.response(&request_id);
             if let Some(challenge) = www_authenticate {
                 resp.headers_mut()
@@ -278,15 +284,15 @@ pub async fn handle(
             (resp, Some(d))
         }
     };
-    match matched {
-        Some(route) => shared.metrics.route_request(
-            &route.series,
+    match matched.and_then(|r| Some((r, generation.route(r)?))) {
+        Some((route, parts)) => metrics.route_request(
+            &parts.series,
             &route.name,
             &method,
             response.status(),
             started.elapsed(),
         ),
-        None => shared.metrics.request(
+        None => metrics.request(
             route_name.as_deref().unwrap_or("-"),
             &method,
             response.status(),

@@ -58,13 +58,7 @@ const FLOORS: &[(&str, u8)] = &[
 const KNOWN_UPWARD: &[&str] = &[
     "config/file.rs -> crate::issuer",
     "config/mod.rs -> crate::issuer",
-    "config/mod.rs -> crate::listener",
-    "config/validate.rs -> crate::forward",
     "config/validate.rs -> crate::issuer",
-    "config/validate.rs -> crate::listener",
-    "pipeline.rs -> crate::app",
-    "routing/mod.rs -> crate::forward",
-    "routing/mod.rs -> crate::metrics",
 ];
 
 fn floor_of_module(name: &str) -> Option<u8> {

@@ -167,7 +167,13 @@ impl Lab {
     }
 
     fn cached_tokens(&self) -> usize {
-        self.gw.shared().snapshot.load().tokens.cached_tokens()
+        self.gw
+            .shared()
+            .generation
+            .load()
+            .snapshot
+            .tokens
+            .cached_tokens()
     }
 }
 

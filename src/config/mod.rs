@@ -14,6 +14,8 @@ use crate::identity::{IdentityHeaders, PinSet};
 
 use crate::routing::RouteTable;
 
+pub mod upstream;
+
 pub use crate::report::{ConfigErrors, ConfigIssue, Report};
 pub use validate::{build_snapshot, duration, parse_file_config};
 
@@ -26,6 +28,8 @@ pub struct Snapshot {
     pub source: PathBuf,
     pub server: ServerSettings,
     pub listeners: Vec<Arc<ListenerPolicy>>,
+    /// Each route's upstream, by [`Route::id`](crate::routing::Route::id).
+    pub upstreams: Vec<upstream::UpstreamSpec>,
     /// Header names for the client identity sent upstream.
     pub identity_headers: IdentityHeaders,
     pub admin: Option<AdminSettings>,
@@ -41,8 +45,6 @@ pub struct Snapshot {
     pub underscores_in_headers: crate::framing::UnderscoreHeaders,
     /// The config file as parsed, secrets redacted, for `GET /config`.
     pub redacted: serde_json::Value,
-    /// The HTTP/1.1 + HTTP/2 server settings every new connection is served with.
-    pub(crate) http: Arc<crate::listener::HttpBuilders>,
 }
 
 impl Snapshot {

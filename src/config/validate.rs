@@ -10,10 +10,10 @@ use std::time::{Duration, SystemTime};
 use http::Method;
 
 use super::file::{FileConfig, ListenerSection, RouteSection, ServerSection};
+use super::upstream::{UpstreamSettings, UpstreamSpec, parse_target};
 use super::{
     AdminSettings, ConfigErrors, ConfigIssue, ListenerPolicy, Loaded, ServerSettings, Snapshot,
 };
-use crate::forward::{Upstream, UpstreamSettings};
 use crate::identity::{IdentityHeaders, PinSet, parse_fingerprint, parse_spki_pin};
 use crate::ip_filter::{IpPolicy, IpSet};
 use crate::report::Report;
@@ -52,8 +52,7 @@ pub fn parse_file_config(path: &Path, text: &str) -> Result<FileConfig, ConfigEr
 
 /// Validate the whole file and compile it. `now` judges certificate expiry.
 ///
-/// `previous` (on reload) lends its upstream pools to routes whose targets and timeouts
-/// are unchanged, so a reload does not drop warm upstream connections.
+/// `previous` (on reload) lends the running issuer's link to a new issuer on the same store.
 pub fn build_snapshot(
     path: &Path,
     file: &FileConfig,
@@ -61,14 +60,6 @@ pub fn build_snapshot(
     previous: Option<&Snapshot>,
 ) -> Result<Loaded, ConfigErrors> {
     let mut r = Report::new(path);
-    let pools: Vec<Arc<Upstream>> = previous
-        .map(|p| {
-            p.listeners
-                .iter()
-                .flat_map(|l| l.routes.iter().map(|r| r.upstream.clone()))
-                .collect()
-        })
-        .unwrap_or_default();
     let server = server_settings(&mut r, &file.server);
     let underscores_in_headers = match file.server.underscores_in_headers.as_deref() {
         None => crate::framing::UnderscoreHeaders::default(),
@@ -157,12 +148,16 @@ pub fn build_snapshot(
         );
     }
     let mut route_names = HashSet::new();
+    // Each route's upstream, by route id (its place in this list).
+    let mut upstreams = Vec::with_capacity(file.routes.len());
     for (i, rs) in file.routes.iter().enumerate() {
         let key = format!("routes[{i}]");
-        let Some((route, on)) = route(&mut r, &key, rs, &declared, &pools, file, &issuer_names)
+        let id = upstreams.len();
+        let Some((route, spec, on)) = route(&mut r, &key, rs, &declared, id, file, &issuer_names)
         else {
             continue;
         };
+        upstreams.push(spec);
         if !route_names.insert(route.name.clone()) {
             r.error(
                 format!("{key}.name"),
@@ -230,8 +225,8 @@ pub fn build_snapshot(
     Ok(Loaded {
         snapshot: Snapshot {
             source: path.to_path_buf(),
-            http: Arc::new(crate::listener::http_builders(&server)),
             server,
+            upstreams,
             listeners,
             identity_headers,
             admin,
@@ -609,10 +604,10 @@ fn route(
     key: &str,
     s: &RouteSection,
     listeners: &HashSet<&str>,
-    pools: &[Arc<Upstream>],
+    id: usize,
     file: &FileConfig,
     issuers: &[crate::token::TokenIssuerSection],
-) -> Option<(Route, Option<HashSet<String>>)> {
+) -> Option<(Route, UpstreamSpec, Option<HashSet<String>>)> {
     let licensing = file.licenses.is_some();
     let name = label_name(r, key, s.name.as_deref(), "route");
 
@@ -734,7 +729,7 @@ fn route(
         Some(targets) => {
             let mut ok = Vec::with_capacity(targets.len());
             for (j, t) in targets.iter().enumerate() {
-                match crate::forward::parse_target(t) {
+                match parse_target(t) {
                     Ok(a) => ok.push(a),
                     Err(why) => r.error(format!("{key}.upstream[{j}]"), format!("\"{t}\" {why}")),
                 }
@@ -777,25 +772,24 @@ fn route(
     if !methods_ok {
         return None;
     }
-    let upstream = match pools.iter().find(|u| u.same_as(&upstream, &settings)) {
-        Some(warm) => warm.clone(),
-        None => Arc::new(Upstream::new(upstream, settings)),
-    };
     Some((
         Route {
+            id,
             name,
             host,
             path_prefix: prefix,
             methods,
             path_params: s.path_params.unwrap_or(false),
             case_insensitive: s.case_insensitive.unwrap_or(false),
-            upstream,
             max_body_bytes,
             pins,
             ip,
             license,
             auth,
-            series: Default::default(),
+        },
+        UpstreamSpec {
+            targets: upstream,
+            settings,
         },
         on,
     ))

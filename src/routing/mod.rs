@@ -20,11 +20,9 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderValue, Method, Uri, Version};
 
 use crate::denial::Denial;
-use crate::forward::Upstream;
 use crate::identity::PinSet;
 use crate::ip_filter::IpPolicy;
 use crate::license::RouteLicense;
-use crate::metrics::RouteSeries;
 use crate::token::RouteAuth;
 
 pub use host::CanonicalHost;
@@ -33,6 +31,8 @@ pub use path::CanonicalPath;
 /// One compiled route.
 #[derive(Debug)]
 pub struct Route {
+    /// This route's place in the config: its upstream and metric series are found by it.
+    pub id: usize,
     pub name: Arc<str>,
     /// Canonical host (lower case, no port, no trailing dot); `None` matches any host.
     pub host: Option<Box<str>>,
@@ -44,7 +44,6 @@ pub struct Route {
     pub path_params: bool,
     /// The prefix matches in any case (for upstreams that ignore case).
     pub case_insensitive: bool,
-    pub upstream: Arc<Upstream>,
     pub max_body_bytes: Option<u64>,
     /// Client certificates admitted (on top of the listener's pins); empty: any.
     pub pins: PinSet,
@@ -54,8 +53,6 @@ pub struct Route {
     pub license: RouteLicense,
     /// Whether every request needs a bearer token, and which scopes and issuers.
     pub auth: RouteAuth,
-    /// This route's metric series, resolved on its first request.
-    pub series: RouteSeries,
 }
 
 /// Check a configured prefix and put it in canonical form (the form requests are matched

@@ -54,8 +54,10 @@ pub fn add_client(gw: &Gateway, id: &str, scopes: &[&str]) -> String {
 pub fn add_client_with(gw: &Gateway, new: NewClient) -> Option<String> {
     let issuer = gw
         .shared()
+        .generation
+        .load()
         .issuer
-        .load_full()
+        .clone()
         .expect("the issuer is running");
     let (_, secret) = clients::add(issuer.store(), &new, 0).expect("register the client");
     secret.map(|s| s.expose().to_owned())

@@ -1,0 +1,133 @@
+//! One reload, one [`Generation`]: the config snapshot and the running parts built from it
+//! (the licensing service, the token issuer, the upstream pools, each route's metric series,
+//! the HTTP server settings), held in one `ArcSwap` and stored once. A request loads the
+//! generation once and every stage reads from that load, so no request sees the licensing
+//! of one config with the routes of another.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::Snapshot;
+use crate::forward::Upstream;
+use crate::issuer::Issuer;
+use crate::metrics::RouteSeries;
+use crate::routing::Route;
+use crate::state::licenses::Licensing;
+
+/// Everything one config load runs with.
+pub struct Generation {
+    pub snapshot: Arc<Snapshot>,
+    /// Machine licenses, when `[licenses]` is configured.
+    pub licensing: Option<Arc<Licensing>>,
+    /// The gateway's own token issuer, when `[issuer]` is configured.
+    pub issuer: Option<Arc<Issuer>>,
+    /// Each route's running parts, by [`Route::id`].
+    routes: Vec<RouteParts>,
+    /// The HTTP/1.1 + HTTP/2 server settings every new connection is served with (shared
+    /// with the connections, which outlive a reload; the rest of a generation does not).
+    pub http: Arc<HttpBuilders>,
+}
+
+/// What a route runs with besides its policy.
+#[derive(Debug)]
+pub struct RouteParts {
+    pub upstream: Arc<Upstream>,
+    /// The route's metric series, resolved on its first request.
+    pub series: RouteSeries,
+}
+
+impl Generation {
+    /// Build the running parts of `snapshot`. An upstream whose targets and timeouts are
+    /// unchanged from `previous` keeps its pool (and its warm connections).
+    pub fn new(
+        snapshot: Snapshot,
+        licensing: Option<Arc<Licensing>>,
+        issuer: Option<Arc<Issuer>>,
+        previous: Option<&Generation>,
+    ) -> Self {
+        let warm: Vec<&Arc<Upstream>> = previous
+            .map(|p| p.routes.iter().map(|r| &r.upstream).collect())
+            .unwrap_or_default();
+        let routes = snapshot
+            .upstreams
+            .iter()
+            .map(|spec| RouteParts {
+                upstream: match warm
+                    .iter()
+                    .find(|u| u.same_as(&spec.targets, &spec.settings))
+                {
+                    Some(u) => Arc::clone(u),
+                    None => Arc::new(Upstream::new(spec.targets.clone(), spec.settings)),
+                },
+                series: RouteSeries::default(),
+            })
+            .collect();
+        Generation {
+            http: Arc::new(http_builders(&snapshot.server)),
+            snapshot: Arc::new(snapshot),
+            licensing,
+            issuer,
+            routes,
+        }
+    }
+
+    /// The same generation without its stores, for the end of a shutdown: the license and
+    /// issuer files are closed at once (a restart in the same process opens them again),
+    /// not whenever the last task holding the generation lets go.
+    pub fn without_stores(&self) -> Self {
+        Generation {
+            snapshot: Arc::clone(&self.snapshot),
+            licensing: None,
+            issuer: None,
+            routes: self
+                .routes
+                .iter()
+                .map(|r| RouteParts {
+                    upstream: Arc::clone(&r.upstream),
+                    series: RouteSeries::default(),
+                })
+                .collect(),
+            http: Arc::clone(&self.http),
+        }
+    }
+
+    /// The running parts of `route`, a route of this generation's snapshot.
+    pub fn route(&self, route: &Route) -> Option<&RouteParts> {
+        self.routes.get(route.id)
+    }
+}
+
+/// The HTTP server settings for new connections, built once per config load: HTTP/2 when
+/// ALPN chose `h2`, HTTP/1.1 otherwise.
+///
+/// Not hyper-util's `auto` builder: it sniffs the first 24 bytes for the HTTP/2 preface
+/// even when ALPN has already said which protocol it is, and that 24-byte prefix makes
+/// hyper's first read buffer grow from 8 to 16 KiB, held for the connection's life
+/// (heaptrack, 1,000 idle connections). HTTP/2 over TLS needs ALPN (RFC 9113 3.2), so
+/// ALPN alone decides.
+pub struct HttpBuilders {
+    pub(crate) h1: http1::Builder,
+    pub(crate) h2: http2::Builder<TokioExecutor>,
+}
+
+pub fn http_builders(s: &crate::config::ServerSettings) -> HttpBuilders {
+    let mut h1 = http1::Builder::new();
+    h1.timer(TokioTimer::new())
+        // Slowloris: the whole head must arrive in time, however slowly it trickles.
+        .header_read_timeout(s.header_read_timeout)
+        .max_buf_size(s.max_header_bytes)
+        .max_headers(s.max_headers)
+        .keep_alive(true);
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(s.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(250)
+        // Bounds the rapid-reset attack (CVE-2023-44487) on top of h2's own defaults.
+        .max_pending_accept_reset_streams(50)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    HttpBuilders { h1, h2 }
+}
