@@ -52,15 +52,6 @@ const FLOORS: &[(&str, u8)] = &[
     ("memory", 5),
 ];
 
-/// Upward imports still being taken down (the layering issue works through this list).
-/// Each entry is `"file -> module"`; the test fails when an entry no longer occurs, so the
-/// list only shrinks.
-const KNOWN_UPWARD: &[&str] = &[
-    "config/file.rs -> crate::issuer",
-    "config/mod.rs -> crate::issuer",
-    "config/validate.rs -> crate::issuer",
-];
-
 fn floor_of_module(name: &str) -> Option<u8> {
     FLOORS.iter().find(|(m, _)| *m == name).map(|(_, f)| *f)
 }
@@ -203,25 +194,10 @@ fn no_file_imports_a_floor_above_its_own() {
         "files or modules with no floor in tests/architecture.rs (place them as in design.md):\n  {}",
         unplaced.join("\n  ")
     );
-    let new: Vec<&String> = upward
-        .iter()
-        .filter(|u| !KNOWN_UPWARD.contains(&u.as_str()))
-        .collect();
     assert!(
-        new.is_empty(),
+        upward.is_empty(),
         "imports that run up a floor (each file may import its own floor and those below):\n  {}",
-        new.iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join("\n  ")
-    );
-    let gone: Vec<&&str> = KNOWN_UPWARD
-        .iter()
-        .filter(|k| !upward.iter().any(|u| u == **k))
-        .collect();
-    assert!(
-        gone.is_empty(),
-        "no longer imported upward, remove from KNOWN_UPWARD: {gone:?}"
+        upward.join("\n  ")
     );
 }
 

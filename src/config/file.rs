@@ -32,7 +32,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub token: crate::token::TokenSection,
     /// The gateway's own OAuth 2.0 token issuer. Absent: none.
-    pub issuer: Option<crate::issuer::IssuerSection>,
+    pub issuer: Option<super::issuer::IssuerSection>,
 }
 
 /// The admin listener. Loopback plain HTTP is the expected use; anywhere else it needs TLS

@@ -14,6 +14,7 @@ use crate::identity::{IdentityHeaders, PinSet};
 
 use crate::routing::RouteTable;
 
+pub mod issuer;
 pub mod upstream;
 
 pub use crate::report::{ConfigErrors, ConfigIssue, Report};
@@ -40,7 +41,7 @@ pub struct Snapshot {
     /// Headers that carry verified claims to upstreams.
     pub claim_headers: crate::token::ClaimHeaders,
     /// `[issuer]`: the gateway's own token issuer, and the link its verifier reads.
-    pub issuer: Option<crate::issuer::OwnIssuerSettings>,
+    pub issuer: Option<issuer::OwnIssuerSettings>,
     /// What happens to client headers whose names have underscores.
     pub underscores_in_headers: crate::framing::UnderscoreHeaders,
     /// The config file as parsed, secrets redacted, for `GET /config`.

@@ -250,8 +250,8 @@ fn own_issuer(
     r: &mut Report,
     file: &FileConfig,
     previous: Option<&Snapshot>,
-) -> Option<crate::issuer::OwnIssuerSettings> {
-    let mut own = crate::issuer::validate(file.issuer.as_ref()?, r)?;
+) -> Option<super::issuer::OwnIssuerSettings> {
+    let mut own = super::issuer::validate(file.issuer.as_ref()?, r)?;
     for (i, t) in file.token_issuers.iter().enumerate() {
         if t.name.as_deref() == Some(&*own.name) {
             r.error(

@@ -15,40 +15,12 @@ use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _,
 };
 use base64::Engine as _;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::store::{KeyRecord, META_ACCESS_TTL, META_CURRENT_KID, Tx, TxError};
-use crate::token::{Alg, AlgSet, KeySet, VerifyingKey};
+use crate::token::{AlgSet, KeySet, VerifyingKey};
 
-/// The algorithms the issuer signs with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SigningAlg {
-    ES256,
-    EdDSA,
-}
-
-impl SigningAlg {
-    pub fn parse(s: &str) -> Option<SigningAlg> {
-        match s {
-            "ES256" => Some(SigningAlg::ES256),
-            "EdDSA" => Some(SigningAlg::EdDSA),
-            _ => None,
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            SigningAlg::ES256 => "ES256",
-            SigningAlg::EdDSA => "EdDSA",
-        }
-    }
-    fn alg(self) -> Alg {
-        match self {
-            SigningAlg::ES256 => Alg::ES256,
-            SigningAlg::EdDSA => Alg::EdDSA,
-        }
-    }
-}
+pub use crate::config::issuer::SigningAlg;
 
 enum Pair {
     Ecdsa(EcdsaKeyPair),

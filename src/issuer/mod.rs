@@ -29,12 +29,11 @@
 //! refresh families and key ids.
 
 pub mod clients;
-pub mod config;
+pub use crate::config::issuer as config;
 mod endpoints;
 pub mod keys;
 mod records;
 mod request;
-pub mod revocations;
 pub mod store;
 pub mod throttle;
 pub mod tokens;
@@ -48,10 +47,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 
+pub use crate::token::{IssuerLink, Revocations};
 pub use config::{IssuerSection, OwnIssuerSettings, validate};
 pub use endpoints::handle;
 pub use keys::{KeyRing, Rotated, SigningAlg};
-pub use revocations::{IssuerLink, Revocations};
 pub use store::{Store, StoreError};
 
 use crate::token::{Denylist, IssuerSettings, TokenVerifier};

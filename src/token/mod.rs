@@ -33,6 +33,7 @@ pub mod config;
 mod jwks;
 mod keys;
 mod keyset;
+mod revocations;
 mod scopes;
 mod upstream;
 mod verify;
@@ -56,6 +57,7 @@ pub use config::{
 pub use jwks::{FetchError, MAX_JWKS_BYTES, RemoteJwks, RemoteJwksSettings};
 pub use keys::{KeyError, VerifyingKey};
 pub use keyset::{KeySet, KeySource, PushedKeys};
+pub use revocations::{IssuerLink, Revocations};
 pub use scopes::{RouteAuth, ScopeSet, is_scope_token};
 pub use upstream::ClaimHeaders;
 pub use verify::Claims;

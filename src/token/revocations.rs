@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use dashmap::DashMap;
 
-use crate::token::{Denylist, PushedKeys};
+use super::{Denylist, PushedKeys};
 
 /// Revoked access-token ids, in memory (the store holds the same, for restarts).
 #[derive(Debug, Default)]
