@@ -163,7 +163,7 @@ fn run(mode: &str, secs: u64, conns: usize) {
     let tids = Arc::new(Mutex::new(Vec::new()));
     let gw_rt = runtime(1, "gateway", true, Some(tids.clone()));
     let running = gw_rt
-        .block_on(portcullis::app::start(&dir.join("portcullis.toml")))
+        .block_on(portcullis::server::start(&dir.join("portcullis.toml")))
         .expect("gateway starts");
     let addr = running.local_addr("mtls").expect("addr");
     let cfg = client_config(&dir);

@@ -29,7 +29,7 @@ use common::{config, pki, provision, token, write};
 
 struct Setup {
     _pki: common::Pki,
-    running: portcullis::app::Running,
+    running: portcullis::server::Running,
     _rt: tokio::runtime::Runtime,
     conn: ConnContext,
 }
@@ -48,7 +48,7 @@ fn setup(mode: &str) -> Setup {
         .build()
         .expect("runtime");
     let running = rt
-        .block_on(portcullis::app::start(&dir.join("portcullis.toml")))
+        .block_on(portcullis::server::start(&dir.join("portcullis.toml")))
         .expect("gateway starts");
     let local = running.local_addr("mtls").expect("listener");
     let cert = CertificateDer::from_pem_file(dir.join("client.pem")).expect("client.pem");

@@ -48,7 +48,7 @@ pub enum DemoError {
     #[error("cannot start the echo upstream: {0}")]
     Upstream(std::io::Error),
     #[error(transparent)]
-    Start(#[from] crate::app::StartError),
+    Start(#[from] crate::server::StartError),
 }
 
 /// The files of the generated PKI.
@@ -199,12 +199,12 @@ response_timeout = "10s"
 }
 
 /// Start the demo and print how to call it. Returns the running gateway.
-pub async fn start(opts: &DemoOptions) -> Result<crate::app::Running, DemoError> {
+pub async fn start(opts: &DemoOptions) -> Result<crate::server::Running, DemoError> {
     let pki = generate_pki(&opts.dir)?;
     let upstream = start_echo_upstream().await.map_err(DemoError::Upstream)?;
     let config = opts.dir.join("portcullis.toml");
     write_file(&config, demo_config(opts, upstream).as_bytes(), false)?;
-    let running = crate::app::start(&config).await?;
+    let running = crate::server::start(&config).await?;
 
     let d = opts.dir.display();
     let public = running.local_addr("public").map_or(opts.port, |a| a.port());

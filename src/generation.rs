@@ -11,11 +11,11 @@ use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::Snapshot;
-use crate::forward::Upstream;
 use crate::issuer::Issuer;
 use crate::metrics::RouteSeries;
 use crate::routing::Route;
 use crate::state::licenses::Licensing;
+use crate::upstream::Upstream;
 
 /// Everything one config load runs with.
 pub struct Generation {

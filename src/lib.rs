@@ -1,40 +1,53 @@
 //! Portcullis: a TLS-terminating API gateway for integration traffic.
 //!
-//! Every request walks one explicit pipeline (see [`pipeline`]):
+//! # The house
+//!
+//! The code is layered in floors; each module imports only its own floor and those below
+//! (`tests/architecture.rs` checks it on every test run):
+//!
+//! | floor | modules |
+//! |---|---|
+//! | 0. vocabulary | [`request_id`], [`clock`], [`report`], [`denial`] |
+//! | 1. pure stages | [`tls`], [`identity`], [`ip_filter`], [`routing`], [`license`], [`token`], [`framing`] |
+//! | 2. stores | [`state`] |
+//! | 3. config | [`config`] |
+//! | 4. request path | [`generation`], [`context`], [`pipeline`], [`upstream`], [`issuer`], [`record`], [`metrics`] |
+//! | 5. the server | [`server`] |
+//! | 6. entry points | `main.rs`, [`cli`], [`demo`] |
+//!
+//! # The request path
 //!
 //! ```text
-//! accept -> tls -> framing -> routing -> forward -> record
+//! accept -> proxy protocol -> tls -> identity -> framing -> ip_filter -> [issuer] -> routing
+//!        -> identity, ip_filter (route) -> license -> token -> upstream -> record
 //! ```
 //!
-//! Each stage lives in the module named after it and passes one typed context
-//! ([`context::ConnContext`] per connection, [`context::RequestContext`] per request). Every
-//! refusal is a [`denial::Denial`]. Config is parsed ([`config::file`]), validated whole and
-//! compiled into an immutable [`config::Snapshot`], read through one `ArcSwap` per request.
+//! [`server`] accepts, reads a PROXY header, checks the listener's IP lists before the
+//! handshake and digests the client certificate once per connection. Per request it loads
+//! one [`generation::Generation`] (config snapshot and the running parts built from it,
+//! swapped whole by a reload) and calls [`pipeline::handle`], the only place that knows the
+//! order of the stages. Every refusal is a [`denial::Denial`].
 
-pub mod admin;
-pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod context;
 pub mod demo;
 pub mod denial;
-pub mod forward;
 pub mod framing;
 pub mod generation;
 pub mod identity;
 pub mod ip_filter;
 pub mod issuer;
 pub mod license;
-pub mod listener;
-mod memory;
 pub mod metrics;
 pub mod pipeline;
 pub mod record;
-pub mod reload;
 pub mod report;
 pub mod request_id;
 pub mod routing;
+pub mod server;
 pub mod state;
 pub mod tls;
 pub mod token;
+pub mod upstream;

@@ -115,7 +115,7 @@ fn main() -> ExitCode {
         },
         Command::Run { config } => with_runtime(async move {
             let signals = Signals::install();
-            let running = portcullis::app::start(&config)
+            let running = portcullis::server::start(&config)
                 .await
                 .map_err(|e| e.to_string())?;
             serve_until_signal(running, signals).await;
@@ -280,7 +280,7 @@ impl Signals {
 
 /// Reload on SIGHUP; on SIGTERM or SIGINT shut down gracefully.
 #[cfg(unix)]
-async fn serve_until_signal(running: portcullis::app::Running, signals: Signals) {
+async fn serve_until_signal(running: portcullis::server::Running, signals: Signals) {
     let Signals { term, int, hup } = signals;
     let handle = running.shutdown_handle();
     tokio::spawn(async move {
@@ -312,7 +312,7 @@ async fn serve_until_signal(running: portcullis::app::Running, signals: Signals)
 }
 
 #[cfg(not(unix))]
-async fn serve_until_signal(running: portcullis::app::Running, _signals: Signals) {
+async fn serve_until_signal(running: portcullis::server::Running, _signals: Signals) {
     let handle = running.shutdown_handle();
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;

@@ -2,14 +2,15 @@
 //! each stage lives in the module named after it.
 //!
 //! ```text
-//! accept -> tls -> framing -> identity -> ip_filter -> [issuer] -> routing
-//!        -> identity, ip_filter (route) -> license -> token -> forward -> record
+//! accept -> proxy protocol -> tls -> identity -> framing -> ip_filter -> [issuer]
+//!        -> routing -> identity, ip_filter (route) -> license -> token -> upstream -> record
 //! ```
 //! `[issuer]`: requests to the gateway's own token issuer's paths, on its listener, are
 //! answered by it instead of being routed.
 //! accept and tls (with the PROXY header, the listener's IP lists before the handshake
-//! and the identity digest) run once per connection, in `listener.rs`. Listener-level
-//! policy runs before routing, so a refused client cannot probe which routes exist.
+//! and the identity digest) run once per connection, in `server/connection.rs`.
+//! Listener-level policy runs before routing, so a refused client cannot probe which
+//! routes exist. Routing sees the canonical host and path, which the upstream receives.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -21,7 +22,6 @@ use hyper::body::Incoming;
 
 use crate::context::{ConnContext, RequestContext};
 use crate::denial::Denial;
-use crate::forward::{self, ForwardLog, ResponseBody};
 use crate::generation::{Generation, RouteParts};
 use crate::ip_filter::ClientAddr;
 use crate::metrics::Metrics;
@@ -29,6 +29,7 @@ use crate::record::AccessLine;
 use crate::request_id::{RequestId, X_REQUEST_ID};
 use crate::routing::Route;
 use crate::token::Claims;
+use crate::upstream::{self, ForwardLog, ResponseBody};
 
 /// What the policy stages learned on the way, kept for the response, the metrics and the
 /// log whatever the outcome.
@@ -246,7 +247,7 @@ pub async fn handle(
                     underscores_in_headers: snapshot.underscores_in_headers,
                     metrics,
                 };
-                forward::forward(&ctx, req, &mut forwarded).await
+                upstream::forward(&ctx, req, &mut forwarded).await
             }
         }
     }

@@ -43,13 +43,6 @@ const FLOORS: &[(&str, u8)] = &[
     ("cli", 6),
     ("demo", 6),
     ("lib", 6),
-    // Not yet in their folders (the layering issue moves them): where they belong.
-    ("forward", 4),
-    ("app", 5),
-    ("listener", 5),
-    ("admin", 5),
-    ("reload", 5),
-    ("memory", 5),
 ];
 
 fn floor_of_module(name: &str) -> Option<u8> {

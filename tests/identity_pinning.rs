@@ -722,7 +722,7 @@ async fn an_identity_header_renamed_onto_another_fields_default_name_is_refused_
         route("all", "/", &[&up.url()], "")
     );
     let config = write_config(pki.dir(), &toml);
-    let running = match portcullis::app::start(&config).await {
+    let running = match portcullis::server::start(&config).await {
         Err(e) => {
             assert!(
                 e.to_string().contains("identity_headers"),

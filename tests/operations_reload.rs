@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use portcullis::app::ReloadError;
+use portcullis::server::ReloadError;
 use rustls::pki_types::CertificateDer;
 use serde_json::{Value, json};
 use support::prometheus::Exposition;

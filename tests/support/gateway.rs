@@ -1,12 +1,12 @@
-//! Config files and the gateway under test, started in-process with `portcullis::app::start`.
+//! Config files and the gateway under test, started in-process with `portcullis::server::start`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use portcullis::app::{ReloadError, ReloadSummary, Running, Shared, ShutdownHandle};
 use portcullis::denial::Denial;
 use portcullis::metrics::ConnRefusal;
+use portcullis::server::{ReloadError, ReloadSummary, Running, Shared, ShutdownHandle};
 
 /// Write `toml` as `portcullis.toml` in `dir`; returns its path.
 pub fn write_config(dir: &Path, toml: &str) -> PathBuf {
@@ -81,7 +81,7 @@ impl Gateway {
     /// Write `toml` into `dir` and start the gateway; panics with the config if it fails.
     pub async fn start(dir: &Path, toml: &str) -> Gateway {
         let config = write_config(dir, toml);
-        let running = match portcullis::app::start(&config).await {
+        let running = match portcullis::server::start(&config).await {
             Ok(r) => r,
             Err(e) => panic!("the gateway did not start: {e}\n--- config ---\n{toml}"),
         };
@@ -93,7 +93,7 @@ impl Gateway {
         }
     }
 
-    /// Wrap a gateway started elsewhere (e.g. after retrying `portcullis::app::start`).
+    /// Wrap a gateway started elsewhere (e.g. after retrying `portcullis::server::start`).
     pub fn from_running(running: Running, config: PathBuf) -> Gateway {
         let handle = running.shutdown_handle();
         Gateway {
@@ -106,7 +106,7 @@ impl Gateway {
     /// Re-read the config file now (what SIGHUP and `POST /reload` do).
     pub async fn reload(
         &self,
-    ) -> Result<portcullis::app::ReloadSummary, portcullis::app::ReloadError> {
+    ) -> Result<portcullis::server::ReloadSummary, portcullis::server::ReloadError> {
         self.running
             .as_ref()
             .expect("gateway already taken")

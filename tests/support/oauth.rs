@@ -244,7 +244,7 @@ pub async fn stop(gw: Gateway) {
 pub async fn start_when_store_free(dir: &std::path::Path, toml: &str) -> Gateway {
     let config = super::gateway::write_config(dir, toml);
     for _ in 0..250 {
-        match portcullis::app::start(&config).await {
+        match portcullis::server::start(&config).await {
             Ok(running) => return Gateway::from_running(running, config),
             Err(e) if e.to_string().contains("already open") => {
                 tokio::time::sleep(Duration::from_millis(20)).await;

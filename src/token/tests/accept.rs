@@ -7,8 +7,8 @@ use jsonwebtoken::Algorithm;
 use serde_json::json;
 
 use super::*;
-use crate::forward::write_claims as rewrite_upstream_headers;
 use crate::token::ClaimHeaders;
+use crate::upstream::write_claims as rewrite_upstream_headers;
 
 #[test]
 fn valid_tokens_of_each_algorithm_are_accepted() {

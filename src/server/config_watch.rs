@@ -11,7 +11,7 @@ use std::time::Duration;
 use notify::{Event, EventKind, RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 
-use crate::app::Gateway;
+use crate::server::Gateway;
 
 /// Quiet time after the last change before reloading.
 const DEBOUNCE: Duration = Duration::from_millis(300);

@@ -15,8 +15,8 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::app::Gateway;
 use crate::request_id::{RequestId, X_REQUEST_ID};
+use crate::server::Gateway;
 use crate::state::licenses::{ActivationError, RevokeError};
 
 type AdminResponse = Response<Full<Bytes>>;

@@ -16,7 +16,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::app::Shared;
 use crate::config::ListenerPolicy;
 use crate::context::ConnContext;
 use crate::context::InFlight;
@@ -25,6 +24,7 @@ use crate::generation::HttpBuilders;
 use crate::identity::{ClientIdentity, IdentityValues};
 use crate::ip_filter::{self, proxy_protocol};
 use crate::metrics::{ConnRefusal, HandshakeFailure};
+use crate::server::Shared;
 
 /// Signals shared by every connection task: `stop` starts a graceful drain, `kill` ends
 /// what is still running when the drain deadline has passed.
@@ -191,7 +191,7 @@ async fn serve_h1<S>(
     mut signals: Signals,
     shared: &Shared,
 ) where
-    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = crate::forward::ResponseBody>
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = crate::upstream::ResponseBody>
         + Clone,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
