@@ -4,6 +4,9 @@
 //!
 //! `cargo bench --bench license -- --warm-up-time 1 --measurement-time 3`
 
+// Bench set-up may panic: it is measurement code, never run on input.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant, SystemTime};

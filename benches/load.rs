@@ -11,6 +11,9 @@
 //! from /proc for the gateway thread only; a counting allocator counts only on that thread.
 //! Knobs: LOAD_SECS (default 5), LOAD_CONNS (default 32), LOAD_MODES ("full bare").
 
+// Bench set-up may panic: it is measurement code, never run on input.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::convert::Infallible;

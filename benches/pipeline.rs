@@ -9,6 +9,9 @@
 //! bare config (one route, no policy). Forwarding is not included: it is I/O, measured by
 //! the load bench.
 
+// Bench set-up may panic: it is measurement code, never run on input.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -2,6 +2,9 @@
 //! route selection among 1,000 routes, and rendering a denial. Run with
 //! `cargo bench --bench stages`.
 
+// Bench set-up may panic: it is measurement code, never run on input.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;

@@ -3,6 +3,9 @@
 //!
 //! `cargo bench --bench token -- --warm-up-time 1 --measurement-time 3`
 
+// Bench set-up may panic: it is measurement code, never run on input.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -4,6 +4,9 @@
 //! fails the test with the file and the import. Test code (`#[cfg(test)]` onwards, files in
 //! a `tests/` folder) may reach anywhere.
 
+// Test set-up may panic: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 

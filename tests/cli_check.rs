@@ -3,6 +3,9 @@
 //! problem as "<file>: <key path>: <message>" on stderr (one line each, optionally behind a
 //! severity prefix) for an invalid one.
 
+// Test set-up may panic: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::Path;

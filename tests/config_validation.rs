@@ -3,6 +3,9 @@
 //! file and the reason. Certificates are generated here (rcgen); expiry is judged against
 //! an injected `now`, so nothing sleeps.
 
+// Test set-up may panic: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 

@@ -1,6 +1,9 @@
 //! Proves that the Grafana dashboard and the Prometheus alerts in contrib/ only use metrics
 //! the gateway exports, so a renamed metric cannot silently empty a panel or an alert.
 
+// Test set-up may panic: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::collections::BTreeSet;

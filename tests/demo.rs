@@ -2,6 +2,9 @@
 //! commands, run as printed by a real curl from the same folder, get the answers their
 //! comments promise; and that the demo stops cleanly on SIGTERM.
 
+// Test set-up may panic: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

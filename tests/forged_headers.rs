@@ -4,6 +4,9 @@
 //! forwarding header its trusted proxy does not write. And that a client's broken body is
 //! the client's error, and that the admin API answers only under its own names.
 
+// Test set-up may panic: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::time::Duration;

@@ -4,6 +4,9 @@
 //! denials (404, 405, 400 invalid_path, 413, 502, 504) in the JSON format without leaking the
 //! upstream address.
 
+// Test set-up may panic: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::sync::Arc;

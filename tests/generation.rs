@@ -3,6 +3,9 @@
 //! service opened for that snapshot's `[licenses]` (never the previous one's), and requests
 //! keep being served throughout.
 
+// Test set-up may panic: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::sync::Arc;

@@ -7,6 +7,9 @@
 //! subject, CN, SPKI pin, fingerprint and serial do, and `portcullis pin` prints the pins the
 //! gateway compares against.
 
+// Test set-up may panic: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::net::SocketAddr;

@@ -6,6 +6,9 @@
 //! spoofed left parts, IPv6, 300 hops), with unreadable values refused as 400
 //! `bad_forwarded_header`.
 
+// Test set-up may panic: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::net::SocketAddr;

@@ -2,6 +2,9 @@
 //! binary, the config file, exit codes and streams; then the gateway honouring what the
 //! commands stored (a client added, a secret rotated, a client disabled, a key rotated).
 
+// Test set-up may panic: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::path::Path;

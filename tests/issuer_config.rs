@@ -3,6 +3,9 @@
 //! listener must exist, its name and `iss` may not clash with a `[[token_issuers]]`, and
 //! validation (`portcullis check`) never opens or creates the store.
 
+// Test set-up may panic: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::time::SystemTime;

@@ -6,6 +6,9 @@
 //! `invalid_grant`); tokens accepted by a protected route with no extra config; and the
 //! JWKS and RFC 8414 metadata.
 
+// Test set-up may panic: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use base64::Engine as _;

@@ -2,6 +2,9 @@
 //! with the gateway's log captured at trace level (one test, since the capture is the
 //! process-wide subscriber), and the capture is searched for each of them.
 
+// Test set-up may panic: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::io::Write;

@@ -3,6 +3,9 @@
 //! it was not); a key rotation keeps tokens of the old key valid until they expire, and the
 //! old public key leaves the JWKS then; a changed `algorithm` rotates the key at start.
 
+// Test set-up may panic: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::time::Duration;

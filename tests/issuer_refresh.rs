@@ -5,6 +5,9 @@
 //! moves, nothing sleeps); a refresh narrows scopes but never widens them; a refresh token
 //! works only for its own, enabled client.
 
+// Test set-up may panic: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::time::Duration;

@@ -3,6 +3,9 @@
 //! revocation after the reload reaches the new snapshot's verifier at once); an invalid
 //! `[issuer]` changes nothing; another store opens another issuer, whose keys alone count.
 
+// Test set-up may panic: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use support::oauth::*;

@@ -5,6 +5,9 @@
 //! need client authentication; introspection reports live tokens active and everything
 //! else inactive.
 
+// Test set-up may panic: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::time::Duration;

@@ -1,6 +1,9 @@
 //! `portcullis license keygen -> issue -> inspect`, run as an operator would: the real binary,
 //! files on disk, exit codes and streams.
 
+// Test set-up may panic: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

@@ -10,6 +10,9 @@
 //! status, and change nothing; `/metrics` counts the active licenses and is valid Prometheus
 //! text.
 
+// Test set-up may panic: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::net::{IpAddr, Ipv4Addr};

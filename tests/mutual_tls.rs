@@ -3,6 +3,9 @@
 //! handshake or the first request fails) on TLS 1.2 and 1.3, while a valid certificate gets 200;
 //! in `optional` mode clients with and without a certificate are both served.
 
+// Test set-up may panic: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::net::SocketAddr;

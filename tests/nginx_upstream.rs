@@ -5,6 +5,9 @@
 //! dot from Host before it picks a location or server: no spelling of `/admin` or of the
 //! secure host gets nginx's admin or secure answer through the open route.
 
+// Test set-up may panic: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::net::TcpListener;

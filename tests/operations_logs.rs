@@ -5,6 +5,9 @@
 //! through the admin API, the admin token, the HS256 issuer secret) appears anywhere on stderr, in
 //! either format, up to and including the SIGTERM shutdown.
 
+// Test set-up may panic: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "support/ops.rs"]
 mod ops;
 mod support;

@@ -6,6 +6,9 @@
 //! bearer token (401 JSON with `WWW-Authenticate` otherwise); `GET /config` shows `<redacted>` for
 //! secret-bearing keys and never a secret value.
 
+// Test set-up may panic: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "support/ops.rs"]
 mod ops;
 mod support;

@@ -5,6 +5,9 @@
 //! problem (file and key path); routes added and removed apply to the next request of an open
 //! connection; a moved listener is rebound while the others keep their sockets.
 
+// Test set-up may panic: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "support/ops.rs"]
 mod ops;
 mod support;

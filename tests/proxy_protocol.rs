@@ -5,6 +5,9 @@
 //! malformed header is closed without a byte and counted as `proxy_protocol`; a slow or partial
 //! header is cut at `handshake_timeout`.
 
+// Test set-up may panic: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::io;

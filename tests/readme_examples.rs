@@ -3,6 +3,9 @@
 //! machine does not have: files to read (certificates, keys, CA bundles), the folder of a
 //! store, and (for fragments that show only routes or a section) the listeners.
 
+// Test set-up may panic: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::time::SystemTime;
 

@@ -4,6 +4,9 @@
 //! closed connection (never a ServerHello or a forwarded request), and the next good request
 //! still gets 200.
 
+// Test set-up may panic: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::time::{Duration, Instant};

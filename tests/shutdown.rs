@@ -3,6 +3,9 @@
 //! completes with 200; `wait` returns once drained, after `shutdown_timeout` at the latest, and
 //! without waiting for idle keep-alive connections; the process exits 0.
 
+// Test set-up may panic: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::fs::File;

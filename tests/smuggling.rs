@@ -3,6 +3,9 @@
 //! different Content-Lengths, gets 400, the connection is closed, and neither it nor the request
 //! hidden in its body ever reaches the upstream.
 
+// Test set-up may panic: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::time::Duration;

@@ -3,6 +3,9 @@
 //! response reaches the client before the upstream has finished (HTTP/1.1 and HTTP/2 fronts),
 //! so the gateway does not buffer whole responses.
 
+// Test set-up may panic: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::time::Duration;

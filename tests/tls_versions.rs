@@ -2,6 +2,9 @@
 //! refused without a ServerHello, min_tls = "1.3" refuses a TLS 1.2-only client, an RSA
 //! certificate works, SNI picks the matching certificate, and ALPN offers h2 and http/1.1.
 
+// Test set-up may panic: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use rustls::ProtocolVersion;

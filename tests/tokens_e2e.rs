@@ -11,6 +11,9 @@
 //! tokens as soon as the gateway has started; a repeated token is served from one cached
 //! verification.
 
+// Test set-up may panic: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::sync::LazyLock;
