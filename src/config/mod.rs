@@ -1,8 +1,13 @@
 //! Configuration: `FileConfig` (the TOML as written) -> `validate` -> [`Snapshot`] (compiled,
 //! ready to serve). A snapshot is immutable; a reload builds a new one and swaps it in whole.
 
+mod admin;
 pub mod file;
+mod listener;
+mod policy;
 mod redact;
+mod route;
+mod server;
 mod validate;
 
 use std::net::SocketAddr;
@@ -18,7 +23,8 @@ pub mod issuer;
 pub mod upstream;
 
 pub use crate::report::{ConfigErrors, ConfigIssue, Report};
-pub use validate::{build_snapshot, duration, parse_file_config};
+pub use server::duration;
+pub use validate::{build_snapshot, parse_file_config};
 
 // === Snapshot ===
 

@@ -1,0 +1,265 @@
+//! `[[listeners]]`: address, TLS, client certificates, IP policy.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::policy::*;
+use crate::config::file::ListenerSection;
+use crate::identity::PinSet;
+use crate::ip_filter::{IpPolicy, IpSet};
+use crate::report::Report;
+use crate::tls::{self, ClientAuth, MinTls};
+
+pub(super) struct ListenerSkeleton {
+    pub(super) name: Arc<str>,
+    pub(super) bind: SocketAddr,
+    pub(super) tls: Arc<rustls::ServerConfig>,
+    pub(super) cert_not_after: SystemTime,
+    pub(super) pins: PinSet,
+    pub(super) ip: IpPolicy,
+    pub(super) trusted_proxies: IpSet,
+    pub(super) forwarded_header: crate::ip_filter::ForwardedHeader,
+    pub(super) proxy_protocol: bool,
+}
+
+pub(super) fn listener(
+    r: &mut Report,
+    key: &str,
+    l: &ListenerSection,
+    now: SystemTime,
+) -> Option<ListenerSkeleton> {
+    let name = label_name(r, key, l.name.as_deref(), "listener");
+    let bind = match l.bind.as_deref() {
+        None => {
+            r.error(
+                format!("{key}.bind"),
+                "missing: write e.g. \"0.0.0.0:8443\"",
+            );
+            None
+        }
+        Some(b) => {
+            match b.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    r.error(
+                    format!("{key}.bind"),
+                    format!("\"{b}\" is not an IP:port address (e.g. \"0.0.0.0:8443\", \"[::]:8443\")"),
+                );
+                    None
+                }
+            }
+        }
+    };
+    let min_tls = match l.min_tls.as_deref() {
+        None | Some("1.2") => Some(MinTls::V1_2),
+        Some("1.3") => Some(MinTls::V1_3),
+        Some(v @ ("1.0" | "1.1" | "ssl3" | "SSLv3")) => {
+            r.error(
+                format!("{key}.min_tls"),
+                format!("TLS {v} is not supported: use \"1.2\" or \"1.3\""),
+            );
+            None
+        }
+        Some(v) => {
+            r.error(
+                format!("{key}.min_tls"),
+                format!("\"{v}\" is not a TLS version: use \"1.2\" or \"1.3\""),
+            );
+            None
+        }
+    };
+    let client_ca_key = format!("{key}.client_ca");
+    let client_auth = match l.client_auth.as_deref() {
+        None | Some("none") => {
+            if l.client_ca.is_some() {
+                r.warn(
+                    &client_ca_key,
+                    "ignored: client_auth is \"none\", so client certificates are not requested",
+                );
+            }
+            Some(ClientAuth::None)
+        }
+        Some(mode @ ("optional" | "required")) => match l.client_ca.as_deref() {
+            None => {
+                r.error(
+                    &client_ca_key,
+                    format!("missing: client_auth = \"{mode}\" needs a CA bundle to verify client certificates"),
+                );
+                None
+            }
+            Some(ca) => {
+                let path = r.resolve(ca);
+                match tls::load_client_roots(&path) {
+                    Ok(roots) if mode == "optional" => Some(ClientAuth::Optional(roots)),
+                    Ok(roots) => Some(ClientAuth::Required(roots)),
+                    Err(e) => {
+                        r.error(&client_ca_key, e.to_string());
+                        None
+                    }
+                }
+            }
+        },
+        Some("pinned") => {
+            if l.client_ca.is_some() {
+                r.warn(
+                    &client_ca_key,
+                    "ignored: client_auth is \"pinned\", so certificates are admitted by their pins, not by a CA",
+                );
+            }
+            if l.pins.as_ref().is_none_or(Vec::is_empty)
+                && l.cert_fingerprints.as_ref().is_none_or(Vec::is_empty)
+            {
+                r.error(
+                    format!("{key}.pins"),
+                    "missing: client_auth = \"pinned\" admits only pinned certificates, so it needs pins or cert_fingerprints",
+                );
+            }
+            Some(ClientAuth::Pinned)
+        }
+        Some(v) => {
+            r.error(
+                format!("{key}.client_auth"),
+                format!(
+                    "\"{v}\" is not a client auth mode: use \"none\", \"optional\", \"required\" or \"pinned\""
+                ),
+            );
+            None
+        }
+    };
+    let pins = pin_set(r, key, &l.pins, &l.cert_fingerprints);
+    let ip = ip_policy(r, key, &l.allow, &l.deny);
+    let trusted_proxies = cidr_list(r, &format!("{key}.trusted_proxies"), &l.trusted_proxies);
+    let proxy_protocol = l.proxy_protocol.unwrap_or(false);
+    let forwarded_header = match l.forwarded_header.as_deref() {
+        None => Some(crate::ip_filter::ForwardedHeader::default()),
+        Some(v) => {
+            let parsed = crate::ip_filter::ForwardedHeader::parse(v);
+            if parsed.is_none() {
+                r.error(
+                    format!("{key}.forwarded_header"),
+                    format!("\"{v}\" is not one of \"x-forwarded-for\", \"forwarded\" (the header the trusted proxies write)"),
+                );
+            } else if trusted_proxies.as_ref().is_none_or(IpSet::is_empty) {
+                r.warn(
+                    format!("{key}.forwarded_header"),
+                    "has no effect without trusted_proxies: no forwarding header is believed",
+                );
+            }
+            parsed
+        }
+    };
+    if proxy_protocol && trusted_proxies.as_ref().is_none_or(IpSet::is_empty) {
+        r.error(
+            format!("{key}.proxy_protocol"),
+            "needs trusted_proxies: only they may send a PROXY header, anyone else could forge their address",
+        );
+    }
+
+    if l.certificates.is_empty() {
+        r.error(
+            format!("{key}.certificates"),
+            "missing: a listener needs at least one [[listeners.certificates]] (chain and key)",
+        );
+    }
+    let mut certs = Vec::new();
+    for (j, c) in l.certificates.iter().enumerate() {
+        let ckey = format!("{key}.certificates[{j}]");
+        let (Some(chain), Some(keyf)) = (c.chain.as_deref(), c.key.as_deref()) else {
+            if c.chain.is_none() {
+                r.error(
+                    format!("{ckey}.chain"),
+                    "missing: the PEM certificate chain file",
+                );
+            }
+            if c.key.is_none() {
+                r.error(format!("{ckey}.key"), "missing: the PEM private key file");
+            }
+            continue;
+        };
+        let (chain_path, key_path) = (r.resolve(chain), r.resolve(keyf));
+        match tls::load_server_cert(&chain_path, &key_path, now) {
+            Ok(loaded) => {
+                if let Some(w) = &loaded.expiry_warning {
+                    r.warn(format!("{ckey}.chain"), w.clone());
+                }
+                if j > 0 && loaded.names.is_empty() {
+                    r.warn(
+                        format!("{ckey}.chain"),
+                        "has no DNS names, so SNI can never select it (only the first certificate is the default)",
+                    );
+                }
+                certs.push(loaded);
+            }
+            Err(e) => r.error(format!("{ckey}.{}", e.key_field()), e.to_string()),
+        }
+    }
+
+    let (name, bind, min_tls, client_auth) = (name?, bind?, min_tls?, client_auth?);
+    let (pins, ip, trusted_proxies, forwarded_header) =
+        (pins?, ip?, trusted_proxies?, forwarded_header?);
+    if certs.len() != l.certificates.len() || certs.is_empty() {
+        return None;
+    }
+    let cert_not_after = certs
+        .iter()
+        .map(|c| c.not_after)
+        .min()
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    match tls::server_config_with(
+        min_tls,
+        client_auth,
+        certs,
+        l.tls_resumption.unwrap_or(true),
+    ) {
+        Ok(cfg) => Some(ListenerSkeleton {
+            name,
+            bind,
+            tls: Arc::new(cfg),
+            cert_not_after,
+            pins,
+            ip,
+            trusted_proxies,
+            forwarded_header,
+            proxy_protocol,
+        }),
+        Err(e) => {
+            r.error(key, format!("cannot build the TLS configuration: {e}"));
+            None
+        }
+    }
+}
+
+/// A listener's or route's `name`: required, and safe as a metric label and log field.
+pub(super) fn label_name(
+    r: &mut Report,
+    key: &str,
+    name: Option<&str>,
+    what: &str,
+) -> Option<Arc<str>> {
+    match name {
+        None => {
+            r.error(
+                format!("{key}.name"),
+                format!("missing: every {what} needs a name"),
+            );
+            None
+        }
+        Some(n) if !is_label(n) => {
+            r.error(
+                format!("{key}.name"),
+                format!("\"{n}\" must be 1-64 characters of A-Z a-z 0-9 _ . -"),
+            );
+            None
+        }
+        Some(n) => Some(Arc::<str>::from(n)),
+    }
+}
+
+/// Names that are safe as metric labels and log fields.
+pub(super) fn is_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}

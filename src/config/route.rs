@@ -1,0 +1,209 @@
+//! `[[routes]]`: host, prefix, methods, upstream and the route's policy.
+
+use std::collections::HashSet;
+
+use http::Method;
+
+use super::listener::*;
+use super::policy::*;
+use super::server::*;
+use crate::config::file::{FileConfig, RouteSection};
+use crate::config::upstream::{UpstreamSettings, UpstreamSpec, parse_target};
+use crate::report::Report;
+use crate::routing::{Route, normalize_prefix};
+
+pub(super) fn route(
+    r: &mut Report,
+    key: &str,
+    s: &RouteSection,
+    listeners: &HashSet<&str>,
+    id: usize,
+    file: &FileConfig,
+    issuers: &[crate::token::TokenIssuerSection],
+) -> Option<(Route, UpstreamSpec, Option<HashSet<String>>)> {
+    let licensing = file.licenses.is_some();
+    let name = label_name(r, key, s.name.as_deref(), "route");
+
+    let mut on = None;
+    if let Some(ls) = &s.listeners {
+        if ls.is_empty() {
+            r.error(
+                format!("{key}.listeners"),
+                "empty: leave the key out to serve the route on every listener",
+            );
+        }
+        for (j, l) in ls.iter().enumerate() {
+            if !listeners.contains(l.as_str()) {
+                r.error(
+                    format!("{key}.listeners[{j}]"),
+                    format!("no listener is named \"{l}\""),
+                );
+            }
+        }
+        on = Some(ls.iter().cloned().collect::<HashSet<_>>());
+    }
+
+    // Requests are routed on their canonical host (no trailing root dot): the route's host
+    // is written the same way.
+    let host = match s.host.as_deref() {
+        None => Some(None),
+        Some(h) if is_hostname(h.strip_suffix('.').unwrap_or(h)) => Some(Some(Box::<str>::from(
+            h.strip_suffix('.').unwrap_or(h).to_ascii_lowercase(),
+        ))),
+        Some(h) => {
+            r.error(
+                format!("{key}.host"),
+                format!(
+                    "\"{h}\" is not a host name (letters, digits, '-' and '.', no port, no scheme)"
+                ),
+            );
+            None
+        }
+    };
+
+    let prefix = match s.path_prefix.as_deref() {
+        None => Some(Box::<str>::from("/")),
+        Some(p) => match normalize_prefix(p) {
+            Ok(p) => Some(p),
+            Err(why) => {
+                r.error(format!("{key}.path_prefix"), format!("\"{p}\" {why}"));
+                None
+            }
+        },
+    };
+
+    let mut methods = None;
+    let mut methods_ok = true;
+    if let Some(ms) = &s.methods {
+        if ms.is_empty() {
+            r.error(
+                format!("{key}.methods"),
+                "empty: leave the key out to allow every method",
+            );
+            methods_ok = false;
+        }
+        let mut parsed = Vec::with_capacity(ms.len());
+        for (j, m) in ms.iter().enumerate() {
+            let valid_token = !m.is_empty()
+                && m.bytes()
+                    .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_');
+            match Method::from_bytes(m.as_bytes()) {
+                Ok(method) if valid_token => parsed.push(method),
+                _ => {
+                    methods_ok = false;
+                    let hint = if m.bytes().any(|b| b.is_ascii_lowercase()) {
+                        format!(
+                            " (methods are case-sensitive: write \"{}\")",
+                            m.to_ascii_uppercase()
+                        )
+                    } else {
+                        String::new()
+                    };
+                    r.error(
+                        format!("{key}.methods[{j}]"),
+                        format!("\"{m}\" is not an HTTP method{hint}"),
+                    );
+                }
+            }
+        }
+        methods = Some(parsed);
+    }
+
+    let mut settings = UpstreamSettings::default();
+    if let Some(d) = duration(r, &format!("{key}.connect_timeout"), &s.connect_timeout) {
+        settings.connect_timeout = d;
+    }
+    if let Some(d) = duration(r, &format!("{key}.response_timeout"), &s.response_timeout) {
+        settings.response_timeout = d;
+    }
+    if let Some(d) = duration(r, &format!("{key}.idle_timeout"), &s.idle_timeout) {
+        settings.idle_timeout = d;
+    }
+
+    let max_body_bytes = match s.max_body_bytes {
+        Some(0) => {
+            r.error(
+                format!("{key}.max_body_bytes"),
+                "0 would refuse every body: leave the key out for no limit",
+            );
+            None
+        }
+        v => Some(v),
+    };
+
+    let upstream = match s.upstream.as_deref() {
+        None | Some([]) => {
+            r.error(
+                format!("{key}.upstream"),
+                "missing: a route needs at least one target, e.g. [\"http://127.0.0.1:9000\"]",
+            );
+            None
+        }
+        Some(targets) => {
+            let mut ok = Vec::with_capacity(targets.len());
+            for (j, t) in targets.iter().enumerate() {
+                match parse_target(t) {
+                    Ok(a) => ok.push(a),
+                    Err(why) => r.error(format!("{key}.upstream[{j}]"), format!("\"{t}\" {why}")),
+                }
+            }
+            (ok.len() == targets.len()).then_some(ok)
+        }
+    };
+
+    let pins = pin_set(r, key, &s.pins, &s.cert_fingerprints);
+    let ip = ip_policy(r, key, &s.allow, &s.deny);
+    let license =
+        crate::license::config::route_license(r, &format!("{key}.license"), s.license.as_deref());
+    if license == crate::license::RouteLicense::Required && !licensing {
+        r.error(
+            format!("{key}.license"),
+            "\"required\" needs a [licenses] section (trusted_keys and store) to check licenses against",
+        );
+    }
+    let auth = crate::token::validate_route_auth(
+        key,
+        crate::token::RouteAuthKeys {
+            auth: &s.auth,
+            scopes: &s.scopes,
+            any_scopes: &s.any_scopes,
+            issuers: &s.issuers,
+        },
+        issuers,
+        r,
+    );
+    let (name, host, prefix, upstream, max_body_bytes, pins, ip, auth) = (
+        name?,
+        host?,
+        prefix?,
+        upstream?,
+        max_body_bytes?,
+        pins?,
+        ip?,
+        auth?,
+    );
+    if !methods_ok {
+        return None;
+    }
+    Some((
+        Route {
+            id,
+            name,
+            host,
+            path_prefix: prefix,
+            methods,
+            path_params: s.path_params.unwrap_or(false),
+            case_insensitive: s.case_insensitive.unwrap_or(false),
+            max_body_bytes,
+            pins,
+            ip,
+            license,
+            auth,
+        },
+        UpstreamSpec {
+            targets: upstream,
+            settings,
+        },
+        on,
+    ))
+}
