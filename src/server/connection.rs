@@ -16,10 +16,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
+use super::scanned::ScannedStream;
 use crate::config::ListenerPolicy;
 use crate::context::ConnContext;
 use crate::context::InFlight;
-use crate::framing::scanner::{FramingSignals, ScannedStream, Scanner};
+use crate::framing::scanner::{FramingSignals, Scanner};
 use crate::generation::HttpBuilders;
 use crate::identity::{ClientIdentity, IdentityValues};
 use crate::ip_filter::{self, proxy_protocol};

@@ -16,6 +16,7 @@ mod config_watch;
 mod connection;
 mod memory;
 mod reload;
+mod scanned;
 
 use crate::config::{self, ConfigErrors, ListenerPolicy, Snapshot};
 use crate::generation::Generation;
