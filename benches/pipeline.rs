@@ -21,9 +21,10 @@ use std::time::Instant;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::Request;
 use portcullis::context::ConnContext;
+use portcullis::context::Exchange;
 use portcullis::framing::scanner::FramingSignals;
 use portcullis::identity::{ClientIdentity, IdentityValues};
-use portcullis::pipeline::{Admitted, Seen, admit};
+use portcullis::pipeline::{Admitted, admit};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
@@ -93,21 +94,20 @@ fn request(authorization: Option<&str>) -> Request<()> {
     b.body(()).expect("request")
 }
 
-/// Admit `req` as the server does per request (generation, clock, then the stages);
-/// whether it was admitted to a route.
+/// Admit `req` as the server does per request (generation, clock, a new exchange, then the
+/// stages); whether it was admitted to a route.
 fn admitted(s: &Setup, req: &Request<()>) -> bool {
     let shared = s.running.shared();
     let generation = shared.generation.load();
     let now = shared.clock.now();
-    let mut seen = Seen {
-        route: None,
-        client_ip: s.conn.origin.ip(),
-        www_authenticate: None,
-        in_grace: false,
-    };
+    let mut x = Exchange::new(
+        &s.conn,
+        req.method().clone(),
+        req.uri().path_and_query().cloned(),
+    );
     matches!(
-        admit(&generation, &s.conn, req, now, &mut seen),
-        Ok(Admitted::Route { .. })
+        admit(&generation, &s.conn, req, now, &mut x),
+        Ok(Admitted::Route)
     )
 }
 

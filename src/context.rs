@@ -2,15 +2,19 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
-use http::HeaderValue;
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Method};
 
-use crate::identity::{ClientIdentity, IdentityHeaders, IdentityValues};
+use crate::generation::RouteParts;
+use crate::identity::{ClientIdentity, IdentityValues};
 use crate::ip_filter::ClientAddr;
+use crate::record::AccessLine;
+use crate::request_id::RequestId;
 use crate::routing::Route;
-use crate::token::{ClaimHeaders, Claims};
+use crate::token::Claims;
 
 // === ConnContext ===
 
@@ -76,27 +80,97 @@ impl Drop for InFlight {
     }
 }
 
-// === RequestContext ===
+// === Exchange ===
 
-/// Per request, built from the outputs of the stages so far.
+/// One request, from its head to its access-log line: the record every stage fills and the
+/// log reads (request id, client as judged, route, license grace, claims, the challenge of
+/// a token refusal, where it went upstream, bytes).
 #[derive(Debug)]
-pub struct RequestContext<'a> {
-    pub request_id: &'a crate::request_id::RequestId,
+pub struct Exchange<'g> {
+    pub request_id: RequestId,
     /// The id as a header value, made once: the upstream request and the response share it
     /// (a reference-count increment each, not a copy).
     pub request_id_header: HeaderValue,
-    pub conn: &'a ConnContext,
+    pub started: Instant,
+    pub method: Method,
+    /// Path and query as the client sent them (the log keeps the path only).
+    pub path: Option<PathAndQuery>,
+    /// The client as the IP stage judged it (after trusted forwarding headers).
     pub client: ClientAddr,
-    pub route: &'a Arc<Route>,
-    /// The route's upstream and metric series.
-    pub parts: &'a crate::generation::RouteParts,
-    /// The canonical host the request was routed by, as the upstream's Host header.
-    pub host: Option<HeaderValue>,
-    /// What happens to client header names with `_`.
-    pub underscores_in_headers: crate::framing::UnderscoreHeaders,
-    pub identity_headers: &'a IdentityHeaders,
+    /// The route selected, once routing has run, and its upstream and metric series.
+    pub route: Option<(&'g Arc<Route>, &'g RouteParts)>,
+    /// The issuer's name, when the gateway's own token issuer answered.
+    pub issuer: Option<Arc<str>>,
+    /// Admitted on an expired license's grace period.
+    pub in_grace: bool,
     /// The verified bearer token's claims, on routes that require one.
     pub claims: Option<Arc<Claims>>,
-    pub claim_headers: &'a ClaimHeaders,
-    pub metrics: &'a crate::metrics::Metrics,
+    /// The RFC 6750 challenge, when the token stage refused.
+    pub challenge: Option<HeaderValue>,
+    /// The canonical path and query, when it differs from what the client sent.
+    pub canonical_path: Option<PathAndQuery>,
+    /// The canonical host the request was routed by, as the upstream's Host header.
+    pub host: Option<HeaderValue>,
+    /// Index of the route's target the request went to.
+    pub target: Option<usize>,
+    /// Request body bytes streamed upstream (absent: the request has no body).
+    pub bytes_in: Option<Arc<AtomicU64>>,
+}
+
+impl<'g> Exchange<'g> {
+    /// A new exchange for a request arriving on `conn`.
+    pub fn new(conn: &ConnContext, method: Method, path: Option<PathAndQuery>) -> Self {
+        let request_id = RequestId::next();
+        Exchange {
+            request_id_header: request_id.header_value(),
+            request_id,
+            started: Instant::now(),
+            method,
+            path,
+            client: ClientAddr {
+                ip: conn.origin.ip().to_canonical(),
+                via_trusted_proxy: false,
+                forwarded_header: Default::default(),
+            },
+            route: None,
+            issuer: None,
+            in_grace: false,
+            claims: None,
+            challenge: None,
+            canonical_path: None,
+            host: None,
+            target: None,
+            bytes_in: None,
+        }
+    }
+
+    /// The name the metrics and the log know the request by: its route or the issuer.
+    pub fn route_name(&self) -> Option<Arc<str>> {
+        self.route
+            .map(|(r, _)| r.name.clone())
+            .or_else(|| self.issuer.clone())
+    }
+
+    /// The access-log line, once the response status is known.
+    pub fn into_access_line(
+        self,
+        listener: Arc<str>,
+        status: u16,
+        denial: Option<crate::denial::Denial>,
+    ) -> AccessLine {
+        AccessLine {
+            route: self.route_name(),
+            request_id: self.request_id,
+            listener,
+            method: self.method,
+            path: self.path,
+            status,
+            denial,
+            started: self.started,
+            client_ip: self.client.ip,
+            target: self.target,
+            bytes_in: self.bytes_in,
+            bytes_out: 0,
+        }
+    }
 }

@@ -2,7 +2,8 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use crate::context::RequestContext;
+use crate::config::Snapshot;
+use crate::context::{ConnContext, Exchange};
 use crate::identity::{IdentityHeaders, IdentityValues};
 use crate::ip_filter::ForwardedHeader;
 use crate::request_id::X_REQUEST_ID;
@@ -45,7 +46,7 @@ const NEVER_FROM_CLIENT: [HeaderName; 9] = [
 
 /// Whether `name` (lower case, `_` already folded to `-`) is a header the gateway writes or
 /// scrubs, or one that frames the message.
-fn gateway_owned(name: &str, ctx: &RequestContext<'_>) -> bool {
+fn gateway_owned(name: &str, snapshot: &Snapshot) -> bool {
     let is = |n: &HeaderName| n.as_str() == name;
     [
         &X_FORWARDED_FOR,
@@ -59,24 +60,24 @@ fn gateway_owned(name: &str, ctx: &RequestContext<'_>) -> bool {
     .chain(HOP_BY_HOP.iter())
     .chain(NEVER_FROM_CLIENT.iter())
     .any(is)
-        || ctx.identity_headers.scrubbed().any(is)
-        || ctx.claim_headers.scrubbed().any(is)
+        || snapshot.identity_headers.scrubbed().any(is)
+        || snapshot.claim_headers.scrubbed().any(is)
 }
 
 /// Remove what no client may send an upstream: the proxy-only headers above, and header
 /// names with `_` (all of them, or those that fold onto a gateway-owned name, per
 /// `underscores_in_headers`): CGI-style servers read `X_Auth_Subject` as `X-Auth-Subject`.
-pub fn scrub_client_headers(h: &mut HeaderMap, ctx: &RequestContext<'_>) {
+pub fn scrub_client_headers(h: &mut HeaderMap, snapshot: &Snapshot) {
     remove_present(h, NEVER_FROM_CLIENT.iter());
     // One pass over the names; the Vec below is built only when a client sent such a name.
     if !h.keys().any(|k| k.as_str().contains('_')) {
         return;
     }
-    let drop_all = ctx.underscores_in_headers != crate::framing::UnderscoreHeaders::Allow;
+    let drop_all = snapshot.underscores_in_headers != crate::framing::UnderscoreHeaders::Allow;
     let hits: Vec<HeaderName> = h
         .keys()
         .filter(|k| k.as_str().contains('_'))
-        .filter(|k| drop_all || gateway_owned(&k.as_str().replace('_', "-"), ctx))
+        .filter(|k| drop_all || gateway_owned(&k.as_str().replace('_', "-"), snapshot))
         .cloned()
         .collect();
     for n in hits {
@@ -161,12 +162,17 @@ pub fn content_length(h: &HeaderMap) -> Option<u64> {
 /// appended; the other one was written by someone else and is replaced (X-Forwarded-For,
 /// from the `Forwarded` chain) or removed (`Forwarded`). From anyone else both are lies as
 /// far as we know, so the upstream gets only the peer.
-pub fn add_forwarding(h: &mut HeaderMap, ctx: &RequestContext<'_>) {
+pub fn add_forwarding(
+    h: &mut HeaderMap,
+    x: &Exchange<'_>,
+    conn: &ConnContext,
+    snapshot: &Snapshot,
+) {
     use std::fmt::Write;
-    scrub_client_headers(h, ctx);
-    let ip = ctx.conn.origin.ip().to_canonical();
+    scrub_client_headers(h, snapshot);
+    let ip = conn.origin.ip().to_canonical();
     let mut xff = String::with_capacity(48);
-    match (ctx.client.via_trusted_proxy, ctx.client.forwarded_header) {
+    match (x.client.via_trusted_proxy, x.client.forwarded_header) {
         (true, ForwardedHeader::XForwardedFor) => {
             // Several X-Forwarded-For lines are one list: fold them, then append the peer.
             for prior in h
@@ -217,7 +223,7 @@ pub fn add_forwarding(h: &mut HeaderMap, ctx: &RequestContext<'_>) {
         h.insert(X_FORWARDED_FOR, v);
     }
     h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-    match ctx.host.clone() {
+    match x.host.clone() {
         Some(host) => {
             h.insert(X_FORWARDED_HOST, host.clone());
             h.insert(header::HOST, host);
@@ -226,9 +232,9 @@ pub fn add_forwarding(h: &mut HeaderMap, ctx: &RequestContext<'_>) {
             h.remove(X_FORWARDED_HOST);
         }
     }
-    h.insert(X_REQUEST_ID, ctx.request_id_header.clone());
-    write_identity(h, ctx.identity_headers, ctx.conn.identity_values.as_ref());
-    write_claims(h, ctx.claims.as_deref(), ctx.claim_headers);
+    h.insert(X_REQUEST_ID, x.request_id_header.clone());
+    write_identity(h, &snapshot.identity_headers, conn.identity_values.as_ref());
+    write_claims(h, x.claims.as_deref(), &snapshot.claim_headers);
 }
 
 /// The client certificate's identity headers: client-sent copies (under every default and

@@ -18,8 +18,10 @@ use hyper::body::Incoming;
 pub use body::{BodyTooLarge, RequestBody, ResponseBody};
 pub use headers::{remove_present, write_claims, write_identity};
 
-use crate::context::RequestContext;
+use crate::config::Snapshot;
+use crate::context::{ConnContext, Exchange};
 use crate::denial::Denial;
+use crate::metrics::Metrics;
 use crate::metrics::UpstreamError;
 
 /// How long a target that refused a connection is skipped.
@@ -119,23 +121,17 @@ fn epoch_ms() -> u64 {
 
 // === forward ===
 
-/// What forwarding tells the access log, whatever the outcome.
-#[derive(Debug, Default)]
-pub struct ForwardLog {
-    /// Index of the target the request went to.
-    pub target: Option<usize>,
-    /// Request body bytes streamed so far (absent: the request has no body).
-    pub bytes_in: Option<Arc<AtomicU64>>,
-}
-
 /// Send the request to the route's upstream and stream the response back.
+/// What happened (target, bytes) goes into the exchange, whatever the outcome.
 pub async fn forward(
-    ctx: &RequestContext<'_>,
+    x: &mut Exchange<'_>,
+    conn: &ConnContext,
+    snapshot: &Snapshot,
+    metrics: &Metrics,
     req: Request<Incoming>,
-    log: &mut ForwardLog,
 ) -> Result<Response<ResponseBody>, Denial> {
-    let route = ctx.route;
-    let upstream = &ctx.parts.upstream;
+    let (route, route_parts) = x.route.ok_or(Denial::NoRoute)?;
+    let upstream = &route_parts.upstream;
     let (mut parts, body) = req.into_parts();
 
     let limit = route.max_body_bytes;
@@ -146,11 +142,11 @@ pub async fn forward(
     }
 
     headers::strip_hop_by_hop(&mut parts.headers);
-    headers::add_forwarding(&mut parts.headers, ctx);
+    headers::add_forwarding(&mut parts.headers, x, conn, snapshot);
 
     let now = epoch_ms();
     let (index, target) = upstream.pick(now);
-    log.target = Some(index);
+    x.target = Some(index);
     // Origin form ("/path?query") on the request line, as HTTP/1.1 to a server wants it.
     let mut uri = http::uri::Parts::default();
     uri.path_and_query = parts.uri.path_and_query().cloned();
@@ -165,9 +161,9 @@ pub async fn forward(
 
     // Counting costs an allocation, so only requests with a body get a counter.
     if !http_body::Body::is_end_stream(&body) {
-        log.bytes_in = Some(Arc::new(AtomicU64::new(0)));
+        x.bytes_in = Some(Arc::new(AtomicU64::new(0)));
     }
-    let req = Request::from_parts(parts, RequestBody::new(body, limit, log.bytes_in.clone()));
+    let req = Request::from_parts(parts, RequestBody::new(body, limit, x.bytes_in.clone()));
     let sent_at = Instant::now();
     let sent = tokio::time::timeout(
         upstream.settings.response_timeout,
@@ -178,10 +174,8 @@ pub async fn forward(
             req,
         ),
     );
-    let record = |outcome| {
-        ctx.metrics
-            .upstream(&ctx.parts.series, &route.name, sent_at.elapsed(), outcome)
-    };
+    let record =
+        |outcome| metrics.upstream(&route_parts.series, &route.name, sent_at.elapsed(), outcome);
     let resp = match sent.await {
         Err(_elapsed) => {
             record(Err(UpstreamError::Timeout));
@@ -196,7 +190,7 @@ pub async fn forward(
             target
                 .down_until
                 .store(now + TARGET_BACKOFF.as_millis() as u64, Ordering::Relaxed);
-            tracing::warn!(route = &*route.name, request_id = %ctx.request_id, error_kind = ?e.kind(), "upstream target refused the connection; skipping it for {}s", TARGET_BACKOFF.as_secs());
+            tracing::warn!(route = &*route.name, request_id = %x.request_id, error_kind = ?e.kind(), "upstream target refused the connection; skipping it for {}s", TARGET_BACKOFF.as_secs());
             return Err(Denial::UpstreamUnavailable);
         }
         Ok(Err(pool::SendError::Exchange(e))) => {
@@ -206,11 +200,11 @@ pub async fn forward(
             // The client's body broke (bad chunk, ended early): its fault, not the
             // upstream's, so neither the upstream's error count nor its alert moves.
             if body::is_client_body_error(&e) {
-                tracing::debug!(route = &*route.name, request_id = %ctx.request_id, "client request body malformed or cut short");
+                tracing::debug!(route = &*route.name, request_id = %x.request_id, "client request body malformed or cut short");
                 return Err(Denial::BadRequestBody);
             }
             record(Err(UpstreamError::Exchange));
-            tracing::warn!(route = &*route.name, request_id = %ctx.request_id, error = %e, "upstream exchange failed");
+            tracing::warn!(route = &*route.name, request_id = %x.request_id, error = %e, "upstream exchange failed");
             return Err(Denial::UpstreamUnavailable);
         }
     };
@@ -218,10 +212,9 @@ pub async fn forward(
     let (resp, lease) = resp;
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
-    parts.headers.insert(
-        crate::request_id::X_REQUEST_ID,
-        ctx.request_id_header.clone(),
-    );
+    parts
+        .headers
+        .insert(crate::request_id::X_REQUEST_ID, x.request_id_header.clone());
     Ok(Response::from_parts(
         parts,
         ResponseBody::upstream(body, lease),
