@@ -87,10 +87,6 @@ impl PinSet {
             self.spki.contains(&id.spki_sha256) || self.certs.contains(&id.cert_sha256)
         })
     }
-
-    pub fn contains_spki(&self, h: &[u8; 32]) -> bool {
-        self.spki.contains(h)
-    }
 }
 
 #[cfg(test)]

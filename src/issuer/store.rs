@@ -303,10 +303,6 @@ impl Tx<'_> {
             .insert(k.kid.as_str(), to_json(k)?.as_slice())?;
         Ok(())
     }
-    pub fn remove_key(&mut self, kid: &str) -> Result<(), TxError> {
-        self.txn.open_table(KEYS)?.remove(kid)?;
-        Ok(())
-    }
 
     pub fn family(&self, id: &str) -> Result<Option<FamilyRecord>, TxError> {
         get_json(&self.txn.open_table(FAMILIES)?, id)

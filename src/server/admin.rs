@@ -25,32 +25,20 @@ type AdminResponse = Response<Full<Bytes>>;
 pub(crate) async fn serve(
     tcp: TcpListener,
     gateway: Arc<Gateway>,
-    mut stop: watch::Receiver<bool>,
-    mut this_admin_stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
+    this_admin_stop: watch::Receiver<bool>,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = stop.wait_for(|s| *s) => return,
-            _ = this_admin_stop.wait_for(|s| *s) => return,
-            r = tcp.accept() => r,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "admin accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    let connection_stop = stop.clone();
+    super::connection::accept_until(tcp, "admin", stop, this_admin_stop, |stream, peer| {
         let gateway = gateway.clone();
-        let stop = stop.clone();
+        let stop = connection_stop.clone();
         tokio::spawn(async move {
             if let Err(e) = connection(stream, gateway, stop).await {
                 tracing::debug!(%peer, error = %e, "admin connection ended");
             }
         });
-    }
+    })
+    .await;
 }
 
 async fn connection(

@@ -43,33 +43,19 @@ pub(crate) async fn accept_loop(
     shared: Arc<Shared>,
     permits: Arc<Semaphore>,
     signals: Signals,
-    mut this_listener_stop: watch::Receiver<bool>,
+    this_listener_stop: watch::Receiver<bool>,
 ) {
-    let mut stop = signals.stop.clone();
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = stop.wait_for(|s| *s) => return,
-            _ = this_listener_stop.wait_for(|s| *s) => return,
-            r = tcp.accept() => r,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(listener = &*name, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    let stop = signals.stop.clone();
+    let label = name.clone();
+    accept_until(tcp, &label, stop, this_listener_stop, |stream, peer| {
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             shared.metrics.refused(ConnRefusal::Limit);
-            continue;
+            return;
         };
         let generation = shared.generation.load();
         let snapshot = &generation.snapshot;
         let Some(policy) = snapshot.listener(&name) else {
-            continue;
+            return;
         };
         let conn = Connection {
             stream,
@@ -84,6 +70,34 @@ pub(crate) async fn accept_loop(
         };
         drop(generation);
         tokio::spawn(conn.serve(shared.clone(), signals.clone(), permit));
+    })
+    .await;
+}
+
+/// The one accept loop of every listener, gateway and admin: accept until shutdown or until
+/// this listener is stopped by a reload, handing each connection to `accepted`.
+pub(crate) async fn accept_until(
+    tcp: TcpListener,
+    name: &str,
+    mut stop: watch::Receiver<bool>,
+    mut this_listener_stop: watch::Receiver<bool>,
+    mut accepted: impl FnMut(TcpStream, SocketAddr),
+) {
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return,
+            _ = this_listener_stop.wait_for(|s| *s) => return,
+            r = tcp.accept() => r,
+        };
+        match next {
+            Ok((stream, peer)) => accepted(stream, peer),
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(listener = name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 }
 

@@ -151,8 +151,10 @@ pub async fn start(config_path: &Path) -> Result<Running, StartError> {
     start_snapshot(loaded.snapshot).await
 }
 
-async fn bind(l: &ListenerPolicy) -> Result<(TcpListener, SocketAddr), std::io::Error> {
-    let tcp = TcpListener::bind(l.bind).await?;
+/// Bind `addr`, with the address actually bound (port 0 resolved): one way for gateway and
+/// admin listeners, at start and on reload.
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), std::io::Error> {
+    let tcp = TcpListener::bind(addr).await?;
     let local = tcp.local_addr()?;
     Ok((tcp, local))
 }
@@ -161,7 +163,7 @@ async fn bind(l: &ListenerPolicy) -> Result<(TcpListener, SocketAddr), std::io::
 pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
     let mut bound = Vec::with_capacity(snapshot.listeners.len());
     for l in &snapshot.listeners {
-        let (tcp, local) = bind(l).await.map_err(|source| StartError::Bind {
+        let (tcp, local) = bind(l.bind).await.map_err(|source| StartError::Bind {
             name: l.name.to_string(),
             addr: l.bind,
             source,
@@ -173,14 +175,7 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
     let admin = match &snapshot.admin {
         None => None,
         Some(a) => {
-            let tcp = TcpListener::bind(a.bind)
-                .await
-                .map_err(|source| StartError::Bind {
-                    name: "admin".to_owned(),
-                    addr: a.bind,
-                    source,
-                })?;
-            let local = tcp.local_addr().map_err(|source| StartError::Bind {
+            let (tcp, local) = bind(a.bind).await.map_err(|source| StartError::Bind {
                 name: "admin".to_owned(),
                 addr: a.bind,
                 source,

@@ -6,8 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use tokio::net::TcpListener;
-
 use super::{Gateway, bind};
 use crate::config::{self, ConfigErrors};
 use crate::generation::Generation;
@@ -108,7 +106,7 @@ impl Gateway {
             if current.get(&l.name) == Some(&l.bind) {
                 continue;
             }
-            let (tcp, local) = bind(l).await.map_err(|source| ReloadError::Bind {
+            let (tcp, local) = bind(l.bind).await.map_err(|source| ReloadError::Bind {
                 name: l.name.to_string(),
                 addr: l.bind,
                 source,
@@ -132,18 +130,13 @@ impl Gateway {
         let admin_wanted = snapshot.admin.as_ref().map(|a| a.bind);
         let fresh_admin = match admin_wanted {
             Some(bind) if admin_now != Some(bind) => {
-                let tcp = TcpListener::bind(bind)
+                let (tcp, local) = super::bind(bind)
                     .await
                     .map_err(|source| ReloadError::Bind {
                         name: "admin".to_owned(),
                         addr: bind,
                         source,
                     })?;
-                let local = tcp.local_addr().map_err(|source| ReloadError::Bind {
-                    name: "admin".to_owned(),
-                    addr: bind,
-                    source,
-                })?;
                 Some((tcp, bind, local))
             }
             Some(_) | None => None,
