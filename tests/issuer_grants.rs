@@ -148,13 +148,7 @@ async fn wrong_unknown_disabled_or_missing_credentials_are_invalid_client_with_a
     let gw = Gateway::start(pki.dir(), &issuer_config(&up.url(), "")).await;
     let secret = add_client(&gw, "erp-1", &["orders:read"]);
     let old = add_client(&gw, "old", &["orders:read"]);
-    let issuer = gw
-        .shared()
-        .generation
-        .load()
-        .issuer
-        .clone()
-        .expect("issuer");
+    let issuer = gw.issuer();
     portcullis::issuer::clients::disable(issuer.store(), "old").expect("disable");
 
     let grant = [("grant_type", "client_credentials")];

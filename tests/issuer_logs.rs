@@ -145,13 +145,7 @@ async fn secrets_tokens_and_keys_never_appear_in_the_log() {
         )
         .await;
     }
-    let issuer = gw
-        .shared()
-        .generation
-        .load()
-        .issuer
-        .clone()
-        .expect("issuer");
+    let issuer = gw.issuer();
     issuer.rotate_key(gw.shared().clock.now()).expect("rotate");
     let keys = issuer.store().read(|rx| rx.keys()).expect("keys");
     for k in keys {

@@ -104,13 +104,7 @@ async fn a_key_rotation_keeps_old_tokens_valid_until_they_expire() {
         .expect("kid")
         .to_owned();
 
-    let issuer = gw
-        .shared()
-        .generation
-        .load()
-        .issuer
-        .clone()
-        .expect("issuer");
+    let issuer = gw.issuer();
     let rotated = issuer.rotate_key(gw.shared().clock.now()).expect("rotate");
     assert_ne!(rotated.kid, old_kid);
     assert_eq!(
@@ -149,13 +143,7 @@ async fn a_changed_algorithm_rotates_the_key_at_the_next_start() {
     let pki = Pki::generate();
     let up = Upstream::echo("api").await;
     let gw = Gateway::start(pki.dir(), &issuer_config(&up.url(), "")).await;
-    let issuer = gw
-        .shared()
-        .generation
-        .load()
-        .issuer
-        .clone()
-        .expect("issuer");
+    let issuer = gw.issuer();
     let (_, secret) = clients::add(
         issuer.store(),
         &clients::NewClient {
@@ -200,13 +188,7 @@ async fn records_that_can_no_longer_matter_are_pruned_as_time_passes() {
         Some(&basic("erp-1", &secret)),
     );
     assert_eq!(send_one(&pki, gw.addr(), revoke).await.status, 200);
-    let issuer = gw
-        .shared()
-        .generation
-        .load()
-        .issuer
-        .clone()
-        .expect("issuer");
+    let issuer = gw.issuer();
     let old_kid = issuer
         .rotate_key(gw.shared().clock.now())
         .expect("rotate")

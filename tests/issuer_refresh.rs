@@ -219,13 +219,7 @@ async fn a_refresh_token_works_only_for_its_own_enabled_client() {
     // Another client's attempt neither used the token up nor revoked the family.
     let t = Tokens::from(&refresh(&pki, gw.addr(), "erp-1", &secret, &t.refresh).await);
 
-    let issuer = gw
-        .shared()
-        .generation
-        .load()
-        .issuer
-        .clone()
-        .expect("issuer");
+    let issuer = gw.issuer();
     portcullis::issuer::clients::disable(issuer.store(), "erp-1").expect("disable");
     let resp = refresh(&pki, gw.addr(), "erp-1", &secret, &t.refresh).await;
     assert_oauth_error(&resp, 401, "invalid_client");

@@ -152,6 +152,16 @@ impl Gateway {
     }
 
     /// Bound address of the admin listener; panics if the config has no `[admin]`.
+    /// The running token issuer of the live generation; panics without `[issuer]`.
+    pub fn issuer(&self) -> Arc<portcullis::issuer::Issuer> {
+        self.shared()
+            .generation
+            .load()
+            .issuer
+            .clone()
+            .expect("the issuer is running")
+    }
+
     pub fn admin_addr(&self) -> SocketAddr {
         self.running
             .as_ref()

@@ -52,13 +52,7 @@ pub fn add_client(gw: &Gateway, id: &str, scopes: &[&str]) -> String {
 
 /// Register `new` in the running gateway's issuer; the secret, if one was made.
 pub fn add_client_with(gw: &Gateway, new: NewClient) -> Option<String> {
-    let issuer = gw
-        .shared()
-        .generation
-        .load()
-        .issuer
-        .clone()
-        .expect("the issuer is running");
+    let issuer = gw.issuer();
     let (_, secret) = clients::add(issuer.store(), &new, 0).expect("register the client");
     secret.map(|s| s.expose().to_owned())
 }
