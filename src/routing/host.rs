@@ -226,4 +226,18 @@ mod tests {
         assert!(h.unchanged);
         assert_eq!(h.header(&sent), "api.example.com:8443");
     }
+
+    proptest::proptest! {
+        /// Any input is refused or folds to a name that is its own canonical form: lower
+        /// case, no port, no trailing dot.
+        #[test]
+        fn canonical_hosts_are_fixed_points(raw in "[a-zA-Z0-9._@:\\[\\]%-]{0,24}") {
+            if let Ok(h) = canonical(&raw) {
+                let again = canonical(&h.name).map(|a| a.name.into_owned());
+                proptest::prop_assert_eq!(again, Ok(h.name.to_string()));
+                proptest::prop_assert!(!h.name.bytes().any(|b| b.is_ascii_uppercase()));
+                proptest::prop_assert!(!h.name.ends_with('.'));
+            }
+        }
+    }
 }
