@@ -253,6 +253,12 @@ async fn admin_raw(addr: std::net::SocketAddr, head: &str) -> (u16, String) {
     (resp.status, resp.text())
 }
 
+/// `GET path` to the admin listener with `Host: host`.
+async fn admin_get(addr: std::net::SocketAddr, path: &str, host: &str) -> (u16, String) {
+    let head = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    admin_raw(addr, &head).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_api_answers_only_its_own_names_and_refuses_cross_origin_changes() {
     let pki = Pki::generate();
@@ -268,11 +274,7 @@ async fn the_admin_api_answers_only_its_own_names_and_refuses_cross_origin_chang
         "localhost.evil.example".to_owned(),
         "10.0.0.1".to_owned(),
     ] {
-        let (status, body) = admin_raw(
-            admin,
-            &format!("GET /config HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
-        )
-        .await;
+        let (status, body) = admin_get(admin, "/config", &host).await;
         assert_eq!(status, 421, "Host {host}: {body}");
         assert!(body.contains("\"misdirected_request\""), "{body}");
         assert!(
@@ -288,11 +290,7 @@ async fn the_admin_api_answers_only_its_own_names_and_refuses_cross_origin_chang
         format!("localhost:{port}"),
         "LOCALHOST.".into(),
     ] {
-        let (status, body) = admin_raw(
-            admin,
-            &format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
-        )
-        .await;
+        let (status, body) = admin_get(admin, "/healthz", &host).await;
         assert_eq!(status, 200, "Host {host}: {body}");
     }
 
@@ -333,11 +331,8 @@ async fn admin_hosts_adds_names_the_admin_api_answers_to() {
         route("app", "/", &[&up.url()], ""),
     );
     let gw = Gateway::start(pki.dir(), &toml).await;
-    let (status, body) = admin_raw(
-        gw.admin_addr(),
-        "GET /healthz HTTP/1.1\r\nHost: gateway-admin.internal:9901\r\nConnection: close\r\n\r\n",
-    )
-    .await;
+    let (status, body) =
+        admin_get(gw.admin_addr(), "/healthz", "gateway-admin.internal:9901").await;
     assert_eq!(status, 200, "{body}");
 }
 

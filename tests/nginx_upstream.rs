@@ -181,12 +181,7 @@ async fn no_spelling_of_admin_or_the_secure_host_reaches_nginxs_protected_answer
     }
 
     // HTTP/2, where the host is :authority.
-    let tls = TlsClient::new(&pki)
-        .h2()
-        .connect(gw.addr(), "localhost")
-        .await
-        .expect("TLS");
-    let mut h2 = support::client::H2::handshake(tls).await.expect("h2");
+    let mut h2 = connect_h2(&pki, gw.addr()).await;
     for (authority, path) in [
         ("localhost", "/%61dmin"),
         ("localhost", "//admin"),

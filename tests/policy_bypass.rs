@@ -215,12 +215,7 @@ async fn disguised_spellings_of_a_protected_path_never_reach_the_open_route() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disguised_spellings_over_http2_are_judged_like_http1() {
     let s = setup("").await;
-    let tls = TlsClient::new(&s.pki)
-        .h2()
-        .connect(s.gw.addr(), "localhost")
-        .await
-        .expect("TLS");
-    let mut h2 = support::client::H2::handshake(tls).await.expect("h2");
+    let mut h2 = connect_h2(&s.pki, s.gw.addr()).await;
     for (spelling, want) in SPELLINGS {
         // http::Uri refuses some of these (a lone '%'); what it accepts goes over HTTP/2.
         let Ok(req) = h2_request("GET", "localhost", spelling).body(empty()) else {
@@ -457,12 +452,7 @@ async fn the_upstream_receives_the_canonical_host_it_was_routed_by() {
 
     // HTTP/2: :authority spelt with a trailing dot is the protected host too, and a Host
     // header naming another host than :authority is refused.
-    let tls = TlsClient::new(&s.pki)
-        .h2()
-        .connect(s.gw.addr(), "localhost")
-        .await
-        .expect("TLS");
-    let mut h2 = support::client::H2::handshake(tls).await.expect("h2");
+    let mut h2 = connect_h2(&s.pki, s.gw.addr()).await;
     let req = h2_request("GET", "secure.example.com.", "/")
         .body(empty())
         .expect("req");

@@ -22,10 +22,6 @@ pub enum HostError {
     EmptyLabel,
     #[error("a port that is not a number")]
     Port,
-    #[error("HTTP/1.1 without a Host header, or with more than one")]
-    Count,
-    #[error("the Host header names another host than the request target")]
-    Mismatch,
 }
 
 /// A host as the gateway routes on it.
@@ -40,17 +36,17 @@ pub struct CanonicalHost<'a> {
 }
 
 impl CanonicalHost<'_> {
-    /// The Host header for the upstream: the client's own value when it was canonical (no
-    /// copy), else the canonical spelling with the port the client gave.
-    pub fn header(&self, sent: &HeaderValue) -> HeaderValue {
-        if self.unchanged {
-            return sent.clone();
+    /// The Host header for the upstream: the client's own header value when it was
+    /// canonical (no copy), else the canonical spelling with the port the client gave.
+    pub fn header(&self, sent: Option<&HeaderValue>) -> Option<HeaderValue> {
+        if let (true, Some(sent)) = (self.unchanged, sent) {
+            return Some(sent.clone());
         }
         let text = match self.port {
             Some(p) => format!("{}:{p}", self.name),
             None => self.name.clone().into_owned(),
         };
-        HeaderValue::from_str(&text).unwrap_or_else(|_| sent.clone())
+        HeaderValue::from_str(&text).ok()
     }
 }
 
@@ -117,7 +113,15 @@ fn ip_literal(raw: &str) -> Result<CanonicalHost<'_>, HostError> {
     if raw.contains('@') {
         return Err(HostError::Userinfo);
     }
-    let (host, port) = split_port(raw)?;
+    // The port's colon is the one after the closing bracket.
+    let end = raw.find(']').ok_or(HostError::Character)?;
+    let (host, port) = match &raw[end + 1..] {
+        "" => (raw, None),
+        rest => match rest.strip_prefix(':') {
+            Some(port) => (&raw[..=end], Some(port)),
+            None => return Err(HostError::Character),
+        },
+    };
     if let Some(p) = port
         && !p.bytes().all(|b| b.is_ascii_digit())
     {
@@ -136,26 +140,6 @@ fn ip_literal(raw: &str) -> Result<CanonicalHost<'_>, HostError> {
         name,
         port,
         unchanged,
-    })
-}
-
-/// `host:port` split at the port's colon; IPv6 literals keep theirs inside brackets.
-fn split_port(raw: &str) -> Result<(&str, Option<&str>), HostError> {
-    if raw.starts_with('[') {
-        return match raw.find(']') {
-            Some(end) => match &raw[end + 1..] {
-                "" => Ok((raw, None)),
-                rest => match rest.strip_prefix(':') {
-                    Some(port) => Ok((&raw[..=end], Some(port))),
-                    None => Err(HostError::Character),
-                },
-            },
-            None => Err(HostError::Character),
-        };
-    }
-    Ok(match raw.split_once(':') {
-        Some((h, p)) => (h, Some(p)),
-        None => (raw, None),
     })
 }
 
@@ -220,11 +204,17 @@ mod tests {
     fn the_forwarded_host_is_the_canonical_spelling_with_the_port() {
         let sent = HeaderValue::from_static("Secure.Example.com.:8443");
         let h = canonical("Secure.Example.com.:8443").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(h.header(&sent), "secure.example.com:8443");
+        assert_eq!(
+            h.header(Some(&sent)),
+            Some(HeaderValue::from_static("secure.example.com:8443"))
+        );
         let sent = HeaderValue::from_static("api.example.com:8443");
         let h = canonical("api.example.com:8443").unwrap_or_else(|e| panic!("{e}"));
         assert!(h.unchanged);
-        assert_eq!(h.header(&sent), "api.example.com:8443");
+        assert_eq!(
+            h.header(Some(&sent)),
+            Some(HeaderValue::from_static("api.example.com:8443"))
+        );
     }
 
     proptest::proptest! {

@@ -104,17 +104,7 @@ impl RequestTarget<'_> {
 
     /// The Host header for the upstream: the canonical host with the port the client gave.
     pub fn host_header(&self) -> Option<HeaderValue> {
-        let host = self.host.as_ref()?;
-        match self.host_sent {
-            Some(sent) => Some(host.header(sent)),
-            None => {
-                let text = match host.port {
-                    Some(p) => format!("{}:{p}", host.name),
-                    None => host.name.clone().into_owned(),
-                };
-                HeaderValue::from_str(&text).ok()
-            }
-        }
+        self.host.as_ref()?.header(self.host_sent)
     }
 }
 

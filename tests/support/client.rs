@@ -274,6 +274,16 @@ pub async fn connect_h1(pki: &Pki, addr: SocketAddr) -> H1 {
     H1::handshake(tls).await.unwrap()
 }
 
+/// TLS (default client, ALPN h2, SNI localhost) + HTTP/2 handshake; panics on failure.
+pub async fn connect_h2(pki: &Pki, addr: SocketAddr) -> H2 {
+    let tls = TlsClient::new(pki)
+        .h2()
+        .connect(addr, "localhost")
+        .await
+        .unwrap_or_else(|e| panic!("TLS connect to {addr}: {e}"));
+    H2::handshake(tls).await.unwrap()
+}
+
 /// One request on a fresh HTTP/1.1 connection; panics if no response comes back.
 pub async fn send_one(pki: &Pki, addr: SocketAddr, req: Request<BoxBody>) -> TestResponse {
     connect_h1(pki, addr)

@@ -22,7 +22,8 @@ use http_body_util::BodyExt;
 
 pub use admin::Admin;
 pub use client::{
-    H1, H2, TestResponse, Tls, TlsClient, connect_h1, get, h2_request, request, send_one,
+    H1, H2, TestResponse, Tls, TlsClient, connect_h1, connect_h2, get, h2_request, request,
+    send_one,
 };
 pub use gateway::{
     Gateway, closed_port_url, listener, listener_at, listener_with_certs, route, server, simple,
