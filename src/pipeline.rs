@@ -154,9 +154,11 @@ pub async fn handle(
         req.uri().path_and_query().cloned(),
     );
     let result = async {
-        match admit(&generation, conn, &req, now, &mut x)? {
+        let admitted = admit(&generation, conn, &req, now, &mut x)?;
+        // Whoever answers, it acts on the path the stages judged.
+        apply_path(x.canonical_path.take(), req.uri_mut());
+        match admitted {
             Admitted::Issuer => {
-                apply_path(x.canonical_path.take(), req.uri_mut());
                 let Some(issuer) = &generation.issuer else {
                     return Err(Denial::NoRoute);
                 };
@@ -174,7 +176,6 @@ pub async fn handle(
                 Ok(Response::from_parts(parts, ResponseBody::from(body)))
             }
             Admitted::Route => {
-                apply_path(x.canonical_path.take(), req.uri_mut());
                 upstream::forward(&mut x, conn, &generation.snapshot, metrics, req).await
             }
         }
