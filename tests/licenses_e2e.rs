@@ -547,7 +547,7 @@ async fn after_wait_returns_the_listeners_are_closed_and_the_license_store_is_re
                 still_open.push(name);
             }
         }
-        let store = portcullis::state::licenses::LicenseStore::open(&pki.path("licenses.redb"));
+        let store = portcullis::state::licenses::EmbeddedLicenses::open(&pki.path("licenses.redb"));
         assert!(
             still_open.is_empty() && store.is_ok(),
             "cycle {cycle}: wait() returned, but listeners still accepting: {still_open:?}; \

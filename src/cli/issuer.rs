@@ -16,10 +16,12 @@ use crate::issuer::clients::{self, NewClient, RegistryError};
 use crate::issuer::config::{
     MAX_ACCESS_TTL, MIN_ACCESS_TTL, OWN_LEEWAY, OwnIssuerSettings, parse_ttl,
 };
-use crate::issuer::keys::{self, SigningAlg};
-use crate::issuer::store::{ClientRecord, META_ACCESS_TTL, META_CURRENT_KID, Store, StoreError};
+use crate::issuer::keys;
 use crate::issuer::unix;
 use crate::license::dates::rfc3339;
+use crate::state::issuer::{
+    ClientRecord, Embedded, IssuerState, META_ACCESS_TTL, META_CURRENT_KID, SigningAlg, StoreError,
+};
 
 /// Where the store is: exactly one of the two.
 #[derive(Debug, Args)]
@@ -183,8 +185,8 @@ pub fn run_client(cmd: ClientCommand, now: SystemTime) -> Result<String, CliErro
                 cert_only,
                 access_token_ttl,
             };
-            let store = Store::open(&locate(&store)?.0)?;
-            let (rec, secret) = clients::add(&store, &new, now)?;
+            let store: Box<dyn IssuerState> = Box::new(Embedded::open(&locate(&store)?.0)?);
+            let (rec, secret) = clients::add(&*store, &new, now)?;
             let mut out = format!("client_id:     {}\n", rec.id);
             match secret {
                 Some(s) => {
@@ -200,8 +202,8 @@ pub fn run_client(cmd: ClientCommand, now: SystemTime) -> Result<String, CliErro
             Ok(out)
         }
         ClientCommand::List { store } => {
-            let store = Store::open(&locate(&store)?.0)?;
-            let list = clients::list(&store)?;
+            let store: Box<dyn IssuerState> = Box::new(Embedded::open(&locate(&store)?.0)?);
+            let list = clients::list(&*store)?;
             if list.is_empty() {
                 return Ok("no clients\n".to_owned());
             }
@@ -215,13 +217,13 @@ pub fn run_client(cmd: ClientCommand, now: SystemTime) -> Result<String, CliErro
             Ok(out)
         }
         ClientCommand::Disable { store, id } => {
-            let store = Store::open(&locate(&store)?.0)?;
-            let rec = clients::disable(&store, &id)?;
+            let store: Box<dyn IssuerState> = Box::new(Embedded::open(&locate(&store)?.0)?);
+            let rec = clients::disable(&*store, &id)?;
             Ok(format!("client {} disabled\n", rec.id))
         }
         ClientCommand::RotateSecret { store, id } => {
-            let store = Store::open(&locate(&store)?.0)?;
-            let (rec, secret) = clients::rotate_secret(&store, &id, now)?;
+            let store: Box<dyn IssuerState> = Box::new(Embedded::open(&locate(&store)?.0)?);
+            let (rec, secret) = clients::rotate_secret(&*store, &id, now)?;
             Ok(format!(
                 "client_id:     {}\nclient_secret: {}\n(shown this once; the previous secret no longer works)\n",
                 rec.id,
@@ -268,7 +270,7 @@ pub fn run_keys(cmd: KeysCommand, now: SystemTime) -> Result<String, CliError> {
                     SigningAlg::parse(a).ok_or_else(|| arg("--algorithm", "use ES256 or EdDSA"))
                 })
                 .transpose()?;
-            let store = Store::open(&path)?;
+            let store: Box<dyn IssuerState> = Box::new(Embedded::open(&path)?);
             let rotated = store.write(|tx| {
                 if let Some(s) = &settings {
                     // Retention of the old key reads the configured access-token lifetime.

@@ -23,10 +23,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use serde::Serialize;
-
 use crate::report::Report;
-use crate::token::{Alg, IssuerLink};
+use crate::token::IssuerLink;
+
+pub use crate::state::issuer::SigningAlg;
 use crate::token::{IssuerSettings, KeySource};
 
 /// Clock skew the gateway's verifier allows on its own tokens. Minting and verifying read
@@ -361,33 +361,4 @@ pub(crate) fn is_label(s: &str) -> bool {
         && s.len() <= 64
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-}
-
-/// The algorithms the issuer signs with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SigningAlg {
-    ES256,
-    EdDSA,
-}
-
-impl SigningAlg {
-    pub fn parse(s: &str) -> Option<SigningAlg> {
-        match s {
-            "ES256" => Some(SigningAlg::ES256),
-            "EdDSA" => Some(SigningAlg::EdDSA),
-            _ => None,
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            SigningAlg::ES256 => "ES256",
-            SigningAlg::EdDSA => "EdDSA",
-        }
-    }
-    pub(crate) fn alg(self) -> Alg {
-        match self {
-            SigningAlg::ES256 => Alg::ES256,
-            SigningAlg::EdDSA => Alg::EdDSA,
-        }
-    }
 }

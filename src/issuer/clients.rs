@@ -14,8 +14,8 @@ use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
 use base64::Engine as _;
 
 use super::config::{MAX_ACCESS_TTL, MIN_ACCESS_TTL, is_label};
-use super::store::{ClientRecord, Store, StoreError};
 use crate::identity::{ClientIdentity, format_spki_pin, parse_spki_pin};
+use crate::state::issuer::{ClientRecord, IssuerState, StoreError};
 use crate::token::is_scope_token;
 
 /// A client secret in clear: only ever printed once. Debug does not show it.
@@ -120,7 +120,7 @@ pub enum RegistryError {
 
 /// Register `new` at `now` (Unix seconds). Returns the record and the secret, to print once.
 pub fn add(
-    store: &Store,
+    store: &dyn IssuerState,
     new: &NewClient,
     now: u64,
 ) -> Result<(ClientRecord, Option<Secret>), RegistryError> {
@@ -191,35 +191,35 @@ pub fn add(
 }
 
 /// Every client, by id.
-pub fn list(store: &Store) -> Result<Vec<ClientRecord>, RegistryError> {
+pub fn list(store: &dyn IssuerState) -> Result<Vec<ClientRecord>, RegistryError> {
     Ok(store.read(|rx| rx.clients())?)
 }
 
 /// Disable `id`: its credentials stop working at once and its refresh tokens are refused
 /// (they are checked against the client on every use).
-pub fn disable(store: &Store, id: &str) -> Result<ClientRecord, RegistryError> {
+pub fn disable(store: &dyn IssuerState, id: &str) -> Result<ClientRecord, RegistryError> {
     update(store, id, |c| c.disabled = true)
 }
 
 /// A new secret for `id`; the old one stops working at once.
 pub fn rotate_secret(
-    store: &Store,
+    store: &dyn IssuerState,
     id: &str,
     now: u64,
 ) -> Result<(ClientRecord, Secret), RegistryError> {
     let secret = Secret::generate()?;
     let hash = hash_secret(&secret)?;
     let record = update(store, id, |c| {
-        c.secret_hash = Some(hash);
+        c.secret_hash = Some(hash.clone());
         c.secret_rotated_at = Some(now);
     })?;
     Ok((record, secret))
 }
 
 fn update(
-    store: &Store,
+    store: &dyn IssuerState,
     id: &str,
-    f: impl FnOnce(&mut ClientRecord),
+    mut f: impl FnMut(&mut ClientRecord),
 ) -> Result<ClientRecord, RegistryError> {
     store
         .write(|tx| {
@@ -236,6 +236,7 @@ fn update(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::issuer::Embedded;
 
     #[test]
     fn a_secret_verifies_against_its_hash_only() {
@@ -253,35 +254,37 @@ mod tests {
     #[test]
     fn add_disable_and_rotate_change_the_stored_client() {
         let dir = tempfile::tempdir().expect("dir");
-        let store = Store::open(&dir.path().join("c.redb")).expect("open");
+        let store: Box<dyn IssuerState> =
+            Box::new(Embedded::open(&dir.path().join("c.redb")).expect("open"));
         let new = NewClient {
             id: "erp-1".into(),
             scopes: vec!["orders:read".into(), " orders:read ".into(), "stock".into()],
             ..NewClient::default()
         };
-        let (rec, secret) = add(&store, &new, 10).expect("add");
+        let (rec, secret) = add(&*store, &new, 10).expect("add");
         assert_eq!(rec.scopes, ["orders:read", "stock"]);
         let secret = secret.expect("a secret");
         assert!(matches!(
-            add(&store, &new, 11),
+            add(&*store, &new, 11),
             Err(RegistryError::Exists(_))
         ));
-        let (rotated, new_secret) = rotate_secret(&store, "erp-1", 12).expect("rotate");
+        let (rotated, new_secret) = rotate_secret(&*store, "erp-1", 12).expect("rotate");
         let hash = rotated.secret_hash.as_deref();
         assert!(verify_secret(new_secret.expose().as_bytes(), hash));
         assert!(!verify_secret(secret.expose().as_bytes(), hash));
-        assert!(disable(&store, "erp-1").expect("disable").disabled);
+        assert!(disable(&*store, "erp-1").expect("disable").disabled);
         assert!(matches!(
-            disable(&store, "nobody"),
+            disable(&*store, "nobody"),
             Err(RegistryError::NotFound(_))
         ));
-        assert_eq!(list(&store).expect("list").len(), 1);
+        assert_eq!(list(&*store).expect("list").len(), 1);
     }
 
     #[test]
     fn bad_arguments_are_refused_before_anything_is_stored() {
         let dir = tempfile::tempdir().expect("dir");
-        let store = Store::open(&dir.path().join("c.redb")).expect("open");
+        let store: Box<dyn IssuerState> =
+            Box::new(Embedded::open(&dir.path().join("c.redb")).expect("open"));
         let cases = [
             NewClient {
                 id: "has space".into(),
@@ -305,10 +308,10 @@ mod tests {
         ];
         for c in cases {
             assert!(
-                matches!(add(&store, &c, 1), Err(RegistryError::Invalid(_))),
+                matches!(add(&*store, &c, 1), Err(RegistryError::Invalid(_))),
                 "{c:?}"
             );
         }
-        assert!(list(&store).expect("list").is_empty());
+        assert!(list(&*store).expect("list").is_empty());
     }
 }

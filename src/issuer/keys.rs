@@ -17,7 +17,9 @@ use aws_lc_rs::signature::{
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use super::store::{KeyRecord, META_ACCESS_TTL, META_CURRENT_KID, Tx, TxError};
+use crate::state::issuer::{
+    IssuerRead, IssuerTx, KeyRecord, META_ACCESS_TTL, META_CURRENT_KID, TxError,
+};
 use crate::token::{AlgSet, KeySet, VerifyingKey};
 
 pub use crate::config::issuer::SigningAlg;
@@ -229,7 +231,7 @@ pub struct Rotated {
 /// Make a new current key with `alg`; retire the current one (published until its tokens
 /// have expired); prune keys past retention. `leeway` is the verifier's clock skew.
 pub fn rotate(
-    tx: &mut Tx<'_>,
+    tx: &mut dyn IssuerTx,
     alg: SigningAlg,
     now: u64,
     leeway: Duration,
@@ -265,7 +267,7 @@ pub fn rotate(
 
 /// The longest lifetime an access token signed now could have: the issuer's (as the
 /// gateway last recorded it) or any client's own.
-fn longest_access_ttl(tx: &Tx<'_>) -> Result<u64, TxError> {
+fn longest_access_ttl(tx: &dyn IssuerTx) -> Result<u64, TxError> {
     let issuer = tx
         .meta(META_ACCESS_TTL)?
         .and_then(|s| s.parse::<u64>().ok())
@@ -280,7 +282,7 @@ fn longest_access_ttl(tx: &Tx<'_>) -> Result<u64, TxError> {
 }
 
 /// The ring as stored now.
-pub fn load(rx: &super::store::Rx) -> Result<Option<KeyRing>, TxError> {
+pub fn load(rx: &dyn IssuerRead) -> Result<Option<KeyRing>, TxError> {
     let current = rx.meta(META_CURRENT_KID)?;
     KeyRing::from_records(&rx.keys()?, current.as_deref())
 }
@@ -288,6 +290,7 @@ pub fn load(rx: &super::store::Rx) -> Result<Option<KeyRing>, TxError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::issuer::{Embedded, IssuerState};
 
     #[test]
     fn both_algorithms_sign_tokens_that_their_published_key_verifies() {
@@ -310,7 +313,8 @@ mod tests {
     #[test]
     fn a_rotation_keeps_the_old_public_key_published_until_its_tokens_expired() {
         let dir = tempfile::tempdir().expect("dir");
-        let store = super::super::store::Store::open(&dir.path().join("k.redb")).expect("open");
+        let store: Box<dyn IssuerState> =
+            Box::new(Embedded::open(&dir.path().join("k.redb")).expect("open"));
         let leeway = Duration::from_secs(5);
         store
             .write(|tx| tx.set_meta(META_ACCESS_TTL, "600"))

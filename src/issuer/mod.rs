@@ -19,7 +19,7 @@
 //! keeps the store inherits the running link, so the link lives as long as the open store.
 //!
 //! # Files
-//! `config.rs` (the section), `store.rs` (redb) and `records.rs` (what it holds), `clients.rs` (registry, argon2id),
+//! `config.rs` (the section), `crate::state::issuer` (what it holds, behind `IssuerState`), `clients.rs` (registry, argon2id),
 //! `keys.rs` (signing keys, rotation, JWKS), `tokens.rs` (access tokens, refresh families),
 //! `revocations.rs` (the denylist and the link), `throttle.rs` (failed authentication),
 //! `request.rs` (bodies, client credentials, OAuth errors), `endpoints/` (the handlers),
@@ -32,9 +32,7 @@ pub mod clients;
 pub use crate::config::issuer as config;
 mod endpoints;
 pub mod keys;
-mod records;
 mod request;
-pub mod store;
 pub mod throttle;
 pub mod tokens;
 
@@ -47,14 +45,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 
+pub use crate::state::issuer::{IssuerState, StoreError};
 pub use crate::token::{IssuerLink, Revocations};
 pub use config::{IssuerSection, OwnIssuerSettings, validate};
 pub use endpoints::handle;
 pub use keys::{KeyRing, Rotated, SigningAlg};
-pub use store::{Store, StoreError};
 
+use crate::state::issuer::{Embedded, META_ACCESS_TTL};
 use crate::token::{Denylist, IssuerSettings, TokenVerifier};
-use store::META_ACCESS_TTL;
 use throttle::{Limits, Throttle};
 
 /// Argon2 verifications run at once (19 MiB each); more wait their turn.
@@ -83,7 +81,7 @@ pub struct Issuer {
 
 struct Inner {
     settings: ArcSwap<OwnIssuerSettings>,
-    store: Store,
+    store: Box<dyn IssuerState>,
     ring: ArcSwap<KeyRing>,
     throttle: Throttle,
     /// Verifies the issuer's own access tokens for introspection and revocation: the same
@@ -124,8 +122,8 @@ impl Issuer {
         limits: Limits,
         now: SystemTime,
     ) -> Result<Issuer, IssuerError> {
-        let store = Store::open(&settings.store)?;
-        let ring = prepare(&store, &settings, unix(now))?;
+        let store: Box<dyn IssuerState> = Box::new(Embedded::open(&settings.store)?);
+        let ring = prepare(&*store, &settings, unix(now))?;
         let verifier = own_verifier(&settings);
         let issuer = Issuer {
             inner: Arc::new(Inner {
@@ -163,7 +161,7 @@ impl Issuer {
             });
         }
         let _keys = self.keys_lock();
-        let ring = prepare(&self.inner.store, &settings, unix(SystemTime::now()))?;
+        let ring = prepare(&*self.inner.store, &settings, unix(SystemTime::now()))?;
         self.inner.ring.store(Arc::new(ring));
         self.inner.verifier.store(Arc::new(own_verifier(&settings)));
         self.inner.settings.store(Arc::new(settings));
@@ -196,8 +194,8 @@ impl Issuer {
     }
 
     /// The open store (client registry operations on a running gateway).
-    pub fn store(&self) -> &Store {
-        &self.inner.store
+    pub fn store(&self) -> &dyn IssuerState {
+        &*self.inner.store
     }
 
     /// The keys in force: current and still published.
@@ -282,13 +280,17 @@ impl Issuer {
 
 /// Record the access-token lifetime (key retention reads it), prune, and make sure a
 /// current key of the configured algorithm exists. Returns the key ring.
-fn prepare(store: &Store, settings: &OwnIssuerSettings, now: u64) -> Result<KeyRing, IssuerError> {
+fn prepare(
+    store: &dyn IssuerState,
+    settings: &OwnIssuerSettings,
+    now: u64,
+) -> Result<KeyRing, IssuerError> {
     let alg = settings.algorithm;
     let ttl = settings.access_token_ttl.as_secs().to_string();
     let rotated = store.write(|tx| {
         tx.set_meta(META_ACCESS_TTL, &ttl)?;
         tx.prune(now, config::OWN_LEEWAY.as_secs())?;
-        let current = match tx.meta(store::META_CURRENT_KID)? {
+        let current = match tx.meta(crate::state::issuer::META_CURRENT_KID)? {
             Some(kid) => tx.key(&kid)?,
             None => None,
         };

@@ -20,8 +20,10 @@ use serde_json::{Value, json};
 use super::clients::random_b64url;
 use super::config::{OWN_LEEWAY, OwnIssuerSettings};
 use super::keys::SigningKey;
-use super::store::{ClientRecord, FamilyRecord, Store, StoreError, Tx, TxError};
 use crate::identity::sha256;
+use crate::state::issuer::{
+    ClientRecord, FamilyRecord, IssuerState, IssuerTx, StoreError, TxError,
+};
 
 /// Access-token ids kept per family for revoking them with it; older ones have expired.
 const MAX_TRACKED_ACCESS: usize = 16;
@@ -107,7 +109,7 @@ fn new_refresh_token() -> Result<(String, [u8; 32]), TxError> {
 
 /// Client credentials: an access token and a new refresh family, in one transaction.
 pub fn issue(
-    store: &Store,
+    store: &dyn IssuerState,
     key: &SigningKey,
     settings: &OwnIssuerSettings,
     client: &ClientRecord,
@@ -138,7 +140,7 @@ pub fn issue(
             expires_in: exp - now,
             refresh_token,
             family: family.id,
-            scopes,
+            scopes: scopes.clone(),
         })
     })
 }
@@ -148,7 +150,7 @@ pub fn issue(
 /// may narrow the access token's scopes, never widen them.
 #[allow(clippy::too_many_arguments)]
 pub fn refresh(
-    store: &Store,
+    store: &dyn IssuerState,
     key: &SigningKey,
     settings: &OwnIssuerSettings,
     client: &ClientRecord,
@@ -213,7 +215,7 @@ pub fn refresh(
     })
 }
 
-fn family_of(tx: &Tx<'_>, hash: &[u8; 32]) -> Result<Option<FamilyRecord>, TxError> {
+fn family_of(tx: &dyn IssuerTx, hash: &[u8; 32]) -> Result<Option<FamilyRecord>, TxError> {
     match tx.family_of(hash)? {
         None => Ok(None),
         Some(id) => tx.family(&id),
@@ -235,7 +237,7 @@ fn track_access(family: &mut FamilyRecord, jti: String, exp: u64, now: u64) {
 
 /// Mark `family` revoked and deny its access tokens that may still be valid; returns those.
 fn revoke_family(
-    tx: &mut Tx<'_>,
+    tx: &mut dyn IssuerTx,
     family: &mut FamilyRecord,
     now: u64,
 ) -> Result<Vec<(String, u64)>, TxError> {
@@ -264,7 +266,7 @@ pub struct FamilyRevoked {
 /// RFC 7009 for a refresh token: revoke its family if it is `client_id`'s; `None` when it
 /// is not (nothing changed).
 pub fn revoke_refresh(
-    store: &Store,
+    store: &dyn IssuerState,
     client_id: &str,
     token: &str,
     now: u64,
@@ -289,14 +291,14 @@ pub fn revoke_refresh(
 }
 
 /// RFC 7009 for an access token: deny `jti` until `exp`.
-pub fn revoke_access(store: &Store, jti: &str, exp: u64) -> Result<(), StoreError> {
+pub fn revoke_access(store: &dyn IssuerState, jti: &str, exp: u64) -> Result<(), StoreError> {
     store.write(|tx| tx.revoke_jti(jti, exp))
 }
 
 /// The family of a refresh token that `client_id` may use now (RFC 7662 `active`): the
 /// current token of a live family of that client.
 pub fn active_refresh(
-    store: &Store,
+    store: &dyn IssuerState,
     settings: &OwnIssuerSettings,
     client_id: &str,
     token: &str,

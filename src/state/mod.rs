@@ -1,5 +1,7 @@
 //! Floor 2: state the gateway keeps across requests and restarts, behind one type per kind:
-//! machine licenses (their book, activations and revocations) in an embedded redb file.
+//! machine licenses (their book, activations and revocations) and the token issuer's
+//! clients, keys, refresh families and revocations, each in an embedded redb file.
 
 pub(crate) mod db;
+pub mod issuer;
 pub mod licenses;

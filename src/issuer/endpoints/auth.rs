@@ -9,7 +9,7 @@ use crate::issuer::Issuer;
 use crate::issuer::clients::{cert_matches, verify_secret};
 use crate::issuer::config::is_label;
 use crate::issuer::request::{Credentials, OAuthError, Params, credentials};
-use crate::issuer::store::ClientRecord;
+use crate::state::issuer::ClientRecord;
 
 /// A client whose credentials checked out.
 pub(super) struct Authenticated {

@@ -11,9 +11,9 @@ use super::auth::authenticate;
 use super::{Resp, blocking};
 use crate::identity::ClientIdentity;
 use crate::issuer::request::{OAuthError, json_response, read_params, scope_list};
-use crate::issuer::store::ClientRecord;
 use crate::issuer::tokens::{self, Minted, RefreshRefusal};
 use crate::issuer::{Issuer, unix};
+use crate::state::issuer::ClientRecord;
 
 pub(super) async fn token<B>(
     issuer: &Issuer,

@@ -2,4 +2,3 @@
 
 mod config;
 mod request;
-mod store;

@@ -9,7 +9,7 @@ pub mod store;
 mod tests;
 
 pub use service::{ActivationError, LicenseService, OpenReport, RevokeError};
-pub use store::{LicenseStore, StoreError};
+pub use store::{EmbeddedLicenses, LicenseStore, StoreError};
 
 use crate::license::LicenseSettings;
 

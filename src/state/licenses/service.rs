@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use super::store::{LicenseStore, StoreError, StoredLicense};
+use super::store::{EmbeddedLicenses, LicenseStore, StoreError, StoredLicense};
 use crate::license::book::{Entry, LicenseBook};
 use crate::license::dates;
 use crate::license::format::{self, License, LicenseError};
@@ -69,7 +69,7 @@ impl OpenReport {
 /// The license book and its store, kept in step. Cheap to share behind an `Arc`.
 pub struct LicenseService {
     book: Arc<LicenseBook>,
-    store: LicenseStore,
+    store: Box<dyn LicenseStore>,
     /// Held by every writer, so verify, persist and publish happen as one step.
     keys: Mutex<TrustedKeys>,
 }
@@ -93,7 +93,7 @@ impl LicenseService {
     ) -> Result<(Self, OpenReport), StoreError> {
         let service = LicenseService {
             book: Arc::new(LicenseBook::new(grace)),
-            store: LicenseStore::open(store_path)?,
+            store: Box::new(EmbeddedLicenses::open(store_path)?),
             keys: Mutex::new(TrustedKeys::default()),
         };
         let report = service.reconfigure(keys, grace)?;

@@ -35,19 +35,31 @@ pub struct StoredLicense {
     pub revoked_at: Option<u64>,
 }
 
+/// Where activated licenses live: one interface, so a fleet backend (Redis) can stand beside
+/// the embedded file. Each call is one atomic step.
+pub trait LicenseStore: Send + Sync + std::fmt::Debug {
+    /// Every stored license, by id.
+    fn all(&self) -> Result<Vec<StoredLicense>, StoreError>;
+    /// Store `license` unless its id is taken. Ok(false): taken, nothing written.
+    fn insert_new(&self, license: &StoredLicense) -> Result<bool, StoreError>;
+    /// Mark `id` revoked at `at` (Unix seconds). A license already revoked keeps its first
+    /// revocation time. None: no such license.
+    fn revoke(&self, id: &str, at: u64) -> Result<Option<StoredLicense>, StoreError>;
+}
+
 /// The redb file of activated licenses.
-pub struct LicenseStore {
+pub struct EmbeddedLicenses {
     db: Database,
     path: PathBuf,
 }
 
-impl std::fmt::Debug for LicenseStore {
+impl std::fmt::Debug for EmbeddedLicenses {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "LicenseStore({})", self.path.display())
     }
 }
 
-impl LicenseStore {
+impl EmbeddedLicenses {
     /// Open the store at `path`, creating it (mode 0600) if it does not exist. The folder
     /// must exist. redb locks the file: a second open, in this process or another, fails.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -57,7 +69,7 @@ impl LicenseStore {
         };
         // The store holds a few MiB at most; redb's default cache is 1 GiB.
         let db = crate::state::db::open_private(path, 16 * 1024 * 1024).map_err(open_err)?;
-        let store = LicenseStore {
+        let store = EmbeddedLicenses {
             db,
             path: path.to_path_buf(),
         };
@@ -68,65 +80,6 @@ impl LicenseStore {
 
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// Every stored license, by id.
-    pub fn all(&self) -> Result<Vec<StoredLicense>, StoreError> {
-        let read = || -> Result<Vec<StoredLicense>, redb::Error> {
-            let txn = self.db.begin_read()?;
-            let table = txn.open_table(LICENSES)?;
-            let mut out = Vec::new();
-            for row in table.iter()? {
-                let (k, v) = row?;
-                let (text, activated_at, revoked_at) = v.value();
-                out.push(StoredLicense {
-                    id: k.value().to_owned(),
-                    text: text.to_owned(),
-                    activated_at,
-                    revoked_at,
-                });
-            }
-            Ok(out)
-        };
-        read().map_err(|source| self.io(source))
-    }
-
-    /// Store `license` unless its id is taken, in one transaction. Ok(false): taken, nothing
-    /// written.
-    pub fn insert_new(&self, license: &StoredLicense) -> Result<bool, StoreError> {
-        self.write(|table| {
-            if table.get(license.id.as_str())?.is_some() {
-                return Ok(false);
-            }
-            let value = (
-                license.text.as_str(),
-                license.activated_at,
-                license.revoked_at,
-            );
-            table.insert(license.id.as_str(), value)?;
-            Ok(true)
-        })
-    }
-
-    /// Mark `id` revoked at `at` (Unix seconds), in one transaction. A license already
-    /// revoked keeps its first revocation time. None: no such license.
-    pub fn revoke(&self, id: &str, at: u64) -> Result<Option<StoredLicense>, StoreError> {
-        self.write(|table| {
-            let Some((text, activated_at, revoked_at)) = table.get(id)?.map(|g| {
-                let (t, a, r) = g.value();
-                (t.to_owned(), a, r)
-            }) else {
-                return Ok(None);
-            };
-            let revoked_at = revoked_at.or(Some(at));
-            table.insert(id, (text.as_str(), activated_at, revoked_at))?;
-            Ok(Some(StoredLicense {
-                id: id.to_owned(),
-                text,
-                activated_at,
-                revoked_at,
-            }))
-        })
     }
 
     /// Run `f` in one write transaction; commit only if it returns Ok.
@@ -151,5 +104,61 @@ impl LicenseStore {
             path: self.path.clone(),
             source,
         }
+    }
+}
+
+impl LicenseStore for EmbeddedLicenses {
+    fn all(&self) -> Result<Vec<StoredLicense>, StoreError> {
+        let read = || -> Result<Vec<StoredLicense>, redb::Error> {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(LICENSES)?;
+            let mut out = Vec::new();
+            for row in table.iter()? {
+                let (k, v) = row?;
+                let (text, activated_at, revoked_at) = v.value();
+                out.push(StoredLicense {
+                    id: k.value().to_owned(),
+                    text: text.to_owned(),
+                    activated_at,
+                    revoked_at,
+                });
+            }
+            Ok(out)
+        };
+        read().map_err(|source| self.io(source))
+    }
+
+    fn insert_new(&self, license: &StoredLicense) -> Result<bool, StoreError> {
+        self.write(|table| {
+            if table.get(license.id.as_str())?.is_some() {
+                return Ok(false);
+            }
+            let value = (
+                license.text.as_str(),
+                license.activated_at,
+                license.revoked_at,
+            );
+            table.insert(license.id.as_str(), value)?;
+            Ok(true)
+        })
+    }
+
+    fn revoke(&self, id: &str, at: u64) -> Result<Option<StoredLicense>, StoreError> {
+        self.write(|table| {
+            let Some((text, activated_at, revoked_at)) = table.get(id)?.map(|g| {
+                let (t, a, r) = g.value();
+                (t.to_owned(), a, r)
+            }) else {
+                return Ok(None);
+            };
+            let revoked_at = revoked_at.or(Some(at));
+            table.insert(id, (text.as_str(), activated_at, revoked_at))?;
+            Ok(Some(StoredLicense {
+                id: id.to_owned(),
+                text,
+                activated_at,
+                revoked_at,
+            }))
+        })
     }
 }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::keys::SigningAlg;
+use crate::token::Alg;
 
 /// A registered client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,5 +73,34 @@ impl std::fmt::Debug for KeyRecord {
             .field("retired_at", &self.retired_at)
             .field("retain_until", &self.retain_until)
             .finish_non_exhaustive()
+    }
+}
+
+/// The algorithms the issuer signs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SigningAlg {
+    ES256,
+    EdDSA,
+}
+
+impl SigningAlg {
+    pub fn parse(s: &str) -> Option<SigningAlg> {
+        match s {
+            "ES256" => Some(SigningAlg::ES256),
+            "EdDSA" => Some(SigningAlg::EdDSA),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            SigningAlg::ES256 => "ES256",
+            SigningAlg::EdDSA => "EdDSA",
+        }
+    }
+    pub(crate) fn alg(self) -> Alg {
+        match self {
+            SigningAlg::ES256 => Alg::ES256,
+            SigningAlg::EdDSA => Alg::EdDSA,
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! The redb store: privacy, one opener, atomic transactions, pruning.
 
-use crate::issuer::store::{ClientRecord, FamilyRecord, Store, StoreError, TxError};
+use crate::state::issuer::{
+    ClientRecord, Embedded, FamilyRecord, IssuerState, StoreError, TxError,
+};
 
 fn client(id: &str) -> ClientRecord {
     ClientRecord {
@@ -20,7 +22,7 @@ fn the_store_is_created_private_and_keeps_what_was_committed_across_reopen() {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("issuer.redb");
     {
-        let store = Store::open(&path).expect("open");
+        let store: Box<dyn IssuerState> = Box::new(Embedded::open(&path).expect("open"));
         store
             .write(|tx| tx.put_client(&client("erp")))
             .expect("put");
@@ -31,7 +33,7 @@ fn the_store_is_created_private_and_keeps_what_was_committed_across_reopen() {
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
     }
-    let store = Store::open(&path).expect("reopen");
+    let store: Box<dyn IssuerState> = Box::new(Embedded::open(&path).expect("reopen"));
     let got = store.read(|rx| rx.client("erp")).expect("read");
     assert_eq!(got, Some(client("erp")));
 }
@@ -40,15 +42,16 @@ fn the_store_is_created_private_and_keeps_what_was_committed_across_reopen() {
 fn a_second_opener_is_told_the_store_is_in_use() {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("issuer.redb");
-    let _first = Store::open(&path).expect("open");
-    let e = Store::open(&path).expect_err("second open");
+    let _first: Box<dyn IssuerState> = Box::new(Embedded::open(&path).expect("open"));
+    let e = Embedded::open(&path).expect_err("second open");
     assert!(matches!(e, StoreError::InUse { .. }), "{e}");
 }
 
 #[test]
 fn a_failed_transaction_changes_nothing() {
     let dir = tempfile::tempdir().expect("dir");
-    let store = Store::open(&dir.path().join("s.redb")).expect("open");
+    let store: Box<dyn IssuerState> =
+        Box::new(Embedded::open(&dir.path().join("s.redb")).expect("open"));
     let r: Result<(), _> = store.write(|tx| {
         tx.put_client(&client("half"))?;
         Err(TxError::Corrupt("stop".into()))
@@ -60,7 +63,8 @@ fn a_failed_transaction_changes_nothing() {
 #[test]
 fn pruning_drops_expired_families_their_hashes_and_old_revocations() {
     let dir = tempfile::tempdir().expect("dir");
-    let store = Store::open(&dir.path().join("s.redb")).expect("open");
+    let store: Box<dyn IssuerState> =
+        Box::new(Embedded::open(&dir.path().join("s.redb")).expect("open"));
     let fam = |id: &str, expires_at| FamilyRecord {
         id: id.to_owned(),
         client_id: "c".into(),

@@ -20,7 +20,10 @@ use redb::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use super::records::{ClientRecord, FamilyRecord, KeyRecord};
+use super::{
+    ClientRecord, FamilyRecord, IssuerRead, IssuerState, IssuerTx, KeyRecord, ReadBody, StoreError,
+    TxError, WriteBody,
+};
 
 /// `client_id -> ClientRecord`.
 const CLIENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("clients_v1");
@@ -35,42 +38,6 @@ const REFRESH: TableDefinition<&[u8], &str> = TableDefinition::new("refresh_toke
 const REVOKED: TableDefinition<&str, u64> = TableDefinition::new("revoked_jti_v1");
 /// Small settings: the current kid, the configured access-token lifetime.
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta_v1");
-
-pub(crate) const META_CURRENT_KID: &str = "current_kid";
-pub(crate) const META_ACCESS_TTL: &str = "access_token_ttl_secs";
-
-// === Errors ===
-
-/// Why the store could not be opened, read or written. Names the file, never a value.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// Something else (a running gateway, another CLI) has the file open: redb allows one.
-    #[error(
-        "the issuer store {} is already open (by a running gateway?): redb allows one opener",
-        path.display()
-    )]
-    InUse { path: PathBuf },
-    /// The file could not be created or opened (missing folder, permissions, not redb).
-    #[error("cannot open the issuer store {}: {source}", path.display())]
-    Open { path: PathBuf, source: redb::Error },
-    /// A read or write transaction failed; nothing was changed.
-    #[error("the issuer store {} failed: {source}", path.display())]
-    Io { path: PathBuf, source: redb::Error },
-    /// A record is not one this version understands (edited outside portcullis?).
-    #[error("the issuer store {} holds a record that cannot be read: {what}", path.display())]
-    Corrupt { path: PathBuf, what: String },
-    /// Key generation or signing failed (the system random source or aws-lc).
-    #[error("cryptographic operation failed: {0}")]
-    Crypto(&'static str),
-}
-
-/// What fails inside a transaction, before the store adds its path.
-#[derive(Debug)]
-pub enum TxError {
-    Redb(redb::Error),
-    Corrupt(String),
-    Crypto(&'static str),
-}
 
 /// `?` on every redb error type inside a transaction.
 macro_rules! from_redb {
@@ -93,18 +60,18 @@ from_redb!(
 // === The store ===
 
 /// The open redb file.
-pub struct Store {
+pub struct Embedded {
     db: Database,
     path: PathBuf,
 }
 
-impl std::fmt::Debug for Store {
+impl std::fmt::Debug for Embedded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "issuer::Store({})", self.path.display())
+        write!(f, "issuer state {}", self.path.display())
     }
 }
 
-impl Store {
+impl Embedded {
     /// Open the store at `path`, creating it (mode 0600) if missing. The folder must exist.
     /// A file readable by others is narrowed to 0600 (it holds private keys).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -121,18 +88,18 @@ impl Store {
             },
             e => open_err(e),
         })?;
-        let store = Store {
+        let store = Embedded {
             db,
             path: path.to_path_buf(),
         };
         // Create every table, so reads of a new store need no special case.
-        store.write(|tx| {
-            tx.txn.open_table(CLIENTS)?;
-            tx.txn.open_table(KEYS)?;
-            tx.txn.open_table(FAMILIES)?;
-            tx.txn.open_table(REFRESH)?;
-            tx.txn.open_table(REVOKED)?;
-            tx.txn.open_table(META)?;
+        store.run_write(|txn| {
+            txn.open_table(CLIENTS)?;
+            txn.open_table(KEYS)?;
+            txn.open_table(FAMILIES)?;
+            txn.open_table(REFRESH)?;
+            txn.open_table(REVOKED)?;
+            txn.open_table(META)?;
             Ok(())
         })?;
         Ok(store)
@@ -142,26 +109,15 @@ impl Store {
         &self.path
     }
 
-    /// Run `f` in one write transaction; commit only if it returns Ok. Blocks while another
-    /// write transaction runs (callers on the async path use `spawn_blocking`).
-    pub fn write<T>(
+    fn run_write(
         &self,
-        f: impl FnOnce(&mut Tx<'_>) -> Result<T, TxError>,
-    ) -> Result<T, StoreError> {
-        let run = || -> Result<T, TxError> {
+        f: impl FnOnce(&WriteTransaction) -> Result<(), TxError>,
+    ) -> Result<(), StoreError> {
+        let run = || -> Result<(), TxError> {
             let txn = self.db.begin_write()?;
-            let out = f(&mut Tx { txn: &txn })?;
+            f(&txn)?;
             txn.commit()?;
-            Ok(out)
-        };
-        run().map_err(|e| self.error(e))
-    }
-
-    /// Run `f` in one read transaction (a consistent snapshot; never blocks writers).
-    pub fn read<T>(&self, f: impl FnOnce(&Rx) -> Result<T, TxError>) -> Result<T, StoreError> {
-        let run = || -> Result<T, TxError> {
-            let txn = self.db.begin_read()?;
-            f(&Rx { txn })
+            Ok(())
         };
         run().map_err(|e| self.error(e))
     }
@@ -178,6 +134,25 @@ impl Store {
             },
             TxError::Crypto(what) => StoreError::Crypto(what),
         }
+    }
+}
+
+impl IssuerState for Embedded {
+    // redb runs one write transaction at a time, so a body runs exactly once.
+    fn transact(&self, body: &mut WriteBody<'_>) -> Result<(), StoreError> {
+        self.run_write(|txn| body(&mut Tx { txn }))
+    }
+
+    fn snapshot(&self, body: &mut ReadBody<'_>) -> Result<(), StoreError> {
+        let mut run = || -> Result<(), TxError> {
+            let txn = self.db.begin_read()?;
+            body(&Rx { txn })
+        };
+        run().map_err(|e| self.error(e))
+    }
+
+    fn location(&self) -> String {
+        self.path.display().to_string()
     }
 }
 
@@ -235,111 +210,92 @@ fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>, TxError> {
     serde_json::to_vec(v).map_err(|e| TxError::Corrupt(e.to_string()))
 }
 
+/// The reads, once for both kinds of redb transaction.
+macro_rules! reads {
+    ($t:ty) => {
+        impl IssuerRead for $t {
+            fn client(&self, id: &str) -> Result<Option<ClientRecord>, TxError> {
+                get_json(&self.txn.open_table(CLIENTS)?, id)
+            }
+            fn clients(&self) -> Result<Vec<ClientRecord>, TxError> {
+                all_json(&self.txn.open_table(CLIENTS)?)
+            }
+            fn keys(&self) -> Result<Vec<KeyRecord>, TxError> {
+                all_json(&self.txn.open_table(KEYS)?)
+            }
+            fn key(&self, kid: &str) -> Result<Option<KeyRecord>, TxError> {
+                get_json(&self.txn.open_table(KEYS)?, kid)
+            }
+            fn family(&self, id: &str) -> Result<Option<FamilyRecord>, TxError> {
+                get_json(&self.txn.open_table(FAMILIES)?, id)
+            }
+            fn family_of(&self, hash: &[u8; 32]) -> Result<Option<String>, TxError> {
+                let table = self.txn.open_table(REFRESH)?;
+                Ok(table.get(&hash[..])?.map(|v| v.value().to_owned()))
+            }
+            fn revoked(&self) -> Result<Vec<(String, u64)>, TxError> {
+                let table = self.txn.open_table(REVOKED)?;
+                let mut out = Vec::new();
+                for row in table.iter()? {
+                    let (k, v) = row?;
+                    out.push((k.value().to_owned(), v.value()));
+                }
+                Ok(out)
+            }
+            fn meta(&self, key: &str) -> Result<Option<String>, TxError> {
+                let table = self.txn.open_table(META)?;
+                Ok(table.get(key)?.map(|v| v.value().to_owned()))
+            }
+        }
+    };
+}
+
 /// A read transaction.
-pub struct Rx {
+struct Rx {
     txn: ReadTransaction,
 }
 
-impl Rx {
-    pub fn client(&self, id: &str) -> Result<Option<ClientRecord>, TxError> {
-        get_json(&self.txn.open_table(CLIENTS)?, id)
-    }
-    pub fn clients(&self) -> Result<Vec<ClientRecord>, TxError> {
-        all_json(&self.txn.open_table(CLIENTS)?)
-    }
-    pub fn keys(&self) -> Result<Vec<KeyRecord>, TxError> {
-        all_json(&self.txn.open_table(KEYS)?)
-    }
-    pub fn family(&self, id: &str) -> Result<Option<FamilyRecord>, TxError> {
-        get_json(&self.txn.open_table(FAMILIES)?, id)
-    }
-    pub fn family_of(&self, hash: &[u8; 32]) -> Result<Option<String>, TxError> {
-        let table = self.txn.open_table(REFRESH)?;
-        Ok(table.get(&hash[..])?.map(|v| v.value().to_owned()))
-    }
-    pub fn revoked(&self) -> Result<Vec<(String, u64)>, TxError> {
-        let table = self.txn.open_table(REVOKED)?;
-        let mut out = Vec::new();
-        for row in table.iter()? {
-            let (k, v) = row?;
-            out.push((k.value().to_owned(), v.value()));
-        }
-        Ok(out)
-    }
-    pub fn meta(&self, key: &str) -> Result<Option<String>, TxError> {
-        let table = self.txn.open_table(META)?;
-        Ok(table.get(key)?.map(|v| v.value().to_owned()))
-    }
-}
-
 /// A write transaction. Tables are opened per call, so no two handles overlap.
-pub struct Tx<'a> {
+struct Tx<'a> {
     txn: &'a WriteTransaction,
 }
 
-impl Tx<'_> {
-    pub fn client(&self, id: &str) -> Result<Option<ClientRecord>, TxError> {
-        get_json(&self.txn.open_table(CLIENTS)?, id)
-    }
-    pub fn clients(&self) -> Result<Vec<ClientRecord>, TxError> {
-        all_json(&self.txn.open_table(CLIENTS)?)
-    }
-    pub fn put_client(&mut self, c: &ClientRecord) -> Result<(), TxError> {
+reads!(Rx);
+reads!(Tx<'_>);
+
+impl IssuerTx for Tx<'_> {
+    fn put_client(&mut self, c: &ClientRecord) -> Result<(), TxError> {
         self.txn
             .open_table(CLIENTS)?
             .insert(c.id.as_str(), to_json(c)?.as_slice())?;
         Ok(())
     }
-
-    pub fn keys(&self) -> Result<Vec<KeyRecord>, TxError> {
-        all_json(&self.txn.open_table(KEYS)?)
-    }
-    pub fn key(&self, kid: &str) -> Result<Option<KeyRecord>, TxError> {
-        get_json(&self.txn.open_table(KEYS)?, kid)
-    }
-    pub fn put_key(&mut self, k: &KeyRecord) -> Result<(), TxError> {
+    fn put_key(&mut self, k: &KeyRecord) -> Result<(), TxError> {
         self.txn
             .open_table(KEYS)?
             .insert(k.kid.as_str(), to_json(k)?.as_slice())?;
         Ok(())
     }
-
-    pub fn family(&self, id: &str) -> Result<Option<FamilyRecord>, TxError> {
-        get_json(&self.txn.open_table(FAMILIES)?, id)
-    }
-    pub fn put_family(&mut self, f: &FamilyRecord) -> Result<(), TxError> {
+    fn put_family(&mut self, f: &FamilyRecord) -> Result<(), TxError> {
         self.txn
             .open_table(FAMILIES)?
             .insert(f.id.as_str(), to_json(f)?.as_slice())?;
         Ok(())
     }
-    pub fn family_of(&self, hash: &[u8; 32]) -> Result<Option<String>, TxError> {
-        let table = self.txn.open_table(REFRESH)?;
-        Ok(table.get(&hash[..])?.map(|v| v.value().to_owned()))
-    }
-    pub fn put_refresh(&mut self, hash: &[u8; 32], family: &str) -> Result<(), TxError> {
+    fn put_refresh(&mut self, hash: &[u8; 32], family: &str) -> Result<(), TxError> {
         self.txn.open_table(REFRESH)?.insert(&hash[..], family)?;
         Ok(())
     }
-
-    pub fn revoke_jti(&mut self, jti: &str, exp: u64) -> Result<(), TxError> {
+    fn revoke_jti(&mut self, jti: &str, exp: u64) -> Result<(), TxError> {
         self.txn.open_table(REVOKED)?.insert(jti, exp)?;
         Ok(())
     }
-
-    pub fn meta(&self, key: &str) -> Result<Option<String>, TxError> {
-        let table = self.txn.open_table(META)?;
-        Ok(table.get(key)?.map(|v| v.value().to_owned()))
-    }
-    pub fn set_meta(&mut self, key: &str, value: &str) -> Result<(), TxError> {
+    fn set_meta(&mut self, key: &str, value: &str) -> Result<(), TxError> {
         self.txn.open_table(META)?.insert(key, value)?;
         Ok(())
     }
 
-    /// Drop what can no longer matter at `now` (Unix seconds): families past their absolute
-    /// expiry and their token hashes, revocations of tokens expired for longer than
-    /// `grace`, keys whose retention ended. Returns how many records went.
-    pub fn prune(&mut self, now: u64, grace: u64) -> Result<usize, TxError> {
+    fn prune(&mut self, now: u64, grace: u64) -> Result<usize, TxError> {
         let mut gone = 0;
         let mut dead = std::collections::HashSet::new();
         {
