@@ -83,8 +83,8 @@ impl Drop for InFlight {
 // === Exchange ===
 
 /// One request, from its head to its access-log line: the record every stage fills and the
-/// log reads (request id, client as judged, route, license grace, claims, the challenge of
-/// a token refusal, where it went upstream, bytes).
+/// log reads (request id, client as judged, route, license grace, claims, where it went
+/// upstream, bytes).
 #[derive(Debug)]
 pub struct Exchange<'g> {
     pub request_id: RequestId,
@@ -105,8 +105,6 @@ pub struct Exchange<'g> {
     pub in_grace: bool,
     /// The verified bearer token's claims, on routes that require one.
     pub claims: Option<Arc<Claims>>,
-    /// The RFC 6750 challenge, when the token stage refused.
-    pub challenge: Option<HeaderValue>,
     /// The canonical path and query, when it differs from what the client sent.
     pub canonical_path: Option<PathAndQuery>,
     /// The canonical host the request was routed by, as the upstream's Host header.
@@ -136,7 +134,6 @@ impl<'g> Exchange<'g> {
             issuer: None,
             in_grace: false,
             claims: None,
-            challenge: None,
             canonical_path: None,
             host: None,
             target: None,

@@ -92,17 +92,10 @@ pub fn admit<'g, B>(
     )?;
     x.in_grace = license.as_ref().is_some_and(|g| g.in_grace);
     let presenter = crate::token::Presenter::Connection(conn.identity.as_ref());
-    match snapshot
+    x.claims = snapshot
         .tokens
         .authorize_for(req.headers(), &route.auth, presenter, now)
-    {
-        Ok(claims) => x.claims = claims,
-        Err(d) => {
-            // RFC 6750: the challenge says what was wrong (never echoing the token).
-            x.challenge = Some(d.www_authenticate(&route.auth));
-            return Err(Denial::Token(d));
-        }
-    }
+        .map_err(Denial::Token)?;
     Ok(Admitted::Route)
 }
 
@@ -200,9 +193,11 @@ pub async fn handle(
         Err(d) => {
             metrics.denial(d);
             let mut resp = d.response(&x.request_id);
-            if let Some(challenge) = x.challenge.take() {
+            // RFC 6750: a token refusal carries its challenge, built from the kind of
+            // refusal and the route's requirement (never from the token).
+            if let (Denial::Token(t), Some((route, _))) = (d, x.route) {
                 resp.headers_mut()
-                    .insert(http::header::WWW_AUTHENTICATE, challenge);
+                    .insert(http::header::WWW_AUTHENTICATE, t.www_authenticate(&route.auth));
             }
             (resp, Some(d))
         }
