@@ -29,25 +29,25 @@
 //! order of the stages. Every refusal is a [`denial::Denial`].
 
 pub mod cli;
-pub mod clock;
+mod clock;
 pub mod config;
 pub mod context;
 pub mod demo;
 pub mod denial;
 pub mod framing;
-pub mod generation;
+mod generation;
 pub mod identity;
 pub mod ip_filter;
 pub mod issuer;
 pub mod license;
 pub mod metrics;
 pub mod pipeline;
-pub mod record;
-pub mod report;
+mod record;
+mod report;
 pub mod request_id;
 pub mod routing;
 pub mod server;
 pub mod state;
-pub mod tls;
+mod tls;
 pub mod token;
-pub mod upstream;
+mod upstream;

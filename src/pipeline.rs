@@ -196,8 +196,10 @@ pub async fn handle(
             // RFC 6750: a token refusal carries its challenge, built from the kind of
             // refusal and the route's requirement (never from the token).
             if let (Denial::Token(t), Some((route, _))) = (d, x.route) {
-                resp.headers_mut()
-                    .insert(http::header::WWW_AUTHENTICATE, t.www_authenticate(&route.auth));
+                resp.headers_mut().insert(
+                    http::header::WWW_AUTHENTICATE,
+                    t.www_authenticate(&route.auth),
+                );
             }
             (resp, Some(d))
         }

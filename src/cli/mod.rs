@@ -3,7 +3,7 @@
 
 pub mod issuer;
 pub mod license;
-pub mod provision;
+mod provision;
 
 #[cfg(test)]
 mod license_tests;

@@ -19,8 +19,8 @@ use crate::identity::{IdentityHeaders, PinSet};
 
 use crate::routing::RouteTable;
 
-pub mod issuer;
-pub mod upstream;
+pub(crate) mod issuer;
+pub(crate) mod upstream;
 
 pub use crate::report::{ConfigErrors, ConfigIssue, Report};
 pub use server::duration;

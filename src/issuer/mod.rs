@@ -29,12 +29,12 @@
 //! refresh families and key ids.
 
 pub mod clients;
-pub use crate::config::issuer as config;
+pub(crate) use crate::config::issuer as config;
 mod endpoints;
-pub mod keys;
+pub(crate) mod keys;
 mod request;
-pub mod throttle;
-pub mod tokens;
+mod throttle;
+mod tokens;
 
 #[cfg(test)]
 mod tests;

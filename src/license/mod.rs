@@ -26,10 +26,10 @@
 //! format version ([`LicenseError`]), already expired, or a duplicate id
 //! ([`ActivationError`]). A refused activation changes nothing.
 
-pub mod book;
-pub mod config;
-pub mod dates;
-pub mod format;
+pub(crate) mod book;
+pub(crate) mod config;
+pub(crate) mod dates;
+pub(crate) mod format;
 mod index;
 pub mod keys;
 

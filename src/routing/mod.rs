@@ -11,7 +11,7 @@
 //! as `/admin`, so a path that only case-folds onto another route is refused, unless that
 //! route is `case_insensitive` and takes it).
 
-pub mod host;
+pub(crate) mod host;
 pub mod path;
 
 use std::collections::HashMap;

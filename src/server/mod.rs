@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
-pub mod admin;
+mod admin;
 mod config_watch;
 mod connection;
 mod memory;

@@ -3,5 +3,5 @@
 //! clients, keys, refresh families and revocations, each in an embedded redb file.
 
 pub(crate) mod db;
-pub mod issuer;
+pub(crate) mod issuer;
 pub mod licenses;

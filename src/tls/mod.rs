@@ -17,8 +17,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 
 pub use load::{
-    EXPIRY_WARNING, LoadedCert, TlsFileError, load_certs, load_client_roots, load_key,
-    load_server_cert, rfc3339,
+    LoadedCert, TlsFileError, load_certs, load_client_roots, load_server_cert, rfc3339,
 };
 pub use pinned::PinnedClientVerifier;
 pub use sni::SniResolver;

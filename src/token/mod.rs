@@ -29,7 +29,7 @@
 mod alg;
 mod bearer;
 mod cache;
-pub mod config;
+mod config;
 mod jwks;
 mod keys;
 mod keyset;

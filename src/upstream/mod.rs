@@ -15,8 +15,9 @@ use http::{HeaderValue, Request, Response, Uri, Version, header};
 pub use crate::config::upstream::UpstreamSettings;
 use hyper::body::Incoming;
 
-pub use body::{BodyTooLarge, RequestBody, ResponseBody};
-pub use headers::{remove_present, write_claims, write_identity};
+pub use body::{RequestBody, ResponseBody};
+#[cfg(test)]
+pub(crate) use headers::write_claims;
 
 use crate::config::Snapshot;
 use crate::context::{ConnContext, Exchange};

@@ -105,10 +105,6 @@ impl Embedded {
         Ok(store)
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn run_write(
         &self,
         f: impl FnOnce(&WriteTransaction) -> Result<(), TxError>,

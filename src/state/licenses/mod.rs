@@ -2,8 +2,8 @@
 //! ([`store`]), the service that activates, revokes and re-reads them ([`service`]), and
 //! publishes them to the in-memory [`crate::license::LicenseBook`] the request path reads.
 
-pub mod service;
-pub mod store;
+mod service;
+mod store;
 
 #[cfg(test)]
 mod tests;
