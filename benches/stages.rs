@@ -110,6 +110,7 @@ fn route_selection(c: &mut Criterion) {
                 ip: IpPolicy::default(),
                 license: portcullis::license::RouteLicense::NotRequired,
                 auth: portcullis::token::RouteAuth::None,
+                limits: Arc::from([]),
             })
         })
         .collect();

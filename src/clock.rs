@@ -1,8 +1,9 @@
 //! The gateway's clock. Every time-dependent stage reads the time once per request from
 //! here, so tests move time (licenses expiring, tokens ageing) instead of sleeping.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// The system clock, plus an offset that only tests change.
 #[derive(Debug, Default)]
@@ -20,6 +21,13 @@ impl Clock {
         }
     }
 
+    /// Nanoseconds on the monotonic clock (plus the test offset): what rate limits measure
+    /// intervals with, which a wall-clock step (NTP, an operator) must not stretch or shrink.
+    pub fn mono_ns(&self) -> u64 {
+        let offset = self.offset_ms.load(Ordering::Relaxed).max(0).unsigned_abs();
+        mono_at(Instant::now()).saturating_add(offset.saturating_mul(1_000_000))
+    }
+
     /// Move this gateway's time forward (tests: see a license or token expire).
     pub fn advance(&self, by: Duration) {
         self.offset_ms.fetch_add(
@@ -27,4 +35,11 @@ impl Clock {
             Ordering::Relaxed,
         );
     }
+}
+
+/// `at` in nanoseconds since the first call in this process, on the monotonic clock.
+pub fn mono_at(at: Instant) -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    u64::try_from(at.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
 }

@@ -92,6 +92,9 @@ pub struct Exchange<'g> {
     /// (a reference-count increment each, not a copy).
     pub request_id_header: HeaderValue,
     pub started: Instant,
+    /// The monotonic clock when the request arrived, in nanoseconds (rate limits read it;
+    /// tests set it to move time).
+    pub mono_ns: u64,
     pub method: Method,
     /// Path and query as the client sent them (the log keeps the path only).
     pub path: Option<PathAndQuery>,
@@ -113,16 +116,20 @@ pub struct Exchange<'g> {
     pub target: Option<usize>,
     /// Request body bytes streamed upstream (absent: the request has no body).
     pub bytes_in: Option<Arc<AtomicU64>>,
+    /// In-flight slots the limits stage took, held until the response body is done.
+    pub slots: Vec<crate::limits::InFlightSlot>,
 }
 
 impl<'g> Exchange<'g> {
     /// A new exchange for a request arriving on `conn`.
     pub fn new(conn: &ConnContext, method: Method, path: Option<PathAndQuery>) -> Self {
         let request_id = RequestId::next();
+        let started = Instant::now();
         Exchange {
             request_id_header: request_id.header_value(),
             request_id,
-            started: Instant::now(),
+            started,
+            mono_ns: crate::clock::mono_at(started),
             method,
             path,
             client: ClientAddr {
@@ -138,6 +145,7 @@ impl<'g> Exchange<'g> {
             host: None,
             target: None,
             bytes_in: None,
+            slots: Vec::new(),
         }
     }
 

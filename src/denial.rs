@@ -77,6 +77,13 @@ pub enum Denial {
     /// route's scopes (403).
     #[error("{}", .0.reason())]
     Token(TokenDenial),
+    /// Over one of the route's rate limits (429, with `Retry-After` and the RateLimit
+    /// headers).
+    #[error("rate limited")]
+    RateLimited(LimitHit),
+    /// Over one of the route's in-flight caps (503; nothing queues).
+    #[error("too many in flight")]
+    TooManyInFlight(InFlightHit),
     /// No route matches host and path.
     #[error("no route")]
     NoRoute,
@@ -108,6 +115,8 @@ impl Denial {
             Denial::IpNotAllowed => StatusCode::FORBIDDEN,
             Denial::License(_) => StatusCode::FORBIDDEN,
             Denial::Token(d) => d.status(),
+            Denial::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Denial::TooManyInFlight(_) => StatusCode::SERVICE_UNAVAILABLE,
             Denial::NoRoute => StatusCode::NOT_FOUND,
             Denial::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Denial::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -129,6 +138,8 @@ impl Denial {
             Denial::IpNotAllowed => "ip_not_allowed",
             Denial::License(d) => d.reason(),
             Denial::Token(d) => d.reason(),
+            Denial::RateLimited(_) => "rate_limited",
+            Denial::TooManyInFlight(_) => "too_many_in_flight",
             Denial::NoRoute => "no_route",
             Denial::MethodNotAllowed => "method_not_allowed",
             Denial::PayloadTooLarge => "payload_too_large",
@@ -150,6 +161,8 @@ impl Denial {
             | Denial::IpNotAllowed
             | Denial::License(_)
             | Denial::Token(_)
+            | Denial::RateLimited(_)
+            | Denial::TooManyInFlight(_)
             | Denial::NoRoute
             | Denial::MethodNotAllowed
             | Denial::UpstreamUnavailable
@@ -175,6 +188,13 @@ impl Denial {
         h.insert(crate::request_id::X_REQUEST_ID, request_id.header_value());
         if self.closes_connection() {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        match self {
+            Denial::RateLimited(hit) => hit.write_headers(h),
+            Denial::TooManyInFlight(_) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
         }
         resp
     }
@@ -266,6 +286,109 @@ impl TokenDenial {
     }
 }
 
+// === Limits ===
+
+listed! {
+/// What a limit counts by, as a bounded metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LimitKind {
+    ClientIp,
+    Cert,
+    License,
+    TokenSub,
+    ClientId,
+    Header,
+    Route,
+}}
+
+impl LimitKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            LimitKind::ClientIp => "client_ip",
+            LimitKind::Cert => "cert",
+            LimitKind::License => "license",
+            LimitKind::TokenSub => "token_sub",
+            LimitKind::ClientId => "client_id",
+            LimitKind::Header => "header",
+            LimitKind::Route => "route",
+        }
+    }
+}
+
+/// A rate limit that refused: which kind, when to come back, and the policy for the
+/// `RateLimit-Policy` / `RateLimit` headers (draft-ietf-httpapi-ratelimit-headers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitHit {
+    pub kind: LimitKind,
+    /// Whole seconds, at least 1.
+    pub retry_after_secs: u32,
+    /// Requests per window.
+    pub quota: u32,
+    pub window_secs: u32,
+}
+
+impl LimitHit {
+    /// One representative: the denial's reason does not depend on the numbers or the kind
+    /// (the kind has its own series, `portcullis_limited_total`).
+    pub const ALL: &'static [LimitHit] = &[LimitHit {
+        kind: LimitKind::Route,
+        retry_after_secs: 1,
+        quota: 0,
+        window_secs: 0,
+    }];
+
+    fn write_headers(&self, h: &mut http::HeaderMap) {
+        let name = self.kind.label();
+        let policy = format!("\"{name}\";q={};w={}", self.quota, self.window_secs);
+        let state = format!("\"{name}\";r=0;t={}", self.retry_after_secs);
+        h.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(self.retry_after_secs),
+        );
+        if let Ok(v) = HeaderValue::try_from(policy) {
+            h.insert(RATELIMIT_POLICY, v);
+        }
+        if let Ok(v) = HeaderValue::try_from(state) {
+            h.insert(RATELIMIT, v);
+        }
+    }
+}
+
+/// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers-09).
+pub const RATELIMIT_POLICY: header::HeaderName =
+    header::HeaderName::from_static("ratelimit-policy");
+/// `RateLimit`: the remaining quota `r` and seconds `t` until it resets.
+pub const RATELIMIT: header::HeaderName = header::HeaderName::from_static("ratelimit");
+
+/// An in-flight cap that refused, and its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InFlightHit {
+    pub kind: LimitKind,
+}
+
+impl InFlightHit {
+    /// One representative (see [`LimitHit::ALL`]).
+    pub const ALL: &'static [InFlightHit] = &[InFlightHit {
+        kind: LimitKind::Route,
+    }];
+}
+
+/// Why the limits stage refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitRefusal {
+    Rate(LimitHit),
+    InFlight(LimitKind),
+}
+
+impl From<LimitRefusal> for Denial {
+    fn from(r: LimitRefusal) -> Denial {
+        match r {
+            LimitRefusal::Rate(hit) => Denial::RateLimited(hit),
+            LimitRefusal::InFlight(kind) => Denial::TooManyInFlight(InFlightHit { kind }),
+        }
+    }
+}
+
 // === Connection refusals ===
 
 listed! {
@@ -276,6 +399,9 @@ pub enum ConnRefusal {
     Limit,
     /// The listener's deny or allow list refused the connection's origin.
     IpNotAllowed,
+    /// The origin opened connections faster than `connection_rate`, or holds
+    /// `max_connections_per_ip` already.
+    Flood,
     /// A PROXY header from an untrusted peer, a missing or malformed one, or a timeout.
     ProxyProtocol,
     /// The TLS handshake failed or timed out.
@@ -287,6 +413,7 @@ impl ConnRefusal {
         match self {
             ConnRefusal::Limit => "connection_limit",
             ConnRefusal::IpNotAllowed => "ip_not_allowed",
+            ConnRefusal::Flood => "connection_flood",
             ConnRefusal::ProxyProtocol => "proxy_protocol",
             ConnRefusal::Handshake => "tls_handshake",
         }

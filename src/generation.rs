@@ -15,6 +15,7 @@ use crate::issuer::Issuer;
 use crate::metrics::RouteSeries;
 use crate::routing::Route;
 use crate::state::licenses::Licensing;
+use crate::state::limits::LocalLimits;
 use crate::upstream::Upstream;
 
 /// Everything one config load runs with.
@@ -26,6 +27,9 @@ pub struct Generation {
     pub issuer: Option<Arc<Issuer>>,
     /// Each route's running parts, by [`Route::id`].
     routes: Vec<RouteParts>,
+    /// Rate-limit and in-flight state, kept across reloads (a reload is no way around a
+    /// limit) unless `[limits] max_keys` changed.
+    pub limits: Arc<LocalLimits>,
     /// The HTTP/1.1 + HTTP/2 server settings every new connection is served with (shared
     /// with the connections, which outlive a reload; the rest of a generation does not).
     pub http: Arc<HttpBuilders>,
@@ -65,8 +69,15 @@ impl Generation {
                 series: RouteSeries::default(),
             })
             .collect();
+        let limits = match previous {
+            Some(p) if p.limits.max_keys() == LocalLimits::rounded(snapshot.limit_keys) => {
+                Arc::clone(&p.limits)
+            }
+            _ => Arc::new(LocalLimits::new(snapshot.limit_keys)),
+        };
         Generation {
             http: Arc::new(http_builders(&snapshot.server)),
+            limits,
             snapshot: Arc::new(snapshot),
             licensing,
             issuer,
@@ -90,6 +101,7 @@ impl Generation {
                     series: RouteSeries::default(),
                 })
                 .collect(),
+            limits: Arc::clone(&self.limits),
             http: Arc::clone(&self.http),
         }
     }

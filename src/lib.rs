@@ -40,6 +40,7 @@ pub mod identity;
 pub mod ip_filter;
 pub mod issuer;
 pub mod license;
+pub mod limits;
 pub mod metrics;
 pub mod pipeline;
 mod record;

@@ -91,11 +91,43 @@ pub fn admit<'g, B>(
         now,
     )?;
     x.in_grace = license.as_ref().is_some_and(|g| g.in_grace);
+    // Limits keyed by what is known now run before any token signature is checked.
+    let limits = &*route.limits;
+    let mut caller = crate::limits::Caller {
+        ip: x.client.ip,
+        spki: conn.identity.as_ref().map(|i| &i.spki_sha256),
+        license: license.as_ref().map(|g| &*g.license_id),
+        sub: None,
+        client_id: None,
+        headers: req.headers(),
+    };
+    if !limits.is_empty() {
+        crate::limits::check(
+            limits,
+            true,
+            &caller,
+            &*generation.limits,
+            x.mono_ns,
+            &mut x.slots,
+        )?;
+    }
     let presenter = crate::token::Presenter::Connection(conn.identity.as_ref());
     x.claims = snapshot
         .tokens
         .authorize_for(req.headers(), &route.auth, presenter, now)
         .map_err(Denial::Token)?;
+    if limits.iter().any(|l| !l.key.before_token()) {
+        caller.sub = x.claims.as_ref().and_then(|c| c.sub.as_deref());
+        caller.client_id = x.claims.as_ref().and_then(|c| c.client_id.as_deref());
+        crate::limits::check(
+            limits,
+            false,
+            &caller,
+            &*generation.limits,
+            x.mono_ns,
+            &mut x.slots,
+        )?;
+    }
     Ok(Admitted::Route)
 }
 
@@ -132,20 +164,22 @@ fn apply_path(path: Option<PathAndQuery>, uri: &mut http::Uri) {
 /// Handle one request. Never fails: every refusal becomes its JSON denial.
 ///
 /// `generation` is loaded once for the whole request (a reload mid-request does not mix two
-/// configs), and `now` read once (every time-dependent stage judges the same instant).
+/// configs), and `clock` read once (every time-dependent stage judges the same instant).
 pub async fn handle(
     generation: Arc<Generation>,
     metrics: &Metrics,
-    now: SystemTime,
+    clock: &crate::clock::Clock,
     conn: &ConnContext,
     mut req: Request<Incoming>,
 ) -> Response<ResponseBody> {
+    let now = clock.now();
     // A refcount bump, not a copy: the log needs the path after the request is consumed.
     let mut x = Exchange::new(
         conn,
         req.method().clone(),
         req.uri().path_and_query().cloned(),
     );
+    x.mono_ns = clock.mono_ns();
     let result = async {
         let admitted = admit(&generation, conn, &req, now, &mut x)?;
         // Whoever answers, it acts on the path the stages judged.
@@ -192,6 +226,9 @@ pub async fn handle(
         }
         Err(d) => {
             metrics.denial(d);
+            if let Some((route, _)) = x.route {
+                metrics.limited(&route.name, d);
+            }
             let mut resp = d.response(&x.request_id);
             // RFC 6750: a token refusal carries its challenge, built from the kind of
             // refusal and the route's requirement (never from the token).
@@ -221,6 +258,8 @@ pub async fn handle(
         ),
     }
     let status = response.status().as_u16();
+    // In-flight slots are held until the client has the whole body.
+    response.body_mut().hold_slots(std::mem::take(&mut x.slots));
     let line = x.into_access_line(conn.listener.clone(), status, denial);
     response.body_mut().attach_log(line);
     response

@@ -33,6 +33,33 @@ pub struct FileConfig {
     pub token: crate::token::TokenSection,
     /// The gateway's own OAuth 2.0 token issuer. Absent: none.
     pub issuer: Option<super::issuer::IssuerSection>,
+    /// Rate limits for routes without their own, and the cap on tracked keys.
+    pub limits: Option<LimitsSection>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Limits for every route that has no `limits` of its own.
+    pub default: Option<Vec<LimitSection>>,
+    /// Rate-limit keys tracked at most (the oldest rested go first). Default 1000000.
+    pub max_keys: Option<usize>,
+}
+
+/// One limit: `{ key = "client_ip", rate = "100/s", burst = 20 }`, or an in-flight cap
+/// `{ key = "route", max_in_flight = 200 }`, or both.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSection {
+    /// `client_ip`, `cert`, `license`, `token_sub`, `client_id`, `header:NAME` or `route`.
+    pub key: Option<String>,
+    /// `<count>/<unit>`: `"100/s"`, `"6000/min"`, `"1000/h"`, `"100000/day"`.
+    pub rate: Option<String>,
+    /// Requests a rested key may send at once. Default: the rate's count.
+    pub burst: Option<u32>,
+    /// Requests of one key served at once; more get 503 at once (nothing queues).
+    pub max_in_flight: Option<u32>,
 }
 
 /// The admin listener. Loopback plain HTTP is the expected use; anywhere else it needs TLS
@@ -134,6 +161,14 @@ pub struct ListenerSection {
     pub forwarded_header: Option<String>,
     /// Offer TLS session resumption (a session cache, TLS 1.3 tickets). Default true.
     pub tls_resumption: Option<bool>,
+    /// New connections one client address may open, e.g. "20/s"; more are closed at accept,
+    /// before any TLS work. Default: no limit.
+    pub connection_rate: Option<String>,
+    /// Connections a rested address may open at once under `connection_rate`. Default: the
+    /// rate's count.
+    pub connection_burst: Option<u32>,
+    /// Connections one client address may hold open at once. Default: no limit.
+    pub max_connections_per_ip: Option<u32>,
 }
 
 /// A certificate chain and its private key, both PEM files.
@@ -195,4 +230,7 @@ pub struct RouteSection {
     /// Match `path_prefix` in any case, for upstreams that ignore case. Default false (a
     /// path that matches another route only when case is ignored is refused).
     pub case_insensitive: Option<bool>,
+    /// This route's rate limits and in-flight caps (instead of `[limits] default`); an
+    /// empty list: none.
+    pub limits: Option<Vec<LimitSection>>,
 }

@@ -21,6 +21,7 @@ pub(super) struct ListenerSkeleton {
     pub(super) trusted_proxies: IpSet,
     pub(super) forwarded_header: crate::ip_filter::ForwardedHeader,
     pub(super) proxy_protocol: bool,
+    pub(super) flood: crate::limits::ConnFlood,
 }
 
 pub(super) fn listener(
@@ -195,7 +196,9 @@ pub(super) fn listener(
         }
     }
 
+    let flood = conn_flood(r, key, l, name.as_deref().unwrap_or("?"));
     let (name, bind, min_tls, client_auth) = (name?, bind?, min_tls?, client_auth?);
+    let flood = flood?;
     let (pins, ip, trusted_proxies, forwarded_header) =
         (pins?, ip?, trusted_proxies?, forwarded_header?);
     if certs.len() != l.certificates.len() || certs.is_empty() {
@@ -222,6 +225,7 @@ pub(super) fn listener(
             trusted_proxies,
             forwarded_header,
             proxy_protocol,
+            flood,
         }),
         Err(e) => {
             r.error(key, format!("cannot build the TLS configuration: {e}"));
@@ -262,4 +266,41 @@ pub(super) fn is_label(s: &str) -> bool {
         && s.len() <= 64
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// `connection_rate`, `connection_burst`, `max_connections_per_ip`.
+fn conn_flood(
+    r: &mut Report,
+    key: &str,
+    l: &ListenerSection,
+    name: &str,
+) -> Option<crate::limits::ConnFlood> {
+    use crate::limits::{Gcra, Rate};
+    let rate = match l.connection_rate.as_deref() {
+        None => None,
+        Some(s) => match Rate::parse(s) {
+            Ok(rate) => Some(Gcra::new(rate, l.connection_burst.unwrap_or(rate.count))),
+            Err(why) => {
+                r.error(format!("{key}.connection_rate"), format!("\"{s}\" {why}"));
+                return None;
+            }
+        },
+    };
+    if l.connection_burst.is_some() && rate.is_none() {
+        r.error(format!("{key}.connection_burst"), "needs a connection_rate");
+    }
+    if l.connection_burst == Some(0) {
+        r.error(format!("{key}.connection_burst"), "must be at least 1");
+    }
+    if l.max_connections_per_ip == Some(0) {
+        r.error(
+            format!("{key}.max_connections_per_ip"),
+            "must be at least 1 (0 would refuse every connection)",
+        );
+    }
+    Some(crate::limits::ConnFlood {
+        scope: format!("listener:{name}").into(),
+        rate,
+        per_ip: l.max_connections_per_ip,
+    })
 }

@@ -3,6 +3,7 @@
 
 mod admin;
 pub mod file;
+mod limits;
 mod listener;
 mod policy;
 mod redact;
@@ -50,6 +51,8 @@ pub struct Snapshot {
     pub issuer: Option<issuer::OwnIssuerSettings>,
     /// What happens to client headers whose names have underscores.
     pub underscores_in_headers: crate::framing::UnderscoreHeaders,
+    /// Rate-limit keys tracked at most (`[limits] max_keys`).
+    pub limit_keys: usize,
     /// The config file as parsed, secrets redacted, for `GET /config`.
     pub redacted: serde_json::Value,
 }
@@ -110,6 +113,8 @@ pub struct ListenerPolicy {
     pub ip: crate::ip_filter::ListenerIp,
     /// A PROXY protocol header precedes TLS on every connection.
     pub proxy_protocol: bool,
+    /// Per-address connection rate and cap, checked at accept.
+    pub flood: crate::limits::ConnFlood,
     /// Earliest `not_after` among the listener's server certificates (for metrics and warnings).
     pub cert_not_after: SystemTime,
 }

@@ -172,7 +172,16 @@ pub(super) fn route(
         issuers,
         r,
     );
-    let (name, host, prefix, upstream, max_body_bytes, pins, ip, auth) = (
+    let limits = route_limits(
+        r,
+        key,
+        s,
+        file,
+        name.as_deref().unwrap_or("?"),
+        license,
+        &auth,
+    );
+    let (name, host, prefix, upstream, max_body_bytes, pins, ip, auth, limits) = (
         name?,
         host?,
         prefix?,
@@ -181,6 +190,7 @@ pub(super) fn route(
         pins?,
         ip?,
         auth?,
+        limits?,
     );
     if !methods_ok {
         return None;
@@ -199,6 +209,7 @@ pub(super) fn route(
             ip,
             license,
             auth,
+            limits,
         },
         UpstreamSpec {
             targets: upstream,
@@ -206,4 +217,46 @@ pub(super) fn route(
         },
         on,
     ))
+}
+
+/// The route's own `limits`, else `[limits] default` (validated once in `validate.rs`, so its
+/// problems are not repeated per route). A key the route cannot tell callers apart by is a
+/// warning: every request would share one key.
+fn route_limits(
+    r: &mut Report,
+    key: &str,
+    s: &RouteSection,
+    file: &FileConfig,
+    name: &str,
+    license: crate::license::RouteLicense,
+    auth: &Option<crate::token::RouteAuth>,
+) -> Option<std::sync::Arc<[crate::limits::Limit]>> {
+    let (entries, at) = match (
+        &s.limits,
+        file.limits.as_ref().and_then(|l| l.default.as_ref()),
+    ) {
+        (Some(own), _) => (own, format!("{key}.limits")),
+        (None, Some(default)) => {
+            let mut scratch = Report::new(std::path::Path::new(""));
+            return super::limits::limits(&mut scratch, "limits.default", name, default);
+        }
+        (None, None) => return Some(std::sync::Arc::from([])),
+    };
+    let built = super::limits::limits(r, &at, name, entries)?;
+    let bearer = matches!(auth, Some(crate::token::RouteAuth::Bearer { .. }));
+    for (i, l) in built.iter().enumerate() {
+        use crate::limits::LimitKey;
+        let shared = match l.key {
+            LimitKey::License => license != crate::license::RouteLicense::Required,
+            LimitKey::TokenSub | LimitKey::ClientId => !bearer,
+            _ => false,
+        };
+        if shared {
+            r.warn(
+                format!("{at}[{i}].key"),
+                "this route does not establish that identity (license = \"required\" or auth = \"bearer\"): every request shares one key",
+            );
+        }
+    }
+    Some(built)
 }

@@ -143,6 +143,21 @@ pub fn build_snapshot(
             "no [[routes]]: every request will get 404 no_route",
         );
     }
+    // `[limits] default` is checked here once; each route without limits of its own uses it.
+    let mut limit_keys = crate::state::limits::DEFAULT_MAX_KEYS;
+    if let Some(l) = &file.limits {
+        if let Some(d) = &l.default {
+            let _ = super::limits::limits(&mut r, "limits.default", "default", d);
+        }
+        match l.max_keys {
+            Some(n) if n < 1000 => r.error(
+                "limits.max_keys",
+                format!("{n} is too few to track (at least 1000)"),
+            ),
+            Some(n) => limit_keys = n,
+            None => {}
+        }
+    }
     let mut route_names = HashSet::new();
     // Each route's upstream, by route id (its place in this list).
     let mut upstreams = Vec::with_capacity(file.routes.len());
@@ -214,6 +229,7 @@ pub fn build_snapshot(
                     forwarded_header: sk.forwarded_header,
                 },
                 proxy_protocol: sk.proxy_protocol,
+                flood: sk.flood,
                 cert_not_after: sk.cert_not_after,
             })
         })
@@ -230,6 +246,7 @@ pub fn build_snapshot(
             tokens,
             claim_headers: token_settings.headers,
             underscores_in_headers,
+            limit_keys,
             issuer: own_issuer,
             redacted: super::redact::redacted(file),
         },

@@ -27,6 +27,8 @@ mod labels;
 pub struct Metrics {
     pub registry: Registry,
     denials: IntCounterVec,
+    /// Limit refusals by route and key kind (the reason is in `denials`).
+    limited: IntCounterVec,
     refused: IntCounterVec,
     pub open_connections: IntGauge,
     /// HTTP/1.1 connections idle with their HTTP state released.
@@ -73,6 +75,14 @@ impl Metrics {
         let open_connections =
             IntGauge::new("portcullis_open_connections", "Open client connections.")?;
         registry.register(Box::new(denials.clone()))?;
+        let limited = IntCounterVec::new(
+            Opts::new(
+                "portcullis_limited_total",
+                "Requests refused by a rate limit or in-flight cap, by route, key kind and reason.",
+            ),
+            &["route", "key", "reason"],
+        )?;
+        registry.register(Box::new(limited.clone()))?;
         registry.register(Box::new(refused.clone()))?;
         registry.register(Box::new(open_connections.clone()))?;
         let parked_connections = IntGauge::new(
@@ -209,6 +219,7 @@ impl Metrics {
         Ok(Metrics {
             registry,
             denials,
+            limited,
             refused,
             open_connections,
             parked_connections,
@@ -233,6 +244,18 @@ impl Metrics {
 
     pub fn denial(&self, d: Denial) {
         self.denials.with_label_values(&[d.reason()]).inc();
+    }
+
+    /// A limit refusal on `route` (a configured name), by key kind.
+    pub fn limited(&self, route: &str, d: Denial) {
+        let kind = match d {
+            Denial::RateLimited(hit) => hit.kind,
+            Denial::TooManyInFlight(hit) => hit.kind,
+            _ => return,
+        };
+        self.limited
+            .with_label_values(&[route, kind.label(), d.reason()])
+            .inc();
     }
 
     pub fn refused(&self, r: ConnRefusal) {

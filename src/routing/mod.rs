@@ -53,6 +53,8 @@ pub struct Route {
     pub license: RouteLicense,
     /// Whether every request needs a bearer token, and which scopes and issuers.
     pub auth: RouteAuth,
+    /// Rate limits and in-flight caps, in order (empty: none).
+    pub limits: std::sync::Arc<[crate::limits::Limit]>,
 }
 
 /// Check a configured prefix and put it in canonical form (the form requests are matched

@@ -136,7 +136,8 @@ impl Connection {
             e = Box::pin(establish(stream, peer, &policy, &shared, deadline, accepted_at)) => e,
             _ = raised(&mut signals.stop) => None,
         };
-        let Some((tls, conn)) = established else {
+        // `_flood`: this address's connection slot, held for the connection's life.
+        let Some((tls, conn, _flood)) = established else {
             return;
         };
 
@@ -156,9 +157,14 @@ impl Connection {
                 async move {
                     let in_flight = InFlight::start(&conn);
                     let generation = shared.generation.load_full();
-                    let now = shared.clock.now();
-                    let mut resp =
-                        crate::pipeline::handle(generation, &shared.metrics, now, &conn, req).await;
+                    let mut resp = crate::pipeline::handle(
+                        generation,
+                        &shared.metrics,
+                        &shared.clock,
+                        &conn,
+                        req,
+                    )
+                    .await;
                     resp.body_mut().hold(in_flight);
                     Ok::<_, Infallible>(resp)
                 }
@@ -334,7 +340,11 @@ async fn establish(
     shared: &Shared,
     deadline: tokio::time::Instant,
     accepted_at: Instant,
-) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, Arc<ConnContext>)> {
+) -> Option<(
+    tokio_rustls::server::TlsStream<TcpStream>,
+    Arc<ConnContext>,
+    Option<crate::limits::InFlightSlot>,
+)> {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(peer);
     let refuse = |why: ConnRefusal| {
@@ -363,6 +373,20 @@ async fn establish(
         refuse(ConnRefusal::IpNotAllowed);
         return None;
     }
+    // Flood control, also before TLS: one address opening connections too fast, or holding
+    // too many, costs no handshake either.
+    let generation = shared.generation.load();
+    let flood = match policy
+        .flood
+        .admit(origin.ip(), &*generation.limits, shared.clock.mono_ns())
+    {
+        Ok(slot) => slot,
+        Err(why) => {
+            refuse(why);
+            return None;
+        }
+    };
+    drop(generation);
 
     let acceptor = TlsAcceptor::from(policy.tls.clone());
     let tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
@@ -402,7 +426,7 @@ async fn establish(
         framing: Arc::new(FramingSignals::default()),
         in_flight: std::sync::atomic::AtomicU32::new(0),
     });
-    Some((tls, conn))
+    Some((tls, conn, flood))
 }
 
 /// Holds the connection's permit and counts it open, from accept until it ends, however

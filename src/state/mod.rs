@@ -5,3 +5,4 @@
 pub(crate) mod db;
 pub(crate) mod issuer;
 pub mod licenses;
+pub mod limits;

@@ -110,6 +110,8 @@ pub struct ResponseBody {
     log: Option<AccessLine>,
     /// Keeps the request counted as in flight on its connection until this is dropped.
     in_flight: Option<crate::context::InFlight>,
+    /// The limits' in-flight slots, given back when this is dropped.
+    slots: Vec<crate::limits::InFlightSlot>,
 }
 
 enum Kind {
@@ -133,12 +135,18 @@ impl ResponseBody {
             kind: Kind::Upstream(body, lease),
             log: None,
             in_flight: None,
+            slots: Vec::new(),
         }
     }
 
     /// Attach the access-log line; it is written when this body is dropped.
     pub fn attach_log(&mut self, line: AccessLine) {
         self.log = Some(line);
+    }
+
+    /// Hold the limits' in-flight slots until this body is dropped.
+    pub fn hold_slots(&mut self, slots: Vec<crate::limits::InFlightSlot>) {
+        self.slots = slots;
     }
 
     /// Count the request in flight until this body is dropped.
@@ -167,6 +175,7 @@ impl From<Bytes> for ResponseBody {
             kind: Kind::Full(Some(b)),
             log: None,
             in_flight: None,
+            slots: Vec::new(),
         }
     }
 }
