@@ -2,13 +2,15 @@
 //! here, so tests move time (licenses expiring, tokens ageing) instead of sleeping.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 /// The system clock, plus an offset that only tests change.
 #[derive(Debug, Default)]
 pub struct Clock {
     offset_ms: AtomicI64,
+    /// Non-zero: the monotonic clock stands still here (tests count a rate exactly).
+    frozen_ns: AtomicU64,
 }
 
 impl Clock {
@@ -25,7 +27,18 @@ impl Clock {
     /// intervals with, which a wall-clock step (NTP, an operator) must not stretch or shrink.
     pub fn mono_ns(&self) -> u64 {
         let offset = self.offset_ms.load(Ordering::Relaxed).max(0).unsigned_abs();
-        mono_at(Instant::now()).saturating_add(offset.saturating_mul(1_000_000))
+        let base = match self.frozen_ns.load(Ordering::Relaxed) {
+            0 => mono_at(Instant::now()),
+            frozen => frozen,
+        };
+        base.saturating_add(offset.saturating_mul(1_000_000))
+    }
+
+    /// Stop the monotonic clock where it is; only [`advance`](Self::advance) moves it then
+    /// (tests: count a rate limit exactly, whatever the machine's speed).
+    pub fn freeze_monotonic(&self) {
+        let now = mono_at(Instant::now()).max(1);
+        self.frozen_ns.store(now, Ordering::Relaxed);
     }
 
     /// Move this gateway's time forward (tests: see a license or token expire).

@@ -42,18 +42,19 @@ fn limit(r: &mut Report, key: &str, scope: String, e: &LimitSection) -> Option<L
             }
         },
     };
+    let mut rate_ok = true;
     let rate = match e.rate.as_deref() {
         None => None,
         Some(s) => match Rate::parse(s) {
-            Ok(rate) => Some(Some(rate)),
+            Ok(rate) => Some(rate),
             Err(why) => {
                 r.error(format!("{key}.rate"), format!("\"{s}\" {why}"));
-                return None;
+                rate_ok = false;
+                None
             }
         },
     };
-    let rate = rate.flatten();
-    if e.burst.is_some() && rate.is_none() {
+    if e.burst.is_some() && e.rate.is_none() {
         r.error(format!("{key}.burst"), "needs a rate");
     }
     if e.burst == Some(0) {
@@ -65,10 +66,10 @@ fn limit(r: &mut Report, key: &str, scope: String, e: &LimitSection) -> Option<L
             "must be at least 1 (0 would refuse every request)",
         );
     }
-    if rate.is_none() && e.max_in_flight.is_none() {
+    if e.rate.is_none() && e.max_in_flight.is_none() {
         r.error(key.to_owned(), "sets neither rate nor max_in_flight");
     }
-    let limit_key = limit_key?;
+    let limit_key = limit_key.filter(|_| rate_ok)?;
     Some(Limit {
         scope: scope.into(),
         key: limit_key,

@@ -276,17 +276,19 @@ fn conn_flood(
     name: &str,
 ) -> Option<crate::limits::ConnFlood> {
     use crate::limits::{Gcra, Rate};
+    let mut ok = true;
     let rate = match l.connection_rate.as_deref() {
         None => None,
         Some(s) => match Rate::parse(s) {
             Ok(rate) => Some(Gcra::new(rate, l.connection_burst.unwrap_or(rate.count))),
             Err(why) => {
                 r.error(format!("{key}.connection_rate"), format!("\"{s}\" {why}"));
-                return None;
+                ok = false;
+                None
             }
         },
     };
-    if l.connection_burst.is_some() && rate.is_none() {
+    if l.connection_burst.is_some() && l.connection_rate.is_none() {
         r.error(format!("{key}.connection_burst"), "needs a connection_rate");
     }
     if l.connection_burst == Some(0) {
@@ -298,7 +300,7 @@ fn conn_flood(
             "must be at least 1 (0 would refuse every connection)",
         );
     }
-    Some(crate::limits::ConnFlood {
+    ok.then(|| crate::limits::ConnFlood {
         scope: format!("listener:{name}").into(),
         rate,
         per_ip: l.max_connections_per_ip,
