@@ -39,10 +39,16 @@ async fn every_metric_in_the_dashboard_and_alerts_is_exported() {
     let pki = Pki::generate();
     let up = Upstream::echo("a").await;
     let toml = format!(
-        "{}{}{}",
+        "{}{}{}{}",
         listener("public", ""),
         route("ok", "/", &[&up.url()], ""),
-        route("down", "/down", &[&closed_port_url()], "")
+        route("down", "/down", &[&closed_port_url()], ""),
+        route(
+            "limited",
+            "/limited",
+            &[&up.url()],
+            "limits = [{ key = \"route\", rate = \"1/min\", burst = 1 }]"
+        )
     );
     let gw = Gateway::start(pki.dir(), &toml).await;
     assert_eq!(
@@ -56,6 +62,15 @@ async fn every_metric_in_the_dashboard_and_alerts_is_exported() {
             .as_u16(),
         502
     );
+    for expected in [200, 429] {
+        assert_eq!(
+            send_one(&pki, gw.addr(), get("/limited"))
+                .await
+                .status
+                .as_u16(),
+            expected
+        );
+    }
     let exported = names_in(&gw.shared().metrics.render());
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib");
     for file in ["grafana-dashboard.json", "portcullis-alerts.yml"] {
