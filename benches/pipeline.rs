@@ -5,8 +5,8 @@
 //! carries the pinned client certificate, as the server calls it for every request:
 //! framing, the listener's pin and IP allowlist, route selection, the route's pin and IP
 //! lists, the machine license (pin and address), the bearer token (HS256; verified once,
-//! then a cache hit). Beside it: a forged token (refused after a signature check), and the
-//! bare config (one route, no policy). Forwarding is not included: it is I/O, measured by
+//! then a cache hit). Beside it: a forged token (refused after a signature check), the full
+//! policy with two rate limits, and the bare config (one route, no policy). Forwarding is not included: it is I/O, measured by
 //! the load bench.
 
 // Bench set-up may panic: it is measurement code, never run on input.
@@ -43,7 +43,7 @@ fn setup(mode: &str) -> Setup {
     let dir = pki.dir.path().to_path_buf();
     // Never connected to: admission stops before forwarding.
     write(&dir, "portcullis.toml", &config(&dir, mode, "127.0.0.1:9"));
-    if mode == "full" {
+    if mode.starts_with("full") {
         provision(&dir);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -129,6 +129,14 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(admitted(&full, black_box(&forged))))
     });
     drop(full);
+
+    // The same with two rate limits (client_ip before the token, token_sub after it).
+    let limited = setup("full_limits");
+    assert!(admitted(&limited, &good), "the limits never refuse");
+    c.bench_function("pipeline/admit/full_policy_two_limits", |b| {
+        b.iter(|| black_box(admitted(&limited, black_box(&good))))
+    });
+    drop(limited);
 
     let bare = setup("bare");
     let plain = request(None);

@@ -69,7 +69,9 @@ pub fn config(dir: &Path, mode: &str, upstream: &str) -> String {
     let mut c = String::from(
         "[server]\nwatch_config = false\n\n[[listeners]]\nname = \"mtls\"\nbind = \"127.0.0.1:0\"\nclient_auth = \"required\"\nclient_ca = \"ca.pem\"\ntls_resumption = false\n",
     );
-    if mode == "full" {
+    // "full_limits": the full policy plus two rate limits that never refuse (their cost).
+    let full = mode.starts_with("full");
+    if full {
         let pin = portcullis(&["pin", "client.pem"], dir)
             .lines()
             .find_map(|l| l.strip_prefix("spki pin:").map(|p| p.trim().to_owned()))
@@ -80,7 +82,10 @@ pub fn config(dir: &Path, mode: &str, upstream: &str) -> String {
     c.push_str(&format!(
         "[[routes]]\nname = \"all\"\npath_prefix = \"/\"\nupstream = [\"http://{upstream}\"]\n"
     ));
-    if mode == "full" {
+    if mode == "full_limits" {
+        c.push_str("limits = [\n  { key = \"client_ip\", rate = \"1000000000/s\", burst = 1000000000 },\n  { key = \"token_sub\", rate = \"1000000000/s\", burst = 1000000000 },\n]\n");
+    }
+    if full {
         c.push_str("license = \"required\"\nauth = \"bearer\"\nscopes = [\"bench\"]\n\n");
         c.push_str("[licenses]\ntrusted_keys = [\"license.pub\"]\nstore = \"licenses.redb\"\n\n");
         c.push_str("[[token_issuers]]\nname = \"bench\"\nissuer = \"https://bench.test\"\naudiences = [\"bench\"]\nhs256_secret_file = \"hs256.secret\"\n");
