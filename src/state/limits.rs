@@ -12,8 +12,8 @@
 //! costs amortised constant time. In-flight counts exist only while a request holds a slot.
 
 use std::collections::HashMap;
-use std::collections::hash_map::RandomState;
 use std::collections::hash_map::Entry;
+use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
