@@ -55,6 +55,7 @@ fn payload(i: u32) -> Payload {
         issued_at: NOW - 86_400,
         not_before: NOW - 86_400,
         expires_at: NOW + 86_400 * 365,
+        quota: None,
     }
 }
 

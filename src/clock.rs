@@ -50,6 +50,14 @@ impl Clock {
     }
 }
 
+/// Whole Unix seconds now, on the system clock (for work outside a request, such as the
+/// last flush of a store being closed).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// `at` in nanoseconds since the first call in this process, on the monotonic clock.
 pub fn mono_at(at: Instant) -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();

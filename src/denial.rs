@@ -81,6 +81,10 @@ pub enum Denial {
     /// headers).
     #[error("rate limited")]
     RateLimited(LimitHit),
+    /// A quota (the route's, or the one the machine license carries) is used up for this
+    /// window (429, with `Retry-After` at the window's turn and the RateLimit headers).
+    #[error("quota exhausted")]
+    QuotaExhausted(LimitHit),
     /// Over one of the route's in-flight caps (503; nothing queues).
     #[error("too many in flight")]
     TooManyInFlight(InFlightHit),
@@ -116,6 +120,7 @@ impl Denial {
             Denial::License(_) => StatusCode::FORBIDDEN,
             Denial::Token(d) => d.status(),
             Denial::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Denial::QuotaExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
             Denial::TooManyInFlight(_) => StatusCode::SERVICE_UNAVAILABLE,
             Denial::NoRoute => StatusCode::NOT_FOUND,
             Denial::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -139,6 +144,7 @@ impl Denial {
             Denial::License(d) => d.reason(),
             Denial::Token(d) => d.reason(),
             Denial::RateLimited(_) => "rate_limited",
+            Denial::QuotaExhausted(_) => "quota_exhausted",
             Denial::TooManyInFlight(_) => "too_many_in_flight",
             Denial::NoRoute => "no_route",
             Denial::MethodNotAllowed => "method_not_allowed",
@@ -162,6 +168,7 @@ impl Denial {
             | Denial::License(_)
             | Denial::Token(_)
             | Denial::RateLimited(_)
+            | Denial::QuotaExhausted(_)
             | Denial::TooManyInFlight(_)
             | Denial::NoRoute
             | Denial::MethodNotAllowed
@@ -190,7 +197,8 @@ impl Denial {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         match self {
-            Denial::RateLimited(hit) => hit.write_headers(h),
+            Denial::RateLimited(hit) => hit.write_headers(h, ""),
+            Denial::QuotaExhausted(hit) => hit.write_headers(h, "_quota"),
             Denial::TooManyInFlight(_) => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
@@ -323,7 +331,7 @@ pub struct LimitHit {
     /// Whole seconds, at least 1.
     pub retry_after_secs: u32,
     /// Requests per window.
-    pub quota: u32,
+    pub quota: u64,
     pub window_secs: u32,
 }
 
@@ -337,10 +345,11 @@ impl LimitHit {
         window_secs: 0,
     }];
 
-    fn write_headers(&self, h: &mut http::HeaderMap) {
+    /// `suffix` tells a quota's policy (`"license_quota"`) from a rate's (`"license"`).
+    fn write_headers(&self, h: &mut http::HeaderMap, suffix: &str) {
         let name = self.kind.label();
-        let policy = format!("\"{name}\";q={};w={}", self.quota, self.window_secs);
-        let state = format!("\"{name}\";r=0;t={}", self.retry_after_secs);
+        let policy = format!("\"{name}{suffix}\";q={};w={}", self.quota, self.window_secs);
+        let state = format!("\"{name}{suffix}\";r=0;t={}", self.retry_after_secs);
         h.insert(
             header::RETRY_AFTER,
             HeaderValue::from(self.retry_after_secs),
@@ -377,6 +386,7 @@ impl InFlightHit {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LimitRefusal {
     Rate(LimitHit),
+    Quota(LimitHit),
     InFlight(LimitKind),
 }
 
@@ -384,6 +394,7 @@ impl From<LimitRefusal> for Denial {
     fn from(r: LimitRefusal) -> Denial {
         match r {
             LimitRefusal::Rate(hit) => Denial::RateLimited(hit),
+            LimitRefusal::Quota(hit) => Denial::QuotaExhausted(hit),
             LimitRefusal::InFlight(kind) => Denial::TooManyInFlight(InFlightHit { kind }),
         }
     }

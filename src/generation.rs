@@ -16,6 +16,7 @@ use crate::metrics::RouteSeries;
 use crate::routing::Route;
 use crate::state::licenses::Licensing;
 use crate::state::limits::LocalLimits;
+use crate::state::quotas::{EmbeddedQuotas, QuotaStoreError};
 use crate::upstream::Upstream;
 
 /// Everything one config load runs with.
@@ -30,6 +31,11 @@ pub struct Generation {
     /// Rate-limit and in-flight state, kept across reloads (a reload is no way around a
     /// limit) unless `[limits] max_keys` changed.
     pub limits: Arc<LocalLimits>,
+    /// Quota counts: `[limits] quota_store`'s file, else the license store's; `None` when
+    /// neither is configured (then no quota is configured either).
+    pub quotas: Option<Arc<EmbeddedQuotas>>,
+    /// `[limits] quota_store`'s file, kept across reloads that name the same file.
+    quota_file: Option<Arc<EmbeddedQuotas>>,
     /// The HTTP/1.1 + HTTP/2 server settings every new connection is served with (shared
     /// with the connections, which outlive a reload; the rest of a generation does not).
     pub http: Arc<HttpBuilders>,
@@ -50,6 +56,7 @@ impl Generation {
         snapshot: Snapshot,
         licensing: Option<Arc<Licensing>>,
         issuer: Option<Arc<Issuer>>,
+        quota_file: Option<Arc<EmbeddedQuotas>>,
         previous: Option<&Generation>,
     ) -> Self {
         let warm: Vec<&Arc<Upstream>> = previous
@@ -75,9 +82,14 @@ impl Generation {
             }
             _ => Arc::new(LocalLimits::new(snapshot.limit_keys)),
         };
+        let quotas = quota_file
+            .clone()
+            .or_else(|| licensing.as_ref().map(|l| Arc::clone(&l.quotas)));
         Generation {
             http: Arc::new(http_builders(&snapshot.server)),
             limits,
+            quotas,
+            quota_file,
             snapshot: Arc::new(snapshot),
             licensing,
             issuer,
@@ -93,6 +105,8 @@ impl Generation {
             snapshot: Arc::clone(&self.snapshot),
             licensing: None,
             issuer: None,
+            quotas: None,
+            quota_file: None,
             routes: self
                 .routes
                 .iter()
@@ -110,6 +124,28 @@ impl Generation {
     pub fn route(&self, route: &Route) -> Option<&RouteParts> {
         self.routes.get(route.id)
     }
+}
+
+/// The `[limits] quota_store` file of `snapshot`: the running one when `previous` has it open
+/// (redb allows one opener per file), else opened now. `now`: Unix seconds.
+pub fn open_quota_file(
+    snapshot: &crate::config::Snapshot,
+    previous: Option<&Generation>,
+    now: u64,
+) -> Result<Option<Arc<EmbeddedQuotas>>, QuotaStoreError> {
+    let Some(path) = &snapshot.quota_store else {
+        return Ok(None);
+    };
+    if let Some(running) = previous.and_then(|p| p.quota_file.as_ref())
+        && running.path() == path
+    {
+        return Ok(Some(Arc::clone(running)));
+    }
+    Ok(Some(Arc::new(EmbeddedQuotas::open(
+        path,
+        snapshot.limit_keys,
+        now,
+    )?)))
 }
 
 /// The HTTP server settings for new connections, built once per config load: HTTP/2 when

@@ -128,6 +128,26 @@ pub fn admit<'g, B>(
             &mut x.slots,
         )?;
     }
+    // Quotas last: only a request every other stage admitted uses up a plan.
+    let license_quota = license
+        .as_ref()
+        .and_then(|g| g.quota.map(|q| (&*g.license_id, q)));
+    if license_quota.is_some() || limits.iter().any(|l| l.quota.is_some()) {
+        let Some(quotas) = &generation.quotas else {
+            // Config validation makes a store exist wherever a quota can; never count on
+            // that to admit.
+            return Err(Denial::QuotaExhausted(crate::denial::LimitHit::ALL[0]));
+        };
+        caller.sub = x.claims.as_ref().and_then(|c| c.sub.as_deref());
+        caller.client_id = x.claims.as_ref().and_then(|c| c.client_id.as_deref());
+        crate::limits::take_quotas(
+            limits,
+            license_quota,
+            &caller,
+            &**quotas,
+            crate::license::dates::unix(now),
+        )?;
+    }
     Ok(Admitted::Route)
 }
 

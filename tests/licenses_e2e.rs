@@ -8,7 +8,8 @@
 //! activations and revocations survive a restart; licenses of every trusted key grant and a
 //! key removed by a reload stops granting; refused activations say why, with the right
 //! status, and change nothing; `/metrics` counts the active licenses and is valid Prometheus
-//! text.
+//! text; a quota a license carries is enforced across routes (429 `quota_exhausted`), shown
+//! on `GET /licenses/{id}`, kept across a restart and renewed when the window turns.
 
 // Test set-up may panic: a failed step fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -75,6 +76,7 @@ fn license(id: &str, binding: Match, pins: &[String], ips: &[&str]) -> Payload {
         issued_at: now - HOUR,
         not_before: now - HOUR,
         expires_at: now + 30 * DAY,
+        quota: None,
     }
 }
 
@@ -840,5 +842,156 @@ fn the_prometheus_reader_refuses_text_that_is_not_the_exposition_format() {
     ];
     for (what, text) in bad {
         assert!(parse(text).is_err(), "{what} was accepted: {text:?}");
+    }
+}
+
+/// `GET /licenses/{id}`'s `quota` object.
+async fn quota_of(lab: &Lab, id: &str) -> Value {
+    let r = lab.admin.get(&format!("/licenses/{id}")).await;
+    assert_eq!(r.status, 200, "GET /licenses/{id}: {}", r.text());
+    r.json()["quota"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_license_quota_is_used_up_across_routes_survives_a_restart_and_returns_when_the_day_turns()
+ {
+    let lab = Lab::start().await;
+    // Noon tomorrow (UTC), so no test run straddles a midnight by accident; a restart starts a
+    // new clock, which is moved by the same amount again.
+    let to_noon = DAY + DAY / 2 - unix_now() % DAY;
+    lab.advance(to_noon);
+    let machine = lab.pki.client.clone();
+    let other = lab.pki.new_client("machine-2");
+    let mut plan = pin_license("plan-1", &machine);
+    plan.quota = Some("3/day".into());
+    let listed = lab.activate(&issue(&lab.key, &plan)).await;
+    assert_eq!(listed["quota"], "3/day");
+    let mut plan2 = pin_license("plan-2", &other);
+    plan2.quota = Some("3/day".into());
+    lab.activate(&issue(&lab.key, &plan2)).await;
+
+    // One count per license, whatever the route; the unlicensed route does not count.
+    lab.get(Some(&machine), HERE, "/orders").await.echo();
+    lab.get(Some(&machine), HERE, "/stock").await.echo();
+    lab.get(Some(&machine), HERE, "/").await.echo();
+    let q = quota_of(&lab, "plan-1").await;
+    let midnight = unix_now() + to_noon + DAY / 2 - (unix_now() + to_noon) % (DAY / 2);
+    assert_eq!(q["limit"], 3);
+    assert_eq!(q["window"], "day");
+    assert_eq!(q["used"], 2, "{q}");
+    assert_eq!(q["remaining"], 1, "{q}");
+    assert_eq!(
+        q["resets_at"],
+        humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(midnight)).to_string()
+    );
+    let unquoted = lab.admin.get("/licenses/nope").await;
+    assert_eq!(unquoted.status, 404);
+    assert_eq!(unquoted.json()["error"], "license_not_found");
+
+    let lab = lab.restart().await;
+    lab.advance(to_noon);
+    assert_eq!(
+        quota_of(&lab, "plan-1").await["used"],
+        2,
+        "the count was lost"
+    );
+    lab.get(Some(&machine), HERE, "/orders").await.echo();
+    let r = lab.get(Some(&machine), HERE, "/stock").await;
+    r.assert_denied(429, "quota_exhausted");
+    let retry: u64 = r
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
+    assert!(
+        (DAY / 2 - 120..=DAY / 2).contains(&retry),
+        "Retry-After {retry} is not the time to midnight"
+    );
+    assert_eq!(
+        r.header("ratelimit-policy").as_deref(),
+        Some("\"license_quota\";q=3;w=86400")
+    );
+    assert_eq!(q_used(&lab, "plan-1").await, 3, "a refusal was counted");
+    // Another machine's plan is its own; the unlicensed route still serves the first one.
+    lab.get(Some(&other), HERE, "/orders").await.echo();
+    lab.get(Some(&machine), HERE, "/").await.echo();
+    let m = lab.metrics().await;
+    assert_eq!(
+        m.value(
+            "portcullis_limited_total",
+            &[
+                ("route", "stock"),
+                ("key", "license"),
+                ("reason", "quota_exhausted")
+            ]
+        ),
+        Some(1.0)
+    );
+
+    // The day turns: the plan is whole again.
+    lab.advance(DAY / 2);
+    lab.get(Some(&machine), HERE, "/orders").await.echo();
+    let q = quota_of(&lab, "plan-1").await;
+    assert_eq!(
+        (q["used"].as_u64(), q["remaining"].as_u64()),
+        (Some(1), Some(2))
+    );
+}
+
+async fn q_used(lab: &Lab, id: &str) -> u64 {
+    quota_of(lab, id).await["used"].as_u64().expect("used")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_keyed_by_license_or_certificate_separate_two_machines() {
+    let lab = Lab::start().await;
+    let machine = lab.pki.client.clone();
+    let other = lab.pki.new_client("machine-2");
+    lab.activate(&issue(&lab.key, &pin_license("lic-a", &machine)))
+        .await;
+    lab.activate(&issue(&lab.key, &pin_license("lic-b", &other)))
+        .await;
+    let keys: Vec<String> = lab.trusted.iter().map(|k| format!("\"{k}\"")).collect();
+    let limited = format!(
+        "{}[admin]\nbind = \"127.0.0.1:0\"\n\n\
+         [licenses]\ntrusted_keys = [{}]\nstore = \"licenses.redb\"\n\n{}{}{}",
+        server("watch_config = false"),
+        keys.join(", "),
+        listener("public", MTLS),
+        route(
+            "orders",
+            "/orders",
+            &[&lab.up.url()],
+            "license = \"required\"\nlimits = [{ key = \"license\", rate = \"1/min\", burst = 1 }]"
+        ),
+        route(
+            "stock",
+            "/stock",
+            &[&lab.up.url()],
+            "limits = [{ key = \"cert\", rate = \"1/min\", burst = 1 }]"
+        ),
+    );
+    write_config(lab.pki.dir(), &limited);
+    let summary = lab.gw.reload().await.expect("reload");
+    assert!(summary.warnings.is_empty(), "{:?}", summary.warnings);
+    lab.gw.shared().clock.freeze_monotonic();
+
+    for path in ["/orders", "/stock"] {
+        lab.get(Some(&machine), HERE, path).await.echo();
+        let r = lab.get(Some(&machine), ELSEWHERE, path).await;
+        r.assert_denied(429, "rate_limited");
+        // The key is the machine, not its address: the second machine is still served.
+        lab.get(Some(&other), HERE, path).await.echo();
+    }
+    let m = lab.metrics().await;
+    for (route, key) in [("orders", "license"), ("stock", "cert")] {
+        assert_eq!(
+            m.value(
+                "portcullis_limited_total",
+                &[("route", route), ("key", key), ("reason", "rate_limited")]
+            ),
+            Some(1.0),
+            "{route} by {key}"
+        );
     }
 }

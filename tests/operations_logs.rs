@@ -111,6 +111,7 @@ async fn run_scenario(log_format: &str) -> (Proc, Sent, Pki) {
         issued_at: now - 60,
         not_before: now - 60,
         expires_at: now + 86_400,
+        quota: None,
     };
     let license = lic_key
         .issue(&payload("lic-logs-1"))

@@ -1,8 +1,9 @@
 //! Rate limits, in-flight caps and accept-time flood control, end to end: a burst then the
 //! rate (time moved with the gateway's clock, not slept), 429 with Retry-After and the
 //! RateLimit headers, each key kind separating its callers, 503 for an in-flight cap, a
-//! flooding address closed before TLS while another is served, and config errors that name
-//! the key.
+//! flooding address closed before TLS while another is served, a route quota per address
+//! (429 `quota_exhausted`, kept in `[limits] quota_store` across a restart), and config
+//! errors that name the key.
 
 // Test set-up may panic: a failed step fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -366,4 +367,113 @@ fn every_bad_limit_is_reported_with_its_key() {
     ] {
         assert!(err.contains(expected), "no error for {expected} in:\n{err}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_quota_counts_each_address_apart_and_keeps_its_counts_across_a_restart() {
+    let pki = Pki::generate();
+    let up = Upstream::echo("api").await;
+    let toml = format!(
+        "[limits]\nquota_store = \"quotas.redb\"\n\n{}",
+        config(&up, "{ key = \"client_ip\", quota = \"2/hour\" }", "")
+    );
+    // Half past the next hour, so the test does not straddle the window's turn.
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let to_half_past = Duration::from_secs(3600 + 1800 - now % 3600);
+    let gw = Gateway::start(pki.dir(), &toml).await;
+    gw.shared().clock.advance(to_half_past);
+    let mut c = connect_h1(&pki, gw.addr()).await;
+    for _ in 0..2 {
+        c.call(from("10.0.0.1")).await.unwrap().echo();
+    }
+    let r = c.call(from("10.0.0.1")).await.unwrap();
+    r.assert_denied(429, "quota_exhausted");
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1700..=1800).contains(&retry), "Retry-After {retry}");
+    assert_eq!(
+        r.header("ratelimit-policy").as_deref(),
+        Some("\"client_ip_quota\";q=2;w=3600")
+    );
+    // Another address has its own count.
+    c.call(from("10.0.0.2")).await.unwrap().echo();
+    drop(c);
+
+    let handle = gw.shutdown_handle();
+    let running = gw.into_running();
+    handle.trigger();
+    tokio::time::timeout(Duration::from_secs(30), running.wait())
+        .await
+        .expect("the gateway did not stop within 30 s");
+    let gw = Gateway::start(pki.dir(), &toml).await;
+    gw.shared().clock.advance(to_half_past);
+    let mut c = connect_h1(&pki, gw.addr()).await;
+    c.call(from("10.0.0.1"))
+        .await
+        .unwrap()
+        .assert_denied(429, "quota_exhausted");
+    c.call(from("10.0.0.2")).await.unwrap().echo();
+    c.call(from("10.0.0.2"))
+        .await
+        .unwrap()
+        .assert_denied(429, "quota_exhausted");
+    // The hour turns: both have their quota back.
+    gw.shared().clock.advance(Duration::from_secs(1800));
+    c.call(from("10.0.0.1")).await.unwrap().echo();
+    c.call(from("10.0.0.2")).await.unwrap().echo();
+}
+
+#[test]
+fn quotas_need_a_store_and_a_valid_window() {
+    let pki = Pki::generate();
+    let load = |toml: String| {
+        let path = write_config(pki.dir(), &toml);
+        match portcullis::config::load_str(&path, &toml, SystemTime::now()) {
+            Ok(_) => panic!("a config with bad quotas loaded:\n{toml}"),
+            Err(e) => e.to_string(),
+        }
+    };
+    let no_store = load(format!(
+        "{}{}",
+        listener("public", ""),
+        route(
+            "api",
+            "/",
+            &["http://127.0.0.1:9"],
+            "limits = [{ key = \"cert\", quota = \"100/day\" }]"
+        )
+    ));
+    assert!(
+        no_store.contains("routes[0].limits[0].quota") && no_store.contains("quota_store"),
+        "{no_store}"
+    );
+    let bad = load(format!(
+        "[limits]\nquota_store = \"missing-folder/q.redb\"\n\n{}{}",
+        listener("public", ""),
+        route(
+            "api",
+            "/",
+            &["http://127.0.0.1:9"],
+            "limits = [{ key = \"cert\", quota = \"100/week\" }, { key = \"route\", quota = \"0/day\" }]"
+        )
+    ));
+    for expected in [
+        "limits.quota_store",
+        "routes[0].limits[0].quota",
+        "routes[0].limits[1].quota",
+    ] {
+        assert!(bad.contains(expected), "no error for {expected} in:\n{bad}");
+    }
+    portcullis::license::keys::keygen(pki.dir(), "k1").unwrap();
+    let same = load(format!(
+        "[licenses]\ntrusted_keys = [\"k1.pub\"]\nstore = \"l.redb\"\n\n[limits]\nquota_store = \"l.redb\"\n\n{}{}",
+        listener("public", ""),
+        route("api", "/", &["http://127.0.0.1:9"], "")
+    ));
+    assert!(
+        same.contains("limits.quota_store") && same.contains("licenses.store"),
+        "{same}"
+    );
 }

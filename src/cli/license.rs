@@ -93,6 +93,10 @@ pub struct IssueArgs {
     /// License id (A-Z a-z 0-9 . _ -, at most 64). Default: random.
     #[arg(long)]
     pub id: Option<String>,
+    /// The machine's plan: requests per calendar window (UTC), such as 100000/day or
+    /// 2000000/month (window hour, day or month), across every route. Default: none.
+    #[arg(long, value_name = "N/WINDOW")]
+    pub quota: Option<String>,
 }
 
 fn parse_match(s: &str) -> Result<Match, String> {
@@ -245,6 +249,13 @@ pub fn issue(args: &IssueArgs, now: SystemTime) -> Result<String, CliError> {
         }
         out
     };
+    let quota = match args.quota.as_deref().map(str::trim) {
+        None => None,
+        Some(q) => match crate::limits::Quota::parse(q) {
+            Ok(q) => Some(q.to_text()),
+            Err(why) => return Err(arg("--quota", format!("\"{q}\" {why}"))),
+        },
+    };
     let payload = Payload {
         id,
         kid: key.public_key().kid().to_owned(),
@@ -258,6 +269,7 @@ pub fn issue(args: &IssueArgs, now: SystemTime) -> Result<String, CliError> {
         issued_at,
         not_before,
         expires_at,
+        quota,
     };
     // Refuse here what a gateway would refuse at activation.
     License::from_payload(payload.clone())?;
@@ -331,6 +343,7 @@ pub fn inspect(
     line("ips:", &none(&p.ips, "(none)"));
     line("routes:", &none(&p.routes, "(every licensed route)"));
     line("scopes:", &none(&p.scopes, "(none)"));
+    line("quota:", p.quota.as_deref().unwrap_or("(none)"));
     line("issued at:", &dates::rfc3339(p.issued_at));
     line("not before:", &dates::rfc3339(p.not_before));
     line("expires at:", &dates::rfc3339(p.expires_at));

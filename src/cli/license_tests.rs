@@ -70,6 +70,7 @@ fn args(key: &Keys) -> IssueArgs {
         not_before: None,
         expires: "2027-12-31".into(),
         id: Some("lic-7".into()),
+        quota: None,
     }
 }
 

@@ -43,12 +43,17 @@ pub struct FileConfig {
 pub struct LimitsSection {
     /// Limits for every route that has no `limits` of its own.
     pub default: Option<Vec<LimitSection>>,
-    /// Rate-limit keys tracked at most (the oldest rested go first). Default 1000000.
+    /// Rate-limit keys tracked at most (the oldest rested go first). Default 1000000. Also
+    /// the quota counts held in memory (the rest wait on disk).
     pub max_keys: Option<usize>,
+    /// The redb file where quota counts survive a restart. Default: the license store, when
+    /// `[licenses]` is configured; a route quota without either is an error.
+    pub quota_store: Option<String>,
 }
 
-/// One limit: `{ key = "client_ip", rate = "100/s", burst = 20 }`, or an in-flight cap
-/// `{ key = "route", max_in_flight = 200 }`, or both.
+/// One limit: `{ key = "client_ip", rate = "100/s", burst = 20 }`, an in-flight cap
+/// `{ key = "route", max_in_flight = 200 }`, a quota `{ key = "cert", quota = "100000/day" }`,
+/// or any of them together.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitSection {
@@ -60,6 +65,9 @@ pub struct LimitSection {
     pub burst: Option<u32>,
     /// Requests of one key served at once; more get 503 at once (nothing queues).
     pub max_in_flight: Option<u32>,
+    /// `<count>/<window>`, window hour, day or month (UTC calendar windows): `"100000/day"`,
+    /// `"2000000/month"`. Counts admitted requests; over it, 429 `quota_exhausted`.
+    pub quota: Option<String>,
 }
 
 /// The admin listener. Loopback plain HTTP is the expected use; anywhere else it needs TLS

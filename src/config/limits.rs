@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::config::file::LimitSection;
-use crate::limits::{Gcra, Limit, LimitKey, Rate};
+use crate::limits::{Gcra, Limit, LimitKey, Quota, Rate};
 use crate::report::Report;
 
 /// The limits of one route (`key` is its config path, `route` its name). `None` when any
@@ -54,6 +54,17 @@ fn limit(r: &mut Report, key: &str, scope: String, e: &LimitSection) -> Option<L
             }
         },
     };
+    let quota = match e.quota.as_deref() {
+        None => None,
+        Some(s) => match Quota::parse(s) {
+            Ok(q) => Some(q),
+            Err(why) => {
+                r.error(format!("{key}.quota"), format!("\"{s}\" {why}"));
+                rate_ok = false;
+                None
+            }
+        },
+    };
     if e.burst.is_some() && e.rate.is_none() {
         r.error(format!("{key}.burst"), "needs a rate");
     }
@@ -66,8 +77,8 @@ fn limit(r: &mut Report, key: &str, scope: String, e: &LimitSection) -> Option<L
             "must be at least 1 (0 would refuse every request)",
         );
     }
-    if e.rate.is_none() && e.max_in_flight.is_none() {
-        r.error(key.to_owned(), "sets neither rate nor max_in_flight");
+    if e.rate.is_none() && e.max_in_flight.is_none() && e.quota.is_none() {
+        r.error(key.to_owned(), "sets none of rate, quota and max_in_flight");
     }
     let limit_key = limit_key.filter(|_| rate_ok)?;
     Some(Limit {
@@ -75,5 +86,71 @@ fn limit(r: &mut Report, key: &str, scope: String, e: &LimitSection) -> Option<L
         key: limit_key,
         rate: rate.map(|rate| (rate, Gcra::new(rate, e.burst.unwrap_or(rate.count)))),
         max_in_flight: e.max_in_flight,
+        quota,
     })
+}
+
+/// `[limits] quota_store`, or the license store when quotas need a place and `[licenses]`
+/// has one. Quotas configured with neither are an error (a restart must not reset them).
+/// `others` are the other redb files (`(key, path)`): redb allows one opener per file.
+pub(super) fn quota_store(
+    r: &mut Report,
+    file: &crate::config::file::FileConfig,
+    others: &[(&str, &std::path::Path)],
+) -> Option<std::path::PathBuf> {
+    let section = file.limits.as_ref();
+    let path = match section.and_then(|l| l.quota_store.as_deref()) {
+        None => None,
+        Some("") => {
+            r.error("limits.quota_store", "is empty: name a file");
+            None
+        }
+        Some(s) => {
+            let path = r.resolve(s);
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+            if path.is_dir() {
+                r.error(
+                    "limits.quota_store",
+                    format!("{} is a folder; name a file in it", path.display()),
+                );
+                None
+            } else if let Some(d) = dir.filter(|d| !d.is_dir()) {
+                r.error(
+                    "limits.quota_store",
+                    format!("the folder {} does not exist", d.display()),
+                );
+                None
+            } else if let Some((other, _)) = others.iter().find(|(_, p)| *p == path) {
+                r.error(
+                    "limits.quota_store",
+                    format!(
+                        "is the same file as {other}: leave quota_store out to keep quotas in the license store, or name another file"
+                    ),
+                );
+                None
+            } else {
+                Some(path)
+            }
+        }
+    };
+    let has_licenses = file.licenses.is_some();
+    if path.is_none() && !has_licenses {
+        let defaults = section
+            .and_then(|l| l.default.as_ref())
+            .map(|d| ("limits.default".to_owned(), d));
+        let routes = file.routes.iter().enumerate().filter_map(|(i, rs)| {
+            rs.limits
+                .as_ref()
+                .map(|l| (format!("routes[{i}].limits"), l))
+        });
+        for (at, entries) in defaults.into_iter().chain(routes) {
+            if let Some(j) = entries.iter().position(|e| e.quota.is_some()) {
+                r.error(
+                    format!("{at}[{j}].quota"),
+                    "quota counts must survive a restart: set [limits] quota_store (a redb file) or configure [licenses], whose store then keeps them",
+                );
+            }
+        }
+    }
+    path
 }

@@ -53,6 +53,8 @@ pub struct Snapshot {
     pub underscores_in_headers: crate::framing::UnderscoreHeaders,
     /// Rate-limit keys tracked at most (`[limits] max_keys`).
     pub limit_keys: usize,
+    /// `[limits] quota_store`: where quota counts persist (else the license store's file).
+    pub quota_store: Option<std::path::PathBuf>,
     /// The config file as parsed, secrets redacted, for `GET /config`.
     pub redacted: serde_json::Value,
 }

@@ -158,6 +158,16 @@ pub fn build_snapshot(
             None => {}
         }
     }
+    let quota_store = {
+        let mut others: Vec<(&str, &Path)> = Vec::new();
+        if let Some(l) = &licenses {
+            others.push(("licenses.store", &l.store));
+        }
+        if let Some(i) = &own_issuer {
+            others.push(("issuer.store", &i.store));
+        }
+        super::limits::quota_store(&mut r, file, &others)
+    };
     let mut route_names = HashSet::new();
     // Each route's upstream, by route id (its place in this list).
     let mut upstreams = Vec::with_capacity(file.routes.len());
@@ -247,6 +257,7 @@ pub fn build_snapshot(
             claim_headers: token_settings.headers,
             underscores_in_headers,
             limit_keys,
+            quota_store,
             issuer: own_issuer,
             redacted: super::redact::redacted(file),
         },

@@ -36,6 +36,7 @@ pub struct Entry {
     pub(super) nets: Box<[IpNet]>,
     routes: Box<[Box<str>]>,
     scopes: Arc<[Box<str>]>,
+    quota: Option<crate::limits::Quota>,
     not_before: u64,
     expires_at: u64,
     expires_at_time: SystemTime,
@@ -64,6 +65,7 @@ impl Entry {
             nets: license.nets.clone().into(),
             routes: p.routes.iter().map(|r| r.as_str().into()).collect(),
             scopes: p.scopes.iter().map(|s| s.as_str().into()).collect(),
+            quota: license.quota,
             not_before: p.not_before,
             expires_at: p.expires_at,
             expires_at_time: dates::system(p.expires_at),
@@ -112,6 +114,7 @@ impl Entry {
             expires_at: self.expires_at_time,
             in_grace,
             scopes: self.scopes.clone(),
+            quota: self.quota,
         }
     }
 
@@ -140,6 +143,7 @@ impl Entry {
             not_before: dates::system(self.not_before),
             expires_at: self.expires_at_time,
             state: self.state(now, grace),
+            quota: self.quota,
         }
     }
 }

@@ -123,6 +123,12 @@ pub struct Payload {
     pub not_before: u64,
     /// Last second the license is valid (Unix seconds, inclusive).
     pub expires_at: u64,
+    /// The machine's plan: requests per calendar window, `100000/day` (canonical spelling,
+    /// window hour, day or month). Absent in licenses issued before quotas, which still
+    /// verify; a gateway that predates the field refuses a license carrying it (it could not
+    /// enforce it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<String>,
 }
 
 /// A payload that passed the semantic checks, with its bindings parsed. Whether its signature
@@ -134,6 +140,8 @@ pub struct License {
     pub pins: Vec<[u8; 32]>,
     /// Networks from `payload.ips`, IPv4-mapped IPv6 networks turned into IPv4.
     pub nets: Vec<IpNet>,
+    /// From `payload.quota`.
+    pub quota: Option<crate::limits::Quota>,
 }
 
 /// The three parts of a license text, decoded but not interpreted.
@@ -367,10 +375,24 @@ impl License {
         if payload.not_before > payload.expires_at {
             return bad("not_before is after expires_at".into());
         }
+        let quota = match payload.quota.as_deref() {
+            None => None,
+            Some(s) => match crate::limits::Quota::parse(s) {
+                Ok(q) if q.to_text() == s => Some(q),
+                Ok(q) => {
+                    return bad(format!(
+                        "the quota \"{s}\" must be written \"{}\"",
+                        q.to_text()
+                    ));
+                }
+                Err(why) => return bad(format!("the quota \"{s}\" {why}")),
+            },
+        };
         Ok(License {
             payload,
             pins,
             nets,
+            quota,
         })
     }
 }

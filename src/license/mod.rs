@@ -56,6 +56,8 @@ pub struct LicenseGrant {
     pub in_grace: bool,
     /// The scopes the license names (empty: none).
     pub scopes: Arc<[Box<str>]>,
+    /// The plan the license carries: requests per calendar window, across routes.
+    pub quota: Option<crate::limits::Quota>,
 }
 
 /// A license's state at a given time, as listed by the admin API.
@@ -94,13 +96,14 @@ pub struct LicenseSummary {
     pub not_before: SystemTime,
     pub expires_at: SystemTime,
     pub state: LicenseState,
+    pub quota: Option<crate::limits::Quota>,
 }
 
 impl LicenseSummary {
-    /// `{"id","customer","machine_id","key_id","not_before","expires_at","state"}`, times in
-    /// RFC 3339 UTC.
+    /// `{"id","customer","machine_id","key_id","not_before","expires_at","state"}` (and
+    /// `"quota"` when the license carries one), times in RFC 3339 UTC.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "id": self.id,
             "customer": self.customer,
             "machine_id": self.machine_id,
@@ -108,7 +111,11 @@ impl LicenseSummary {
             "not_before": dates::rfc3339(dates::unix(self.not_before)),
             "expires_at": dates::rfc3339(dates::unix(self.expires_at)),
             "state": self.state.as_str(),
-        })
+        });
+        if let (Some(q), Some(o)) = (self.quota, v.as_object_mut()) {
+            o.insert("quota".into(), q.to_text().into());
+        }
+        v
     }
 }
 

@@ -71,6 +71,7 @@ pub(crate) fn payload(id: &str) -> Payload {
         issued_at: NOT_BEFORE,
         not_before: NOT_BEFORE,
         expires_at: EXPIRES,
+        quota: None,
     }
 }
 

@@ -8,6 +8,7 @@
 //! those keyed by the token (`token_sub`, `client_id`) run after it.
 
 pub mod gcra;
+pub mod quota;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use http::header::HeaderName;
 
 pub use crate::denial::{ConnRefusal, LimitHit, LimitKind, LimitRefusal};
 pub use gcra::{Gcra, Rate, Verdict};
+pub use quota::{Quota, QuotaKey, QuotaState, QuotaUse, QuotaVerdict, Window};
 
 /// What a limit counts by.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +93,8 @@ pub struct Limit {
     pub rate: Option<(Rate, Gcra)>,
     /// Requests of one key being served at once; `None`: no cap.
     pub max_in_flight: Option<u32>,
+    /// Requests of one key per calendar window, counted once the request is admitted.
+    pub quota: Option<Quota>,
 }
 
 /// Flood control at accept, per client address (after a trusted PROXY header): checked
@@ -224,7 +228,7 @@ pub fn check(
             return Err(LimitRefusal::Rate(LimitHit {
                 kind: limit.key.kind(),
                 retry_after_secs: secs_up(retry_after),
-                quota: rate.count,
+                quota: u64::from(rate.count),
                 window_secs: u32::try_from(rate.window_secs()).unwrap_or(u32::MAX),
             }));
         }
@@ -233,6 +237,47 @@ pub fn check(
                 Some(slot) => slots.push(slot),
                 None => return Err(LimitRefusal::InFlight(limit.key.kind())),
             }
+        }
+    }
+    Ok(())
+}
+
+/// Count an admitted request against the quotas that apply: the one the machine license
+/// carries (`license`: its id and quota) and each of `limits` with a quota. They run last,
+/// once every other stage has admitted the request, so a refused request uses up no plan.
+/// `now` is Unix seconds (windows are calendar windows). A quota already counted stays
+/// counted when a later one refuses: the request was a real attempt against each.
+pub fn take_quotas(
+    limits: &[Limit],
+    license: Option<(&str, Quota)>,
+    caller: &Caller<'_>,
+    state: &dyn QuotaState,
+    now: u64,
+) -> Result<(), LimitRefusal> {
+    let refuse = |kind: LimitKind, quota: Quota, resets_at: u64| {
+        LimitRefusal::Quota(LimitHit {
+            kind,
+            retry_after_secs: u32::try_from(resets_at.saturating_sub(now).max(1))
+                .unwrap_or(u32::MAX),
+            quota: quota.count,
+            window_secs: {
+                let (start, end) = quota.window.bounds(now);
+                u32::try_from(end - start).unwrap_or(u32::MAX)
+            },
+        })
+    };
+    if let Some((id, quota)) = license
+        && let QuotaVerdict::Exhausted { resets_at } =
+            state.take(&QuotaKey::license(id), quota, now)
+    {
+        return Err(refuse(LimitKind::License, quota, resets_at));
+    }
+    for limit in limits {
+        let Some(quota) = limit.quota else { continue };
+        let mut buf = [0u8; 16];
+        let key = QuotaKey::of(&limit.scope, caller.value(&limit.key, &mut buf));
+        if let QuotaVerdict::Exhausted { resets_at } = state.take(&key, quota, now) {
+            return Err(refuse(limit.key.kind(), quota, resets_at));
         }
     }
     Ok(())

@@ -78,7 +78,7 @@ impl Metrics {
         let limited = IntCounterVec::new(
             Opts::new(
                 "portcullis_limited_total",
-                "Requests refused by a rate limit or in-flight cap, by route, key kind and reason.",
+                "Requests refused by a rate limit, quota or in-flight cap, by route, key kind and reason.",
             ),
             &["route", "key", "reason"],
         )?;
@@ -249,7 +249,7 @@ impl Metrics {
     /// A limit refusal on `route` (a configured name), by key kind.
     pub fn limited(&self, route: &str, d: Denial) {
         let kind = match d {
-            Denial::RateLimited(hit) => hit.kind,
+            Denial::RateLimited(hit) | Denial::QuotaExhausted(hit) => hit.kind,
             Denial::TooManyInFlight(hit) => hit.kind,
             _ => return,
         };

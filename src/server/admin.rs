@@ -201,8 +201,8 @@ pub async fn handle(
     }
 }
 
-/// `GET /licenses`, `POST /licenses` (the license text, or JSON `{"license": "..."}`),
-/// `DELETE /licenses/{id}`.
+/// `GET /licenses`, `GET /licenses/{id}` (with its quota's use), `POST /licenses` (the
+/// license text, or JSON `{"license": "..."}`), `DELETE /licenses/{id}`.
 async fn licenses(gateway: &Gateway, id: &RequestId, req: Request<Incoming>) -> AdminResponse {
     let Some(licensing) = gateway.shared().generation.load().licensing.clone() else {
         return error(id, StatusCode::NOT_FOUND, "licenses_not_configured");
@@ -215,6 +215,17 @@ async fn licenses(gateway: &Gateway, id: &RequestId, req: Request<Incoming>) -> 
             let list: Vec<serde_json::Value> =
                 service.list(now).iter().map(|l| l.to_json()).collect();
             json(id, StatusCode::OK, &serde_json::json!({ "licenses": list }))
+        }
+        (Method::GET, Some(rest)) if rest.len() > 1 => {
+            let license_id = &rest[1..];
+            match service.book().get(license_id, now) {
+                Some(summary) => {
+                    let generation = gateway.shared().generation.load();
+                    let quotas = generation.quotas.as_deref();
+                    json(id, StatusCode::OK, &license_detail(&summary, quotas, now))
+                }
+                None => error(id, StatusCode::NOT_FOUND, "license_not_found"),
+            }
         }
         (Method::POST, Some("" | "/")) => {
             let body = match read_body(req).await {
@@ -270,6 +281,32 @@ async fn licenses(gateway: &Gateway, id: &RequestId, req: Request<Incoming>) -> 
         }
         _ => error(id, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
     }
+}
+
+/// `GET /licenses/{id}`: the listing's fields and, for a license carrying a quota, its use
+/// in the current window: `{"limit","window","used","remaining","resets_at"}`.
+fn license_detail(
+    summary: &crate::license::LicenseSummary,
+    quotas: Option<&crate::state::quotas::EmbeddedQuotas>,
+    now: std::time::SystemTime,
+) -> serde_json::Value {
+    use crate::limits::{QuotaKey, QuotaState as _};
+    let mut v = summary.to_json();
+    if let (Some(q), Some(store), Some(o)) = (summary.quota, quotas, v.as_object_mut()) {
+        let now = crate::license::dates::unix(now);
+        let usage = store.usage(&QuotaKey::license(&summary.id), q, now);
+        o.insert(
+            "quota".into(),
+            serde_json::json!({
+                "limit": q.count,
+                "window": q.window.label(),
+                "used": usage.used,
+                "remaining": q.count.saturating_sub(usage.used),
+                "resets_at": crate::license::dates::rfc3339(usage.resets_at),
+            }),
+        );
+    }
+    v
 }
 
 /// The license text from a body: the text itself, or JSON `{"license": "..."}`.

@@ -62,6 +62,9 @@ pub enum StartError {
     /// The issuer's store could not be opened or prepared (boxed: a rare, large error).
     #[error("issuer.store: {0}")]
     Issuer(Box<crate::issuer::IssuerError>),
+    /// `[limits] quota_store` could not be opened.
+    #[error("limits.quota_store: {0}")]
+    QuotaStore(Box<crate::state::quotas::QuotaStoreError>),
 }
 
 /// Starts a graceful shutdown when triggered. Cheap to clone.
@@ -185,10 +188,14 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
         }
     };
 
+    let clock = crate::clock::Clock::default();
+    let unix_now = crate::license::dates::unix(clock.now());
     let licensing = match &snapshot.licenses {
-        Some(l) => Some(Arc::new(Licensing::open(l)?)),
+        Some(l) => Some(Arc::new(Licensing::open(l, snapshot.limit_keys, unix_now)?)),
         None => None,
     };
+    let quota_file = crate::generation::open_quota_file(&snapshot, None, unix_now)
+        .map_err(|e| StartError::QuotaStore(Box::new(e)))?;
     // Opening fills the link the snapshot's verifier was built with: keys and revocations
     // are in place before the first request.
     let issuer = match &snapshot.issuer {
@@ -214,15 +221,18 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
     let snapshot_max_connections = settings.max_connections;
     let config_path = snapshot.source.clone();
     let shared = Arc::new(Shared {
-        generation: ArcSwap::from_pointee(Generation::new(snapshot, licensing, issuer, None)),
+        generation: ArcSwap::from_pointee(Generation::new(
+            snapshot, licensing, issuer, quota_file, None,
+        )),
         metrics: Metrics::new(prometheus::Registry::new())?,
-        clock: crate::clock::Clock::default(),
+        clock,
         permits_owed: std::sync::atomic::AtomicUsize::new(0),
         permits_total: std::sync::atomic::AtomicUsize::new(snapshot_max_connections),
     });
     shared
         .metrics
         .config_loaded(&shared.generation.load().snapshot, SystemTime::now());
+    spawn_quota_writer(Arc::clone(&shared), stop_rx.clone());
     crate::server::memory::spawn_trimmer(
         shared.metrics.parked_connections.clone(),
         stop_rx.clone(),
@@ -312,11 +322,47 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
         }
         // Close the license store now, not whenever the last task holding the shared state
         // lets go: a restart in the same process must be able to open it.
+        flush_quotas(&g.shared);
         let closing = g.shared.generation.load().without_stores();
         g.shared.generation.store(Arc::new(closing));
     });
 
     Ok(Running { gateway, task })
+}
+
+/// Write changed quota counts once a second (the store keeps them in memory between), so a
+/// crash loses at most a second's counts; the last write runs at shutdown.
+fn spawn_quota_writer(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let generation = shared.generation.load_full();
+            // redb commits with an fsync: off the async workers.
+            let clock_now = crate::license::dates::unix(shared.clock.now());
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Some(q) = &generation.quotas
+                    && let Err(e) = q.flush(clock_now)
+                {
+                    tracing::error!(error = %e, "quota counts could not be written; retrying in 1 s");
+                }
+            })
+            .await;
+        }
+    });
+}
+
+/// Write changed quota counts now (shutdown).
+fn flush_quotas(shared: &Shared) {
+    if let Some(q) = &shared.generation.load().quotas
+        && let Err(e) = q.flush(crate::license::dates::unix(shared.clock.now()))
+    {
+        tracing::error!(error = %e, "quota counts could not be written at shutdown");
+    }
 }
 
 impl Gateway {

@@ -33,6 +33,9 @@ pub enum ReloadError {
     /// The (new) issuer store could not be opened, or the issuer not reconfigured.
     #[error("issuer.store: {0}")]
     Issuer(Box<crate::issuer::IssuerError>),
+    /// `[limits] quota_store` could not be opened.
+    #[error("limits.quota_store: {0}")]
+    QuotaStore(Box<crate::state::quotas::QuotaStoreError>),
 }
 
 /// What a successful reload did.
@@ -157,9 +160,19 @@ impl Gateway {
                     }
                     Some(current)
                 }
-                Some(_) | None => Some(Arc::new(Licensing::open(l)?)),
+                Some(_) | None => Some(Arc::new(Licensing::open(
+                    l,
+                    snapshot.limit_keys,
+                    crate::license::dates::unix(self.shared.clock.now()),
+                )?)),
             },
         };
+        let quota_file = crate::generation::open_quota_file(
+            &snapshot,
+            Some(&previous),
+            crate::license::dates::unix(self.shared.clock.now()),
+        )
+        .map_err(|e| ReloadError::QuotaStore(Box::new(e)))?;
 
         // Issuer: same store -> reconfigure in place (the snapshot inherited its link);
         // another -> open it, before the swap, so a store that cannot be opened aborts.
@@ -193,7 +206,7 @@ impl Gateway {
             .collect();
         // One store: a request sees this whole generation or the previous one, never the
         // licensing of one with the routes of the other.
-        let generation = Generation::new(snapshot, licensing, issuer, Some(&previous));
+        let generation = Generation::new(snapshot, licensing, issuer, quota_file, Some(&previous));
         self.shared.generation.store(Arc::new(generation));
         let mut closed = Vec::new();
         if let Ok(mut handles) = self.listeners.lock() {

@@ -304,3 +304,54 @@ proptest! {
         prop_assert!(keys.verify(&three_parts).is_err());
     }
 }
+
+#[test]
+fn a_quota_is_signed_with_the_rest_and_licenses_without_one_still_verify() {
+    let k = key();
+    // A license issued before quotas existed: no "quota" key in its JSON at all.
+    let old = issue(&k, &payload("lic-old"));
+    assert!(
+        !String::from_utf8_lossy(&format::open_envelope(&old).unwrap().payload).contains("quota")
+    );
+    let v = trust(&[&k]).verify(&old).expect("an old license verifies");
+    assert_eq!(v.license().quota, None);
+
+    let mut p = payload("lic-q");
+    p.quota = Some("100000/day".into());
+    let text = issue(&k, &p);
+    let v = trust(&[&k]).verify(&text).expect("verify");
+    assert_eq!(
+        v.license().quota,
+        Some(crate::limits::Quota {
+            count: 100_000,
+            window: crate::limits::Window::Day
+        })
+    );
+    // The quota is signed: raising it breaks the signature.
+    let mut raised = decoded(&text);
+    raised.quota = Some("900000/day".into());
+    let forged = with_payload(&text, &serde_json::to_vec(&raised).unwrap());
+    assert_eq!(
+        trust(&[&k]).verify(&forged).err(),
+        Some(LicenseError::Tampered)
+    );
+
+    // Signed but unusable quotas are refused, naming the canonical spelling.
+    for (q, says) in [
+        ("100000/d", "must be written \"100000/day\""),
+        ("0/day", "count outside"),
+        ("5/week", "unknown window"),
+    ] {
+        let mut p = payload("lic-bad");
+        p.quota = Some(q.into());
+        let json = serde_json::to_vec(&Payload {
+            kid: k.public_key().kid().to_owned(),
+            ..p
+        })
+        .unwrap();
+        match trust(&[&k]).verify(&signed_raw(&k, &json)) {
+            Err(LicenseError::Invalid(m)) => assert!(m.contains(says), "{q}: {m}"),
+            other => panic!("{q}: {other:?}"),
+        }
+    }
+}

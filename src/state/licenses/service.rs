@@ -91,9 +91,18 @@ impl LicenseService {
         keys: TrustedKeys,
         grace: Duration,
     ) -> Result<(Self, OpenReport), StoreError> {
+        Self::with_store(Box::new(EmbeddedLicenses::open(store_path)?), keys, grace)
+    }
+
+    /// The service over `store`, loaded.
+    pub fn with_store(
+        store: Box<dyn LicenseStore>,
+        keys: TrustedKeys,
+        grace: Duration,
+    ) -> Result<(Self, OpenReport), StoreError> {
         let service = LicenseService {
             book: Arc::new(LicenseBook::new(grace)),
-            store: Box::new(EmbeddedLicenses::open(store_path)?),
+            store,
             keys: Mutex::new(TrustedKeys::default()),
         };
         let report = service.reconfigure(keys, grace)?;
@@ -222,5 +231,6 @@ fn summary_of(l: &License, state: LicenseState) -> LicenseSummary {
         not_before: dates::system(p.not_before),
         expires_at: dates::system(p.expires_at),
         state,
+        quota: l.quota,
     }
 }

@@ -49,7 +49,7 @@ pub trait LicenseStore: Send + Sync + std::fmt::Debug {
 
 /// The redb file of activated licenses.
 pub struct EmbeddedLicenses {
-    db: Database,
+    db: std::sync::Arc<Database>,
     path: PathBuf,
 }
 
@@ -63,12 +63,20 @@ impl EmbeddedLicenses {
     /// Open the store at `path`, creating it (mode 0600) if it does not exist. The folder
     /// must exist. redb locks the file: a second open, in this process or another, fails.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let open_err = |e: redb::Error| StoreError::Open {
+        Self::in_db(std::sync::Arc::new(Self::open_db(path)?), path)
+    }
+
+    /// Open (or create, mode 0600) the redb file at `path`, to share with the quota counts.
+    pub fn open_db(path: &Path) -> Result<Database, StoreError> {
+        // The store holds a few MiB at most; redb's default cache is 1 GiB.
+        crate::state::db::open_private(path, 16 * 1024 * 1024).map_err(|e| StoreError::Open {
             path: path.to_path_buf(),
             source: e,
-        };
-        // The store holds a few MiB at most; redb's default cache is 1 GiB.
-        let db = crate::state::db::open_private(path, 16 * 1024 * 1024).map_err(open_err)?;
+        })
+    }
+
+    /// The licenses in `db`, the file at `path` already open.
+    pub fn in_db(db: std::sync::Arc<Database>, path: &Path) -> Result<Self, StoreError> {
         let store = EmbeddedLicenses {
             db,
             path: path.to_path_buf(),
