@@ -91,6 +91,7 @@ fn an_issued_license_inspects_with_every_field_and_verifies() {
         &format!("pins:        {}", pin(1)),
         "ips:         10.1.2.3/32, 10.9.0.0/16",
         "routes:      orders, stock",
+        "quota:       (none)",
         "expires at:  2027-12-31T23:59:59Z",
         "signature:   valid",
         "valid now:   yes",
@@ -156,6 +157,8 @@ fn issue_refuses_arguments_that_would_make_a_useless_license() {
         ("--expires", |a| a.expires = "tomorrow".into()),
         ("--not-before", |a| a.not_before = Some("2028-01-01".into())),
         ("--id", |a| a.id = Some("has space".into())),
+        ("--quota", |a| a.quota = Some("100/week".into())),
+        ("--quota", |a| a.quota = Some("0/day".into())),
     ];
     for (flag, edit) in cases {
         let mut a = args(&k);
@@ -195,4 +198,24 @@ fn issue_infers_the_match_and_makes_a_random_id() {
         (three.payload().binding, three.payload().ips.clone()),
         (Match::Ip, vec!["10.0.0.1/32".to_owned()])
     );
+}
+
+#[test]
+fn a_quota_flag_is_signed_into_the_license_in_its_canonical_spelling() {
+    let k = keypair();
+    let mut a = args(&k);
+    a.quota = Some(" 2000000/month ".into());
+    let text = cli::issue(&a, at(NOW)).expect("issue");
+    let pubkey = PublicKey::load(&k.public).expect("pub");
+    let out = cli::inspect(&text, &[(k.public.clone(), pubkey)], at(NOW)).expect("inspect");
+    assert_eq!(out.failure, None, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("quota:       2000000/month"),
+        "{}",
+        out.stdout
+    );
+    a.quota = Some("5/d".into());
+    let text = cli::issue(&a, at(NOW)).expect("issue");
+    let out = cli::inspect(&text, &[], at(NOW)).expect("inspect");
+    assert!(out.stdout.contains("quota:       5/day"), "{}", out.stdout);
 }

@@ -133,8 +133,9 @@ pub(super) fn quota_store(
             }
         }
     };
-    let has_licenses = file.licenses.is_some();
-    if path.is_none() && !has_licenses {
+    // A quota_store that is set but wrong has its own error above.
+    let has_store = file.licenses.is_some() || section.is_some_and(|l| l.quota_store.is_some());
+    if !has_store {
         let defaults = section
             .and_then(|l| l.default.as_ref())
             .map(|d| ("limits.default".to_owned(), d));
