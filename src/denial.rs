@@ -100,6 +100,10 @@ pub enum Denial {
     /// No target accepted a connection, or the upstream broke the exchange.
     #[error("upstream unavailable")]
     UpstreamUnavailable,
+    /// The TLS handshake with the upstream failed (certificate, name, pin, or the upstream
+    /// refused ours); the reason is in the log and the metric, never in the response.
+    #[error("upstream tls failed")]
+    UpstreamTlsFailed,
     /// The upstream did not send a response head within `response_timeout`.
     #[error("upstream timeout")]
     UpstreamTimeout,
@@ -126,6 +130,7 @@ impl Denial {
             Denial::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Denial::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Denial::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            Denial::UpstreamTlsFailed => StatusCode::BAD_GATEWAY,
             Denial::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -150,6 +155,7 @@ impl Denial {
             Denial::MethodNotAllowed => "method_not_allowed",
             Denial::PayloadTooLarge => "payload_too_large",
             Denial::UpstreamUnavailable => "upstream_unavailable",
+            Denial::UpstreamTlsFailed => "upstream_tls_failed",
             Denial::UpstreamTimeout => "upstream_timeout",
         }
     }
@@ -173,6 +179,7 @@ impl Denial {
             | Denial::NoRoute
             | Denial::MethodNotAllowed
             | Denial::UpstreamUnavailable
+            | Denial::UpstreamTlsFailed
             | Denial::UpstreamTimeout => false,
         }
     }

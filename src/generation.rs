@@ -66,12 +66,9 @@ impl Generation {
             .upstreams
             .iter()
             .map(|spec| RouteParts {
-                upstream: match warm
-                    .iter()
-                    .find(|u| u.same_as(&spec.targets, &spec.settings))
-                {
+                upstream: match warm.iter().find(|u| u.same_as(spec)) {
                     Some(u) => Arc::clone(u),
-                    None => Arc::new(Upstream::new(spec.targets.clone(), spec.settings)),
+                    None => Arc::new(Upstream::new(spec)),
                 },
                 series: RouteSeries::default(),
             })

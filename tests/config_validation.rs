@@ -351,13 +351,13 @@ fn each_bad_value_is_reported_at_its_key_path() {
             "upstream = [\"http://127.0.0.1:9000\", \"http://backend.internal:8080\"]",
             "upstream = [\"http://127.0.0.1:9000\", \"htp://x\"]",
             "routes[0].upstream[1]",
-            "\"htp://x\" is not an http URL",
+            "\"htp://x\" is not an http(s) URL",
         ),
         (
             "upstream = [\"http://127.0.0.1:9000\", \"http://backend.internal:8080\"]",
-            "upstream = [\"https://127.0.0.1:9000\"]",
-            "routes[0].upstream[0]",
-            "https",
+            "upstream = [\"https://127.0.0.1:9000\", \"http://backend.internal:8080\"]",
+            "routes[0].upstream",
+            "mixes http:// and https://",
         ),
         (
             "upstream = [\"http://127.0.0.1:9000\", \"http://backend.internal:8080\"]",

@@ -51,6 +51,26 @@ pub struct LimitsSection {
     pub quota_store: Option<String>,
 }
 
+/// `upstream_tls = { ca = "...", server_name = "...", pins = [...], min_tls = "1.2",
+/// client_certificate = "...", key = "..." }`: every key optional.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsSection {
+    /// PEM bundle of the CAs the upstream's certificate must chain to. Default: Mozilla's
+    /// roots (webpki-roots).
+    pub ca: Option<String>,
+    /// SNI and the name the certificate must carry. Default: the target's host.
+    pub server_name: Option<String>,
+    /// SPKI pins (`sha256/<base64>`): the upstream's key must be one of them as well.
+    pub pins: Option<Vec<String>>,
+    /// `"1.2"` (default) or `"1.3"`.
+    pub min_tls: Option<String>,
+    /// Certificate chain (PEM) presented to an upstream that asks (mutual TLS); with `key`.
+    pub client_certificate: Option<String>,
+    /// Private key (PEM) of `client_certificate`.
+    pub key: Option<String>,
+}
+
 /// One limit: `{ key = "client_ip", rate = "100/s", burst = 20 }`, an in-flight cap
 /// `{ key = "route", max_in_flight = 200 }`, a quota `{ key = "cert", quota = "100000/day" }`,
 /// or any of them together.
@@ -203,8 +223,11 @@ pub struct RouteSection {
     pub path_prefix: Option<String>,
     /// Methods allowed. Default: any.
     pub methods: Option<Vec<String>>,
-    /// One or more `http://host:port` targets, used round-robin.
+    /// One or more `http://host:port` or `https://host:port` targets, used round-robin
+    /// (all of one scheme).
     pub upstream: Option<Vec<String>>,
+    /// How `https://` targets are verified and what the gateway presents to them.
+    pub upstream_tls: Option<UpstreamTlsSection>,
     /// Largest request body accepted; larger is a 413. Default: no limit.
     pub max_body_bytes: Option<u64>,
     /// Time to open a TCP connection to a target. Default "5s".

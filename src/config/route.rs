@@ -8,19 +8,32 @@ use super::listener::*;
 use super::policy::*;
 use super::server::*;
 use crate::config::file::{FileConfig, RouteSection};
-use crate::config::upstream::{UpstreamSettings, UpstreamSpec, parse_target};
+use crate::config::upstream::{UpstreamSettings, UpstreamSpec, parse_target, upstream_tls};
 use crate::report::Report;
 use crate::routing::{Route, normalize_prefix};
+
+/// What every route is checked against: the whole file, its listener and issuer names, and
+/// the time certificates are judged at.
+pub(super) struct RouteInputs<'a> {
+    pub listeners: &'a HashSet<&'a str>,
+    pub file: &'a FileConfig,
+    pub issuers: &'a [crate::token::TokenIssuerSection],
+    pub now: std::time::SystemTime,
+}
 
 pub(super) fn route(
     r: &mut Report,
     key: &str,
     s: &RouteSection,
-    listeners: &HashSet<&str>,
     id: usize,
-    file: &FileConfig,
-    issuers: &[crate::token::TokenIssuerSection],
+    inputs: &RouteInputs<'_>,
 ) -> Option<(Route, UpstreamSpec, Option<HashSet<String>>)> {
+    let RouteInputs {
+        listeners,
+        file,
+        issuers,
+        now,
+    } = *inputs;
     let licensing = file.licenses.is_some();
     let name = label_name(r, key, s.name.as_deref(), "route");
 
@@ -141,15 +154,39 @@ pub(super) fn route(
         }
         Some(targets) => {
             let mut ok = Vec::with_capacity(targets.len());
+            let mut schemes = (0, 0);
             for (j, t) in targets.iter().enumerate() {
                 match parse_target(t) {
-                    Ok(a) => ok.push(a),
+                    Ok((a, tls)) => {
+                        if tls {
+                            schemes.1 += 1;
+                        } else {
+                            schemes.0 += 1;
+                        }
+                        ok.push(a);
+                    }
                     Err(why) => r.error(format!("{key}.upstream[{j}]"), format!("\"{t}\" {why}")),
                 }
             }
-            (ok.len() == targets.len()).then_some(ok)
+            if schemes.0 > 0 && schemes.1 > 0 {
+                r.error(
+                    format!("{key}.upstream"),
+                    "mixes http:// and https:// targets: a route's upstream traffic is encrypted all or not at all",
+                );
+                None
+            } else {
+                (ok.len() == targets.len()).then_some((ok, schemes.1 > 0))
+            }
         }
     };
+    let tls = upstream_tls(
+        r,
+        &format!("{key}.upstream_tls"),
+        s.upstream_tls.as_ref(),
+        upstream.as_ref().is_some_and(|(_, https)| *https),
+        now,
+    );
+    let upstream = upstream.map(|(targets, _)| targets);
 
     let pins = pin_set(r, key, &s.pins, &s.cert_fingerprints);
     let ip = ip_policy(r, key, &s.allow, &s.deny);
@@ -214,6 +251,7 @@ pub(super) fn route(
         UpstreamSpec {
             targets: upstream,
             settings,
+            tls: tls?,
         },
         on,
     ))

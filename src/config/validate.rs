@@ -168,14 +168,19 @@ pub fn build_snapshot(
         }
         super::limits::quota_store(&mut r, file, &others)
     };
+    let inputs = RouteInputs {
+        listeners: &declared,
+        file,
+        issuers: &issuer_names,
+        now,
+    };
     let mut route_names = HashSet::new();
     // Each route's upstream, by route id (its place in this list).
     let mut upstreams = Vec::with_capacity(file.routes.len());
     for (i, rs) in file.routes.iter().enumerate() {
         let key = format!("routes[{i}]");
         let id = upstreams.len();
-        let Some((route, spec, on)) = route(&mut r, &key, rs, &declared, id, file, &issuer_names)
-        else {
+        let Some((route, spec, on)) = route(&mut r, &key, rs, id, &inputs) else {
             continue;
         };
         upstreams.push(spec);

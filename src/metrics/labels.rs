@@ -10,6 +10,7 @@ use prometheus::{Histogram, IntCounter};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamError {
     Connect,
+    Tls,
     Timeout,
     Exchange,
 }
@@ -18,6 +19,7 @@ impl UpstreamError {
     pub(super) fn label(self) -> &'static str {
         match self {
             UpstreamError::Connect => "connect",
+            UpstreamError::Tls => "tls",
             UpstreamError::Timeout => "timeout",
             UpstreamError::Exchange => "exchange",
         }

@@ -44,6 +44,10 @@ pub struct Metrics {
     request_duration: HistogramVec,
     upstream_duration: HistogramVec,
     upstream_errors: IntCounterVec,
+    /// New TLS connections to upstreams, by route's upstream.
+    upstream_tls_handshakes: IntCounterVec,
+    /// Failed TLS handshakes with upstreams, by route's upstream and bounded reason.
+    upstream_tls_failures: IntCounterVec,
     handshakes: IntCounterVec,
     handshake_failures: IntCounterVec,
     token_cache: IntCounterVec,
@@ -166,6 +170,20 @@ impl Metrics {
             ),
             &["upstream", "kind"],
         )?;
+        let upstream_tls_handshakes = IntCounterVec::new(
+            Opts::new(
+                "portcullis_upstream_tls_handshakes_total",
+                "TLS connections made to upstreams (each pooled and reused), by route's upstream.",
+            ),
+            &["upstream"],
+        )?;
+        let upstream_tls_failures = IntCounterVec::new(
+            Opts::new(
+                "portcullis_upstream_tls_failures_total",
+                "Failed TLS handshakes with upstreams, by route's upstream and reason.",
+            ),
+            &["upstream", "reason"],
+        )?;
         let handshakes = IntCounterVec::new(
             Opts::new(
                 "portcullis_tls_handshakes_total",
@@ -194,6 +212,8 @@ impl Metrics {
         for m in [
             &requests,
             &upstream_errors,
+            &upstream_tls_handshakes,
+            &upstream_tls_failures,
             &handshakes,
             &handshake_failures,
             &token_cache,
@@ -234,6 +254,8 @@ impl Metrics {
             request_duration,
             upstream_duration,
             upstream_errors,
+            upstream_tls_handshakes,
+            upstream_tls_failures,
             handshakes,
             handshake_failures,
             token_cache,
@@ -321,6 +343,21 @@ impl Metrics {
                 .with_label_values(&[route, e.label()])
                 .inc(),
         }
+    }
+
+    /// A new TLS connection to `route`'s upstream.
+    pub fn upstream_tls_handshake(&self, route: &str) {
+        self.upstream_tls_handshakes
+            .with_label_values(&[route])
+            .inc();
+    }
+
+    /// A failed TLS handshake with `route`'s upstream; `reason` is one of
+    /// `tls::upstream::FAILURE_REASONS`.
+    pub fn upstream_tls_failure(&self, route: &str, reason: &'static str) {
+        self.upstream_tls_failures
+            .with_label_values(&[route, reason])
+            .inc();
     }
 
     pub fn handshake_ok(&self, version: Option<rustls::ProtocolVersion>) {

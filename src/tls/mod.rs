@@ -9,6 +9,7 @@
 mod load;
 mod pinned;
 mod sni;
+pub mod upstream;
 
 use std::sync::{Arc, OnceLock};
 
@@ -17,7 +18,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 
 pub use load::{
-    LoadedCert, TlsFileError, load_certs, load_client_roots, load_server_cert, rfc3339,
+    LoadedCert, TlsFileError, load_certs, load_client_roots, load_key, load_server_cert, rfc3339,
 };
 pub use pinned::PinnedClientVerifier;
 pub use sni::SniResolver;

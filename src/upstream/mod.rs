@@ -1,5 +1,6 @@
 //! Forwarding: the request goes to one of the route's targets over a pooled keep-alive
-//! HTTP/1.1 connection; both bodies stream, neither is ever held whole.
+//! HTTP/1.1 connection, plain or TLS (verified, optionally pinned and mutual: see
+//! `tls/upstream.rs`); both bodies stream, neither is ever held whole.
 
 mod body;
 mod headers;
@@ -12,7 +13,8 @@ use std::time::{Duration, Instant};
 use http::uri::Authority;
 use http::{HeaderValue, Request, Response, Uri, Version, header};
 
-pub use crate::config::upstream::UpstreamSettings;
+pub use crate::config::upstream::{UpstreamSettings, UpstreamSpec};
+use crate::tls::upstream::UpstreamTls;
 use hyper::body::Incoming;
 
 pub use body::{RequestBody, ResponseBody};
@@ -35,10 +37,13 @@ pub struct Upstream {
     targets: Vec<Target>,
     next: AtomicUsize,
     settings: UpstreamSettings,
+    tls: Option<Arc<UpstreamTls>>,
 }
 
 struct Target {
     authority: Authority,
+    /// How to reach it over TLS: the connector and the name to ask for and verify.
+    tls: Option<pool::TlsTo>,
     /// The Host header for requests that arrived without one (HTTP/2 carries it in
     /// `:authority`, which the request line to the upstream cannot).
     host: HeaderValue,
@@ -64,21 +69,28 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    pub fn new(targets: Vec<Authority>, settings: UpstreamSettings) -> Self {
+    pub fn new(spec: &UpstreamSpec) -> Self {
+        let settings = spec.settings;
         Upstream {
-            targets: targets
-                .into_iter()
+            targets: spec
+                .targets
+                .iter()
                 .map(|authority| Target {
                     // An authority is always a valid header value (checked characters).
                     host: HeaderValue::from_str(authority.as_str())
                         .unwrap_or(HeaderValue::from_static("localhost")),
-                    authority,
+                    tls: spec
+                        .tls
+                        .as_ref()
+                        .and_then(|tls| pool::TlsTo::new(Arc::clone(tls), authority)),
+                    authority: authority.clone(),
                     down_until: AtomicU64::new(0),
                     pool: pool::Pool::new(settings.idle_timeout),
                 })
                 .collect(),
             next: AtomicUsize::new(0),
             settings,
+            tls: spec.tls.clone(),
         }
     }
 
@@ -88,13 +100,14 @@ impl Upstream {
 
     /// Whether this upstream goes to exactly `targets` with `settings`: a reload then keeps
     /// it, with its pooled connections, instead of starting cold.
-    pub fn same_as(&self, targets: &[Authority], settings: &UpstreamSettings) -> bool {
-        self.settings == *settings
-            && self.targets.len() == targets.len()
+    pub fn same_as(&self, spec: &UpstreamSpec) -> bool {
+        self.settings == spec.settings
+            && self.tls == spec.tls
+            && self.targets.len() == spec.targets.len()
             && self
                 .targets
                 .iter()
-                .zip(targets)
+                .zip(&spec.targets)
                 .all(|(t, a)| t.authority == *a)
     }
 
@@ -171,6 +184,7 @@ pub async fn forward(
         pool::send(
             &target.pool,
             &target.authority,
+            target.tls.as_ref(),
             upstream.settings.connect_timeout,
             req,
         ),
@@ -184,7 +198,21 @@ pub async fn forward(
         }
         Ok(Ok(sent)) => {
             record(Ok(()));
-            sent
+            if sent.2 {
+                metrics.upstream_tls_handshake(&route.name);
+            }
+            (sent.0, sent.1)
+        }
+        Ok(Err(pool::SendError::Tls(e))) => {
+            record(Err(UpstreamError::Tls));
+            let reason = crate::tls::upstream::failure_reason(&e);
+            metrics.upstream_tls_failure(&route.name, reason);
+            target
+                .down_until
+                .store(now + TARGET_BACKOFF.as_millis() as u64, Ordering::Relaxed);
+            // The reason goes to the log and the metric, never to the client.
+            tracing::warn!(route = &*route.name, request_id = %x.request_id, reason, error = %e, "TLS to the upstream failed; skipping the target for {}s", TARGET_BACKOFF.as_secs());
+            return Err(Denial::UpstreamTlsFailed);
         }
         Ok(Err(pool::SendError::Connect(e))) => {
             record(Err(UpstreamError::Connect));
@@ -203,6 +231,12 @@ pub async fn forward(
             if body::is_client_body_error(&e) {
                 tracing::debug!(route = &*route.name, request_id = %x.request_id, "client request body malformed or cut short");
                 return Err(Denial::BadRequestBody);
+            }
+            if let Some(reason) = crate::tls::upstream::failure_in(&e) {
+                record(Err(UpstreamError::Tls));
+                metrics.upstream_tls_failure(&route.name, reason);
+                tracing::warn!(route = &*route.name, request_id = %x.request_id, reason, error = %e, "the upstream ended the TLS session (it refused the gateway's certificate?)");
+                return Err(Denial::UpstreamTlsFailed);
             }
             record(Err(UpstreamError::Exchange));
             tracing::warn!(route = &*route.name, request_id = %x.request_id, error = %e, "upstream exchange failed");
@@ -228,10 +262,11 @@ mod tests {
 
     #[test]
     fn round_robin_skips_targets_in_backoff_until_it_ends() {
-        let up = Upstream::new(
-            vec![Authority::from_static("a:1"), Authority::from_static("b:1")],
-            UpstreamSettings::default(),
-        );
+        let up = Upstream::new(&UpstreamSpec {
+            targets: vec![Authority::from_static("a:1"), Authority::from_static("b:1")],
+            settings: UpstreamSettings::default(),
+            tls: None,
+        });
         up.targets[0].down_until.store(1_000, Ordering::Relaxed);
         for _ in 0..4 {
             assert_eq!(up.pick(500).1.authority.as_str(), "b:1");
@@ -244,10 +279,11 @@ mod tests {
 
     #[test]
     fn when_every_target_is_in_backoff_one_is_still_tried() {
-        let up = Upstream::new(
-            vec![Authority::from_static("a:1")],
-            UpstreamSettings::default(),
-        );
+        let up = Upstream::new(&UpstreamSpec {
+            targets: vec![Authority::from_static("a:1")],
+            settings: UpstreamSettings::default(),
+            tls: None,
+        });
         up.targets[0].down_until.store(u64::MAX, Ordering::Relaxed);
         assert_eq!(up.pick(0).1.authority.as_str(), "a:1");
     }

@@ -42,11 +42,38 @@ struct Idle {
     since: Instant,
 }
 
+/// How one target is reached over TLS.
+pub struct TlsTo {
+    tls: Arc<crate::tls::upstream::UpstreamTls>,
+    name: rustls::pki_types::ServerName<'static>,
+}
+
+impl TlsTo {
+    /// The configured `server_name`, else the target's host (a DNS name or an IP address).
+    pub fn new(tls: Arc<crate::tls::upstream::UpstreamTls>, target: &Authority) -> Option<Self> {
+        let name = match &tls.server_name {
+            Some(n) => n.clone(),
+            None => {
+                let host = target.host();
+                let host = host
+                    .strip_prefix('[')
+                    .and_then(|h| h.strip_suffix(']'))
+                    .unwrap_or(host);
+                rustls::pki_types::ServerName::try_from(host.to_owned()).ok()?
+            }
+        };
+        Some(TlsTo { tls, name })
+    }
+}
+
 /// Why an exchange failed.
 #[derive(Debug)]
 pub enum SendError {
     /// No connection: refused, unreachable, name not resolved, or `connect_timeout`.
     Connect(io::Error),
+    /// Connected, but the TLS handshake failed (certificate, pin, name, refused by the
+    /// upstream) or did not finish within `connect_timeout`. Not a byte of the request left.
+    Tls(io::Error),
     /// Connected, but the exchange failed (reset, malformed response, body error).
     Exchange(hyper::Error),
 }
@@ -183,16 +210,23 @@ fn expire(idle: &mut VecDeque<Idle>, now: Instant, idle_timeout: Duration) {
 /// that a pooled connection could not take (the upstream closed it while it idled, so
 /// not a byte of the request was written) is sent again over the next one: the same
 /// retry hyper-util's client made.
+///
+/// Also says whether a new TLS connection was made for it (a handshake, for the metric).
 pub async fn send(
     pool: &Arc<Pool>,
     authority: &Authority,
+    tls: Option<&TlsTo>,
     connect_timeout: Duration,
     mut req: Request<RequestBody>,
-) -> Result<(Response<Incoming>, Lease), SendError> {
+) -> Result<(Response<Incoming>, Lease, bool), SendError> {
+    let mut handshake = false;
     loop {
         let (mut sender, pooled) = match pool.take(Instant::now()) {
             Some(sender) => (sender, true),
-            None => (connect(authority, connect_timeout).await?, false),
+            None => {
+                handshake |= tls.is_some();
+                (connect(authority, tls, connect_timeout).await?, false)
+            }
         };
         if let Err(e) = sender.ready().await {
             if pooled {
@@ -206,7 +240,7 @@ pub async fn send(
                     sender,
                     pool: pool.clone(),
                 };
-                return Ok((resp, lease));
+                return Ok((resp, lease, handshake));
             }
             Err(mut e) => match e.take_message() {
                 Some(unsent) if pooled => req = unsent,
@@ -217,9 +251,15 @@ pub async fn send(
 }
 
 /// A new connection: TCP (an IP literal directly, a name through the system resolver,
-/// each address in turn), no Nagle delay, HTTP/1.1 handshake; its I/O runs in a task
-/// that ends when the connection closes.
-async fn connect(authority: &Authority, timeout: Duration) -> Result<Sender, SendError> {
+/// each address in turn), no Nagle delay, then TLS when the target is `https://` (the whole
+/// of it within `timeout`), then the HTTP/1.1 handshake; its I/O runs in a task that ends
+/// when the connection closes.
+async fn connect(
+    authority: &Authority,
+    tls: Option<&TlsTo>,
+    timeout: Duration,
+) -> Result<Sender, SendError> {
+    let deadline = tokio::time::Instant::now() + timeout;
     let port = authority.port_u16().unwrap_or(80);
     let host = authority.host();
     let literal = host
@@ -233,7 +273,7 @@ async fn connect(authority: &Authority, timeout: Duration) -> Result<Sender, Sen
             Err(_) => TcpStream::connect((host, port)).await,
         }
     };
-    let tcp = match tokio::time::timeout(timeout, tcp).await {
+    let tcp = match tokio::time::timeout_at(deadline, tcp).await {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(e)) => return Err(SendError::Connect(e)),
         Err(_) => {
@@ -244,9 +284,27 @@ async fn connect(authority: &Authority, timeout: Duration) -> Result<Sender, Sen
         }
     };
     let _ = tcp.set_nodelay(true);
-    let (sender, conn) = http1::handshake(TokioIo::new(tcp))
-        .await
-        .map_err(SendError::Exchange)?;
+    match tls {
+        None => handshake(TokioIo::new(tcp)).await,
+        Some(to) => {
+            let connecting = to.tls.connector.connect(to.name.clone(), tcp);
+            match tokio::time::timeout_at(deadline, connecting).await {
+                Ok(Ok(stream)) => handshake(TokioIo::new(stream)).await,
+                Ok(Err(e)) => Err(SendError::Tls(e)),
+                Err(_) => Err(SendError::Tls(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "TLS handshake timed out",
+                ))),
+            }
+        }
+    }
+}
+
+async fn handshake<T>(io: T) -> Result<Sender, SendError>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::handshake(io).await.map_err(SendError::Exchange)?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "upstream connection ended with an error");
@@ -268,7 +326,9 @@ mod tests {
             std::future::pending::<()>().await;
         });
         let authority: Authority = addr.to_string().parse().unwrap();
-        let s = connect(&authority, Duration::from_secs(5)).await.unwrap();
+        let s = connect(&authority, None, Duration::from_secs(5))
+            .await
+            .unwrap();
         (s, hold)
     }
 
@@ -323,7 +383,9 @@ mod tests {
             let (sock, _) = listener.accept().await.unwrap();
             drop(sock);
         });
-        let s = connect(&authority, Duration::from_secs(5)).await.unwrap();
+        let s = connect(&authority, None, Duration::from_secs(5))
+            .await
+            .unwrap();
         closer.await.unwrap();
         // hyper's connection task sees the close and ends; the sender then reports it.
         tokio::time::timeout(Duration::from_secs(5), async {

@@ -146,6 +146,11 @@ impl Gateway {
         self.shared().metrics.denial_count(d)
     }
 
+    /// Every metric as `/metrics` would serve it, parsed.
+    pub fn metrics(&self) -> super::prometheus::Exposition {
+        super::prometheus::parse(&self.shared().metrics.render()).expect("valid exposition")
+    }
+
     /// The refused-connection counter for `r` (`portcullis_connections_refused_total`).
     pub fn refused_count(&self, r: ConnRefusal) -> u64 {
         self.shared().metrics.refused_count(r)

@@ -223,6 +223,93 @@ impl Pki {
         client_identity(&self.issuer, cn, Validity::Current)
     }
 
+    /// Writes `expired-server.pem`/`.key`: localhost/127.0.0.1, signed by the CA, expired in
+    /// 2020.
+    pub fn expired_server(&self) {
+        let key = KeyPair::generate().expect("key");
+        let cert = leaf(
+            &self.issuer,
+            &key,
+            "expired server",
+            &["localhost", "127.0.0.1"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+            Validity::Expired,
+        );
+        self.write("expired-server.pem", &cert.pem());
+        self.write("expired-server.key", &key.serialize_pem());
+    }
+
+    /// Writes `foreign-server.pem`/`.key`: localhost/127.0.0.1, valid, signed by a CA of its
+    /// own that nothing trusts.
+    pub fn foreign_server(&self) {
+        let (_, issuer) = new_ca("Foreign Server CA");
+        let key = KeyPair::generate().expect("key");
+        let cert = leaf(
+            &issuer,
+            &key,
+            "foreign server",
+            &["localhost", "127.0.0.1"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+            Validity::Current,
+        );
+        self.write("foreign-server.pem", &cert.pem());
+        self.write("foreign-server.key", &key.serialize_pem());
+    }
+
+    /// Writes `<name>.pem`/`<name>.key` for `id` (a client identity the gateway can present).
+    pub fn write_identity(&self, name: &str, id: &Identity) {
+        self.write(&format!("{name}.pem"), &cert_pem(id.cert().as_ref()));
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&id.key_pkcs8);
+        let mut key = String::from("-----BEGIN PRIVATE KEY-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            key.push_str(std::str::from_utf8(line).expect("ASCII"));
+            key.push('\n');
+        }
+        key.push_str("-----END PRIVATE KEY-----\n");
+        self.write(&format!("{name}.key"), &key);
+    }
+
+    /// A rustls server config for an upstream: `<cert>.pem`/`<cert>.key` from the dir, and,
+    /// with `client_ca`, client certificates required and verified against it.
+    pub fn upstream_tls(
+        &self,
+        cert: &str,
+        client_ca: Option<&str>,
+    ) -> std::sync::Arc<rustls::ServerConfig> {
+        use rustls::pki_types::pem::PemObject as _;
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(self.path(&format!("{cert}.pem")))
+                .expect("chain")
+                .collect::<Result<_, _>>()
+                .expect("chain PEM");
+        let key = PrivateKeyDer::from_pem_file(self.path(&format!("{cert}.key"))).expect("key");
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("versions");
+        let builder = match client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in CertificateDer::pem_file_iter(self.path(ca)).expect("ca") {
+                    roots.add(c.expect("ca PEM")).expect("root");
+                }
+                builder.with_client_cert_verifier(
+                    rustls::server::WebPkiClientVerifier::builder_with_provider(
+                        std::sync::Arc::new(roots),
+                        provider,
+                    )
+                    .build()
+                    .expect("verifier"),
+                )
+            }
+        };
+        let mut config = builder.with_single_cert(chain, key).expect("server config");
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        std::sync::Arc::new(config)
+    }
+
     /// Writes `rsa.pem`/`rsa.key`: an RSA-2048 server certificate for localhost/127.0.0.1,
     /// signed by the CA. Returns the certificate.
     pub fn rsa_server(&self) -> CertificateDer<'static> {

@@ -83,6 +83,10 @@ fn header_pairs(h: &http::HeaderMap) -> Vec<(String, String)> {
 pub struct Upstream {
     pub addr: SocketAddr,
     accepts: Arc<AtomicUsize>,
+    /// TLS handshakes completed (TLS upstreams only).
+    handshakes: Arc<AtomicUsize>,
+    /// The client certificate (DER) each TLS connection presented, if any.
+    peer_certs: Arc<Mutex<Vec<Option<Vec<u8>>>>>,
     requests: Arc<Mutex<Vec<Recorded>>>,
     task: JoinHandle<()>,
 }
@@ -97,6 +101,21 @@ impl Upstream {
     /// `http://127.0.0.1:<port>`
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `https://127.0.0.1:<port>`
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// TLS handshakes completed so far.
+    pub fn handshakes(&self) -> usize {
+        self.handshakes.load(Ordering::SeqCst)
+    }
+
+    /// Per completed TLS handshake, the client certificate presented (DER), if any.
+    pub fn peer_certs(&self) -> Vec<Option<Vec<u8>>> {
+        self.peer_certs.lock().unwrap().clone()
     }
 
     /// TCP connections accepted so far.
@@ -119,6 +138,25 @@ impl Upstream {
         H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
         F: Future<Output = Response<BoxBody>> + Send + 'static,
     {
+        Upstream::serve_with(None, handler).await
+    }
+
+    /// An [`Upstream::echo`] over TLS with `config`.
+    pub async fn tls_echo(name: &str, config: Arc<rustls::ServerConfig>) -> Upstream {
+        let name: Arc<str> = name.into();
+        Upstream::serve_with(Some(config), move |req| echo_response(name.clone(), req)).await
+    }
+
+    /// Serve every connection with `handler`, over TLS when `tls` is set (a failed handshake
+    /// closes the connection before any request).
+    pub async fn serve_with<H, F>(tls: Option<Arc<rustls::ServerConfig>>, handler: H) -> Upstream
+    where
+        H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+        F: Future<Output = Response<BoxBody>> + Send + 'static,
+    {
+        let handshakes = Arc::new(AtomicUsize::new(0));
+        let peer_certs = Arc::new(Mutex::new(Vec::new()));
+        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind upstream");
@@ -128,6 +166,7 @@ impl Upstream {
         let handler = Arc::new(handler);
         let task = {
             let (accepts, requests) = (accepts.clone(), requests.clone());
+            let (handshakes, peer_certs) = (handshakes.clone(), peer_certs.clone());
             tokio::spawn(async move {
                 loop {
                     let Ok((stream, _)) = listener.accept().await else {
@@ -135,6 +174,8 @@ impl Upstream {
                     };
                     accepts.fetch_add(1, Ordering::SeqCst);
                     let (handler, requests) = (handler.clone(), requests.clone());
+                    let acceptor = acceptor.clone();
+                    let (handshakes, peer_certs) = (handshakes.clone(), peer_certs.clone());
                     tokio::spawn(async move {
                         let svc = service_fn(move |req: Request<Incoming>| {
                             requests.lock().unwrap().push(Recorded {
@@ -145,9 +186,29 @@ impl Upstream {
                             let fut = handler(req);
                             async move { Ok::<_, Infallible>(fut.await) }
                         });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
+                        match acceptor {
+                            None => {
+                                let _ = hyper::server::conn::http1::Builder::new()
+                                    .serve_connection(TokioIo::new(stream), svc)
+                                    .await;
+                            }
+                            Some(acceptor) => {
+                                let Ok(tls) = acceptor.accept(stream).await else {
+                                    return;
+                                };
+                                handshakes.fetch_add(1, Ordering::SeqCst);
+                                let peer = tls
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(|c| c.first())
+                                    .map(|c| c.as_ref().to_vec());
+                                peer_certs.lock().unwrap().push(peer);
+                                let _ = hyper::server::conn::http1::Builder::new()
+                                    .serve_connection(TokioIo::new(tls), svc)
+                                    .await;
+                            }
+                        }
                     });
                 }
             })
@@ -155,6 +216,8 @@ impl Upstream {
         Upstream {
             addr,
             accepts,
+            handshakes,
+            peer_certs,
             requests,
             task,
         }
