@@ -111,6 +111,7 @@ fn route_selection(c: &mut Criterion) {
                 license: portcullis::license::RouteLicense::NotRequired,
                 auth: portcullis::token::RouteAuth::None,
                 limits: Arc::from([]),
+                rewrite: None,
             })
         })
         .collect();

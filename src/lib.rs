@@ -46,6 +46,7 @@ pub mod pipeline;
 mod record;
 mod report;
 pub mod request_id;
+mod rewrite;
 pub mod routing;
 pub mod server;
 pub mod state;

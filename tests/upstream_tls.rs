@@ -151,21 +151,45 @@ async fn mutual_tls_presents_the_gateway_certificate_and_without_it_the_upstream
     drop(c);
     drop(gw);
 
-    let gw = Gateway::start(pki.dir(), &config(&up.https_url(), "ca = \"ca.pem\"")).await;
+    // TLS 1.2: the upstream refuses inside the handshake, so the gateway knows it was TLS.
+    let up12 = Upstream::tls_echo(
+        "mtls12",
+        pki.upstream_tls_with("server", Some("ca.pem"), &[&rustls::version::TLS12]),
+    )
+    .await;
+    let gw = Gateway::start(pki.dir(), &config(&up12.https_url(), "ca = \"ca.pem\"")).await;
     let mut c = connect_h1(&pki, gw.addr()).await;
-    let r = c.call(get("/api")).await.unwrap();
-    r.assert_denied(502, "upstream_tls_failed");
-    assert_eq!(
-        up.request_count(),
-        1,
-        "the refused connection carried a request"
-    );
+    c.call(get("/api"))
+        .await
+        .unwrap()
+        .assert_denied(502, "upstream_tls_failed");
+    assert_eq!(up12.request_count(), 0);
     assert_eq!(
         gw.metrics().value(
             "portcullis_upstream_tls_failures_total",
             &[("upstream", "api"), ("reason", "refused_by_upstream")]
         ),
         Some(1.0)
+    );
+    drop(c);
+    drop(gw);
+
+    // TLS 1.3: the refusal is an alert after the client's side of the handshake is done; the
+    // gateway reports it as TLS when the alert is read, as a broken exchange when the
+    // upstream's reset beats it. Either way a 502, and no request reached the upstream.
+    let gw = Gateway::start(pki.dir(), &config(&up.https_url(), "ca = \"ca.pem\"")).await;
+    let mut c = connect_h1(&pki, gw.addr()).await;
+    let r = c.call(get("/api")).await.unwrap();
+    assert_eq!(r.status, 502, "{}", r.text());
+    let reason = r.json()["error"].as_str().unwrap().to_owned();
+    assert!(
+        reason == "upstream_tls_failed" || reason == "upstream_unavailable",
+        "{reason}"
+    );
+    assert_eq!(
+        up.request_count(),
+        1,
+        "the refused connection carried a request"
     );
 }
 

@@ -51,6 +51,31 @@ pub struct LimitsSection {
     pub quota_store: Option<String>,
 }
 
+/// `rewrite = { strip_prefix = true, add_prefix = "/v2", host = "target" }`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewriteSection {
+    /// Remove the route's `path_prefix` from the path. Default false.
+    pub strip_prefix: Option<bool>,
+    /// Put this in front of the path (after stripping).
+    pub add_prefix: Option<String>,
+    /// `"client"` (default: the client's Host), `"target"` (the target's host:port), or a
+    /// fixed `host[:port]`.
+    pub host: Option<String>,
+}
+
+/// `{ set = { "x-env" = "prod" }, add = { ... }, remove = ["server"] }`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderOpsSection {
+    /// Replace every value of each header with this one.
+    pub set: Option<std::collections::BTreeMap<String, String>>,
+    /// Add this value beside any the message has.
+    pub add: Option<std::collections::BTreeMap<String, String>>,
+    /// Remove these headers.
+    pub remove: Option<Vec<String>>,
+}
+
 /// `upstream_tls = { ca = "...", server_name = "...", pins = [...], min_tls = "1.2",
 /// client_certificate = "...", key = "..." }`: every key optional.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -228,6 +253,12 @@ pub struct RouteSection {
     pub upstream: Option<Vec<String>>,
     /// How `https://` targets are verified and what the gateway presents to them.
     pub upstream_tls: Option<UpstreamTlsSection>,
+    /// The path and Host the upstream receives.
+    pub rewrite: Option<RewriteSection>,
+    /// Headers set, added or removed on requests to the upstream.
+    pub request_headers: Option<HeaderOpsSection>,
+    /// Headers set, added or removed on responses to the client.
+    pub response_headers: Option<HeaderOpsSection>,
     /// Largest request body accepted; larger is a 413. Default: no limit.
     pub max_body_bytes: Option<u64>,
     /// Time to open a TCP connection to a target. Default "5s".

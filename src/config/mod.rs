@@ -7,6 +7,7 @@ mod limits;
 mod listener;
 mod policy;
 mod redact;
+mod rewrite;
 mod route;
 mod server;
 mod validate;

@@ -187,6 +187,13 @@ pub(super) fn route(
         now,
     );
     let upstream = upstream.map(|(targets, _)| targets);
+    let rewrite = super::rewrite::rewrite(
+        r,
+        key,
+        s.rewrite.as_ref(),
+        s.request_headers.as_ref(),
+        s.response_headers.as_ref(),
+    );
 
     let pins = pin_set(r, key, &s.pins, &s.cert_fingerprints);
     let ip = ip_policy(r, key, &s.allow, &s.deny);
@@ -247,6 +254,7 @@ pub(super) fn route(
             license,
             auth,
             limits,
+            rewrite: rewrite?.map(Box::new),
         },
         UpstreamSpec {
             targets: upstream,

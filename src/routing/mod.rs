@@ -55,6 +55,8 @@ pub struct Route {
     pub auth: RouteAuth,
     /// Rate limits and in-flight caps, in order (empty: none).
     pub limits: std::sync::Arc<[crate::limits::Limit]>,
+    /// The path, Host and headers rewritten on the way to the upstream and back.
+    pub rewrite: Option<Box<crate::rewrite::Rewrite>>,
 }
 
 /// Check a configured prefix and put it in canonical form (the form requests are matched

@@ -156,6 +156,11 @@ pub async fn forward(
     }
 
     headers::strip_hop_by_hop(&mut parts.headers);
+    let rewrite = route.rewrite.as_deref();
+    // Before the gateway's own headers, which therefore always win.
+    if let Some(rw) = rewrite {
+        rw.request.apply(&mut parts.headers);
+    }
     headers::add_forwarding(&mut parts.headers, x, conn, snapshot);
 
     let now = epoch_ms();
@@ -163,14 +168,30 @@ pub async fn forward(
     x.target = Some(index);
     // Origin form ("/path?query") on the request line, as HTTP/1.1 to a server wants it.
     let mut uri = http::uri::Parts::default();
-    uri.path_and_query = parts.uri.path_and_query().cloned();
+    uri.path_and_query = match (rewrite, parts.uri.path_and_query()) {
+        (Some(rw), Some(pq)) if rw.rewrites_path() => Some(
+            crate::rewrite::with_path(&rw.path(pq.path(), &route.path_prefix), pq.query())
+                .ok_or(Denial::InvalidPath)?,
+        ),
+        (_, pq) => pq.cloned(),
+    };
     if uri.path_and_query.is_none() {
         uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
     }
     parts.uri = Uri::from_parts(uri).map_err(|_| Denial::InvalidPath)?;
     parts.version = Version::HTTP_11;
-    if !parts.headers.contains_key(header::HOST) {
-        parts.headers.insert(header::HOST, target.host.clone());
+    match rewrite.map(|rw| &rw.host) {
+        Some(crate::rewrite::HostRewrite::Target) => {
+            parts.headers.insert(header::HOST, target.host.clone());
+        }
+        Some(crate::rewrite::HostRewrite::Fixed(v)) => {
+            parts.headers.insert(header::HOST, v.clone());
+        }
+        Some(crate::rewrite::HostRewrite::Client) | None => {
+            if !parts.headers.contains_key(header::HOST) {
+                parts.headers.insert(header::HOST, target.host.clone());
+            }
+        }
     }
 
     // Counting costs an allocation, so only requests with a body get a counter.
@@ -247,6 +268,9 @@ pub async fn forward(
     let (resp, lease) = resp;
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
+    if let Some(rw) = rewrite {
+        rw.response.apply(&mut parts.headers);
+    }
     parts
         .headers
         .insert(crate::request_id::X_REQUEST_ID, x.request_id_header.clone());

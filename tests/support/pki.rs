@@ -277,6 +277,16 @@ impl Pki {
         cert: &str,
         client_ca: Option<&str>,
     ) -> std::sync::Arc<rustls::ServerConfig> {
+        self.upstream_tls_with(cert, client_ca, rustls::DEFAULT_VERSIONS)
+    }
+
+    /// [`Pki::upstream_tls`] speaking only `versions`.
+    pub fn upstream_tls_with(
+        &self,
+        cert: &str,
+        client_ca: Option<&str>,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> std::sync::Arc<rustls::ServerConfig> {
         use rustls::pki_types::pem::PemObject as _;
         let chain: Vec<CertificateDer<'static>> =
             CertificateDer::pem_file_iter(self.path(&format!("{cert}.pem")))
@@ -286,7 +296,7 @@ impl Pki {
         let key = PrivateKeyDer::from_pem_file(self.path(&format!("{cert}.key"))).expect("key");
         let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .expect("versions");
         let builder = match client_ca {
             None => builder.with_no_client_auth(),

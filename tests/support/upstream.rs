@@ -331,7 +331,7 @@ impl Gate {
     }
 }
 
-async fn echo_response(name: Arc<str>, req: Request<Incoming>) -> Response<BoxBody> {
+pub async fn echo_response(name: Arc<str>, req: Request<Incoming>) -> Response<BoxBody> {
     let (parts, mut body) = req.into_parts();
     let mut len = 0u64;
     let mut fnv = Fnv::new();
