@@ -9,7 +9,8 @@
 //! One process, three runtimes: the gateway on one worker thread (as the comparison bench
 //! gives a proxy one core), the upstream and the clients on their own threads. CPU is read
 //! from /proc for the gateway thread only; a counting allocator counts only on that thread.
-//! Knobs: LOAD_SECS (default 5), LOAD_CONNS (default 32), LOAD_MODES ("full bare").
+//! Knobs: LOAD_SECS (default 5), LOAD_CONNS (default 32), LOAD_MODES ("full bare"; also
+//! "full_limits": the full policy plus two rate limits that never refuse).
 
 // Bench set-up may panic: it is measurement code, never run on input.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -160,7 +161,7 @@ fn run(mode: &str, secs: u64, conns: usize) {
         "portcullis.toml",
         &config(&dir, mode, &up.to_string()),
     );
-    if mode == "full" {
+    if mode.starts_with("full") {
         provision(&dir);
     }
     let tids = Arc::new(Mutex::new(Vec::new()));
@@ -170,7 +171,9 @@ fn run(mode: &str, secs: u64, conns: usize) {
         .expect("gateway starts");
     let addr = running.local_addr("mtls").expect("addr");
     let cfg = client_config(&dir);
-    let auth = (mode == "full").then(|| format!("Bearer {}", token()));
+    let auth = mode
+        .starts_with("full")
+        .then(|| format!("Bearer {}", token()));
 
     let clients = runtime(1, "load-clients", false, None);
     let stop = Arc::new(AtomicBool::new(false));
