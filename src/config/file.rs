@@ -267,6 +267,10 @@ pub struct RouteSection {
     pub response_timeout: Option<String>,
     /// How long an idle pooled upstream connection is kept. Default "90s".
     pub idle_timeout: Option<String>,
+    /// `"auto"` (default: HTTP/2 when an https:// target offers it by ALPN, else HTTP/1.1),
+    /// `"http1"`, `"h2"` (https:// targets, HTTP/2 only) or `"h2c"` (http:// targets, HTTP/2
+    /// in clear with prior knowledge, inside a trusted network).
+    pub upstream_protocol: Option<String>,
     /// SPKI pins admitted on this route (on top of the listener's).
     pub pins: Option<Vec<String>>,
     /// Certificate fingerprints admitted on this route.

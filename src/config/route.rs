@@ -8,7 +8,9 @@ use super::listener::*;
 use super::policy::*;
 use super::server::*;
 use crate::config::file::{FileConfig, RouteSection};
-use crate::config::upstream::{UpstreamSettings, UpstreamSpec, parse_target, upstream_tls};
+use crate::config::upstream::{
+    Protocol, UpstreamSettings, UpstreamSpec, parse_target, upstream_tls,
+};
 use crate::report::Report;
 use crate::routing::{Route, normalize_prefix};
 
@@ -132,6 +134,20 @@ pub(super) fn route(
     if let Some(d) = duration(r, &format!("{key}.idle_timeout"), &s.idle_timeout) {
         settings.idle_timeout = d;
     }
+    let protocol_key = format!("{key}.upstream_protocol");
+    settings.protocol = match s.upstream_protocol.as_deref() {
+        None | Some("auto") => Protocol::Auto,
+        Some("http1") => Protocol::Http1,
+        Some("h2") => Protocol::H2,
+        Some("h2c") => Protocol::H2c,
+        Some(p) => {
+            r.error(
+                protocol_key.clone(),
+                format!("\"{p}\" is not one of \"auto\", \"http1\", \"h2\", \"h2c\""),
+            );
+            Protocol::Auto
+        }
+    };
 
     let max_body_bytes = match s.max_body_bytes {
         Some(0) => {
@@ -179,11 +195,24 @@ pub(super) fn route(
             }
         }
     };
+    let https = upstream.as_ref().is_some_and(|(_, https)| *https);
+    match (settings.protocol, https, upstream.is_some()) {
+        (Protocol::H2c, true, _) => r.error(
+            protocol_key,
+            "\"h2c\" is HTTP/2 in clear, for http:// targets: https:// targets negotiate HTTP/2 by ALPN (\"auto\" or \"h2\")",
+        ),
+        (Protocol::H2, false, true) => r.error(
+            protocol_key,
+            "\"h2\" needs https:// targets; for HTTP/2 in clear on a trusted network use \"h2c\"",
+        ),
+        _ => {}
+    }
     let tls = upstream_tls(
         r,
         &format!("{key}.upstream_tls"),
         s.upstream_tls.as_ref(),
-        upstream.as_ref().is_some_and(|(_, https)| *https),
+        https,
+        settings.protocol,
         now,
     );
     let upstream = upstream.map(|(targets, _)| targets);

@@ -23,12 +23,37 @@ pub struct UpstreamSpec {
     pub tls: Option<Arc<UpstreamTls>>,
 }
 
-/// Timeouts of one route's upstream.
+/// Timeouts and protocol of one route's upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UpstreamSettings {
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub idle_timeout: Duration,
+    pub protocol: Protocol,
+}
+
+/// Which HTTP the gateway speaks to a route's targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// HTTP/2 when a TLS target chooses it by ALPN, else HTTP/1.1 (always, in clear).
+    #[default]
+    Auto,
+    Http1,
+    /// HTTP/2 over TLS only (ALPN `h2`).
+    H2,
+    /// HTTP/2 in clear, with prior knowledge.
+    H2c,
+}
+
+impl Protocol {
+    /// The ALPN protocols offered to a TLS target.
+    pub fn alpn(self) -> Vec<Vec<u8>> {
+        match self {
+            Protocol::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            Protocol::Http1 | Protocol::H2c => vec![b"http/1.1".to_vec()],
+            Protocol::H2 => vec![b"h2".to_vec()],
+        }
+    }
 }
 
 impl Default for UpstreamSettings {
@@ -37,6 +62,7 @@ impl Default for UpstreamSettings {
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(90),
+            protocol: Protocol::Auto,
         }
     }
 }
@@ -81,6 +107,7 @@ pub(super) fn upstream_tls(
     key: &str,
     section: Option<&UpstreamTlsSection>,
     https: bool,
+    protocol: Protocol,
     now: SystemTime,
 ) -> Option<Option<Arc<UpstreamTls>>> {
     if !https {
@@ -197,7 +224,8 @@ pub(super) fn upstream_tls(
     if !ok {
         return None;
     }
-    match crate::tls::upstream::client_config(roots, pins, min, client) {
+    digest.update(&protocol.alpn().concat());
+    match crate::tls::upstream::client_config(roots, pins, min, client, protocol.alpn()) {
         Ok(config) => Some(Some(Arc::new(UpstreamTls {
             connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
             server_name,

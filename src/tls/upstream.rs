@@ -63,6 +63,7 @@ pub fn client_config(
     pins: Vec<[u8; 32]>,
     min: MinTls,
     client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    alpn: Vec<Vec<u8>>,
 ) -> Result<ClientConfig, rustls::Error> {
     let versions: &[&'static rustls::SupportedProtocolVersion] = match min {
         MinTls::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
@@ -82,8 +83,7 @@ pub fn client_config(
         None => builder.with_no_client_auth(),
         Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
     };
-    // HTTP/1.1 only for now: the request path speaks HTTP/1.1 to upstreams.
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn;
     Ok(config)
 }
 

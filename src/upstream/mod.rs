@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use http::uri::Authority;
 use http::{HeaderValue, Request, Response, Uri, Version, header};
 
-pub use crate::config::upstream::{UpstreamSettings, UpstreamSpec};
+pub use crate::config::upstream::{Protocol, UpstreamSettings, UpstreamSpec};
 use crate::tls::upstream::UpstreamTls;
 use hyper::body::Incoming;
 
@@ -85,7 +85,10 @@ impl Upstream {
                         .and_then(|tls| pool::TlsTo::new(Arc::clone(tls), authority)),
                     authority: authority.clone(),
                     down_until: AtomicU64::new(0),
-                    pool: pool::Pool::new(settings.idle_timeout),
+                    pool: pool::Pool::new(
+                        settings.idle_timeout,
+                        matches!(settings.protocol, Protocol::H2 | Protocol::H2c),
+                    ),
                 })
                 .collect(),
             next: AtomicUsize::new(0),
@@ -199,16 +202,15 @@ pub async fn forward(
         x.bytes_in = Some(Arc::new(AtomicU64::new(0)));
     }
     let req = Request::from_parts(parts, RequestBody::new(body, limit, x.bytes_in.clone()));
+    let to = pool::Target {
+        authority: &target.authority,
+        tls: target.tls.as_ref(),
+        protocol: upstream.settings.protocol,
+    };
     let sent_at = Instant::now();
     let sent = tokio::time::timeout(
         upstream.settings.response_timeout,
-        pool::send(
-            &target.pool,
-            &target.authority,
-            target.tls.as_ref(),
-            upstream.settings.connect_timeout,
-            req,
-        ),
+        pool::send(&target.pool, &to, upstream.settings.connect_timeout, req),
     );
     let record =
         |outcome| metrics.upstream(&route_parts.series, &route.name, sent_at.elapsed(), outcome);

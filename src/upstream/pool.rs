@@ -1,4 +1,6 @@
-//! Idle upstream connections, one stack per target: HTTP/1.1 over TCP, reused newest first.
+//! Upstream connections per target: a stack of idle HTTP/1.1 connections, reused newest
+//! first, or one multiplexed HTTP/2 connection that every request shares (chosen by ALPN
+//! over TLS, or `h2c` with prior knowledge).
 //!
 //! Why not hyper-util's pooled client, which this replaced: for every request it locked a
 //! pool map keyed by a cloned (scheme, authority), went through a checkout future, and
@@ -17,8 +19,8 @@ use std::time::{Duration, Instant};
 use http::uri::Authority;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use super::body::RequestBody;
@@ -28,13 +30,27 @@ use super::body::RequestBody;
 pub const MAX_IDLE_PER_TARGET: usize = 1024;
 
 type Sender = http1::SendRequest<RequestBody>;
+type H2Sender = http2::SendRequest<RequestBody>;
 
-/// One target's idle connections, oldest at the front.
+/// One target's connections: idle HTTP/1.1 ones (oldest at the front), or the one HTTP/2
+/// connection every request shares.
 pub struct Pool {
     idle: Mutex<VecDeque<Idle>>,
     idle_timeout: Duration,
     max_idle: usize,
     sweeper: Once,
+    /// The shared HTTP/2 connection, while it is open.
+    h2: Mutex<Option<H2Sender>>,
+    /// Set once the target is known to speak HTTP/2 (`h2c`, or ALPN chose `h2`): new
+    /// connections are then made one at a time, so concurrent requests share one.
+    speaks_h2: std::sync::atomic::AtomicBool,
+    h2_connecting: tokio::sync::Mutex<()>,
+}
+
+/// A new connection, of whichever HTTP the target speaks.
+enum Conn {
+    H1(Sender),
+    H2(H2Sender),
 }
 
 struct Idle {
@@ -82,19 +98,27 @@ pub enum SendError {
 /// response body has ended; dropped without that (the client left mid-body, an error),
 /// the connection closes, since it may still carry unread bytes.
 pub struct Lease {
-    sender: Sender,
+    /// `None` on HTTP/2: the connection is shared, nothing to give back.
+    sender: Option<Sender>,
     pool: Arc<Pool>,
 }
 
 impl Lease {
     pub fn checkin(self) {
-        self.pool.put(self.sender);
+        if let Some(sender) = self.sender {
+            self.pool.put(sender);
+        }
     }
 }
 
 impl Pool {
-    pub fn new(idle_timeout: Duration) -> Arc<Self> {
-        Self::with_cap(idle_timeout, MAX_IDLE_PER_TARGET)
+    /// `h2`: the target is known to speak HTTP/2 before the first connection (`h2c`, `h2`),
+    /// so even the first concurrent requests share one connection.
+    pub fn new(idle_timeout: Duration, h2: bool) -> Arc<Self> {
+        let pool = Self::with_cap(idle_timeout, MAX_IDLE_PER_TARGET);
+        pool.speaks_h2
+            .store(h2, std::sync::atomic::Ordering::Relaxed);
+        pool
     }
 
     fn with_cap(idle_timeout: Duration, max_idle: usize) -> Arc<Self> {
@@ -103,7 +127,29 @@ impl Pool {
             idle_timeout,
             max_idle,
             sweeper: Once::new(),
+            h2: Mutex::new(None),
+            speaks_h2: std::sync::atomic::AtomicBool::new(false),
+            h2_connecting: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// The shared HTTP/2 connection, if one is open.
+    fn h2(&self) -> Option<H2Sender> {
+        let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+        match &*h2 {
+            Some(s) if !s.is_closed() => Some(s.clone()),
+            Some(_) => {
+                *h2 = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn set_h2(&self, sender: H2Sender) {
+        self.speaks_h2
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        *self.h2.lock().unwrap_or_else(|p| p.into_inner()) = Some(sender);
     }
 
     /// Idle connections held now.
@@ -206,26 +252,66 @@ fn expire(idle: &mut VecDeque<Idle>, now: Instant, idle_timeout: Duration) {
     }
 }
 
-/// Send `req` to `authority` over an idle connection of `pool`, or a new one. A request
-/// that a pooled connection could not take (the upstream closed it while it idled, so
-/// not a byte of the request was written) is sent again over the next one: the same
-/// retry hyper-util's client made.
+/// Send `req` to `authority` over the target's HTTP/2 connection, an idle HTTP/1.1 one, or
+/// a new one. A request that a pooled connection could not take (the upstream closed it
+/// while it idled, so not a byte of the request was written) is sent again over the next
+/// one: the same retry hyper-util's client made.
 ///
 /// Also says whether a new TLS connection was made for it (a handshake, for the metric).
 pub async fn send(
     pool: &Arc<Pool>,
-    authority: &Authority,
-    tls: Option<&TlsTo>,
+    target: &Target<'_>,
     connect_timeout: Duration,
     mut req: Request<RequestBody>,
 ) -> Result<(Response<Incoming>, Lease, bool), SendError> {
     let mut handshake = false;
     loop {
+        if let Some(mut h2) = pool.h2() {
+            if h2.ready().await.is_err() {
+                continue;
+            }
+            as_h2(&mut req, target);
+            match h2.try_send_request(req).await {
+                Ok(resp) => {
+                    let lease = Lease {
+                        sender: None,
+                        pool: pool.clone(),
+                    };
+                    return Ok((resp, lease, handshake));
+                }
+                // Refused before a byte was sent (the connection went away): try again.
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => {
+                        req = unsent;
+                        continue;
+                    }
+                    None => return Err(SendError::Exchange(e.into_error())),
+                },
+            }
+        }
+        if pool.speaks_h2.load(std::sync::atomic::Ordering::Relaxed) {
+            // One connection for all: the first waiter connects, the others then share it.
+            let _one = pool.h2_connecting.lock().await;
+            if pool.h2().is_none() {
+                handshake |= target.tls.is_some();
+                match connect(target, connect_timeout).await? {
+                    Conn::H2(h2) => pool.set_h2(h2),
+                    Conn::H1(sender) => pool.put_ready(sender, Instant::now()),
+                }
+            }
+            continue;
+        }
         let (mut sender, pooled) = match pool.take(Instant::now()) {
             Some(sender) => (sender, true),
             None => {
-                handshake |= tls.is_some();
-                (connect(authority, tls, connect_timeout).await?, false)
+                handshake |= target.tls.is_some();
+                match connect(target, connect_timeout).await? {
+                    Conn::H1(sender) => (sender, false),
+                    Conn::H2(h2) => {
+                        pool.set_h2(h2);
+                        continue;
+                    }
+                }
             }
         };
         if let Err(e) = sender.ready().await {
@@ -237,7 +323,7 @@ pub async fn send(
         match sender.try_send_request(req).await {
             Ok(resp) => {
                 let lease = Lease {
-                    sender,
+                    sender: Some(sender),
                     pool: pool.clone(),
                 };
                 return Ok((resp, lease, handshake));
@@ -250,16 +336,45 @@ pub async fn send(
     }
 }
 
+/// Where a request goes: the target's address, how it is reached over TLS, and which HTTP.
+pub struct Target<'a> {
+    pub authority: &'a Authority,
+    pub tls: Option<&'a TlsTo>,
+    pub protocol: crate::config::upstream::Protocol,
+}
+
+/// An HTTP/1.1-shaped request made fit for HTTP/2: the absolute URI carries `:scheme` and
+/// `:authority` (the Host the upstream would have received), and Host itself goes.
+fn as_h2(req: &mut Request<RequestBody>, target: &Target<'_>) {
+    *req.version_mut() = http::Version::HTTP_2;
+    let host = req
+        .headers_mut()
+        .remove(http::header::HOST)
+        .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+        .unwrap_or_else(|| target.authority.clone());
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    parts.scheme = Some(if target.tls.is_some() {
+        http::uri::Scheme::HTTPS
+    } else {
+        http::uri::Scheme::HTTP
+    });
+    parts.authority = Some(host);
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    if let Ok(uri) = http::Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+}
+
 /// A new connection: TCP (an IP literal directly, a name through the system resolver,
 /// each address in turn), no Nagle delay, then TLS when the target is `https://` (the whole
-/// of it within `timeout`), then the HTTP/1.1 handshake; its I/O runs in a task that ends
-/// when the connection closes.
-async fn connect(
-    authority: &Authority,
-    tls: Option<&TlsTo>,
-    timeout: Duration,
-) -> Result<Sender, SendError> {
+/// of it within `timeout`), then HTTP/2 (ALPN chose `h2`, or `h2c`) or HTTP/1.1; its I/O
+/// runs in a task that ends when the connection closes.
+async fn connect(target: &Target<'_>, timeout: Duration) -> Result<Conn, SendError> {
+    use crate::config::upstream::Protocol;
     let deadline = tokio::time::Instant::now() + timeout;
+    let authority = target.authority;
     let port = authority.port_u16().unwrap_or(80);
     let host = authority.host();
     let literal = host
@@ -284,12 +399,19 @@ async fn connect(
         }
     };
     let _ = tcp.set_nodelay(true);
-    match tls {
+    match target.tls {
+        None if target.protocol == Protocol::H2c => handshake_h2(TokioIo::new(tcp)).await,
         None => handshake(TokioIo::new(tcp)).await,
         Some(to) => {
             let connecting = to.tls.connector.connect(to.name.clone(), tcp);
             match tokio::time::timeout_at(deadline, connecting).await {
-                Ok(Ok(stream)) => handshake(TokioIo::new(stream)).await,
+                Ok(Ok(stream)) => {
+                    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        handshake_h2(TokioIo::new(stream)).await
+                    } else {
+                        handshake(TokioIo::new(stream)).await
+                    }
+                }
                 Ok(Err(e)) => Err(SendError::Tls(e)),
                 Err(_) => Err(SendError::Tls(io::Error::new(
                     io::ErrorKind::TimedOut,
@@ -300,22 +422,50 @@ async fn connect(
     }
 }
 
-async fn handshake<T>(io: T) -> Result<Sender, SendError>
+async fn handshake_h2<T>(io: T) -> Result<Conn, SendError>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = http2::handshake(TokioExecutor::new(), io)
+        .await
+        .map_err(SendError::Exchange)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
+        }
+    });
+    Ok(Conn::H2(sender))
+}
+
+async fn handshake<T>(io: T) -> Result<Conn, SendError>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let (sender, conn) = http1::handshake(io).await.map_err(SendError::Exchange)?;
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
+        if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "upstream connection ended with an error");
         }
     });
-    Ok(sender)
+    Ok(Conn::H1(sender))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A new HTTP/1.1 connection to `authority`.
+    async fn h1(authority: &Authority) -> Sender {
+        let target = Target {
+            authority,
+            tls: None,
+            protocol: crate::config::upstream::Protocol::Http1,
+        };
+        match connect(&target, Duration::from_secs(5)).await {
+            Ok(Conn::H1(s)) => s,
+            Ok(Conn::H2(_)) | Err(_) => panic!("no HTTP/1.1 connection to {authority}"),
+        }
+    }
 
     /// A real upstream connection: a loopback listener that accepts and keeps the socket.
     async fn sender() -> (Sender, tokio::task::JoinHandle<()>) {
@@ -326,15 +476,13 @@ mod tests {
             std::future::pending::<()>().await;
         });
         let authority: Authority = addr.to_string().parse().unwrap();
-        let s = connect(&authority, None, Duration::from_secs(5))
-            .await
-            .unwrap();
+        let s = h1(&authority).await;
         (s, hold)
     }
 
     #[tokio::test]
     async fn the_newest_idle_connection_is_taken_first_and_only_once() {
-        let pool = Pool::new(Duration::from_secs(60));
+        let pool = Pool::new(Duration::from_secs(60), false);
         let now = Instant::now();
         let (a, _ha) = sender().await;
         let (b, _hb) = sender().await;
@@ -352,7 +500,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_idle_longer_than_idle_timeout_is_never_taken() {
-        let pool = Pool::new(Duration::from_secs(90));
+        let pool = Pool::new(Duration::from_secs(90), false);
         let now = Instant::now();
         let (a, _ha) = sender().await;
         pool.put_ready(a, now);
@@ -362,7 +510,7 @@ mod tests {
 
     #[tokio::test]
     async fn expire_closes_only_the_connections_past_idle_timeout() {
-        let pool = Pool::new(Duration::from_secs(90));
+        let pool = Pool::new(Duration::from_secs(90), false);
         let now = Instant::now();
         let (a, _ha) = sender().await;
         let (b, _hb) = sender().await;
@@ -376,16 +524,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_the_upstream_closed_is_not_taken() {
-        let pool = Pool::new(Duration::from_secs(60));
+        let pool = Pool::new(Duration::from_secs(60), false);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let authority: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
         let closer = tokio::spawn(async move {
             let (sock, _) = listener.accept().await.unwrap();
             drop(sock);
         });
-        let s = connect(&authority, None, Duration::from_secs(5))
-            .await
-            .unwrap();
+        let s = h1(&authority).await;
         closer.await.unwrap();
         // hyper's connection task sees the close and ends; the sender then reports it.
         tokio::time::timeout(Duration::from_secs(5), async {

@@ -138,18 +138,32 @@ impl Upstream {
         H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
         F: Future<Output = Response<BoxBody>> + Send + 'static,
     {
-        Upstream::serve_with(None, handler).await
+        Upstream::serve_with(None, false, handler).await
+    }
+
+    /// An [`Upstream::echo`] speaking HTTP/2 in clear (prior knowledge, `h2c`).
+    pub async fn h2c_echo(name: &str) -> Upstream {
+        let name: Arc<str> = name.into();
+        Upstream::serve_with(None, true, move |req| echo_response(name.clone(), req)).await
     }
 
     /// An [`Upstream::echo`] over TLS with `config`.
     pub async fn tls_echo(name: &str, config: Arc<rustls::ServerConfig>) -> Upstream {
         let name: Arc<str> = name.into();
-        Upstream::serve_with(Some(config), move |req| echo_response(name.clone(), req)).await
+        Upstream::serve_with(Some(config), false, move |req| {
+            echo_response(name.clone(), req)
+        })
+        .await
     }
 
     /// Serve every connection with `handler`, over TLS when `tls` is set (a failed handshake
-    /// closes the connection before any request).
-    pub async fn serve_with<H, F>(tls: Option<Arc<rustls::ServerConfig>>, handler: H) -> Upstream
+    /// closes the connection before any request; HTTP/2 when ALPN chose it), or HTTP/2 in
+    /// clear when `h2c`.
+    pub async fn serve_with<H, F>(
+        tls: Option<Arc<rustls::ServerConfig>>,
+        h2c: bool,
+        handler: H,
+    ) -> Upstream
     where
         H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
         F: Future<Output = Response<BoxBody>> + Send + 'static,
@@ -187,6 +201,13 @@ impl Upstream {
                             async move { Ok::<_, Infallible>(fut.await) }
                         });
                         match acceptor {
+                            None if h2c => {
+                                let _ = hyper::server::conn::http2::Builder::new(
+                                    hyper_util::rt::TokioExecutor::new(),
+                                )
+                                .serve_connection(TokioIo::new(stream), svc)
+                                .await;
+                            }
                             None => {
                                 let _ = hyper::server::conn::http1::Builder::new()
                                     .serve_connection(TokioIo::new(stream), svc)
@@ -204,9 +225,17 @@ impl Upstream {
                                     .and_then(|c| c.first())
                                     .map(|c| c.as_ref().to_vec());
                                 peer_certs.lock().unwrap().push(peer);
-                                let _ = hyper::server::conn::http1::Builder::new()
+                                if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                                    let _ = hyper::server::conn::http2::Builder::new(
+                                        hyper_util::rt::TokioExecutor::new(),
+                                    )
                                     .serve_connection(TokioIo::new(tls), svc)
                                     .await;
+                                } else {
+                                    let _ = hyper::server::conn::http1::Builder::new()
+                                        .serve_connection(TokioIo::new(tls), svc)
+                                        .await;
+                                }
                             }
                         }
                     });
