@@ -176,6 +176,7 @@ impl<'g> Exchange<'g> {
             target: self.target,
             bytes_in: self.bytes_in,
             bytes_out: 0,
+            grpc_status: None,
         }
     }
 }

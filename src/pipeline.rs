@@ -280,7 +280,8 @@ pub async fn handle(
     let status = response.status().as_u16();
     // In-flight slots are held until the client has the whole body.
     response.body_mut().hold_slots(std::mem::take(&mut x.slots));
-    let line = x.into_access_line(conn.listener.clone(), status, denial);
+    let mut line = x.into_access_line(conn.listener.clone(), status, denial);
+    line.grpc_status = crate::record::grpc_status(response.headers());
     response.body_mut().attach_log(line);
     response
 }

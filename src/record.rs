@@ -35,6 +35,9 @@ pub struct AccessLine {
     /// Request body bytes, counted as they stream upstream (absent: no body).
     pub bytes_in: Option<Arc<AtomicU64>>,
     pub bytes_out: u64,
+    /// gRPC: the `grpc-status` of the response, from its headers (a trailers-only answer) or
+    /// its trailers.
+    pub grpc_status: Option<u16>,
 }
 
 impl AccessLine {
@@ -56,8 +59,31 @@ impl AccessLine {
             upstream = %upstream,
             bytes_in = self.bytes_in.as_ref().map_or(0, |b| b.load(Ordering::Relaxed)),
             bytes_out = self.bytes_out,
+            grpc_status = %GrpcStatus(self.grpc_status),
         );
     }
+}
+
+/// A gRPC status code, or `-`.
+struct GrpcStatus(Option<u16>);
+
+impl std::fmt::Display for GrpcStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(s) => write!(f, "{s}"),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+/// The `grpc-status` in `h`, if any (`0` to `16`; anything else is not a status).
+pub fn grpc_status(h: &http::HeaderMap) -> Option<u16> {
+    h.get("grpc-status")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+        .filter(|s| *s <= 16)
 }
 
 /// `route#target-index`, or `-`.

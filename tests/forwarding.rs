@@ -122,7 +122,7 @@ async fn hop_by_hop_request_headers_are_removed_before_the_upstream() {
         .header("connection", "keep-alive, x-secret")
         .header("x-secret", "named by Connection")
         .header("keep-alive", "timeout=5")
-        .header("te", "trailers")
+        .header("te", "gzip, trailers")
         .header("trailer", "x-foo")
         .header("upgrade", "websocket")
         .header("proxy-authorization", "Basic Zm9vOmJhcg==")

@@ -205,10 +205,13 @@ impl Body for ResponseBody {
             }
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
         };
-        if let (Poll::Ready(Some(Ok(frame))), Some(log)) = (&polled, &mut this.log)
-            && let Some(data) = frame.data_ref()
-        {
-            log.bytes_out += data.len() as u64;
+        if let (Poll::Ready(Some(Ok(frame))), Some(log)) = (&polled, &mut this.log) {
+            if let Some(data) = frame.data_ref() {
+                log.bytes_out += data.len() as u64;
+            } else if let Some(trailers) = frame.trailers_ref() {
+                // gRPC puts the call's status in the trailers.
+                log.grpc_status = crate::record::grpc_status(trailers).or(log.grpc_status);
+            }
         }
         polled
     }

@@ -115,6 +115,11 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     {
         return;
     }
+    // `TE: trailers` says the client accepts trailers; gRPC needs it end to end (RFC 9113
+    // section 8.2.2 allows exactly this value over HTTP/2), so it alone survives.
+    let te_trailers = h
+        .get(header::TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     if h.contains_key(header::CONNECTION) {
         // Rare on keep-alive HTTP/1.1 and absent on HTTP/2, so the Vec is rarely built.
         let named: Vec<HeaderName> = h
@@ -132,6 +137,9 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
     for n in HOP_BY_HOP {
         h.remove(n);
+    }
+    if te_trailers {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
     }
     if h.keys().any(|k| k.as_str().starts_with("proxy-")) {
         let proxy: Vec<HeaderName> = h
@@ -290,7 +298,7 @@ mod tests {
         for (k, v) in [
             ("connection", "keep-alive, X-Secret, host, Content-Length"),
             ("keep-alive", "timeout=5"),
-            ("te", "trailers"),
+            ("te", "gzip, trailers"),
             ("trailer", "x"),
             ("transfer-encoding", "chunked"),
             ("upgrade", "websocket"),
@@ -307,5 +315,18 @@ mod tests {
         let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
         assert_eq!(left, ["accept", "content-length", "host"]);
+    }
+
+    #[test]
+    fn te_trailers_alone_is_kept_for_grpc() {
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("te"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(
+            h.get(header::TE).map(|v| v.as_bytes()),
+            Some(&b"trailers"[..])
+        );
+        assert!(!h.contains_key(header::CONNECTION));
     }
 }
