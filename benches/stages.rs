@@ -112,6 +112,7 @@ fn route_selection(c: &mut Criterion) {
                 auth: portcullis::token::RouteAuth::None,
                 limits: Arc::from([]),
                 rewrite: None,
+                websocket: false,
             })
         })
         .collect();

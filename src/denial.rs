@@ -88,6 +88,9 @@ pub enum Denial {
     /// Over one of the route's in-flight caps (503; nothing queues).
     #[error("too many in flight")]
     TooManyInFlight(InFlightHit),
+    /// A WebSocket upgrade on a route without `websocket = true`.
+    #[error("websocket not allowed")]
+    WebSocketNotAllowed,
     /// No route matches host and path.
     #[error("no route")]
     NoRoute,
@@ -126,6 +129,7 @@ impl Denial {
             Denial::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Denial::QuotaExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
             Denial::TooManyInFlight(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Denial::WebSocketNotAllowed => StatusCode::FORBIDDEN,
             Denial::NoRoute => StatusCode::NOT_FOUND,
             Denial::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Denial::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -151,6 +155,7 @@ impl Denial {
             Denial::RateLimited(_) => "rate_limited",
             Denial::QuotaExhausted(_) => "quota_exhausted",
             Denial::TooManyInFlight(_) => "too_many_in_flight",
+            Denial::WebSocketNotAllowed => "websocket_not_allowed",
             Denial::NoRoute => "no_route",
             Denial::MethodNotAllowed => "method_not_allowed",
             Denial::PayloadTooLarge => "payload_too_large",
@@ -176,6 +181,7 @@ impl Denial {
             | Denial::RateLimited(_)
             | Denial::QuotaExhausted(_)
             | Denial::TooManyInFlight(_)
+            | Denial::WebSocketNotAllowed
             | Denial::NoRoute
             | Denial::MethodNotAllowed
             | Denial::UpstreamUnavailable

@@ -128,6 +128,9 @@ pub fn admit<'g, B>(
             &mut x.slots,
         )?;
     }
+    if crate::upstream::is_websocket_upgrade(req) && !route.websocket {
+        return Err(Denial::WebSocketNotAllowed);
+    }
     // Quotas last: only a request every other stage admitted uses up a plan.
     let license_quota = license
         .as_ref()

@@ -253,6 +253,9 @@ pub struct RouteSection {
     pub upstream: Option<Vec<String>>,
     /// How `https://` targets are verified and what the gateway presents to them.
     pub upstream_tls: Option<UpstreamTlsSection>,
+    /// Pass WebSocket upgrades through (after every policy stage). Default false: an
+    /// upgrade to WebSocket is refused with 403 `websocket_not_allowed`.
+    pub websocket: Option<bool>,
     /// The path and Host the upstream receives.
     pub rewrite: Option<RewriteSection>,
     /// Headers set, added or removed on requests to the upstream.

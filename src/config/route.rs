@@ -195,6 +195,18 @@ pub(super) fn route(
             }
         }
     };
+    let websocket = s.websocket.unwrap_or(false);
+    if websocket {
+        match settings.protocol {
+            // An upgrade is an HTTP/1.1 exchange: the route's upstream connections are too.
+            Protocol::Auto => settings.protocol = Protocol::Http1,
+            Protocol::Http1 => {}
+            Protocol::H2 | Protocol::H2c => r.error(
+                protocol_key.clone(),
+                "websocket = true needs HTTP/1.1 to the upstream (\"auto\" or \"http1\")",
+            ),
+        }
+    }
     let https = upstream.as_ref().is_some_and(|(_, https)| *https);
     match (settings.protocol, https, upstream.is_some()) {
         (Protocol::H2c, true, _) => r.error(
@@ -284,6 +296,7 @@ pub(super) fn route(
             auth,
             limits,
             rewrite: rewrite?.map(Box::new),
+            websocket,
         },
         UpstreamSpec {
             targets: upstream,

@@ -55,6 +55,8 @@ pub struct Route {
     pub auth: RouteAuth,
     /// Rate limits and in-flight caps, in order (empty: none).
     pub limits: std::sync::Arc<[crate::limits::Limit]>,
+    /// WebSocket upgrades pass through to the upstream.
+    pub websocket: bool,
     /// The path, Host and headers rewritten on the way to the upstream and back.
     pub rewrite: Option<Box<crate::rewrite::Rewrite>>,
 }

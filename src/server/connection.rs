@@ -219,7 +219,12 @@ async fn serve_h1<S>(
     use std::sync::atomic::Ordering::Relaxed;
     use tokio::io::AsyncWriteExt;
     loop {
-        let mut served = Box::pin(builder.serve_connection(TokioIo::new(io), service.clone()));
+        // With upgrades: a WebSocket route takes the connection over after its 101.
+        let mut served = Box::pin(
+            builder
+                .serve_connection(TokioIo::new(io), service.clone())
+                .with_upgrades(),
+        );
         let start = tokio::time::Instant::now() + idle.after;
         let mut tick = tokio::time::interval_at(start, idle.after);
         let mut released = false;
@@ -258,11 +263,15 @@ async fn serve_h1<S>(
         }
         conn.framing.hold_open.store(false, Relaxed);
         drop(tick);
-        let http1::Parts {
+        let Some(http1::Parts {
             io: released_io,
             read_buf,
             ..
-        } = std::pin::Pin::into_inner(served).into_parts();
+        }) = std::pin::Pin::into_inner(served).into_parts()
+        else {
+            // Upgraded: the tunnel owns the stream now.
+            return;
+        };
         io = released_io.into_inner();
         if !read_buf.is_empty() {
             // Bytes arrived as it was released: serve them now.

@@ -5,6 +5,9 @@
 mod body;
 mod headers;
 mod pool;
+mod tunnel;
+
+pub use tunnel::is_websocket_upgrade;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -145,10 +148,13 @@ pub async fn forward(
     conn: &ConnContext,
     snapshot: &Snapshot,
     metrics: &Metrics,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Denial> {
     let (route, route_parts) = x.route.ok_or(Denial::NoRoute)?;
     let upstream = &route_parts.upstream;
+    // Admission already refused an upgrade the route does not allow.
+    let client_upgrade =
+        (route.websocket && is_websocket_upgrade(&req)).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
 
     let limit = route.max_body_bytes;
@@ -159,6 +165,9 @@ pub async fn forward(
     }
 
     headers::strip_hop_by_hop(&mut parts.headers);
+    if client_upgrade.is_some() {
+        tunnel::mark_upgrade(&mut parts.headers);
+    }
     let rewrite = route.rewrite.as_deref();
     // Before the gateway's own headers, which therefore always win.
     if let Some(rw) = rewrite {
@@ -267,7 +276,30 @@ pub async fn forward(
         }
     };
 
-    let (resp, lease) = resp;
+    let (mut resp, lease) = resp;
+    if let Some(client) = client_upgrade
+        && resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
+    {
+        // The upstream's connection becomes the tunnel: it never goes back to the pool.
+        drop(lease);
+        let upstream_side = hyper::upgrade::on(&mut resp);
+        tunnel::spawn(
+            client,
+            upstream_side,
+            upstream.settings.idle_timeout,
+            route.name.clone(),
+        );
+        let (mut parts, _) = resp.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        tunnel::mark_upgrade(&mut parts.headers);
+        parts
+            .headers
+            .insert(crate::request_id::X_REQUEST_ID, x.request_id_header.clone());
+        return Ok(Response::from_parts(
+            parts,
+            ResponseBody::from(bytes::Bytes::new()),
+        ));
+    }
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
     if let Some(rw) = rewrite {
