@@ -3,9 +3,13 @@
 # with the bench's environment (BENCH_PKI, BENCH_UPSTREAM, GATEWAY_PORT_*), provision what
 # the full policy needs (licensing key, two activated licenses, the HS256 secret), then exec
 # the release binary, so the process the bench measures is the gateway itself.
-#   MODE: bare | full      (run by benches/shared-bench.sh; see benches/RESULTS.md)
+#   MODE: bare | full | tls-upstream | h2-upstream   (run by benches/shared-bench.sh; see
+#   benches/RESULTS.md). The upstream modes use config/upstream.toml with BENCH_UPSTREAM_TLS
+#   and UPSTREAM_PROTOCOL.
 set -euo pipefail
-mode=${1:?usage: gateway.sh bare|full}
+mode=${1:?usage: gateway.sh bare|full|tls-upstream|h2-upstream}
+template=$mode
+[[ "$mode" == tls-upstream || "$mode" == h2-upstream ]] && template=upstream
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 bin="${PORTCULLIS_BIN:-$here/../target/release/portcullis}"
 work="${PORTCULLIS_BENCH_WORK:-/tmp/portcullis-bench-gw}/$mode"
@@ -20,7 +24,8 @@ fi
 sed -e "s|@BENCH_PKI@|$BENCH_PKI|g" -e "s|@BENCH_UPSTREAM@|$BENCH_UPSTREAM|g" \
     -e "s|@GATEWAY_PORT_ECDSA@|${GATEWAY_PORT_ECDSA:-7443}|g" -e "s|@GATEWAY_PORT_RSA@|${GATEWAY_PORT_RSA:-7444}|g" \
     -e "s|@GATEWAY_PORT_MTLS@|${GATEWAY_PORT_MTLS:-7445}|g" -e "s|@CLIENT_PIN@|$pin|g" \
-    "$here/config/$mode.toml" > portcullis.toml
+    -e "s|@BENCH_UPSTREAM_TLS@|${BENCH_UPSTREAM_TLS:-}|g" -e "s|@UPSTREAM_PROTOCOL@|${UPSTREAM_PROTOCOL:-auto}|g" \
+    "$here/config/$template.toml" > portcullis.toml
 if [[ "$mode" == full ]]; then
   # The mTLS machine: its key and its address; everyone else on loopback: the address.
   "$bin" license activate --config portcullis.toml "$("$bin" license issue --key license.key \

@@ -10,22 +10,21 @@
 //! gives a proxy one core), the upstream and the clients on their own threads. CPU is read
 //! from /proc for the gateway thread only; a counting allocator counts only on that thread.
 //! Knobs: LOAD_SECS (default 5), LOAD_CONNS (default 32), LOAD_MODES ("full bare"; also
-//! "full_limits": the full policy plus two rate limits that never refuse).
+//! "full_limits": the full policy plus two rate limits that never refuse; "tls_up" and
+//! "h2_up": no policy, the upstream over TLS with HTTP/1.1 or HTTP/2, against "bare").
 
 // Bench set-up may panic: it is measurement code, never run on input.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::convert::Infallible;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
+use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 
 mod common;
@@ -104,26 +103,12 @@ fn cpu_ticks(tids: &[u32]) -> u64 {
         .sum()
 }
 
-async fn upstream() -> std::net::SocketAddr {
+async fn upstream(tls: Option<tokio_rustls::TlsAcceptor>) -> std::net::SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            let _ = s.set_nodelay(true);
-            tokio::spawn(async move {
-                let svc = service_fn(|_req| async {
-                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
-                        b"ok\n",
-                    ))))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
+    tokio::spawn(common::upstream::serve(l, tls, b"ok\n"));
     addr
 }
 
@@ -155,7 +140,15 @@ fn run(mode: &str, secs: u64, conns: usize) {
     let pki = pki();
     let dir = pki.dir.path().to_path_buf();
     let side = runtime(1, "load-side", false, None);
-    let up = side.block_on(upstream());
+    // "tls_up": the bare route to an HTTPS upstream over HTTP/1.1; "h2_up": the same over
+    // HTTP/2 (ALPN). Both verify the upstream against the bench CA.
+    let (chain, key) = (dir.join("server.pem"), dir.join("server.key"));
+    let tls = match mode {
+        "tls_up" => Some(common::upstream::acceptor(&chain, &key, false)),
+        "h2_up" => Some(common::upstream::acceptor(&chain, &key, true)),
+        _ => None,
+    };
+    let up = side.block_on(upstream(tls));
     write(
         &dir,
         "portcullis.toml",

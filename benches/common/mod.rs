@@ -3,6 +3,8 @@
 //! through the CLI, and an HS256 bearer token.
 #![allow(dead_code)] // each bench uses its own part
 
+pub mod upstream;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -79,9 +81,17 @@ pub fn config(dir: &Path, mode: &str, upstream: &str) -> String {
         c.push_str(&format!("pins = [\"{pin}\"]\nallow = [\"127.0.0.0/8\"]\n"));
     }
     c.push_str("[[listeners.certificates]]\nchain = \"server.pem\"\nkey = \"server.key\"\n\n");
-    c.push_str(&format!(
-        "[[routes]]\nname = \"all\"\npath_prefix = \"/\"\nupstream = [\"http://{upstream}\"]\n"
-    ));
+    c.push_str("[[routes]]\nname = \"all\"\npath_prefix = \"/\"\n");
+    // The TLS upstream modes: verified against the bench CA, by name (the certificate's).
+    match mode {
+        "tls_up" | "h2_up" => {
+            let proto = if mode == "h2_up" { "h2" } else { "http1" };
+            c.push_str(&format!(
+                "upstream = [\"https://{upstream}\"]\nupstream_protocol = \"{proto}\"\nupstream_tls = {{ ca = \"ca.pem\", server_name = \"localhost\" }}\n"
+            ));
+        }
+        _ => c.push_str(&format!("upstream = [\"http://{upstream}\"]\n")),
+    }
     if mode == "full_limits" {
         c.push_str("limits = [\n  { key = \"client_ip\", rate = \"1000000000/s\", burst = 1000000000 },\n  { key = \"token_sub\", rate = \"1000000000/s\", burst = 1000000000 },\n]\n");
     }
