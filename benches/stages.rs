@@ -113,6 +113,7 @@ fn route_selection(c: &mut Criterion) {
                 limits: Arc::from([]),
                 rewrite: None,
                 websocket: false,
+                retry_non_idempotent: false,
             })
         })
         .collect();

@@ -106,6 +106,8 @@ pub struct Exchange<'g> {
     pub issuer: Option<Arc<str>>,
     /// Admitted on an expired license's grace period.
     pub in_grace: bool,
+    /// The machine license that admitted the request, on routes that require one.
+    pub license_id: Option<Arc<str>>,
     /// The verified bearer token's claims, on routes that require one.
     pub claims: Option<Arc<Claims>>,
     /// The canonical path and query, when it differs from what the client sent.
@@ -140,6 +142,7 @@ impl<'g> Exchange<'g> {
             route: None,
             issuer: None,
             in_grace: false,
+            license_id: None,
             claims: None,
             canonical_path: None,
             host: None,

@@ -107,9 +107,17 @@ pub enum Denial {
     /// refused ours); the reason is in the log and the metric, never in the response.
     #[error("upstream tls failed")]
     UpstreamTlsFailed,
-    /// The upstream did not send a response head within `response_timeout`.
+    /// The upstream did not send a response head within `response_timeout` (or the
+    /// whole request took longer than the upstream's `deadline`).
     #[error("upstream timeout")]
     UpstreamTimeout,
+    /// Health checks found no target of the upstream healthy (`all_down = "fail"`).
+    #[error("no healthy upstream")]
+    NoHealthyUpstream,
+    /// Every connection a target may have (`max_connections`) is busy and `max_pending`
+    /// requests wait already: the circuit breaker.
+    #[error("upstream overloaded")]
+    UpstreamOverloaded,
 }
 }
 
@@ -136,6 +144,8 @@ impl Denial {
             Denial::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Denial::UpstreamTlsFailed => StatusCode::BAD_GATEWAY,
             Denial::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Denial::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
+            Denial::UpstreamOverloaded => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -162,6 +172,8 @@ impl Denial {
             Denial::UpstreamUnavailable => "upstream_unavailable",
             Denial::UpstreamTlsFailed => "upstream_tls_failed",
             Denial::UpstreamTimeout => "upstream_timeout",
+            Denial::NoHealthyUpstream => "no_healthy_upstream",
+            Denial::UpstreamOverloaded => "upstream_overloaded",
         }
     }
 
@@ -186,7 +198,9 @@ impl Denial {
             | Denial::MethodNotAllowed
             | Denial::UpstreamUnavailable
             | Denial::UpstreamTlsFailed
-            | Denial::UpstreamTimeout => false,
+            | Denial::UpstreamTimeout
+            | Denial::NoHealthyUpstream
+            | Denial::UpstreamOverloaded => false,
         }
     }
 
@@ -212,7 +226,7 @@ impl Denial {
         match self {
             Denial::RateLimited(hit) => hit.write_headers(h, ""),
             Denial::QuotaExhausted(hit) => hit.write_headers(h, "_quota"),
-            Denial::TooManyInFlight(_) => {
+            Denial::TooManyInFlight(_) | Denial::UpstreamOverloaded => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}

@@ -62,15 +62,29 @@ impl Generation {
         let warm: Vec<&Arc<Upstream>> = previous
             .map(|p| p.routes.iter().map(|r| &r.upstream).collect())
             .unwrap_or_default();
+        // Routes naming one [[upstreams]] entry share one running upstream (one set of
+        // pools, one health checker); an unchanged upstream carries over warm.
+        let mut running: Vec<Arc<Upstream>> = Vec::new();
         let routes = snapshot
             .upstreams
             .iter()
-            .map(|spec| RouteParts {
-                upstream: match warm.iter().find(|u| u.same_as(spec)) {
-                    Some(u) => Arc::clone(u),
-                    None => Arc::new(Upstream::new(spec)),
-                },
-                series: RouteSeries::default(),
+            .map(|spec| {
+                let shared = running.iter().find(|u| spec.named && u.same_as(spec));
+                let upstream =
+                    match shared.or_else(|| warm.iter().copied().find(|u| u.same_as(spec))) {
+                        Some(u) => Arc::clone(u),
+                        None => {
+                            let before = warm.iter().find(|u| u.name() == &spec.name);
+                            let u = Arc::new(Upstream::new(spec, before.map(|u| &***u)));
+                            crate::upstream::health::spawn(&u);
+                            u
+                        }
+                    };
+                running.push(Arc::clone(&upstream));
+                RouteParts {
+                    upstream,
+                    series: RouteSeries::default(),
+                }
             })
             .collect();
         let limits = match previous {
@@ -115,6 +129,17 @@ impl Generation {
             limits: Arc::clone(&self.limits),
             http: Arc::clone(&self.http),
         }
+    }
+
+    /// Every running upstream once (routes may share one).
+    pub fn upstreams(&self) -> Vec<&Arc<Upstream>> {
+        let mut out: Vec<&Arc<Upstream>> = Vec::new();
+        for r in &self.routes {
+            if !out.iter().any(|u| Arc::ptr_eq(u, &r.upstream)) {
+                out.push(&r.upstream);
+            }
+        }
+        out
     }
 
     /// The running parts of `route`, a route of this generation's snapshot.

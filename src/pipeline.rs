@@ -91,6 +91,7 @@ pub fn admit<'g, B>(
         now,
     )?;
     x.in_grace = license.as_ref().is_some_and(|g| g.in_grace);
+    x.license_id = license.as_ref().map(|g| Arc::clone(&g.license_id));
     // Limits keyed by what is known now run before any token signature is checked.
     let limits = &*route.limits;
     let mut caller = crate::limits::Caller {

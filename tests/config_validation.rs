@@ -519,12 +519,6 @@ fn type_errors_and_unknown_keys_name_the_key_path_and_line() {
             "routes[0].max_body_byte",
             "unknown field `max_body_byte`",
         ),
-        (
-            "upstream = [\"http://127.0.0.1:9001\"]",
-            "upstream = \"http://127.0.0.1:9001\"",
-            "routes[1].upstream",
-            "invalid type",
-        ),
     ];
     for (from, to, key, needle) in cases {
         assert_error(&files, &mutate(from, to), key, needle);
@@ -535,6 +529,20 @@ fn type_errors_and_unknown_keys_name_the_key_path_and_line() {
             .unwrap_or_default();
         assert!(err.contains("(line "), "no line number in: {err}");
     }
+}
+
+#[test]
+fn a_url_where_an_upstream_name_belongs_says_to_write_a_list() {
+    let files = Files::new();
+    assert_error(
+        &files,
+        &mutate(
+            "upstream = [\"http://127.0.0.1:9001\"]",
+            "upstream = \"http://127.0.0.1:9001\"",
+        ),
+        "routes[1].upstream",
+        "is a URL: a route's own targets are a list",
+    );
 }
 
 #[test]

@@ -378,7 +378,8 @@ async fn the_exposition_is_valid_prometheus_text_and_no_label_carries_an_address
 {
     let pki = Pki::generate();
     let up = Upstream::echo("api").await;
-    let gw = Gateway::start(pki.dir(), &config(&up)).await;
+    let toml = config(&up);
+    let gw = Gateway::start(pki.dir(), &toml).await;
     let admin = Admin::new(gw.admin_addr());
 
     const CN: &str = "cn-metrics-probe-9d41e";
@@ -482,7 +483,24 @@ async fn the_exposition_is_valid_prometheus_text_and_no_label_carries_an_address
         "server.pem is valid until 2099-12-31T00:00:00Z"
     );
 
-    // Nothing the client controls or presents becomes a label.
+    // Nothing the client controls or presents becomes a label. The upstream target series
+    // name configured targets (operators read them per target), nothing else.
+    for line in text.lines().filter(|l| l.contains("target=\"")) {
+        let target = line
+            .split("target=\"")
+            .nth(1)
+            .and_then(|t| t.split('"').next())
+            .unwrap_or_default();
+        assert!(
+            toml.contains(&format!("\"http://{target}\"")),
+            "{line}: not a configured target"
+        );
+    }
+    let text: String = text
+        .lines()
+        .filter(|l| !l.contains("target=\""))
+        .collect::<Vec<_>>()
+        .join("\n");
     for secret in [
         "127.0.0.1",
         "203.0.113.7",
@@ -520,6 +538,8 @@ async fn the_exposition_is_valid_prometheus_text_and_no_label_carries_an_address
                     ["ok", "failed", "success", "failure", "hit", "miss"].contains(&v.as_str())
                 }
                 "kind" => ["connect", "timeout", "exchange"].contains(&v.as_str()),
+                "protocol" => ["http1", "h2"].contains(&v.as_str()),
+                "target" => toml.contains(&format!("\"http://{v}\"")),
                 "listener" => v == "public",
                 "le" => v == "+Inf" || v.parse::<f64>().is_ok(),
                 _ => false,

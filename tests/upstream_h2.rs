@@ -14,7 +14,7 @@ use support::*;
 
 fn config(target: &str, keys: &str) -> String {
     format!(
-        "{}{}",
+        "[admin]\nbind = \"127.0.0.1:0\"\n\n{}{}",
         listener("public", ""),
         route("api", "/api", &[target], keys)
     )
@@ -69,6 +69,16 @@ async fn alpn_chooses_http2_and_fifty_concurrent_requests_share_one_connection()
     assert_eq!(up.request_count(), 51);
     assert_eq!(up.accepts(), 1, "the requests did not share one connection");
     assert_eq!(up.handshakes(), 1);
+    // The operator sees the one connection, and its protocol.
+    let m = Admin::new(gw.admin_addr()).metrics().await;
+    let open = |protocol| {
+        m.value(
+            "portcullis_upstream_connections_open",
+            &[("upstream", "api"), ("protocol", protocol)],
+        )
+    };
+    assert_eq!(open("h2"), Some(1.0));
+    assert_eq!(open("http1"), Some(0.0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,6 +112,14 @@ async fn http1_keeps_an_h2_capable_upstream_on_http1() {
         c.call(get("/api")).await.unwrap().echo().version,
         "HTTP/1.1"
     );
+    let m = Admin::new(gw.admin_addr()).metrics().await;
+    let open = |protocol| {
+        m.value(
+            "portcullis_upstream_connections_open",
+            &[("upstream", "api"), ("protocol", protocol)],
+        )
+    };
+    assert_eq!((open("http1"), open("h2")), (Some(1.0), Some(0.0)));
 }
 
 #[test]

@@ -19,6 +19,9 @@ pub struct FileConfig {
     pub listeners: Vec<ListenerSection>,
     #[serde(default)]
     pub routes: Vec<RouteSection>,
+    /// Named upstreams that routes refer to by name.
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamSection>,
     /// Headers that carry the client certificate's identity to upstreams.
     pub identity_headers: Option<IdentityHeadersSection>,
     /// The admin listener: metrics, health, reload, config, licenses. Absent: none.
@@ -74,6 +77,94 @@ pub struct HeaderOpsSection {
     pub add: Option<std::collections::BTreeMap<String, String>>,
     /// Remove these headers.
     pub remove: Option<Vec<String>>,
+}
+
+/// A route's `upstream`: a named upstream, or its own list of targets.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum RouteUpstream {
+    Named(String),
+    Inline(Vec<String>),
+}
+
+/// `[[upstreams]]`: a named set of targets and how traffic is spread over them, checked,
+/// retried and limited.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    pub name: Option<String>,
+    /// `"http://host:port"` or `{ url = "...", weight = 3 }`.
+    pub targets: Option<Vec<TargetEntry>>,
+    /// `"least_request"` (default), `"round_robin"` or `"hash"`.
+    pub balance: Option<String>,
+    /// With `balance = "hash"`: `"client_ip"`, `"header:NAME"`, `"license"`, `"token_sub"`.
+    pub hash_key: Option<String>,
+    pub upstream_protocol: Option<String>,
+    pub upstream_tls: Option<UpstreamTlsSection>,
+    pub connect_timeout: Option<String>,
+    pub response_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    /// The whole request, across retries, to the response head. Default: none.
+    pub deadline: Option<String>,
+    /// Longest pause inside a response body. Default "60s".
+    pub body_timeout: Option<String>,
+    /// Extra attempts after a failure. Default 2.
+    pub retries: Option<u32>,
+    pub retry_budget: Option<RetryBudgetSection>,
+    /// HTTP/1.1 connections per target at most. Default: no cap.
+    pub max_connections: Option<u32>,
+    /// Requests per target waiting for a connection (with `max_connections`). Default 1024.
+    pub max_pending: Option<u32>,
+    /// `"fail"` (default: 503 no_healthy_upstream) or `"panic"` (every target anyway).
+    pub all_down: Option<String>,
+    pub health_check: Option<HealthCheckSection>,
+    pub outlier: Option<OutlierSection>,
+}
+
+/// One target of an `[[upstreams]]` entry.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum TargetEntry {
+    Url(String),
+    Weighted(WeightedTarget),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedTarget {
+    pub url: String,
+    /// 1 to 1000. Default 1.
+    pub weight: Option<u32>,
+}
+
+/// `retry_budget = { percent = 20, min_retries = 3 }`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBudgetSection {
+    pub percent: Option<u32>,
+    pub min_retries: Option<u32>,
+}
+
+/// `health_check = { path = "/healthz", interval = "5s", ... }`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckSection {
+    pub path: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub healthy_threshold: Option<u32>,
+    pub unhealthy_threshold: Option<u32>,
+    pub expect_status: Option<Vec<u16>>,
+}
+
+/// `outlier = { consecutive_failures = 3, base_ejection = "10s", ... }`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierSection {
+    pub consecutive_failures: Option<u32>,
+    pub base_ejection: Option<String>,
+    pub max_ejection: Option<String>,
+    pub max_ejected_percent: Option<u32>,
 }
 
 /// `upstream_tls = { ca = "...", server_name = "...", pins = [...], min_tls = "1.2",
@@ -248,9 +339,12 @@ pub struct RouteSection {
     pub path_prefix: Option<String>,
     /// Methods allowed. Default: any.
     pub methods: Option<Vec<String>>,
-    /// One or more `http://host:port` or `https://host:port` targets, used round-robin
-    /// (all of one scheme).
-    pub upstream: Option<Vec<String>>,
+    /// The name of an `[[upstreams]]` entry, or one or more `http://host:port` or
+    /// `https://host:port` targets (all of one scheme): an upstream of the route's own.
+    pub upstream: Option<RouteUpstream>,
+    /// Retry a request with a non-idempotent method (POST, PATCH) after a failure once it
+    /// was sent, when it has no body. Default false.
+    pub retry_non_idempotent: Option<bool>,
     /// How `https://` targets are verified and what the gateway presents to them.
     pub upstream_tls: Option<UpstreamTlsSection>,
     /// Pass WebSocket upgrades through (after every policy stage). Default false: an

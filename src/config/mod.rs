@@ -23,6 +23,7 @@ use crate::routing::RouteTable;
 
 pub(crate) mod issuer;
 pub(crate) mod upstream;
+mod upstreams;
 
 pub use crate::report::{ConfigErrors, ConfigIssue, Report};
 pub use server::duration;

@@ -6,11 +6,9 @@ use http::Method;
 
 use super::listener::*;
 use super::policy::*;
-use super::server::*;
+use crate::config::file::RouteUpstream;
 use crate::config::file::{FileConfig, RouteSection};
-use crate::config::upstream::{
-    Protocol, UpstreamSettings, UpstreamSpec, parse_target, upstream_tls,
-};
+use crate::config::upstream::{Protocol, Transport, UpstreamSettings, UpstreamSpec, transport};
 use crate::report::Report;
 use crate::routing::{Route, normalize_prefix};
 
@@ -20,6 +18,8 @@ pub(super) struct RouteInputs<'a> {
     pub listeners: &'a HashSet<&'a str>,
     pub file: &'a FileConfig,
     pub issuers: &'a [crate::token::TokenIssuerSection],
+    /// The `[[upstreams]]` that validated, by name.
+    pub upstreams: &'a std::collections::HashMap<String, UpstreamSpec>,
     pub now: std::time::SystemTime,
 }
 
@@ -34,7 +34,7 @@ pub(super) fn route(
         listeners,
         file,
         issuers,
-        now,
+        ..
     } = *inputs;
     let licensing = file.licenses.is_some();
     let name = label_name(r, key, s.name.as_deref(), "route");
@@ -124,31 +124,6 @@ pub(super) fn route(
         methods = Some(parsed);
     }
 
-    let mut settings = UpstreamSettings::default();
-    if let Some(d) = duration(r, &format!("{key}.connect_timeout"), &s.connect_timeout) {
-        settings.connect_timeout = d;
-    }
-    if let Some(d) = duration(r, &format!("{key}.response_timeout"), &s.response_timeout) {
-        settings.response_timeout = d;
-    }
-    if let Some(d) = duration(r, &format!("{key}.idle_timeout"), &s.idle_timeout) {
-        settings.idle_timeout = d;
-    }
-    let protocol_key = format!("{key}.upstream_protocol");
-    settings.protocol = match s.upstream_protocol.as_deref() {
-        None | Some("auto") => Protocol::Auto,
-        Some("http1") => Protocol::Http1,
-        Some("h2") => Protocol::H2,
-        Some("h2c") => Protocol::H2c,
-        Some(p) => {
-            r.error(
-                protocol_key.clone(),
-                format!("\"{p}\" is not one of \"auto\", \"http1\", \"h2\", \"h2c\""),
-            );
-            Protocol::Auto
-        }
-    };
-
     let max_body_bytes = match s.max_body_bytes {
         Some(0) => {
             r.error(
@@ -160,74 +135,8 @@ pub(super) fn route(
         v => Some(v),
     };
 
-    let upstream = match s.upstream.as_deref() {
-        None | Some([]) => {
-            r.error(
-                format!("{key}.upstream"),
-                "missing: a route needs at least one target, e.g. [\"http://127.0.0.1:9000\"]",
-            );
-            None
-        }
-        Some(targets) => {
-            let mut ok = Vec::with_capacity(targets.len());
-            let mut schemes = (0, 0);
-            for (j, t) in targets.iter().enumerate() {
-                match parse_target(t) {
-                    Ok((a, tls)) => {
-                        if tls {
-                            schemes.1 += 1;
-                        } else {
-                            schemes.0 += 1;
-                        }
-                        ok.push(a);
-                    }
-                    Err(why) => r.error(format!("{key}.upstream[{j}]"), format!("\"{t}\" {why}")),
-                }
-            }
-            if schemes.0 > 0 && schemes.1 > 0 {
-                r.error(
-                    format!("{key}.upstream"),
-                    "mixes http:// and https:// targets: a route's upstream traffic is encrypted all or not at all",
-                );
-                None
-            } else {
-                (ok.len() == targets.len()).then_some((ok, schemes.1 > 0))
-            }
-        }
-    };
     let websocket = s.websocket.unwrap_or(false);
-    if websocket {
-        match settings.protocol {
-            // An upgrade is an HTTP/1.1 exchange: the route's upstream connections are too.
-            Protocol::Auto => settings.protocol = Protocol::Http1,
-            Protocol::Http1 => {}
-            Protocol::H2 | Protocol::H2c => r.error(
-                protocol_key.clone(),
-                "websocket = true needs HTTP/1.1 to the upstream (\"auto\" or \"http1\")",
-            ),
-        }
-    }
-    let https = upstream.as_ref().is_some_and(|(_, https)| *https);
-    match (settings.protocol, https, upstream.is_some()) {
-        (Protocol::H2c, true, _) => r.error(
-            protocol_key,
-            "\"h2c\" is HTTP/2 in clear, for http:// targets: https:// targets negotiate HTTP/2 by ALPN (\"auto\" or \"h2\")",
-        ),
-        (Protocol::H2, false, true) => r.error(
-            protocol_key,
-            "\"h2\" needs https:// targets; for HTTP/2 in clear on a trusted network use \"h2c\"",
-        ),
-        _ => {}
-    }
-    let tls = upstream_tls(
-        r,
-        &format!("{key}.upstream_tls"),
-        s.upstream_tls.as_ref(),
-        https,
-        settings.protocol,
-        now,
-    );
-    let upstream = upstream.map(|(targets, _)| targets);
+    let upstream = route_upstream(r, key, s, name.as_deref(), websocket, inputs);
     let rewrite = super::rewrite::rewrite(
         r,
         key,
@@ -297,12 +206,9 @@ pub(super) fn route(
             limits,
             rewrite: rewrite?.map(Box::new),
             websocket,
+            retry_non_idempotent: s.retry_non_idempotent.unwrap_or(false),
         },
-        UpstreamSpec {
-            targets: upstream,
-            settings,
-            tls: tls?,
-        },
+        upstream,
         on,
     ))
 }
@@ -347,4 +253,105 @@ fn route_limits(
         }
     }
     Some(built)
+}
+
+/// The route's upstream: a named `[[upstreams]]` entry (whose transport keys then live there,
+/// not on the route), or its own target list with the defaults, named after the route.
+fn route_upstream(
+    r: &mut Report,
+    key: &str,
+    s: &RouteSection,
+    name: Option<&str>,
+    websocket: bool,
+    inputs: &RouteInputs<'_>,
+) -> Option<UpstreamSpec> {
+    match &s.upstream {
+        None => {
+            r.error(
+                format!("{key}.upstream"),
+                "missing: a route needs an upstream: the name of an [[upstreams]] entry, or targets such as [\"http://127.0.0.1:9000\"]",
+            );
+            None
+        }
+        Some(RouteUpstream::Named(n)) => {
+            for (field, set) in [
+                ("upstream_tls", s.upstream_tls.is_some()),
+                ("upstream_protocol", s.upstream_protocol.is_some()),
+                ("connect_timeout", s.connect_timeout.is_some()),
+                ("response_timeout", s.response_timeout.is_some()),
+                ("idle_timeout", s.idle_timeout.is_some()),
+            ] {
+                if set {
+                    r.error(
+                        format!("{key}.{field}"),
+                        format!("the route uses [[upstreams]] \"{n}\": set {field} there"),
+                    );
+                }
+            }
+            if n.contains("://") {
+                r.error(
+                    format!("{key}.upstream"),
+                    format!("\"{n}\" is a URL: a route's own targets are a list (upstream = [\"{n}\"]); a single name refers to an [[upstreams]] entry"),
+                );
+                return None;
+            }
+            let Some(spec) = inputs.upstreams.get(n) else {
+                if !inputs
+                    .file
+                    .upstreams
+                    .iter()
+                    .any(|u| u.name.as_deref() == Some(n))
+                {
+                    r.error(
+                        format!("{key}.upstream"),
+                        format!("no [[upstreams]] entry is named \"{n}\""),
+                    );
+                }
+                return None;
+            };
+            let clear = spec.tls.is_none() && spec.settings.protocol == Protocol::Auto;
+            if websocket && !clear && spec.settings.protocol != Protocol::Http1 {
+                r.error(
+                    format!("{key}.websocket"),
+                    format!("WebSocket needs HTTP/1.1 to the upstream: set upstream_protocol = \"http1\" on [[upstreams]] \"{n}\""),
+                );
+                return None;
+            }
+            Some(spec.clone())
+        }
+        Some(RouteUpstream::Inline(targets)) => {
+            // An inline list keeps what it always did: targets in turn.
+            let mut settings = UpstreamSettings {
+                balance: crate::config::upstream::Balance::RoundRobin,
+                ..UpstreamSettings::default()
+            };
+            let (targets, tls) = transport(
+                r,
+                &Transport {
+                    targets: targets
+                        .iter()
+                        .enumerate()
+                        .map(|(j, t)| (t.as_str(), 1, format!("{key}.upstream[{j}]")))
+                        .collect(),
+                    targets_key: format!("{key}.upstream"),
+                    key,
+                    connect_timeout: &s.connect_timeout,
+                    response_timeout: &s.response_timeout,
+                    idle_timeout: &s.idle_timeout,
+                    upstream_protocol: s.upstream_protocol.as_deref(),
+                    upstream_tls: s.upstream_tls.as_ref(),
+                    websocket,
+                },
+                &mut settings,
+                inputs.now,
+            )?;
+            Some(UpstreamSpec {
+                name: std::sync::Arc::from(name?),
+                named: false,
+                targets,
+                settings,
+                tls,
+            })
+        }
+    }
 }

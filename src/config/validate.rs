@@ -168,10 +168,12 @@ pub fn build_snapshot(
         }
         super::limits::quota_store(&mut r, file, &others)
     };
+    let named_upstreams = super::upstreams::upstreams(&mut r, file, now);
     let inputs = RouteInputs {
         listeners: &declared,
         file,
         issuers: &issuer_names,
+        upstreams: &named_upstreams,
         now,
     };
     let mut route_names = HashSet::new();

@@ -48,6 +48,13 @@ pub struct Metrics {
     upstream_tls_handshakes: IntCounterVec,
     /// Failed TLS handshakes with upstreams, by route's upstream and bounded reason.
     upstream_tls_failures: IntCounterVec,
+    /// Connections open to each route's upstream, by protocol (set at scrape time).
+    upstream_connections: prometheus::IntGaugeVec,
+    /// Retries, failovers, budget refusals and overload refusals, by upstream and event.
+    upstream_events: [IntCounterVec; 4],
+    upstream_ejections: IntCounterVec,
+    /// 1 while a target passes its health checks (set at scrape time).
+    upstream_target_healthy: prometheus::IntGaugeVec,
     handshakes: IntCounterVec,
     handshake_failures: IntCounterVec,
     token_cache: IntCounterVec,
@@ -184,6 +191,35 @@ impl Metrics {
             ),
             &["upstream", "reason"],
         )?;
+        let upstream_connections = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "portcullis_upstream_connections_open",
+                "Connections open to each route's upstream (idle, busy or shared), by protocol (http1, h2).",
+            ),
+            &["upstream", "protocol"],
+        )?;
+        let event =
+            |e: UpstreamEvent| IntCounterVec::new(Opts::new(e.metric(), e.help()), &["upstream"]);
+        let upstream_events = [
+            event(UpstreamEvent::Retry)?,
+            event(UpstreamEvent::Failover)?,
+            event(UpstreamEvent::BudgetExhausted)?,
+            event(UpstreamEvent::Overloaded)?,
+        ];
+        let upstream_ejections = IntCounterVec::new(
+            Opts::new(
+                "portcullis_upstream_ejections_total",
+                "Targets ejected after consecutive failures, by upstream and target.",
+            ),
+            &["upstream", "target"],
+        )?;
+        let upstream_target_healthy = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "portcullis_upstream_target_healthy",
+                "1 while a target passes its health checks (always 1 without checks), by upstream and target.",
+            ),
+            &["upstream", "target"],
+        )?;
         let handshakes = IntCounterVec::new(
             Opts::new(
                 "portcullis_tls_handshakes_total",
@@ -223,6 +259,12 @@ impl Metrics {
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
         registry.register(Box::new(tokens_cached.clone()))?;
+        registry.register(Box::new(upstream_connections.clone()))?;
+        registry.register(Box::new(upstream_ejections.clone()))?;
+        registry.register(Box::new(upstream_target_healthy.clone()))?;
+        for m in &upstream_events {
+            registry.register(Box::new(m.clone()))?;
+        }
         for f in HandshakeFailure::ALL.iter().copied() {
             handshake_failures.with_label_values(&[f.label()]);
         }
@@ -256,6 +298,10 @@ impl Metrics {
             upstream_errors,
             upstream_tls_handshakes,
             upstream_tls_failures,
+            upstream_connections,
+            upstream_events,
+            upstream_ejections,
+            upstream_target_healthy,
             handshakes,
             handshake_failures,
             token_cache,
@@ -350,6 +396,47 @@ impl Metrics {
         self.upstream_tls_handshakes
             .with_label_values(&[route])
             .inc();
+    }
+
+    /// The connections open now to each route's upstream: (route, HTTP/1.1, HTTP/2). Routes
+    /// a reload removed disappear from the series.
+    pub fn set_upstream_connections<'a>(
+        &self,
+        counts: impl Iterator<Item = (&'a str, usize, usize)>,
+    ) {
+        self.upstream_connections.reset();
+        for (route, http1, h2) in counts {
+            for (protocol, n) in [("http1", http1), ("h2", h2)] {
+                self.upstream_connections
+                    .with_label_values(&[route, protocol])
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+    }
+
+    /// Something the resilience machinery did for (or refused to do for) a request.
+    pub fn upstream_event(&self, upstream: &str, event: UpstreamEvent) {
+        self.upstream_events[event as usize]
+            .with_label_values(&[upstream])
+            .inc();
+    }
+
+    /// A target ejected by outlier detection.
+    pub fn upstream_ejection(&self, upstream: &str, target: &str) {
+        self.upstream_ejections
+            .with_label_values(&[upstream, target])
+            .inc();
+    }
+
+    /// Each target's health now: (upstream, target, healthy). Targets a reload removed
+    /// disappear from the series.
+    pub fn set_target_health<'a>(&self, targets: impl Iterator<Item = (&'a str, &'a str, bool)>) {
+        self.upstream_target_healthy.reset();
+        for (upstream, target, healthy) in targets {
+            self.upstream_target_healthy
+                .with_label_values(&[upstream, target])
+                .set(i64::from(healthy));
+        }
     }
 
     /// A failed TLS handshake with `route`'s upstream; `reason` is one of
@@ -452,6 +539,43 @@ impl Metrics {
             tracing::error!(error = %e, "cannot encode metrics");
         }
         out
+    }
+}
+
+/// What the upstream machinery counts per upstream (each its own counter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamEvent {
+    /// A request sent again after it reached a target (timeout, reset, 502/503/504).
+    Retry = 0,
+    /// A request that reached no target sent to another one.
+    Failover = 1,
+    /// A retry the retry budget refused.
+    BudgetExhausted = 2,
+    /// A request refused by `max_connections` + `max_pending`.
+    Overloaded = 3,
+}
+
+impl UpstreamEvent {
+    fn metric(self) -> &'static str {
+        match self {
+            UpstreamEvent::Retry => "portcullis_upstream_retries_total",
+            UpstreamEvent::Failover => "portcullis_upstream_failovers_total",
+            UpstreamEvent::BudgetExhausted => "portcullis_upstream_retry_budget_exhausted_total",
+            UpstreamEvent::Overloaded => "portcullis_upstream_overloaded_total",
+        }
+    }
+
+    fn help(self) -> &'static str {
+        match self {
+            UpstreamEvent::Retry => "Requests sent again after they reached a target, by upstream.",
+            UpstreamEvent::Failover => {
+                "Requests that reached no target sent to another, by upstream."
+            }
+            UpstreamEvent::BudgetExhausted => "Retries refused by the retry budget, by upstream.",
+            UpstreamEvent::Overloaded => {
+                "Requests refused by max_connections and max_pending, by upstream."
+            }
+        }
     }
 }
 

@@ -57,6 +57,8 @@ pub struct Route {
     pub limits: std::sync::Arc<[crate::limits::Limit]>,
     /// WebSocket upgrades pass through to the upstream.
     pub websocket: bool,
+    /// Requests with a non-idempotent method (and no body) may be retried once sent.
+    pub retry_non_idempotent: bool,
     /// The path, Host and headers rewritten on the way to the upstream and back.
     pub rewrite: Option<Box<crate::rewrite::Rewrite>>,
 }

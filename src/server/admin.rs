@@ -152,6 +152,20 @@ pub async fn handle(
                 .map(|l| l.service.book().counts(shared.clock.now()));
             shared.metrics.set_license_counts(counts);
             shared.metrics.fold_token_cache(&generation.snapshot.tokens);
+            let upstreams = generation.upstreams();
+            shared
+                .metrics
+                .set_upstream_connections(upstreams.iter().map(|u| {
+                    let (h1, h2) = u.open_connections();
+                    (&**u.name(), h1, h2)
+                }));
+            shared
+                .metrics
+                .set_target_health(upstreams.iter().flat_map(|u| {
+                    u.targets()
+                        .iter()
+                        .map(|t| (&**u.name(), t.authority.as_str(), t.healthy()))
+                }));
             let mut resp = Response::new(Full::new(Bytes::from(shared.metrics.render())));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -159,6 +173,17 @@ pub async fn handle(
             );
             resp.headers_mut().insert(X_REQUEST_ID, id.header_value());
             resp
+        }
+        (&Method::GET, "/upstreams") => {
+            let generation = shared.generation.load();
+            let body = serde_json::json!({
+                "upstreams": generation
+                    .upstreams()
+                    .iter()
+                    .map(|u| u.view())
+                    .collect::<Vec<_>>(),
+            });
+            json(&id, StatusCode::OK, &body)
         }
         (&Method::GET, "/config") => {
             let generation = shared.generation.load();

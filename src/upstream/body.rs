@@ -50,7 +50,8 @@ pub(crate) fn is_client_body_error(e: &(dyn std::error::Error + 'static)) -> boo
 /// The client's body, passed through frame by frame, failing once more than `remaining`
 /// bytes have been seen.
 pub struct RequestBody {
-    inner: Incoming,
+    /// `None`: no body (a retried request's copy, a health check).
+    inner: Option<Incoming>,
     remaining: u64,
     /// Bytes passed so far, for the access log (only for requests that have a body).
     seen: Option<Arc<AtomicU64>>,
@@ -59,9 +60,18 @@ pub struct RequestBody {
 impl RequestBody {
     pub fn new(inner: Incoming, limit: Option<u64>, seen: Option<Arc<AtomicU64>>) -> Self {
         RequestBody {
-            inner,
+            inner: Some(inner),
             remaining: limit.unwrap_or(u64::MAX),
             seen,
+        }
+    }
+
+    /// No body at all.
+    pub fn empty() -> Self {
+        RequestBody {
+            inner: None,
+            remaining: 0,
+            seen: None,
         }
     }
 }
@@ -74,7 +84,10 @@ impl Body for RequestBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let len = data.len() as u64;
@@ -95,11 +108,13 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }
 
@@ -116,14 +131,49 @@ pub struct ResponseBody {
 
 enum Kind {
     /// The upstream's body and the connection it arrives on, returned to its pool when the
-    /// body has ended.
-    Upstream(Incoming, Option<Lease>),
+    /// body has ended, and its `body_timeout`.
+    Upstream(Incoming, Option<Lease>, Option<Idle>),
     Full(Option<Bytes>),
 }
 
+/// The upstream's `body_timeout`: its timer is made only when the body first waits, so a
+/// body that arrives whole (most do) costs no timer.
+struct Idle {
+    after: std::time::Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Idle {
+    /// Whether the body has now waited longer than allowed.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let after = self.after;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(after)));
+        timer.as_mut().poll(cx).is_ready()
+    }
+
+    /// Data arrived: the wait starts again.
+    fn reset(&mut self) {
+        if let Some(t) = self.timer.as_mut() {
+            t.as_mut().reset(tokio::time::Instant::now() + self.after);
+        }
+    }
+}
+
+/// A response body that paused longer than the upstream's `body_timeout`.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream's response body paused longer than body_timeout")]
+pub struct BodyTimeout;
+
 impl ResponseBody {
-    /// The upstream's body, arriving on the connection `lease`.
-    pub(crate) fn upstream(body: Incoming, lease: Lease) -> Self {
+    /// The upstream's body, arriving on the connection `lease`; `body_timeout` bounds its
+    /// pauses.
+    pub(crate) fn upstream(
+        body: Incoming,
+        lease: Lease,
+        body_timeout: Option<std::time::Duration>,
+    ) -> Self {
         let lease = if body.is_end_stream() {
             // Nothing to read (204, 304, HEAD, Content-Length: 0): reusable at once.
             lease.checkin();
@@ -132,7 +182,11 @@ impl ResponseBody {
             Some(lease)
         };
         ResponseBody {
-            kind: Kind::Upstream(body, lease),
+            kind: Kind::Upstream(
+                body,
+                lease,
+                body_timeout.map(|after| Idle { after, timer: None }),
+            ),
             log: None,
             in_flight: None,
             slots: Vec::new(),
@@ -182,7 +236,7 @@ impl From<Bytes> for ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         self: Pin<&mut Self>,
@@ -190,7 +244,7 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         let polled = match &mut this.kind {
-            Kind::Upstream(b, lease) => {
+            Kind::Upstream(b, lease, idle) => {
                 let polled = Pin::new(&mut *b).poll_frame(cx);
                 match &polled {
                     // The end, seen as the end or as the last frame (hyper stops polling a
@@ -199,9 +253,22 @@ impl Body for ResponseBody {
                     Poll::Ready(Some(Ok(_))) if b.is_end_stream() => checkin(lease),
                     // A broken exchange: the connection closes with the lease.
                     Poll::Ready(Some(Err(_))) => *lease = None,
-                    _ => {}
+                    Poll::Ready(Some(Ok(_))) => {
+                        if let Some(idle) = idle {
+                            idle.reset();
+                        }
+                    }
+                    Poll::Pending => {
+                        if let Some(idle) = idle
+                            && idle.expired(cx)
+                        {
+                            // The connection may hold the rest: it is closed, not pooled.
+                            *lease = None;
+                            return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
+                        }
+                    }
                 }
-                polled
+                polled.map(|o| o.map(|r| r.map_err(|e| Box::new(e) as Self::Error)))
             }
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
         };
@@ -218,14 +285,14 @@ impl Body for ResponseBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Upstream(b, _) => b.is_end_stream(),
+            Kind::Upstream(b, _, _) => b.is_end_stream(),
             Kind::Full(b) => b.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Upstream(b, _) => b.size_hint(),
+            Kind::Upstream(b, _, _) => b.size_hint(),
             Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Kind::Full(None) => SizeHint::with_exact(0),
         }

@@ -2,20 +2,24 @@
 //! HTTP/1.1 connection, plain or TLS (verified, optionally pinned and mutual: see
 //! `tls/upstream.rs`); both bodies stream, neither is ever held whole.
 
+mod balance;
 mod body;
 mod headers;
+pub mod health;
 mod pool;
+mod retry;
+mod target;
 mod tunnel;
 
 pub use tunnel::is_websocket_upgrade;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use http::uri::Authority;
-use http::{HeaderValue, Request, Response, Uri, Version, header};
+use http::{Request, Response, Uri, Version, header};
 
+use crate::config::upstream::{AllDown, Balance, HashKey};
 pub use crate::config::upstream::{Protocol, UpstreamSettings, UpstreamSpec};
 use crate::tls::upstream::UpstreamTls;
 use hyper::body::Incoming;
@@ -23,41 +27,33 @@ use hyper::body::Incoming;
 pub use body::{RequestBody, ResponseBody};
 #[cfg(test)]
 pub(crate) use headers::write_claims;
+pub use target::Target;
 
 use crate::config::Snapshot;
 use crate::context::{ConnContext, Exchange};
 use crate::denial::Denial;
 use crate::metrics::Metrics;
-use crate::metrics::UpstreamError;
-
-/// How long a target that refused a connection is skipped.
-pub const TARGET_BACKOFF: Duration = Duration::from_secs(5);
+use crate::metrics::{UpstreamError, UpstreamEvent};
 
 // === Upstream ===
 
-/// A route's targets, each with its pool of idle connections.
+/// An upstream's targets, each with its pool and health, and how requests are spread over
+/// them and retried.
 pub struct Upstream {
+    name: Arc<str>,
     targets: Vec<Target>,
-    next: AtomicUsize,
+    /// Weighted round-robin order (round_robin only).
+    schedule: Vec<u16>,
+    cursor: AtomicUsize,
     settings: UpstreamSettings,
     tls: Option<Arc<UpstreamTls>>,
-}
-
-struct Target {
-    authority: Authority,
-    /// How to reach it over TLS: the connector and the name to ask for and verify.
-    tls: Option<pool::TlsTo>,
-    /// The Host header for requests that arrived without one (HTTP/2 carries it in
-    /// `:authority`, which the request line to the upstream cannot).
-    host: HeaderValue,
-    /// Milliseconds since [`epoch`] until which the target is skipped.
-    down_until: AtomicU64,
-    pool: Arc<pool::Pool>,
+    budget: retry::Budget,
 }
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upstream")
+            .field("name", &self.name)
             .field(
                 "targets",
                 &self
@@ -72,76 +68,173 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
-    pub fn new(spec: &UpstreamSpec) -> Self {
-        let settings = spec.settings;
-        Upstream {
-            targets: spec
-                .targets
-                .iter()
-                .map(|authority| Target {
-                    // An authority is always a valid header value (checked characters).
-                    host: HeaderValue::from_str(authority.as_str())
-                        .unwrap_or(HeaderValue::from_static("localhost")),
-                    tls: spec
-                        .tls
+    /// The running upstream of `spec`. A target at an address `previous` also had keeps
+    /// what it learnt there (health, ejection), so a reload neither forgets a dead target
+    /// nor starts a live one cold.
+    pub fn new(spec: &UpstreamSpec, previous: Option<&Upstream>) -> Self {
+        let settings = &spec.settings;
+        let h2 = matches!(settings.protocol, Protocol::H2 | Protocol::H2c);
+        let targets: Vec<Target> = spec
+            .targets
+            .iter()
+            .map(|t| {
+                let target = Target::new(
+                    t.authority.clone(),
+                    t.weight,
+                    spec.tls
                         .as_ref()
-                        .and_then(|tls| pool::TlsTo::new(Arc::clone(tls), authority)),
-                    authority: authority.clone(),
-                    down_until: AtomicU64::new(0),
-                    pool: pool::Pool::new(
+                        .and_then(|tls| pool::TlsTo::new(Arc::clone(tls), &t.authority)),
+                    pool::Pool::new(
                         settings.idle_timeout,
-                        matches!(settings.protocol, Protocol::H2 | Protocol::H2c),
+                        h2,
+                        settings.max_connections,
+                        settings.max_pending,
                     ),
-                })
-                .collect(),
-            next: AtomicUsize::new(0),
-            settings,
+                );
+                if let Some(old) =
+                    previous.and_then(|p| p.targets.iter().find(|o| o.authority == t.authority))
+                {
+                    target.inherit(old);
+                }
+                target
+            })
+            .collect();
+        let schedule = match settings.balance {
+            Balance::RoundRobin => {
+                balance::schedule(&targets.iter().map(|t| t.weight).collect::<Vec<_>>())
+            }
+            _ => Vec::new(),
+        };
+        Upstream {
+            name: spec.name.clone(),
+            targets,
+            schedule,
+            cursor: AtomicUsize::new(0),
+            settings: settings.clone(),
             tls: spec.tls.clone(),
+            budget: retry::Budget::default(),
         }
+    }
+
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    pub fn targets(&self) -> &[Target] {
+        &self.targets
     }
 
     pub fn settings(&self) -> &UpstreamSettings {
         &self.settings
     }
 
-    /// Whether this upstream goes to exactly `targets` with `settings`: a reload then keeps
-    /// it, with its pooled connections, instead of starting cold.
+    /// Connections open now to all targets: (HTTP/1.1, HTTP/2).
+    pub fn open_connections(&self) -> (usize, usize) {
+        self.targets.iter().fold((0, 0), |(a, b), t| {
+            let (h1, h2) = t.pool.open_connections();
+            (a + h1, b + h2)
+        })
+    }
+
+    /// Whether this upstream is exactly `spec`: a reload then keeps it, with its pooled
+    /// connections and its health checks, instead of starting cold.
     pub fn same_as(&self, spec: &UpstreamSpec) -> bool {
-        self.settings == spec.settings
+        self.name == spec.name
+            && self.settings == spec.settings
             && self.tls == spec.tls
             && self.targets.len() == spec.targets.len()
             && self
                 .targets
                 .iter()
                 .zip(&spec.targets)
-                .all(|(t, a)| t.authority == *a)
+                .all(|(t, s)| t.authority == s.authority && t.weight == s.weight)
     }
 
-    /// Round-robin over targets not in back-off at `now_ms`; when all are, the next one
-    /// anyway (it may have come back, and failing fast helps nobody).
-    fn pick(&self, now_ms: u64) -> (usize, &Target) {
-        let n = self.targets.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        for i in 0..n {
-            let at = (start + i) % n;
-            let t = &self.targets[at];
-            if t.down_until.load(Ordering::Relaxed) <= now_ms {
-                return (at, t);
+    /// The target for an attempt at `now`: an available one not in `tried` (bit i: target
+    /// i). A retry never goes back to a target that failed it; `None` then means no
+    /// target is left. When no target at all is available, `all_down` decides: none (fail),
+    /// or any untried one (panic).
+    fn choose(&self, key: Option<u64>, tried: u64, now: u64) -> Option<usize> {
+        let picker = balance::Picker {
+            targets: &self.targets,
+            balance: &self.settings.balance,
+            schedule: &self.schedule,
+            cursor: &self.cursor,
+        };
+        let fresh = |i: usize| i >= 64 || tried & (1 << i) == 0;
+        picker
+            .pick(key, |i| self.targets[i].available(now) && fresh(i))
+            .or_else(|| match self.settings.all_down {
+                AllDown::Panic if !self.targets.iter().any(|t| t.available(now)) => {
+                    picker.pick(key, fresh)
+                }
+                AllDown::Fail | AllDown::Panic => None,
+            })
+    }
+
+    /// The operator's view (`GET /upstreams`).
+    pub fn view(&self) -> serde_json::Value {
+        let now = epoch_ms();
+        serde_json::json!({
+            "name": &*self.name,
+            "balance": self.settings.balance.label(),
+            "health_check": self.settings.health_check.as_ref().map(|h| h.path.as_str()),
+            "targets": self.targets.iter().map(|t| {
+                let (h1, h2) = t.pool.open_connections();
+                serde_json::json!({
+                    "address": t.authority.as_str(),
+                    "weight": t.weight,
+                    "healthy": t.healthy(),
+                    "ejected": t.ejected(now),
+                    "ejected_for_ms": t.ejected_for(now),
+                    "ejections": t.stats.ejections.load(Ordering::Relaxed),
+                    "overloaded": t.stats.overloaded.load(Ordering::Relaxed),
+                    "in_flight": t.in_flight(),
+                    "connections_open": h1 + h2,
+                })
+            }).collect::<Vec<_>>(),
+        })
+    }
+
+    /// The request's hash key, hashed (`balance = "hash"` only).
+    fn key(&self, x: &Exchange<'_>, headers: &http::HeaderMap) -> Option<u64> {
+        let Balance::Hash(key) = &self.settings.balance else {
+            return None;
+        };
+        let bytes: &[u8] = match key {
+            HashKey::ClientIp => {
+                return Some(match x.client.ip {
+                    std::net::IpAddr::V4(v4) => balance::hash_bytes(&v4.octets()),
+                    std::net::IpAddr::V6(v6) => balance::hash_bytes(&v6.octets()),
+                });
             }
-        }
-        (start % n, &self.targets[start % n])
+            HashKey::Header(name) => headers.get(name)?.as_bytes(),
+            HashKey::License => x.license_id.as_deref()?.as_bytes(),
+            HashKey::TokenSub => x.claims.as_ref()?.sub.as_deref()?.as_bytes(),
+        };
+        Some(balance::hash_bytes(bytes))
     }
 }
 
-/// Monotonic milliseconds since the first call; the clock of target back-off.
-fn epoch_ms() -> u64 {
+/// Monotonic milliseconds since the first call: the clock of ejections and retry budgets.
+pub fn epoch_ms() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 // === forward ===
 
-/// Send the request to the route's upstream and stream the response back.
+/// The Host an attempt sends, when it depends on the target.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum HostRule {
+    /// The request's own (client's, or a fixed rewrite): the same for every attempt.
+    Kept,
+    /// The target's `host:port`: set per attempt.
+    Target,
+}
+
+/// Send the request to the route's upstream and stream the response back, failing over to
+/// another target when an attempt fails in a way that is safe to repeat.
 /// What happened (target, bytes) goes into the exchange, whatever the outcome.
 pub async fn forward(
     x: &mut Exchange<'_>,
@@ -152,6 +245,7 @@ pub async fn forward(
 ) -> Result<Response<ResponseBody>, Denial> {
     let (route, route_parts) = x.route.ok_or(Denial::NoRoute)?;
     let upstream = &route_parts.upstream;
+    let settings = &upstream.settings;
     // Admission already refused an upgrade the route does not allow.
     let client_upgrade =
         (route.websocket && is_websocket_upgrade(&req)).then(|| hyper::upgrade::on(&mut req));
@@ -175,9 +269,6 @@ pub async fn forward(
     }
     headers::add_forwarding(&mut parts.headers, x, conn, snapshot);
 
-    let now = epoch_ms();
-    let (index, target) = upstream.pick(now);
-    x.target = Some(index);
     // Origin form ("/path?query") on the request line, as HTTP/1.1 to a server wants it.
     let mut uri = http::uri::Parts::default();
     uri.path_and_query = match (rewrite, parts.uri.path_and_query()) {
@@ -192,91 +283,245 @@ pub async fn forward(
     }
     parts.uri = Uri::from_parts(uri).map_err(|_| Denial::InvalidPath)?;
     parts.version = Version::HTTP_11;
-    match rewrite.map(|rw| &rw.host) {
-        Some(crate::rewrite::HostRewrite::Target) => {
-            parts.headers.insert(header::HOST, target.host.clone());
-        }
+    let host_rule = match rewrite.map(|rw| &rw.host) {
+        Some(crate::rewrite::HostRewrite::Target) => HostRule::Target,
         Some(crate::rewrite::HostRewrite::Fixed(v)) => {
             parts.headers.insert(header::HOST, v.clone());
+            HostRule::Kept
         }
         Some(crate::rewrite::HostRewrite::Client) | None => {
-            if !parts.headers.contains_key(header::HOST) {
-                parts.headers.insert(header::HOST, target.host.clone());
+            if parts.headers.contains_key(header::HOST) {
+                HostRule::Kept
+            } else {
+                HostRule::Target
             }
         }
-    }
+    };
+    let key = upstream.key(x, &parts.headers);
 
     // Counting costs an allocation, so only requests with a body get a counter.
-    if !http_body::Body::is_end_stream(&body) {
+    let has_body = !http_body::Body::is_end_stream(&body);
+    if has_body {
         x.bytes_in = Some(Arc::new(AtomicU64::new(0)));
     }
-    let req = Request::from_parts(parts, RequestBody::new(body, limit, x.bytes_in.clone()));
-    let to = pool::Target {
-        authority: &target.authority,
-        tls: target.tls.as_ref(),
-        protocol: upstream.settings.protocol,
-    };
-    let sent_at = Instant::now();
-    let sent = tokio::time::timeout(
-        upstream.settings.response_timeout,
-        pool::send(&target.pool, &to, upstream.settings.connect_timeout, req),
-    );
-    let record =
-        |outcome| metrics.upstream(&route_parts.series, &route.name, sent_at.elapsed(), outcome);
-    let resp = match sent.await {
-        Err(_elapsed) => {
-            record(Err(UpstreamError::Timeout));
-            return Err(Denial::UpstreamTimeout);
-        }
-        Ok(Ok(sent)) => {
-            record(Ok(()));
-            if sent.2 {
-                metrics.upstream_tls_handshake(&route.name);
-            }
-            (sent.0, sent.1)
-        }
-        Ok(Err(pool::SendError::Tls(e))) => {
-            record(Err(UpstreamError::Tls));
-            let reason = crate::tls::upstream::failure_reason(&e);
-            metrics.upstream_tls_failure(&route.name, reason);
-            target
-                .down_until
-                .store(now + TARGET_BACKOFF.as_millis() as u64, Ordering::Relaxed);
-            // The reason goes to the log and the metric, never to the client.
-            tracing::warn!(route = &*route.name, request_id = %x.request_id, reason, error = %e, "TLS to the upstream failed; skipping the target for {}s", TARGET_BACKOFF.as_secs());
-            return Err(Denial::UpstreamTlsFailed);
-        }
-        Ok(Err(pool::SendError::Connect(e))) => {
-            record(Err(UpstreamError::Connect));
-            target
-                .down_until
-                .store(now + TARGET_BACKOFF.as_millis() as u64, Ordering::Relaxed);
-            tracing::warn!(route = &*route.name, request_id = %x.request_id, error_kind = ?e.kind(), "upstream target refused the connection; skipping it for {}s", TARGET_BACKOFF.as_secs());
-            return Err(Denial::UpstreamUnavailable);
-        }
-        Ok(Err(pool::SendError::Exchange(e))) => {
-            if body::is_too_large(&e) {
-                return Err(Denial::PayloadTooLarge);
-            }
-            // The client's body broke (bad chunk, ended early): its fault, not the
-            // upstream's, so neither the upstream's error count nor its alert moves.
-            if body::is_client_body_error(&e) {
-                tracing::debug!(route = &*route.name, request_id = %x.request_id, "client request body malformed or cut short");
-                return Err(Denial::BadRequestBody);
-            }
-            if let Some(reason) = crate::tls::upstream::failure_in(&e) {
-                record(Err(UpstreamError::Tls));
-                metrics.upstream_tls_failure(&route.name, reason);
-                tracing::warn!(route = &*route.name, request_id = %x.request_id, reason, error = %e, "the upstream ended the TLS session (it refused the gateway's certificate?)");
-                return Err(Denial::UpstreamTlsFailed);
-            }
-            record(Err(UpstreamError::Exchange));
-            tracing::warn!(route = &*route.name, request_id = %x.request_id, error = %e, "upstream exchange failed");
-            return Err(Denial::UpstreamUnavailable);
-        }
-    };
+    // A request that may be sent again once it reached a target: no body to replay, a
+    // method whose effect a repeat cannot double (or a route that says it may), no upgrade.
+    // Its head is copied before the first attempt; nothing else is.
+    let replay = (settings.retries > 0
+        && !has_body
+        && client_upgrade.is_none()
+        && (retry::idempotent(&parts.method) || route.retry_non_idempotent))
+        .then(|| Head::of(&parts));
+    let mut next = Some(Request::from_parts(
+        parts,
+        RequestBody::new(body, limit, x.bytes_in.clone()),
+    ));
 
-    let (mut resp, lease) = resp;
+    let deadline = settings.deadline.map(|d| Instant::now() + d);
+    upstream.budget.request(epoch_ms());
+    let mut tried = 0u64;
+    let mut retries = 0u32;
+    loop {
+        let now = epoch_ms();
+        let Some(index) = upstream.choose(key, tried, now) else {
+            return Err(Denial::NoHealthyUpstream);
+        };
+        tried |= 1u64.checked_shl(index as u32).unwrap_or(0);
+        x.target = Some(index);
+        let target = &upstream.targets[index];
+        let Some(mut req) = next.take().or_else(|| replay.as_ref().map(Head::request)) else {
+            return Err(Denial::UpstreamUnavailable);
+        };
+        if host_rule == HostRule::Target {
+            req.headers_mut().insert(header::HOST, target.host.clone());
+        }
+        let wait = match deadline {
+            Some(d) => match d.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => left.min(settings.response_timeout),
+                _ => return Err(Denial::UpstreamTimeout),
+            },
+            None => settings.response_timeout,
+        };
+        let to = pool::Target {
+            authority: &target.authority,
+            tls: target.tls.as_ref(),
+            protocol: settings.protocol,
+        };
+        let sent_at = Instant::now();
+        let busy = target.pool.busy();
+        let sent = tokio::time::timeout(
+            wait,
+            pool::send(&target.pool, &to, settings.connect_timeout, req, busy),
+        )
+        .await;
+        let record = |outcome| {
+            metrics.upstream(&route_parts.series, &route.name, sent_at.elapsed(), outcome)
+        };
+        let outlier = |failed: bool| {
+            let outcome = if failed {
+                target::Outcome::Failure
+            } else {
+                target::Outcome::Success
+            };
+            if target::record(&upstream.targets, index, outcome, &settings.outlier, now) {
+                metrics.upstream_ejection(&upstream.name, target.authority.as_str());
+                tracing::warn!(
+                    upstream = &*upstream.name,
+                    target = target.authority.as_str(),
+                    "target ejected after consecutive failures"
+                );
+            }
+        };
+        // A retry once the request reached a target: only a replayable one, within the
+        // retry count and the upstream's budget.
+        let left = |tried: u64| upstream.choose(key, tried, epoch_ms()).is_some();
+        let mut may_retry = || {
+            if replay.is_none() || retries >= settings.retries || !left(tried) {
+                return false;
+            }
+            if !upstream
+                .budget
+                .take_retry(settings.retry_budget, epoch_ms())
+            {
+                metrics.upstream_event(&upstream.name, UpstreamEvent::BudgetExhausted);
+                return false;
+            }
+            retries += 1;
+            metrics.upstream_event(&upstream.name, UpstreamEvent::Retry);
+            true
+        };
+        let denial = match sent {
+            Err(_elapsed) => {
+                record(Err(UpstreamError::Timeout));
+                outlier(true);
+                tracing::warn!(route = &*route.name, request_id = %x.request_id, target = index, "no response head in time");
+                if may_retry() {
+                    continue;
+                }
+                return Err(Denial::UpstreamTimeout);
+            }
+            Ok(Ok((resp, lease, handshake))) => {
+                if handshake {
+                    metrics.upstream_tls_handshake(&route.name);
+                }
+                let status = resp.status();
+                outlier(status.is_server_error());
+                if matches!(status.as_u16(), 502..=504) && may_retry() {
+                    record(Err(UpstreamError::Exchange));
+                    continue;
+                }
+                record(Ok(()));
+                return Ok(respond(
+                    x,
+                    upstream,
+                    route,
+                    rewrite,
+                    client_upgrade,
+                    resp,
+                    lease,
+                ));
+            }
+            Ok(Err(pool::Failed { error, unsent })) => {
+                let denial = match error {
+                    pool::SendError::Overloaded => {
+                        target.stats.overloaded.fetch_add(1, Ordering::Relaxed);
+                        metrics.upstream_event(&upstream.name, UpstreamEvent::Overloaded);
+                        Denial::UpstreamOverloaded
+                    }
+                    pool::SendError::Tls(e) => {
+                        record(Err(UpstreamError::Tls));
+                        outlier(true);
+                        let reason = crate::tls::upstream::failure_reason(&e);
+                        metrics.upstream_tls_failure(&route.name, reason);
+                        // The reason goes to the log and the metric, never to the client.
+                        tracing::warn!(route = &*route.name, request_id = %x.request_id, target = index, reason, error = %e, "TLS to the upstream failed");
+                        Denial::UpstreamTlsFailed
+                    }
+                    pool::SendError::Connect(e) => {
+                        record(Err(UpstreamError::Connect));
+                        outlier(true);
+                        tracing::warn!(route = &*route.name, request_id = %x.request_id, target = index, error_kind = ?e.kind(), "upstream target refused the connection");
+                        Denial::UpstreamUnavailable
+                    }
+                    pool::SendError::Exchange(e) => {
+                        if body::is_too_large(&e) {
+                            return Err(Denial::PayloadTooLarge);
+                        }
+                        // The client's body broke (bad chunk, ended early): its fault, not
+                        // the upstream's, so neither the upstream's error count nor its
+                        // alert moves, and nothing is retried.
+                        if body::is_client_body_error(&e) {
+                            tracing::debug!(route = &*route.name, request_id = %x.request_id, "client request body malformed or cut short");
+                            return Err(Denial::BadRequestBody);
+                        }
+                        outlier(true);
+                        if let Some(reason) = crate::tls::upstream::failure_in(&e) {
+                            record(Err(UpstreamError::Tls));
+                            metrics.upstream_tls_failure(&route.name, reason);
+                            tracing::warn!(route = &*route.name, request_id = %x.request_id, reason, error = %e, "the upstream ended the TLS session (it refused the gateway's certificate?)");
+                            Denial::UpstreamTlsFailed
+                        } else {
+                            record(Err(UpstreamError::Exchange));
+                            tracing::warn!(route = &*route.name, request_id = %x.request_id, target = index, error = %e, "upstream exchange failed");
+                            Denial::UpstreamUnavailable
+                        }
+                    }
+                };
+                match unsent {
+                    // Not a byte reached the target: another one may take it, whatever
+                    // the method, each target once.
+                    Some(req) if left(tried) => {
+                        metrics.upstream_event(&upstream.name, UpstreamEvent::Failover);
+                        next = Some(*req);
+                        continue;
+                    }
+                    Some(_) => denial,
+                    None if may_retry() => continue,
+                    None => denial,
+                }
+            }
+        };
+        return Err(denial);
+    }
+}
+
+/// What a retry needs of a request without a body: its head.
+struct Head {
+    method: http::Method,
+    uri: Uri,
+    headers: http::HeaderMap,
+}
+
+impl Head {
+    fn of(parts: &http::request::Parts) -> Self {
+        Head {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+        }
+    }
+
+    fn request(&self) -> Request<RequestBody> {
+        let mut req = Request::new(RequestBody::empty());
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+/// The upstream's response on its way to the client: a 101 becomes a tunnel; otherwise
+/// hop-by-hop headers go, the route's response rewrites apply, and the body streams.
+fn respond(
+    x: &Exchange<'_>,
+    upstream: &Upstream,
+    route: &crate::routing::Route,
+    rewrite: Option<&crate::rewrite::Rewrite>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    mut resp: Response<Incoming>,
+    lease: pool::Lease,
+) -> Response<ResponseBody> {
     if let Some(client) = client_upgrade
         && resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
     {
@@ -295,10 +540,7 @@ pub async fn forward(
         parts
             .headers
             .insert(crate::request_id::X_REQUEST_ID, x.request_id_header.clone());
-        return Ok(Response::from_parts(
-            parts,
-            ResponseBody::from(bytes::Bytes::new()),
-        ));
+        return Response::from_parts(parts, ResponseBody::from(bytes::Bytes::new()));
     }
     let (mut parts, body) = resp.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers);
@@ -308,41 +550,98 @@ pub async fn forward(
     parts
         .headers
         .insert(crate::request_id::X_REQUEST_ID, x.request_id_header.clone());
-    Ok(Response::from_parts(
+    Response::from_parts(
         parts,
-        ResponseBody::upstream(body, lease),
-    ))
+        ResponseBody::upstream(body, lease, upstream.settings.body_timeout),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::upstream::TargetSpec;
+    use http::uri::Authority;
+    use std::time::Duration;
+
+    fn spec(n: usize, all_down: AllDown) -> UpstreamSpec {
+        UpstreamSpec {
+            name: Arc::from("app"),
+            named: true,
+            targets: (0..n)
+                .map(|i| TargetSpec {
+                    authority: Authority::try_from(format!("t{i}:1")).unwrap(),
+                    weight: 1,
+                })
+                .collect(),
+            settings: UpstreamSettings {
+                all_down,
+                balance: Balance::RoundRobin,
+                ..UpstreamSettings::default()
+            },
+            tls: None,
+        }
+    }
+
+    fn fail_until_ejected(up: &Upstream, i: usize) {
+        for _ in 0..up.settings.outlier.consecutive_failures {
+            target::record(
+                &up.targets,
+                i,
+                target::Outcome::Failure,
+                &up.settings.outlier,
+                0,
+            );
+        }
+    }
 
     #[test]
-    fn round_robin_skips_targets_in_backoff_until_it_ends() {
-        let up = Upstream::new(&UpstreamSpec {
-            targets: vec![Authority::from_static("a:1"), Authority::from_static("b:1")],
-            settings: UpstreamSettings::default(),
-            tls: None,
-        });
-        up.targets[0].down_until.store(1_000, Ordering::Relaxed);
+    fn an_ejected_target_gets_no_traffic_until_its_ejection_ends() {
+        let up = Upstream::new(&spec(2, AllDown::Fail), None);
+        fail_until_ejected(&up, 0);
         for _ in 0..4 {
-            assert_eq!(up.pick(500).1.authority.as_str(), "b:1");
+            assert_eq!(up.choose(None, 0, 1), Some(1));
         }
-        let seen: std::collections::HashSet<_> = (0..4)
-            .map(|_| up.pick(1_000).1.authority.as_str().to_owned())
-            .collect();
+        let after = up.settings.outlier.base_ejection.as_millis() as u64;
+        let seen: std::collections::HashSet<_> =
+            (0..4).map(|_| up.choose(None, 0, after)).collect();
         assert_eq!(seen.len(), 2);
     }
 
     #[test]
-    fn when_every_target_is_in_backoff_one_is_still_tried() {
-        let up = Upstream::new(&UpstreamSpec {
-            targets: vec![Authority::from_static("a:1")],
-            settings: UpstreamSettings::default(),
-            tls: None,
-        });
-        up.targets[0].down_until.store(u64::MAX, Ordering::Relaxed);
-        assert_eq!(up.pick(0).1.authority.as_str(), "a:1");
+    fn a_retry_goes_to_a_target_not_yet_tried() {
+        let up = Upstream::new(&spec(3, AllDown::Fail), None);
+        for _ in 0..6 {
+            let first = up.choose(None, 0, 0).unwrap();
+            let second = up.choose(None, 1 << first, 0).unwrap();
+            assert_ne!(first, second);
+        }
+    }
+
+    #[test]
+    fn with_every_target_down_fail_refuses_and_panic_tries_one_anyway() {
+        let check = crate::config::upstream::HealthCheck {
+            path: http::uri::PathAndQuery::from_static("/"),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            healthy_threshold: 1,
+            unhealthy_threshold: 1,
+            expect_status: vec![],
+        };
+        for (all_down, expect_some) in [(AllDown::Fail, false), (AllDown::Panic, true)] {
+            let up = Upstream::new(&spec(2, all_down), None);
+            for t in &up.targets {
+                t.check_result(false, &check);
+            }
+            assert_eq!(up.choose(None, 0, 0).is_some(), expect_some);
+        }
+    }
+
+    #[test]
+    fn a_reload_keeps_what_was_learnt_about_a_target_at_the_same_address() {
+        let old = Upstream::new(&spec(2, AllDown::Fail), None);
+        fail_until_ejected(&old, 1);
+        let new = Upstream::new(&spec(3, AllDown::Fail), Some(&old));
+        assert!(new.targets[1].ejected(1));
+        assert!(!new.targets[2].ejected(1));
     }
 }

@@ -45,6 +45,72 @@ pub struct Pool {
     /// connections are then made one at a time, so concurrent requests share one.
     speaks_h2: std::sync::atomic::AtomicBool,
     h2_connecting: tokio::sync::Mutex<()>,
+    /// Connections open now (idle, lent or shared), by protocol: the operator's view.
+    open: Arc<OpenConns>,
+    /// Requests to this target between choosing it and the end of their response.
+    in_flight: std::sync::atomic::AtomicUsize,
+    /// `max_connections`: HTTP/1.1 connections at most (open and being opened).
+    max_connections: Option<usize>,
+    /// Requests waiting for one of them, at most; more are refused at once.
+    max_pending: usize,
+    pending: std::sync::atomic::AtomicUsize,
+    /// New connections being opened now (counted against `max_connections` already).
+    opening: std::sync::atomic::AtomicUsize,
+}
+
+/// Connections open to one target, by protocol. Each connection's I/O task holds an
+/// [`OpenGuard`], so a connection counts from its handshake until it closes.
+#[derive(Debug, Default)]
+pub struct OpenConns {
+    pub http1: std::sync::atomic::AtomicUsize,
+    pub h2: std::sync::atomic::AtomicUsize,
+    /// Told when a connection closes or comes back idle: a waiting request may go.
+    freed: tokio::sync::Notify,
+}
+
+struct OpenGuard(Arc<OpenConns>, bool);
+
+impl OpenGuard {
+    fn new(open: &Arc<OpenConns>, h2: bool) -> Self {
+        open.counter(h2)
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OpenGuard(Arc::clone(open), h2)
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0
+            .counter(self.1)
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.freed.notify_one();
+    }
+}
+
+/// A request counted in flight to a target until dropped (with its [`Lease`]).
+pub struct Busy(Arc<Pool>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Undoes a count when the waiting or connecting it stands for ends, however it ends.
+struct Counted<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl OpenConns {
+    fn counter(&self, h2: bool) -> &std::sync::atomic::AtomicUsize {
+        if h2 { &self.h2 } else { &self.http1 }
+    }
 }
 
 /// A new connection, of whichever HTTP the target speaks.
@@ -92,6 +158,24 @@ pub enum SendError {
     Tls(io::Error),
     /// Connected, but the exchange failed (reset, malformed response, body error).
     Exchange(hyper::Error),
+    /// `max_connections` are busy and `max_pending` requests wait already.
+    Overloaded,
+}
+
+/// A failed send, with the request back when not a byte of it left (it may go elsewhere).
+pub struct Failed {
+    pub error: SendError,
+    /// Boxed: failures are rare, and the successful path stays small.
+    pub unsent: Option<Box<Request<RequestBody>>>,
+}
+
+impl Failed {
+    fn sent(error: SendError) -> Self {
+        Failed {
+            error,
+            unsent: None,
+        }
+    }
 }
 
 /// A connection lent to one exchange. [`Lease::checkin`] returns it to its pool once the
@@ -101,11 +185,12 @@ pub struct Lease {
     /// `None` on HTTP/2: the connection is shared, nothing to give back.
     sender: Option<Sender>,
     pool: Arc<Pool>,
+    _busy: Busy,
 }
 
 impl Lease {
-    pub fn checkin(self) {
-        if let Some(sender) = self.sender {
+    pub fn checkin(mut self) {
+        if let Some(sender) = self.sender.take() {
             self.pool.put(sender);
         }
     }
@@ -114,11 +199,32 @@ impl Lease {
 impl Pool {
     /// `h2`: the target is known to speak HTTP/2 before the first connection (`h2c`, `h2`),
     /// so even the first concurrent requests share one connection.
-    pub fn new(idle_timeout: Duration, h2: bool) -> Arc<Self> {
-        let pool = Self::with_cap(idle_timeout, MAX_IDLE_PER_TARGET);
-        pool.speaks_h2
-            .store(h2, std::sync::atomic::Ordering::Relaxed);
+    /// `max_connections`, `max_pending`: the circuit breaker (HTTP/1.1 connections at
+    /// most, requests waiting for one at most).
+    pub fn new(
+        idle_timeout: Duration,
+        h2: bool,
+        max_connections: Option<u32>,
+        max_pending: u32,
+    ) -> Arc<Self> {
+        let mut pool = Self::with_cap(idle_timeout, MAX_IDLE_PER_TARGET);
+        if let Some(p) = Arc::get_mut(&mut pool) {
+            p.speaks_h2 = std::sync::atomic::AtomicBool::new(h2);
+            p.max_connections = max_connections.map(|m| m as usize);
+            p.max_pending = max_pending as usize;
+        }
         pool
+    }
+
+    /// Count a request in flight to this target until the guard (or its lease) drops.
+    pub fn busy(self: &Arc<Self>) -> Busy {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Busy(Arc::clone(self))
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn with_cap(idle_timeout: Duration, max_idle: usize) -> Arc<Self> {
@@ -130,7 +236,19 @@ impl Pool {
             h2: Mutex::new(None),
             speaks_h2: std::sync::atomic::AtomicBool::new(false),
             h2_connecting: tokio::sync::Mutex::new(()),
+            open: Arc::default(),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            max_connections: None,
+            max_pending: 0,
+            pending: std::sync::atomic::AtomicUsize::new(0),
+            opening: std::sync::atomic::AtomicUsize::new(0),
         })
+    }
+
+    /// Connections open to this target now: (HTTP/1.1, HTTP/2).
+    pub fn open_connections(&self) -> (usize, usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.open.http1.load(Relaxed), self.open.h2.load(Relaxed))
     }
 
     /// The shared HTTP/2 connection, if one is open.
@@ -210,6 +328,7 @@ impl Pool {
             }
             idle.push_back(Idle { sender, since: now });
         }
+        self.open.freed.notify_one();
         self.start_sweeper();
     }
 
@@ -263,8 +382,15 @@ pub async fn send(
     target: &Target<'_>,
     connect_timeout: Duration,
     mut req: Request<RequestBody>,
-) -> Result<(Response<Incoming>, Lease, bool), SendError> {
+    busy: Busy,
+) -> Result<(Response<Incoming>, Lease, bool), Failed> {
     let mut handshake = false;
+    let unsent = |error, req| {
+        Err(Failed {
+            error,
+            unsent: Some(Box::new(req)),
+        })
+    };
     loop {
         if let Some(mut h2) = pool.h2() {
             if h2.ready().await.is_err() {
@@ -276,6 +402,7 @@ pub async fn send(
                     let lease = Lease {
                         sender: None,
                         pool: pool.clone(),
+                        _busy: busy,
                     };
                     return Ok((resp, lease, handshake));
                 }
@@ -285,7 +412,7 @@ pub async fn send(
                         req = unsent;
                         continue;
                     }
-                    None => return Err(SendError::Exchange(e.into_error())),
+                    None => return Err(Failed::sent(SendError::Exchange(e.into_error()))),
                 },
             }
         }
@@ -294,9 +421,10 @@ pub async fn send(
             let _one = pool.h2_connecting.lock().await;
             if pool.h2().is_none() {
                 handshake |= target.tls.is_some();
-                match connect(target, connect_timeout).await? {
-                    Conn::H2(h2) => pool.set_h2(h2),
-                    Conn::H1(sender) => pool.put_ready(sender, Instant::now()),
+                match connect(target, connect_timeout, &pool.open).await {
+                    Ok(Conn::H2(h2)) => pool.set_h2(h2),
+                    Ok(Conn::H1(sender)) => pool.put_ready(sender, Instant::now()),
+                    Err(e) => return unsent(e, req),
                 }
             }
             continue;
@@ -304,13 +432,22 @@ pub async fn send(
         let (mut sender, pooled) = match pool.take(Instant::now()) {
             Some(sender) => (sender, true),
             None => {
+                let _opening = match pool.reserve_connection() {
+                    Reserved::Yes(guard) => guard,
+                    Reserved::Full => return unsent(SendError::Overloaded, req),
+                    Reserved::Wait => {
+                        pool.wait_for_connection().await;
+                        continue;
+                    }
+                };
                 handshake |= target.tls.is_some();
-                match connect(target, connect_timeout).await? {
-                    Conn::H1(sender) => (sender, false),
-                    Conn::H2(h2) => {
+                match connect(target, connect_timeout, &pool.open).await {
+                    Ok(Conn::H1(sender)) => (sender, false),
+                    Ok(Conn::H2(h2)) => {
                         pool.set_h2(h2);
                         continue;
                     }
+                    Err(e) => return unsent(e, req),
                 }
             }
         };
@@ -318,20 +455,66 @@ pub async fn send(
             if pooled {
                 continue;
             }
-            return Err(SendError::Exchange(e));
+            return unsent(SendError::Exchange(e), req);
         }
         match sender.try_send_request(req).await {
             Ok(resp) => {
                 let lease = Lease {
                     sender: Some(sender),
                     pool: pool.clone(),
+                    _busy: busy,
                 };
                 return Ok((resp, lease, handshake));
             }
             Err(mut e) => match e.take_message() {
                 Some(unsent) if pooled => req = unsent,
-                _ => return Err(SendError::Exchange(e.into_error())),
+                // A fresh connection that took not a byte: the request may go elsewhere.
+                Some(req) => return unsent(SendError::Exchange(e.into_error()), req),
+                None => return Err(Failed::sent(SendError::Exchange(e.into_error()))),
             },
+        }
+    }
+}
+
+/// Whether a new HTTP/1.1 connection may be opened under `max_connections`.
+enum Reserved<'a> {
+    Yes(Option<Counted<'a>>),
+    /// At the cap: wait for a connection to come back or close.
+    Wait,
+    /// At the cap, and `max_pending` requests wait already.
+    Full,
+}
+
+impl Pool {
+    fn reserve_connection(&self) -> Reserved<'_> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(max) = self.max_connections else {
+            return Reserved::Yes(None);
+        };
+        let opening = self.opening.fetch_add(1, Relaxed);
+        let guard = Counted(&self.opening);
+        if self.open.http1.load(Relaxed) + opening < max {
+            return Reserved::Yes(Some(guard));
+        }
+        drop(guard);
+        if self.pending.load(Relaxed) >= self.max_pending {
+            Reserved::Full
+        } else {
+            Reserved::Wait
+        }
+    }
+
+    /// Wait (counted in `max_pending`) until a connection comes back idle or closes.
+    async fn wait_for_connection(&self) {
+        self.pending
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _pending = Counted(&self.pending);
+        let freed = self.open.freed.notified();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        // Freed between the check and now: no need to wait.
+        if self.lock().is_empty() {
+            freed.await;
         }
     }
 }
@@ -371,7 +554,11 @@ fn as_h2(req: &mut Request<RequestBody>, target: &Target<'_>) {
 /// each address in turn), no Nagle delay, then TLS when the target is `https://` (the whole
 /// of it within `timeout`), then HTTP/2 (ALPN chose `h2`, or `h2c`) or HTTP/1.1; its I/O
 /// runs in a task that ends when the connection closes.
-async fn connect(target: &Target<'_>, timeout: Duration) -> Result<Conn, SendError> {
+async fn connect(
+    target: &Target<'_>,
+    timeout: Duration,
+    open: &Arc<OpenConns>,
+) -> Result<Conn, SendError> {
     use crate::config::upstream::Protocol;
     let deadline = tokio::time::Instant::now() + timeout;
     let authority = target.authority;
@@ -400,16 +587,16 @@ async fn connect(target: &Target<'_>, timeout: Duration) -> Result<Conn, SendErr
     };
     let _ = tcp.set_nodelay(true);
     match target.tls {
-        None if target.protocol == Protocol::H2c => handshake_h2(TokioIo::new(tcp)).await,
-        None => handshake(TokioIo::new(tcp)).await,
+        None if target.protocol == Protocol::H2c => handshake_h2(TokioIo::new(tcp), open).await,
+        None => handshake(TokioIo::new(tcp), open).await,
         Some(to) => {
             let connecting = to.tls.connector.connect(to.name.clone(), tcp);
             match tokio::time::timeout_at(deadline, connecting).await {
                 Ok(Ok(stream)) => {
                     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                        handshake_h2(TokioIo::new(stream)).await
+                        handshake_h2(TokioIo::new(stream), open).await
                     } else {
-                        handshake(TokioIo::new(stream)).await
+                        handshake(TokioIo::new(stream), open).await
                     }
                 }
                 Ok(Err(e)) => Err(SendError::Tls(e)),
@@ -422,14 +609,16 @@ async fn connect(target: &Target<'_>, timeout: Duration) -> Result<Conn, SendErr
     }
 }
 
-async fn handshake_h2<T>(io: T) -> Result<Conn, SendError>
+async fn handshake_h2<T>(io: T, open: &Arc<OpenConns>) -> Result<Conn, SendError>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let (sender, conn) = http2::handshake(TokioExecutor::new(), io)
         .await
         .map_err(SendError::Exchange)?;
+    let counted = OpenGuard::new(open, true);
     tokio::spawn(async move {
+        let _counted = counted;
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
         }
@@ -437,12 +626,14 @@ where
     Ok(Conn::H2(sender))
 }
 
-async fn handshake<T>(io: T) -> Result<Conn, SendError>
+async fn handshake<T>(io: T, open: &Arc<OpenConns>) -> Result<Conn, SendError>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let (sender, conn) = http1::handshake(io).await.map_err(SendError::Exchange)?;
+    let counted = OpenGuard::new(open, false);
     tokio::spawn(async move {
+        let _counted = counted;
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "upstream connection ended with an error");
         }
@@ -461,7 +652,7 @@ mod tests {
             tls: None,
             protocol: crate::config::upstream::Protocol::Http1,
         };
-        match connect(&target, Duration::from_secs(5)).await {
+        match connect(&target, Duration::from_secs(5), &Arc::default()).await {
             Ok(Conn::H1(s)) => s,
             Ok(Conn::H2(_)) | Err(_) => panic!("no HTTP/1.1 connection to {authority}"),
         }
@@ -482,7 +673,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_newest_idle_connection_is_taken_first_and_only_once() {
-        let pool = Pool::new(Duration::from_secs(60), false);
+        let pool = Pool::new(Duration::from_secs(60), false, None, 0);
         let now = Instant::now();
         let (a, _ha) = sender().await;
         let (b, _hb) = sender().await;
@@ -500,7 +691,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_idle_longer_than_idle_timeout_is_never_taken() {
-        let pool = Pool::new(Duration::from_secs(90), false);
+        let pool = Pool::new(Duration::from_secs(90), false, None, 0);
         let now = Instant::now();
         let (a, _ha) = sender().await;
         pool.put_ready(a, now);
@@ -510,7 +701,7 @@ mod tests {
 
     #[tokio::test]
     async fn expire_closes_only_the_connections_past_idle_timeout() {
-        let pool = Pool::new(Duration::from_secs(90), false);
+        let pool = Pool::new(Duration::from_secs(90), false, None, 0);
         let now = Instant::now();
         let (a, _ha) = sender().await;
         let (b, _hb) = sender().await;
@@ -524,7 +715,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_the_upstream_closed_is_not_taken() {
-        let pool = Pool::new(Duration::from_secs(60), false);
+        let pool = Pool::new(Duration::from_secs(60), false, None, 0);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let authority: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
         let closer = tokio::spawn(async move {

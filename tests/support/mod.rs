@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod client;
 pub mod data;
+pub mod faulty;
 pub mod gateway;
 pub mod jwt;
 pub mod oauth;
@@ -25,6 +26,7 @@ pub use client::{
     H1, H2, TestResponse, Tls, TlsClient, connect_h1, connect_h2, get, h2_request, request,
     send_one,
 };
+pub use faulty::{Faulty, Mode};
 pub use gateway::{
     Gateway, closed_port_url, listener, listener_at, listener_with_certs, route, server, simple,
     write_config,
