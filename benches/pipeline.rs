@@ -6,7 +6,8 @@
 //! framing, the listener's pin and IP allowlist, route selection, the route's pin and IP
 //! lists, the machine license (pin and address), the bearer token (HS256; verified once,
 //! then a cache hit). Beside it: a forged token (refused after a signature check), the full
-//! policy with two rate limits, and the bare config (one route, no policy). Forwarding is not included: it is I/O, measured by
+//! policy with two rate limits, the full policy and the choice of one of four targets
+//! (round robin, least request), and the bare config (one route, no policy). Forwarding is not included: it is I/O, measured by
 //! the load bench.
 
 // Bench set-up may panic: it is measurement code, never run on input.
@@ -111,6 +112,21 @@ fn admitted(s: &Setup, req: &Request<()>) -> bool {
     )
 }
 
+/// Admit `req`, then choose the target the upstream stage would send it to.
+fn picked(s: &Setup, req: &Request<()>) -> Option<usize> {
+    let shared = s.running.shared();
+    let generation = shared.generation.load();
+    let now = shared.clock.now();
+    let mut x = Exchange::new(
+        &s.conn,
+        req.method().clone(),
+        req.uri().path_and_query().cloned(),
+    );
+    admit(&generation, &s.conn, req, now, &mut x).ok()?;
+    let (_, parts) = x.route?;
+    parts.upstream.choose(None, 0, 0)
+}
+
 fn bench(c: &mut Criterion) {
     let full = setup("full");
     let bearer = format!("Bearer {}", token());
@@ -137,6 +153,27 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(admitted(&limited, black_box(&good))))
     });
     drop(limited);
+
+    // Admission and the choice of one of four targets: least request against round robin.
+    for (mode, name) in [
+        (
+            "full_rr4",
+            "pipeline/admit_and_pick/four_targets_round_robin",
+        ),
+        (
+            "full_lr4",
+            "pipeline/admit_and_pick/four_targets_least_request",
+        ),
+    ] {
+        let four = setup(mode);
+        assert!(
+            picked(&four, &good).is_some(),
+            "{mode}: admitted and a target picked"
+        );
+        c.bench_function(name, |b| {
+            b.iter(|| black_box(picked(&four, black_box(&good))))
+        });
+    }
 
     let bare = setup("bare");
     let plain = request(None);

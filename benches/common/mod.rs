@@ -90,10 +90,31 @@ pub fn config(dir: &Path, mode: &str, upstream: &str) -> String {
                 "upstream = [\"https://{upstream}\"]\nupstream_protocol = \"{proto}\"\nupstream_tls = {{ ca = \"ca.pem\", server_name = \"localhost\" }}\n"
             ));
         }
+        // Four targets in a named upstream, spread by round robin or least request.
+        "full_rr4" | "full_lr4" => c.push_str("upstream = \"app\"\n"),
         _ => c.push_str(&format!("upstream = [\"http://{upstream}\"]\n")),
     }
     if mode == "full_limits" {
         c.push_str("limits = [\n  { key = \"client_ip\", rate = \"1000000000/s\", burst = 1000000000 },\n  { key = \"token_sub\", rate = \"1000000000/s\", burst = 1000000000 },\n]\n");
+    }
+    let mut named = String::new();
+    if let Some(balance) = match mode {
+        "full_rr4" => Some("round_robin"),
+        "full_lr4" => Some("least_request"),
+        _ => None,
+    } {
+        let host = upstream.rsplit_once(':').map_or(upstream, |(h, _)| h);
+        let port: u16 = upstream
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or(9);
+        let targets: Vec<String> = (0..4)
+            .map(|i| format!("\"http://{host}:{}\"", port + i))
+            .collect();
+        named = format!(
+            "\n[[upstreams]]\nname = \"app\"\nbalance = \"{balance}\"\ntargets = [{}]\n",
+            targets.join(", ")
+        );
     }
     if full {
         c.push_str("license = \"required\"\nauth = \"bearer\"\nscopes = [\"bench\"]\n\n");
@@ -101,6 +122,7 @@ pub fn config(dir: &Path, mode: &str, upstream: &str) -> String {
         c.push_str("[[token_issuers]]\nname = \"bench\"\nissuer = \"https://bench.test\"\naudiences = [\"bench\"]\nhs256_secret_file = \"hs256.secret\"\n");
         write(dir, "hs256.secret", SECRET);
     }
+    c.push_str(&named);
     c
 }
 

@@ -154,7 +154,7 @@ impl Upstream {
     /// i). A retry never goes back to a target that failed it; `None` then means no
     /// target is left. When no target at all is available, `all_down` decides: none (fail),
     /// or any untried one (panic).
-    fn choose(&self, key: Option<u64>, tried: u64, now: u64) -> Option<usize> {
+    pub fn choose(&self, key: Option<u64>, tried: u64, now: u64) -> Option<usize> {
         let picker = balance::Picker {
             targets: &self.targets,
             balance: &self.settings.balance,
