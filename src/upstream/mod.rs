@@ -307,7 +307,9 @@ pub async fn forward(
     // A request that may be sent again once it reached a target: no body to replay, a
     // method whose effect a repeat cannot double (or a route that says it may), no upgrade.
     // Its head is copied before the first attempt; nothing else is.
+    // With one target there is nowhere to retry to, and no copy is made.
     let replay = (settings.retries > 0
+        && upstream.targets.len() > 1
         && !has_body
         && client_upgrade.is_none()
         && (retry::idempotent(&parts.method) || route.retry_non_idempotent))
