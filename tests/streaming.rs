@@ -227,3 +227,28 @@ async fn a_response_read_slowly_past_release_idle_after_arrives_whole_and_the_co
         "both responses came over one pooled upstream connection"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_body_that_pauses_longer_than_body_timeout_is_cut_off() {
+    let pki = Pki::generate();
+    // The second chunk never comes while `_release` is held.
+    let (up, _release) = Upstream::slow_stream().await;
+    let toml = format!(
+        "{}[[upstreams]]\nname = \"slow\"\ntargets = [\"{}\"]\nbody_timeout = \"300ms\"\n\n\
+         [[routes]]\nname = \"slow\"\npath_prefix = \"/\"\nupstream = \"slow\"\n",
+        listener("public", ""),
+        up.url()
+    );
+    let gw = Gateway::start(pki.dir(), &toml).await;
+    let mut client = connect_h1(&pki, gw.addr()).await;
+    let resp = client.send(get("/slow")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(&first[..], b"chunk-1;");
+    // The pause ends the body with an error well before the test's own limit.
+    let rest = tokio::time::timeout(Duration::from_secs(10), body.collect())
+        .await
+        .expect("the gateway kept waiting on a body that paused past body_timeout");
+    assert!(rest.is_err(), "the cut body must not look complete");
+}

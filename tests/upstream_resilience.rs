@@ -928,6 +928,51 @@ async fn hash_by_header_is_sticky_and_moves_about_one_in_n_keys_when_a_target_is
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_removed_by_a_reload_finishes_its_requests_and_gets_no_new_ones() {
+    let pki = Pki::generate();
+    let (a, b) = (Faulty::start("a").await, Faulty::start("b").await);
+    a.set_mode(Mode::Delay(Duration::from_millis(800)));
+    let keys = "balance = \"round_robin\"";
+    let gw = Gateway::start(pki.dir(), &config(&[plain(&a), plain(&b)], keys, "")).await;
+    // One request lands on the slow target "a" (round robin: one of the first two).
+    let (tls, addr) = (TlsClient::new(&pki), gw.addr());
+    let slow = tokio::spawn(async move {
+        let mut out = Vec::new();
+        for _ in 0..2 {
+            let mut c = client(&tls, addr).await;
+            out.push(c.call(get("/drain")).await.unwrap());
+        }
+        out
+    });
+    eventually(
+        "a request in flight on target a",
+        Duration::from_secs(5),
+        async || a.received_non_health() == 1,
+    )
+    .await;
+    write_config(pki.dir(), &config(&[plain(&b)], keys, ""));
+    gw.reload().await.expect("reload without target a");
+    for r in slow.await.unwrap() {
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(
+        a.served(),
+        1,
+        "the request in flight on the removed target finished"
+    );
+    let tls = TlsClient::new(&pki);
+    let mut c = client(&tls, gw.addr()).await;
+    for _ in 0..10 {
+        assert_eq!(c.call(get("/after")).await.unwrap().status, 200);
+    }
+    assert_eq!(
+        a.received_non_health(),
+        1,
+        "the removed target got new requests"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_upstreams_endpoint_lists_every_target_with_its_weight_and_state() {
     let pki = Pki::generate();
     let a = Faulty::start("a").await;
