@@ -114,6 +114,7 @@ fn route_selection(c: &mut Criterion) {
                 rewrite: None,
                 websocket: false,
                 retry_non_idempotent: false,
+                credential: None,
             })
         })
         .collect();

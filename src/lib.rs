@@ -53,3 +53,4 @@ pub mod state;
 mod tls;
 pub mod token;
 mod upstream;
+pub mod vault;

@@ -81,6 +81,12 @@ enum Command {
         #[command(subcommand)]
         command: portcullis::cli::issuer::ClientCommand,
     },
+    /// The credential vault: init, set (the secret on standard input), list, remove,
+    /// rotate-master. A running gateway picks changes up on reload.
+    Vault {
+        #[command(subcommand)]
+        command: portcullis::cli::vault::VaultCommand,
+    },
     /// The token issuer's signing keys: rotate. Needs --config FILE or --store FILE, and
     /// runs while the gateway is stopped (the store has one opener).
     Keys {
@@ -102,6 +108,22 @@ fn main() -> ExitCode {
             command,
             SystemTime::now(),
         )),
+        Command::Vault { command } => {
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            match portcullis::cli::vault::run(command, &mut std::io::stdin(), now) {
+                Ok(out) => {
+                    print!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Check { config } => check(&config),
         Command::Pin { cert } => match portcullis::identity::describe_pem_file(&cert) {
             Ok(text) => {

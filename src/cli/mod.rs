@@ -1,9 +1,10 @@
 //! Floor 6: the command line's subcommands beyond serving: machine licenses and the token
-//! issuer's clients and keys.
+//! issuer's clients and keys, the credential vault.
 
 pub mod issuer;
 pub mod license;
 mod provision;
+pub mod vault;
 
 #[cfg(test)]
 mod license_tests;

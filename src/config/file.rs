@@ -22,6 +22,8 @@ pub struct FileConfig {
     /// Named upstreams that routes refer to by name.
     #[serde(default)]
     pub upstreams: Vec<UpstreamSection>,
+    /// The credential vault routes inject upstream credentials from.
+    pub vault: Option<VaultSection>,
     /// Headers that carry the client certificate's identity to upstreams.
     pub identity_headers: Option<IdentityHeadersSection>,
     /// The admin listener: metrics, health, reload, config, licenses. Absent: none.
@@ -77,6 +79,26 @@ pub struct HeaderOpsSection {
     pub add: Option<std::collections::BTreeMap<String, String>>,
     /// Remove these headers.
     pub remove: Option<Vec<String>>,
+}
+
+/// `[vault]`: the file and where its master key comes from (exactly one source).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultSection {
+    pub file: Option<String>,
+    pub master_key_file: Option<String>,
+    pub master_key_env: Option<String>,
+    pub master_key_credential: Option<String>,
+}
+
+/// `inject = { header = "X-Api-Key" }`, `{ query = "api_key" }`, `client_authorization = "..."`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InjectSection {
+    pub header: Option<String>,
+    pub query: Option<String>,
+    /// Keep the client's own Authorization under this header name (default: removed).
+    pub client_authorization: Option<String>,
 }
 
 /// A route's `upstream`: a named upstream, or its own list of targets.
@@ -342,6 +364,10 @@ pub struct RouteSection {
     /// The name of an `[[upstreams]]` entry, or one or more `http://host:port` or
     /// `https://host:port` targets (all of one scheme): an upstream of the route's own.
     pub upstream: Option<RouteUpstream>,
+    /// The vault record injected into requests to the upstream.
+    pub credentials: Option<String>,
+    /// Where an `api_key` record goes, and where the client's own Authorization is kept.
+    pub inject: Option<InjectSection>,
     /// Retry a request with a non-idempotent method (POST, PATCH) after a failure once it
     /// was sent, when it has no body. Default false.
     pub retry_non_idempotent: Option<bool>,

@@ -24,6 +24,7 @@ use crate::routing::RouteTable;
 pub(crate) mod issuer;
 pub(crate) mod upstream;
 mod upstreams;
+mod vault;
 
 pub use crate::report::{ConfigErrors, ConfigIssue, Report};
 pub use server::duration;

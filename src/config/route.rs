@@ -20,6 +20,8 @@ pub(super) struct RouteInputs<'a> {
     pub issuers: &'a [crate::token::TokenIssuerSection],
     /// The `[[upstreams]]` that validated, by name.
     pub upstreams: &'a std::collections::HashMap<String, UpstreamSpec>,
+    /// `[vault]`, opened.
+    pub vault: Option<&'a crate::vault::Vault>,
     pub now: std::time::SystemTime,
 }
 
@@ -145,6 +147,7 @@ pub(super) fn route(
         s.response_headers.as_ref(),
     );
 
+    let credential = super::vault::credential(r, key, s, file, inputs.vault);
     let pins = pin_set(r, key, &s.pins, &s.cert_fingerprints);
     let ip = ip_policy(r, key, &s.allow, &s.deny);
     let license =
@@ -207,6 +210,7 @@ pub(super) fn route(
             rewrite: rewrite?.map(Box::new),
             websocket,
             retry_non_idempotent: s.retry_non_idempotent.unwrap_or(false),
+            credential: credential?,
         },
         upstream,
         on,

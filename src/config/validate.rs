@@ -169,11 +169,13 @@ pub fn build_snapshot(
         super::limits::quota_store(&mut r, file, &others)
     };
     let named_upstreams = super::upstreams::upstreams(&mut r, file, now);
+    let vault = super::vault::open(&mut r, file);
     let inputs = RouteInputs {
         listeners: &declared,
         file,
         issuers: &issuer_names,
         upstreams: &named_upstreams,
+        vault: vault.as_ref(),
         now,
     };
     let mut route_names = HashSet::new();

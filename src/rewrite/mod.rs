@@ -8,6 +8,8 @@
 //! so neither a client nor a rewrite can stand in for those; naming one of the headers that
 //! frame the message or that only the gateway writes is a config error.
 
+pub mod credential;
+
 use std::borrow::Cow;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};

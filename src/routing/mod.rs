@@ -59,6 +59,8 @@ pub struct Route {
     pub websocket: bool,
     /// Requests with a non-idempotent method (and no body) may be retried once sent.
     pub retry_non_idempotent: bool,
+    /// The upstream credential injected from the vault.
+    pub credential: Option<Box<crate::rewrite::credential::Credential>>,
     /// The path, Host and headers rewritten on the way to the upstream and back.
     pub rewrite: Option<Box<crate::rewrite::Rewrite>>,
 }

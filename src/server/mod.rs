@@ -232,7 +232,7 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
     shared
         .metrics
         .config_loaded(&shared.generation.load().snapshot, SystemTime::now());
-    spawn_quota_writer(Arc::clone(&shared), stop_rx.clone());
+    let quota_writer = spawn_quota_writer(Arc::clone(&shared), stop_rx.clone());
     crate::server::memory::spawn_trimmer(
         shared.metrics.parked_connections.clone(),
         stop_rx.clone(),
@@ -321,7 +321,9 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
             }
         }
         // Close the license store now, not whenever the last task holding the shared state
-        // lets go: a restart in the same process must be able to open it.
+        // lets go: a restart in the same process must be able to open it. The quota writer
+        // may be in a write holding the generation: it ends first.
+        let _ = quota_writer.await;
         flush_quotas(&g.shared);
         let closing = g.shared.generation.load().without_stores();
         g.shared.generation.store(Arc::new(closing));
@@ -332,7 +334,7 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
 
 /// Write changed quota counts once a second (the store keeps them in memory between), so a
 /// crash loses at most a second's counts; the last write runs at shutdown.
-fn spawn_quota_writer(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+fn spawn_quota_writer(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -353,7 +355,7 @@ fn spawn_quota_writer(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             })
             .await;
         }
-    });
+    })
 }
 
 /// Write changed quota counts now (shutdown).

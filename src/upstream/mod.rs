@@ -267,6 +267,10 @@ pub async fn forward(
     if let Some(rw) = rewrite {
         rw.request.apply(&mut parts.headers);
     }
+    let credential = route.credential.as_deref();
+    if let Some(c) = credential {
+        c.apply(&mut parts.headers);
+    }
     headers::add_forwarding(&mut parts.headers, x, conn, snapshot);
 
     // Origin form ("/path?query") on the request line, as HTTP/1.1 to a server wants it.
@@ -280,6 +284,12 @@ pub async fn forward(
     };
     if uri.path_and_query.is_none() {
         uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    if let Some(pq) = &uri.path_and_query
+        && let Some(query) = credential.and_then(|c| c.query(pq.query()))
+    {
+        uri.path_and_query =
+            Some(crate::rewrite::with_path(pq.path(), Some(&query)).ok_or(Denial::InvalidPath)?);
     }
     parts.uri = Uri::from_parts(uri).map_err(|_| Denial::InvalidPath)?;
     parts.version = Version::HTTP_11;
