@@ -10,7 +10,8 @@
 //! gives a proxy one core), the upstream and the clients on their own threads. CPU is read
 //! from /proc for the gateway thread only; a counting allocator counts only on that thread.
 //! Knobs: LOAD_SECS (default 5), LOAD_CONNS (default 32), LOAD_MODES ("full bare"; also
-//! "full_limits": the full policy plus two rate limits that never refuse; "tls_up" and
+//! "full_limits": the full policy plus two rate limits that never refuse; "full_cred": the
+//! full policy plus an API key from the vault injected upstream; "tls_up" and
 //! "h2_up": no policy, the upstream over TLS with HTTP/1.1 or HTTP/2, against "bare").
 
 // Bench set-up may panic: it is measurement code, never run on input.

@@ -94,6 +94,10 @@ pub fn config(dir: &Path, mode: &str, upstream: &str) -> String {
         "full_rr4" | "full_lr4" => c.push_str("upstream = \"app\"\n"),
         _ => c.push_str(&format!("upstream = [\"http://{upstream}\"]\n")),
     }
+    // "full_cred": the full policy plus an API key from the vault injected upstream.
+    if mode == "full_cred" {
+        c.push_str("credentials = \"api\"\ninject = { header = \"X-Api-Key\" }\n");
+    }
     if mode == "full_limits" {
         c.push_str("limits = [\n  { key = \"client_ip\", rate = \"1000000000/s\", burst = 1000000000 },\n  { key = \"token_sub\", rate = \"1000000000/s\", burst = 1000000000 },\n]\n");
     }
@@ -123,7 +127,58 @@ pub fn config(dir: &Path, mode: &str, upstream: &str) -> String {
         write(dir, "hs256.secret", SECRET);
     }
     c.push_str(&named);
+    if mode == "full_cred" {
+        c.push_str("\n[vault]\nfile = \"vault.json\"\nmaster_key_file = \"master.key\"\n");
+        vault(
+            dir,
+            &[
+                "init",
+                "--vault",
+                "vault.json",
+                "--new-master-key-file",
+                "master.key",
+            ],
+            "",
+        );
+        vault(
+            dir,
+            &[
+                "set",
+                "api",
+                "--kind",
+                "api_key",
+                "--vault",
+                "vault.json",
+                "--master-key-file",
+                "master.key",
+            ],
+            "bench-api-key-0123456789abcdef",
+        );
+    }
     c
+}
+
+/// `portcullis vault ARGS` in `dir` with `stdin` piped in.
+fn vault(dir: &Path, args: &[&str], stdin: &str) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("vault")
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("run portcullis vault");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write the secret");
+    assert!(
+        child.wait().expect("vault").success(),
+        "portcullis vault {args:?}"
+    );
 }
 
 pub fn provision(dir: &Path) {
