@@ -46,7 +46,6 @@ pub mod pipeline;
 mod record;
 mod report;
 pub mod request_id;
-mod rewrite;
 pub mod routing;
 pub mod server;
 pub mod state;

@@ -26,7 +26,6 @@ const FLOORS: &[(&str, u8)] = &[
     ("token", 1),
     ("limits", 1),
     ("framing", 1),
-    ("rewrite", 1),
     // 2. stores
     ("state", 2),
     ("vault", 2),

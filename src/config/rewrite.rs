@@ -4,7 +4,7 @@ use http::header::{HeaderName, HeaderValue};
 
 use crate::config::file::{HeaderOpsSection, RewriteSection};
 use crate::report::Report;
-use crate::rewrite::{
+use crate::routing::rewrite::{
     HeaderOps, HostRewrite, REQUEST_PROTECTED, RESPONSE_PROTECTED, Rewrite, is_protected,
 };
 

@@ -8,7 +8,7 @@ use http::header::{HeaderName, HeaderValue};
 
 use super::file::{FileConfig, RouteSection};
 use crate::report::Report;
-use crate::rewrite::credential::{Credential, Inject, encode_query};
+use crate::routing::rewrite::credential::{Credential, Inject, encode_query};
 use crate::vault::{Kind, MasterSource, Vault};
 
 /// The vault of `[vault]`, opened; `None` without the section or when it does not open

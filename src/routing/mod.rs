@@ -13,6 +13,7 @@
 
 pub(crate) mod host;
 pub mod path;
+pub mod rewrite;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -60,9 +61,9 @@ pub struct Route {
     /// Requests with a non-idempotent method (and no body) may be retried once sent.
     pub retry_non_idempotent: bool,
     /// The upstream credential injected from the vault.
-    pub credential: Option<Box<crate::rewrite::credential::Credential>>,
+    pub credential: Option<Box<crate::routing::rewrite::credential::Credential>>,
     /// The path, Host and headers rewritten on the way to the upstream and back.
-    pub rewrite: Option<Box<crate::rewrite::Rewrite>>,
+    pub rewrite: Option<Box<crate::routing::rewrite::Rewrite>>,
 }
 
 /// Check a configured prefix and put it in canonical form (the form requests are matched

@@ -277,7 +277,7 @@ pub async fn forward(
     let mut uri = http::uri::Parts::default();
     uri.path_and_query = match (rewrite, parts.uri.path_and_query()) {
         (Some(rw), Some(pq)) if rw.rewrites_path() => Some(
-            crate::rewrite::with_path(&rw.path(pq.path(), &route.path_prefix), pq.query())
+            crate::routing::rewrite::with_path(&rw.path(pq.path(), &route.path_prefix), pq.query())
                 .ok_or(Denial::InvalidPath)?,
         ),
         (_, pq) => pq.cloned(),
@@ -288,18 +288,20 @@ pub async fn forward(
     if let Some(pq) = &uri.path_and_query
         && let Some(query) = credential.and_then(|c| c.query(pq.query()))
     {
-        uri.path_and_query =
-            Some(crate::rewrite::with_path(pq.path(), Some(&query)).ok_or(Denial::InvalidPath)?);
+        uri.path_and_query = Some(
+            crate::routing::rewrite::with_path(pq.path(), Some(&query))
+                .ok_or(Denial::InvalidPath)?,
+        );
     }
     parts.uri = Uri::from_parts(uri).map_err(|_| Denial::InvalidPath)?;
     parts.version = Version::HTTP_11;
     let host_rule = match rewrite.map(|rw| &rw.host) {
-        Some(crate::rewrite::HostRewrite::Target) => HostRule::Target,
-        Some(crate::rewrite::HostRewrite::Fixed(v)) => {
+        Some(crate::routing::rewrite::HostRewrite::Target) => HostRule::Target,
+        Some(crate::routing::rewrite::HostRewrite::Fixed(v)) => {
             parts.headers.insert(header::HOST, v.clone());
             HostRule::Kept
         }
-        Some(crate::rewrite::HostRewrite::Client) | None => {
+        Some(crate::routing::rewrite::HostRewrite::Client) | None => {
             if parts.headers.contains_key(header::HOST) {
                 HostRule::Kept
             } else {
@@ -529,7 +531,7 @@ fn respond(
     x: &Exchange<'_>,
     upstream: &Upstream,
     route: &crate::routing::Route,
-    rewrite: Option<&crate::rewrite::Rewrite>,
+    rewrite: Option<&crate::routing::rewrite::Rewrite>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     mut resp: Response<Incoming>,
     lease: pool::Lease,
