@@ -155,21 +155,30 @@ impl Upstream {
     /// target is left. When no target at all is available, `all_down` decides: none (fail),
     /// or any untried one (panic).
     pub fn choose(&self, key: Option<u64>, tried: u64, now: u64) -> Option<usize> {
-        let picker = balance::Picker {
+        balance::Picker {
             targets: &self.targets,
             balance: &self.settings.balance,
             schedule: &self.schedule,
             cursor: &self.cursor,
-        };
-        let fresh = |i: usize| i >= 64 || tried & (1 << i) == 0;
-        picker
-            .pick(key, |i| self.targets[i].available(now) && fresh(i))
-            .or_else(|| match self.settings.all_down {
-                AllDown::Panic if !self.targets.iter().any(|t| t.available(now)) => {
-                    picker.pick(key, fresh)
-                }
-                AllDown::Fail | AllDown::Panic => None,
-            })
+        }
+        .pick(key, self.candidates(tried, now))
+    }
+
+    /// Whether a retry would find a target: [`Upstream::choose`]'s candidates, without
+    /// moving the round-robin cursor or drawing.
+    fn has_target_left(&self, tried: u64, now: u64) -> bool {
+        (0..self.targets.len()).any(self.candidates(tried, now))
+    }
+
+    /// The targets an attempt may go to: available ones not in `tried`, or, when none at
+    /// all is available and `all_down = "panic"`, any not in `tried`.
+    fn candidates(&self, tried: u64, now: u64) -> impl Fn(usize) -> bool + '_ {
+        let panic = self.settings.all_down == AllDown::Panic
+            && !self.targets.iter().any(|t| t.available(now));
+        move |i| {
+            let fresh = i >= 64 || tried & (1 << i) == 0;
+            fresh && (panic || self.targets[i].available(now))
+        }
     }
 
     /// The operator's view (`GET /upstreams`).
@@ -388,7 +397,7 @@ pub async fn forward(
         };
         // A retry once the request reached a target: only a replayable one, within the
         // retry count and the upstream's budget.
-        let left = |tried: u64| upstream.choose(key, tried, epoch_ms()).is_some();
+        let left = |tried: u64| upstream.has_target_left(tried, epoch_ms());
         let mut may_retry = || {
             if replay.is_none() || retries >= settings.retries || !left(tried) {
                 return false;
