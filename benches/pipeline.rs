@@ -96,8 +96,8 @@ fn request(authorization: Option<&str>) -> Request<()> {
 }
 
 /// Admit `req` as the server does per request (generation, clock, a new exchange, then the
-/// stages); whether it was admitted to a route.
-fn admitted(s: &Setup, req: &Request<()>) -> bool {
+/// stages), then `then` with whether it was admitted to a route and the exchange.
+fn admit_then<R>(s: &Setup, req: &Request<()>, then: impl FnOnce(bool, &Exchange<'_>) -> R) -> R {
     let shared = s.running.shared();
     let generation = shared.generation.load();
     let now = shared.clock.now();
@@ -106,25 +106,24 @@ fn admitted(s: &Setup, req: &Request<()>) -> bool {
         req.method().clone(),
         req.uri().path_and_query().cloned(),
     );
-    matches!(
+    let routed = matches!(
         admit(&generation, &s.conn, req, now, &mut x),
         Ok(Admitted::Route)
-    )
+    );
+    then(routed, &x)
+}
+
+/// Whether `req` was admitted to a route.
+fn admitted(s: &Setup, req: &Request<()>) -> bool {
+    admit_then(s, req, |routed, _| routed)
 }
 
 /// Admit `req`, then choose the target the upstream stage would send it to.
 fn picked(s: &Setup, req: &Request<()>) -> Option<usize> {
-    let shared = s.running.shared();
-    let generation = shared.generation.load();
-    let now = shared.clock.now();
-    let mut x = Exchange::new(
-        &s.conn,
-        req.method().clone(),
-        req.uri().path_and_query().cloned(),
-    );
-    admit(&generation, &s.conn, req, now, &mut x).ok()?;
-    let (_, parts) = x.route?;
-    parts.upstream.choose(None, 0, 0)
+    admit_then(s, req, |routed, x| {
+        let (_, parts) = x.route.filter(|_| routed)?;
+        parts.upstream.choose(None, 0, 0)
+    })
 }
 
 fn bench(c: &mut Criterion) {

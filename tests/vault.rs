@@ -103,6 +103,15 @@ fn config(up: &Upstream) -> String {
     )
 }
 
+/// `portcullis vault list` of vault.json, opened with the master key file `key`.
+fn list(dir: &Path, key: &str) -> Output {
+    vault(
+        dir,
+        &["list", "--vault", "vault.json", "--master-key-file", key],
+        "",
+    )
+}
+
 /// `req` with one more header.
 fn with_header(
     mut req: http::Request<BoxBody>,
@@ -135,17 +144,7 @@ async fn secrets_set_with_the_cli_reach_the_upstream_and_nothing_else() {
         "the vault file",
         &std::fs::read(pki.dir().join("vault.json")).unwrap(),
     );
-    let list = ok(&vault(
-        pki.dir(),
-        &[
-            "list",
-            "--vault",
-            "vault.json",
-            "--master-key-file",
-            "master.key",
-        ],
-        "",
-    ));
+    let list = ok(&list(pki.dir(), "master.key"));
     assert!(
         list.contains("shop\tapi_key")
             && list.contains("erp\tbasic")
@@ -296,29 +295,9 @@ async fn rotating_the_master_key_keeps_the_secrets_and_the_old_key_stops_working
         ],
         "",
     ));
-    let old = vault(
-        pki.dir(),
-        &[
-            "list",
-            "--vault",
-            "vault.json",
-            "--master-key-file",
-            "master.key",
-        ],
-        "",
-    );
+    let old = list(pki.dir(), "master.key");
     assert!(!old.status.success());
-    let list = ok(&vault(
-        pki.dir(),
-        &[
-            "list",
-            "--vault",
-            "vault.json",
-            "--master-key-file",
-            "new.key",
-        ],
-        "",
-    ));
+    let list = ok(&list(pki.dir(), "new.key"));
     assert!(list.contains("shop\tapi_key"), "{list}");
     let up = Upstream::echo("api").await;
     let toml = config(&up).replace(
