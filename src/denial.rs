@@ -118,6 +118,10 @@ pub enum Denial {
     /// requests wait already: the circuit breaker.
     #[error("upstream overloaded")]
     UpstreamOverloaded,
+    /// The route injects an OAuth2 credential and no token could be had from the token
+    /// endpoint; the reason is in the log, never in the response.
+    #[error("upstream credentials unavailable")]
+    UpstreamCredentialsUnavailable,
 }
 }
 
@@ -146,6 +150,7 @@ impl Denial {
             Denial::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Denial::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
             Denial::UpstreamOverloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Denial::UpstreamCredentialsUnavailable => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -174,6 +179,7 @@ impl Denial {
             Denial::UpstreamTimeout => "upstream_timeout",
             Denial::NoHealthyUpstream => "no_healthy_upstream",
             Denial::UpstreamOverloaded => "upstream_overloaded",
+            Denial::UpstreamCredentialsUnavailable => "upstream_credentials_unavailable",
         }
     }
 
@@ -200,7 +206,8 @@ impl Denial {
             | Denial::UpstreamTlsFailed
             | Denial::UpstreamTimeout
             | Denial::NoHealthyUpstream
-            | Denial::UpstreamOverloaded => false,
+            | Denial::UpstreamOverloaded
+            | Denial::UpstreamCredentialsUnavailable => false,
         }
     }
 

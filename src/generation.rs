@@ -18,6 +18,7 @@ use crate::state::licenses::Licensing;
 use crate::state::limits::LocalLimits;
 use crate::state::quotas::{EmbeddedQuotas, QuotaStoreError};
 use crate::upstream::Upstream;
+use crate::upstream::oauth2::TokenSource;
 
 /// Everything one config load runs with.
 pub struct Generation {
@@ -28,6 +29,9 @@ pub struct Generation {
     pub issuer: Option<Arc<Issuer>>,
     /// Each route's running parts, by [`Route::id`].
     routes: Vec<RouteParts>,
+    /// The OAuth2 token sources, by the index a route's credential names; an unchanged one
+    /// carries over with its cached token.
+    token_sources: Vec<Arc<TokenSource>>,
     /// Rate-limit and in-flight state, kept across reloads (a reload is no way around a
     /// limit) unless `[limits] max_keys` changed.
     pub limits: Arc<LocalLimits>,
@@ -45,6 +49,8 @@ pub struct Generation {
 #[derive(Debug)]
 pub struct RouteParts {
     pub upstream: Arc<Upstream>,
+    /// The OAuth2 token source the route's credential draws from.
+    pub token: Option<Arc<TokenSource>>,
     /// The route's metric series, resolved on its first request.
     pub series: RouteSeries,
 }
@@ -59,32 +65,51 @@ impl Generation {
         quota_file: Option<Arc<EmbeddedQuotas>>,
         previous: Option<&Generation>,
     ) -> Self {
-        let warm: Vec<&Arc<Upstream>> = previous
-            .map(|p| p.routes.iter().map(|r| &r.upstream).collect())
-            .unwrap_or_default();
+        let warm: Vec<&Arc<Upstream>> = previous.map(|p| p.upstreams()).unwrap_or_default();
         // Routes naming one [[upstreams]] entry share one running upstream (one set of
         // pools, one health checker); an unchanged upstream carries over warm.
         let mut running: Vec<Arc<Upstream>> = Vec::new();
+        let mut obtain = |spec: &crate::config::upstream::UpstreamSpec| {
+            let shared = running.iter().find(|u| spec.named && u.same_as(spec));
+            let upstream = match shared.or_else(|| warm.iter().copied().find(|u| u.same_as(spec))) {
+                Some(u) => Arc::clone(u),
+                None => {
+                    let before = warm.iter().find(|u| u.name() == &spec.name);
+                    let u = Arc::new(Upstream::new(spec, before.map(|u| &***u)));
+                    crate::upstream::health::spawn(&u);
+                    u
+                }
+            };
+            running.push(Arc::clone(&upstream));
+            upstream
+        };
+        let token_sources: Vec<Arc<TokenSource>> = snapshot
+            .token_sources
+            .iter()
+            .map(|spec| {
+                let endpoint = obtain(&spec.endpoint);
+                let kept = previous.and_then(|p| {
+                    p.token_sources
+                        .iter()
+                        .find(|t| t.spec() == spec && Arc::ptr_eq(t.endpoint(), &endpoint))
+                });
+                match kept {
+                    Some(t) => Arc::clone(t),
+                    None => Arc::new(TokenSource::new(spec.clone(), endpoint)),
+                }
+            })
+            .collect();
         let routes = snapshot
             .upstreams
             .iter()
-            .map(|spec| {
-                let shared = running.iter().find(|u| spec.named && u.same_as(spec));
-                let upstream =
-                    match shared.or_else(|| warm.iter().copied().find(|u| u.same_as(spec))) {
-                        Some(u) => Arc::clone(u),
-                        None => {
-                            let before = warm.iter().find(|u| u.name() == &spec.name);
-                            let u = Arc::new(Upstream::new(spec, before.map(|u| &***u)));
-                            crate::upstream::health::spawn(&u);
-                            u
-                        }
-                    };
-                running.push(Arc::clone(&upstream));
-                RouteParts {
-                    upstream,
-                    series: RouteSeries::default(),
-                }
+            .enumerate()
+            .map(|(id, spec)| RouteParts {
+                upstream: obtain(spec),
+                token: snapshot
+                    .route_token_source(id)
+                    .and_then(|i| token_sources.get(i))
+                    .cloned(),
+                series: RouteSeries::default(),
             })
             .collect();
         let limits = match previous {
@@ -105,6 +130,7 @@ impl Generation {
             licensing,
             issuer,
             routes,
+            token_sources,
         }
     }
 
@@ -123,20 +149,28 @@ impl Generation {
                 .iter()
                 .map(|r| RouteParts {
                     upstream: Arc::clone(&r.upstream),
+                    token: r.token.clone(),
                     series: RouteSeries::default(),
                 })
                 .collect(),
+            token_sources: self.token_sources.clone(),
             limits: Arc::clone(&self.limits),
             http: Arc::clone(&self.http),
         }
     }
 
-    /// Every running upstream once (routes may share one).
+    /// Every running upstream once (routes may share one): the routes' and the OAuth2
+    /// token endpoints'.
     pub fn upstreams(&self) -> Vec<&Arc<Upstream>> {
         let mut out: Vec<&Arc<Upstream>> = Vec::new();
-        for r in &self.routes {
-            if !out.iter().any(|u| Arc::ptr_eq(u, &r.upstream)) {
-                out.push(&r.upstream);
+        let all = self
+            .routes
+            .iter()
+            .map(|r| &r.upstream)
+            .chain(self.token_sources.iter().map(|t| t.endpoint()));
+        for u in all {
+            if !out.iter().any(|o| Arc::ptr_eq(o, u)) {
+                out.push(u);
             }
         }
         out

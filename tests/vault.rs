@@ -8,9 +8,8 @@
 
 mod support;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use support::*;
 
@@ -18,24 +17,8 @@ const API_KEY: &str = "sk_live_Q7f3a9c1e5b2d4f6a8c0e";
 const BASIC: &str = "erp-user:pa55-W0rd-9f1c";
 const BEARER: &str = "tok_8d7c6b5a4f3e2d1c0b9a";
 
-/// `portcullis vault ARGS` in `dir`, `stdin` piped in.
 fn vault(dir: &Path, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .arg("vault")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run portcullis vault");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    vault_cli(dir, args, stdin)
 }
 
 fn ok(out: &Output) -> String {
@@ -49,31 +32,14 @@ fn ok(out: &Output) -> String {
 
 /// A vault in `dir` holding the three test secrets, opened with master.key.
 fn filled(dir: &Path) -> Vec<Output> {
-    let at = ["--vault", "vault.json", "--master-key-file", "master.key"];
-    let mut outs = vec![vault(
+    vault_with(
         dir,
         &[
-            "init",
-            "--vault",
-            "vault.json",
-            "--new-master-key-file",
-            "master.key",
+            ("shop", "api_key", API_KEY),
+            ("erp", "basic", BASIC),
+            ("crm", "bearer", BEARER),
         ],
-        "",
-    )];
-    for (name, kind, secret) in [
-        ("shop", "api_key", API_KEY),
-        ("erp", "basic", BASIC),
-        ("crm", "bearer", BEARER),
-    ] {
-        let mut args = vec!["set", name, "--kind", kind];
-        args.extend_from_slice(&at);
-        outs.push(vault(dir, &args, &format!("{secret}\n")));
-    }
-    for o in &outs {
-        ok(o);
-    }
-    outs
+    )
 }
 
 fn config(up: &Upstream) -> String {
@@ -348,7 +314,9 @@ fn the_cli_takes_secrets_from_stdin_only_and_names_bad_input() {
         &[&["set", "x", "--kind", "oauth"][..], &at].concat(),
         "v",
     );
-    assert!(String::from_utf8_lossy(&kind.stderr).contains("is not api_key, basic or bearer"));
+    assert!(
+        String::from_utf8_lossy(&kind.stderr).contains("is not api_key, basic, bearer or oauth2")
+    );
     // init never overwrites a vault or a key.
     assert!(
         !vault(

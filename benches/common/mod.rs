@@ -8,6 +8,9 @@ pub mod upstream;
 use std::path::Path;
 use std::process::Command;
 
+#[path = "../../tests/support/vault.rs"]
+mod vault;
+
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
 };
@@ -129,58 +132,12 @@ pub fn config(dir: &Path, mode: &str, upstream: &str) -> String {
     c.push_str(&named);
     if mode == "full_cred" {
         c.push_str("\n[vault]\nfile = \"vault.json\"\nmaster_key_file = \"master.key\"\n");
-        vault(
-            dir,
-            &[
-                "init",
-                "--vault",
-                "vault.json",
-                "--new-master-key-file",
-                "master.key",
-            ],
-            "",
-        );
-        vault(
-            dir,
-            &[
-                "set",
-                "api",
-                "--kind",
-                "api_key",
-                "--vault",
-                "vault.json",
-                "--master-key-file",
-                "master.key",
-            ],
-            "bench-api-key-0123456789abcdef",
-        );
+        vault::vault_with(dir, &[("api", "api_key", "bench-api-key-0123456789abcdef")]);
     }
     c
 }
 
 /// `portcullis vault ARGS` in `dir` with `stdin` piped in.
-fn vault(dir: &Path, args: &[&str], stdin: &str) {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .arg("vault")
-        .args(args)
-        .current_dir(dir)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("run portcullis vault");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write the secret");
-    assert!(
-        child.wait().expect("vault").success(),
-        "portcullis vault {args:?}"
-    );
-}
-
 pub fn provision(dir: &Path) {
     portcullis(
         &["license", "keygen", "--out", ".", "--name", "license"],

@@ -124,7 +124,7 @@ pub fn run(command: VaultCommand, stdin: &mut dyn Read, now: u64) -> Result<Stri
             let kind = Kind::parse(&kind).ok_or_else(|| {
                 VaultError::Format(
                     at.vault.clone(),
-                    format!("--kind \"{kind}\" is not api_key, basic or bearer"),
+                    format!("--kind \"{kind}\" is not api_key, basic, bearer or oauth2"),
                 )
             })?;
             let mut raw = Zeroizing::new(Vec::new());
@@ -151,6 +151,12 @@ pub fn run(command: VaultCommand, stdin: &mut dyn Read, now: u64) -> Result<Stri
                 return Err(VaultError::Format(
                     PathBuf::from("<stdin>"),
                     "a basic secret is user:password".into(),
+                ));
+            }
+            if kind == Kind::OAuth2 && !raw[..len].contains(&b':') {
+                return Err(VaultError::Format(
+                    PathBuf::from("<stdin>"),
+                    "an oauth2 secret is client_id:client_secret".into(),
                 ));
             }
             let master = at.master.source().load()?;

@@ -99,6 +99,18 @@ pub struct InjectSection {
     pub query: Option<String>,
     /// Keep the client's own Authorization under this header name (default: removed).
     pub client_authorization: Option<String>,
+    /// oauth2: the `[[upstreams]]` entry serving the token endpoint (its TLS settings apply).
+    pub token_upstream: Option<String>,
+    /// oauth2: the token endpoint's path on `token_upstream`.
+    pub token_path: Option<String>,
+    /// oauth2: the token endpoint as one URL (system roots, default timeouts).
+    pub token_url: Option<String>,
+    /// oauth2: the `scope` asked for.
+    pub scope: Option<String>,
+    /// oauth2: the `audience` asked for (some providers want one).
+    pub audience: Option<String>,
+    /// oauth2: how the client authenticates: "basic" (default) or "post".
+    pub client_auth: Option<String>,
 }
 
 /// A route's `upstream`: a named upstream, or its own list of targets.

@@ -24,7 +24,7 @@ use crate::routing::RouteTable;
 pub(crate) mod issuer;
 pub(crate) mod upstream;
 mod upstreams;
-mod vault;
+pub mod vault;
 
 pub use crate::report::{ConfigErrors, ConfigIssue, Report};
 pub use server::duration;
@@ -41,6 +41,11 @@ pub struct Snapshot {
     pub listeners: Vec<Arc<ListenerPolicy>>,
     /// Each route's upstream, by [`Route::id`](crate::routing::Route::id).
     pub upstreams: Vec<upstream::UpstreamSpec>,
+    /// The OAuth2 client credentials grants routes inject tokens from, by the index their
+    /// credential names.
+    pub token_sources: Vec<vault::TokenSourceSpec>,
+    /// Each route's token source (an index into `token_sources`), by route id.
+    pub route_tokens: Vec<Option<usize>>,
     /// Header names for the client identity sent upstream.
     pub identity_headers: IdentityHeaders,
     pub admin: Option<AdminSettings>,
@@ -63,6 +68,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The OAuth2 token source of the route with this id, if its credential is one.
+    pub fn route_token_source(&self, route: usize) -> Option<usize> {
+        self.route_tokens.get(route).copied().flatten()
+    }
+
     /// The policy of the listener named `name`, if it is still configured.
     ///
     /// Linear: a gateway has a handful of listeners, and comparing a few short strings is

@@ -31,6 +31,7 @@ pub(super) fn route(
     s: &RouteSection,
     id: usize,
     inputs: &RouteInputs<'_>,
+    token_sources: &mut Vec<super::vault::TokenSourceSpec>,
 ) -> Option<(Route, UpstreamSpec, Option<HashSet<String>>)> {
     let RouteInputs {
         listeners,
@@ -147,7 +148,7 @@ pub(super) fn route(
         s.response_headers.as_ref(),
     );
 
-    let credential = super::vault::credential(r, key, s, file, inputs.vault);
+    let credential = super::vault::credential(r, key, s, inputs, token_sources);
     let pins = pin_set(r, key, &s.pins, &s.cert_fingerprints);
     let ip = ip_policy(r, key, &s.allow, &s.deny);
     let license =
@@ -299,20 +300,7 @@ fn route_upstream(
                 );
                 return None;
             }
-            let Some(spec) = inputs.upstreams.get(n) else {
-                if !inputs
-                    .file
-                    .upstreams
-                    .iter()
-                    .any(|u| u.name.as_deref() == Some(n))
-                {
-                    r.error(
-                        format!("{key}.upstream"),
-                        format!("no [[upstreams]] entry is named \"{n}\""),
-                    );
-                }
-                return None;
-            };
+            let spec = named_upstream(r, &format!("{key}.upstream"), n, inputs)?;
             let clear = spec.tls.is_none() && spec.settings.protocol == Protocol::Auto;
             if websocket && !clear && spec.settings.protocol != Protocol::Http1 {
                 r.error(
@@ -358,4 +346,28 @@ fn route_upstream(
             })
         }
     }
+}
+
+/// The `[[upstreams]]` entry named `name`, for the key `at`: reported when none has that
+/// name (an entry that exists but failed validation was reported already).
+pub(super) fn named_upstream<'a>(
+    r: &mut Report,
+    at: &str,
+    name: &str,
+    inputs: &RouteInputs<'a>,
+) -> Option<&'a UpstreamSpec> {
+    let found = inputs.upstreams.get(name);
+    if found.is_none()
+        && !inputs
+            .file
+            .upstreams
+            .iter()
+            .any(|u| u.name.as_deref() == Some(name))
+    {
+        r.error(
+            at.to_owned(),
+            format!("no [[upstreams]] entry is named \"{name}\""),
+        );
+    }
+    found
 }

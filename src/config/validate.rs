@@ -181,13 +181,18 @@ pub fn build_snapshot(
     let mut route_names = HashSet::new();
     // Each route's upstream, by route id (its place in this list).
     let mut upstreams = Vec::with_capacity(file.routes.len());
+    // The OAuth2 token sources the routes inject from, each once.
+    let mut token_sources = Vec::new();
+    let mut route_tokens = Vec::with_capacity(file.routes.len());
     for (i, rs) in file.routes.iter().enumerate() {
         let key = format!("routes[{i}]");
         let id = upstreams.len();
-        let Some((route, spec, on)) = route(&mut r, &key, rs, id, &inputs) else {
+        let Some((route, spec, on)) = route(&mut r, &key, rs, id, &inputs, &mut token_sources)
+        else {
             continue;
         };
         upstreams.push(spec);
+        route_tokens.push(route.credential.as_ref().and_then(|c| c.token_source()));
         if !route_names.insert(route.name.clone()) {
             r.error(
                 format!("{key}.name"),
@@ -258,6 +263,8 @@ pub fn build_snapshot(
             source: path.to_path_buf(),
             server,
             upstreams,
+            token_sources,
+            route_tokens,
             listeners,
             identity_headers,
             admin,

@@ -48,6 +48,7 @@ pub struct Metrics {
     upstream_tls_handshakes: IntCounterVec,
     /// Failed TLS handshakes with upstreams, by route's upstream and bounded reason.
     upstream_tls_failures: IntCounterVec,
+    credential_grants: IntCounterVec,
     /// Connections open to each route's upstream, by protocol (set at scrape time).
     upstream_connections: prometheus::IntGaugeVec,
     /// Retries, failovers, budget refusals and overload refusals, by upstream and event.
@@ -191,6 +192,13 @@ impl Metrics {
             ),
             &["upstream", "reason"],
         )?;
+        let credential_grants = IntCounterVec::new(
+            Opts::new(
+                "portcullis_upstream_credential_grants_total",
+                "OAuth2 client credentials grants the gateway ran for injected credentials, by vault record and outcome (ok, failed).",
+            ),
+            &["credential", "outcome"],
+        )?;
         let upstream_connections = prometheus::IntGaugeVec::new(
             Opts::new(
                 "portcullis_upstream_connections_open",
@@ -250,6 +258,7 @@ impl Metrics {
             &upstream_errors,
             &upstream_tls_handshakes,
             &upstream_tls_failures,
+            &credential_grants,
             &handshakes,
             &handshake_failures,
             &token_cache,
@@ -298,6 +307,7 @@ impl Metrics {
             upstream_errors,
             upstream_tls_handshakes,
             upstream_tls_failures,
+            credential_grants,
             upstream_connections,
             upstream_events,
             upstream_ejections,
@@ -444,6 +454,13 @@ impl Metrics {
     pub fn upstream_tls_failure(&self, route: &str, reason: &'static str) {
         self.upstream_tls_failures
             .with_label_values(&[route, reason])
+            .inc();
+    }
+
+    /// An OAuth2 grant for the vault record `credential` (its name, never its value).
+    pub fn credential_grant(&self, credential: &str, ok: bool) {
+        self.credential_grants
+            .with_label_values(&[credential, if ok { "ok" } else { "failed" }])
             .inc();
     }
 

@@ -55,6 +55,8 @@ pub struct RequestBody {
     remaining: u64,
     /// Bytes passed so far, for the access log (only for requests that have a body).
     seen: Option<Arc<AtomicU64>>,
+    /// A body of the gateway's own (a token request's form), sent before anything else.
+    own: Option<Bytes>,
 }
 
 impl RequestBody {
@@ -63,6 +65,7 @@ impl RequestBody {
             inner: Some(inner),
             remaining: limit.unwrap_or(u64::MAX),
             seen,
+            own: None,
         }
     }
 
@@ -72,6 +75,17 @@ impl RequestBody {
             inner: None,
             remaining: 0,
             seen: None,
+            own: None,
+        }
+    }
+
+    /// A body of the gateway's own, whole.
+    pub fn full(bytes: Bytes) -> Self {
+        RequestBody {
+            inner: None,
+            remaining: 0,
+            seen: None,
+            own: Some(bytes),
         }
     }
 }
@@ -84,6 +98,9 @@ impl Body for RequestBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(own) = self.own.take() {
+            return Poll::Ready(Some(Ok(Frame::data(own))));
+        }
         let Some(inner) = self.inner.as_mut() else {
             return Poll::Ready(None);
         };
@@ -108,10 +125,13 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
+        self.own.is_none() && self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
+        if let Some(own) = &self.own {
+            return SizeHint::with_exact(own.len() as u64);
+        }
         self.inner
             .as_ref()
             .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)

@@ -6,6 +6,7 @@ mod balance;
 mod body;
 mod headers;
 pub mod health;
+pub mod oauth2;
 mod pool;
 mod retry;
 mod target;
@@ -280,6 +281,20 @@ pub async fn forward(
     if let Some(c) = credential {
         c.apply(&mut parts.headers);
     }
+    let token = route_parts.token.as_deref();
+    let credentials_unavailable = |e: oauth2::GrantError| {
+        // The reason goes to the log, never to the client; the record's name only.
+        tracing::warn!(route = &*route.name, request_id = %x.request_id, credential = credential.map_or("", |c| &*c.record), error = %e, "no upstream credential: the OAuth2 grant failed");
+        Denial::UpstreamCredentialsUnavailable
+    };
+    let mut bearer = match token {
+        Some(t) => Some(
+            t.bearer(x.mono_ns, metrics)
+                .await
+                .map_err(credentials_unavailable)?,
+        ),
+        None => None,
+    };
     headers::add_forwarding(&mut parts.headers, x, conn, snapshot);
 
     // Origin form ("/path?query") on the request line, as HTTP/1.1 to a server wants it.
@@ -329,12 +344,15 @@ pub async fn forward(
     // method whose effect a repeat cannot double (or a route that says it may), no upgrade.
     // Its head is copied before the first attempt; nothing else is.
     // With one target there is nowhere to retry to, and no copy is made.
-    let replay = (settings.retries > 0
+    let replayable = !has_body && client_upgrade.is_none();
+    let retryable = replayable
+        && settings.retries > 0
         && upstream.targets.len() > 1
-        && !has_body
-        && client_upgrade.is_none()
-        && (retry::idempotent(&parts.method) || route.retry_non_idempotent))
-        .then(|| Head::of(&parts));
+        && (retry::idempotent(&parts.method) || route.retry_non_idempotent);
+    // An OAuth2 token the upstream refuses (401) is renewed and the request sent once more:
+    // a refused request had no effect, whatever its method.
+    let replay = (retryable || (replayable && token.is_some())).then(|| Head::of(&parts));
+    let mut reauthorized = false;
     let mut next = Some(Request::from_parts(
         parts,
         RequestBody::new(body, limit, x.bytes_in.clone()),
@@ -357,6 +375,10 @@ pub async fn forward(
         };
         if host_rule == HostRule::Target {
             req.headers_mut().insert(header::HOST, target.host.clone());
+        }
+        if let Some(b) = &bearer {
+            req.headers_mut()
+                .insert(header::AUTHORIZATION, b.value.clone());
         }
         let wait = match deadline {
             Some(d) => match d.checked_duration_since(Instant::now()) {
@@ -399,7 +421,7 @@ pub async fn forward(
         // retry count and the upstream's budget.
         let left = |tried: u64| upstream.has_target_left(tried, epoch_ms());
         let mut may_retry = || {
-            if replay.is_none() || retries >= settings.retries || !left(tried) {
+            if !retryable || retries >= settings.retries || !left(tried) {
                 return false;
             }
             if !upstream
@@ -429,6 +451,24 @@ pub async fn forward(
                 }
                 let status = resp.status();
                 outlier(status.is_server_error());
+                if status == http::StatusCode::UNAUTHORIZED
+                    && let (Some(t), Some(spent)) = (token, bearer.as_ref().map(|b| b.serial))
+                {
+                    if replay.is_some() && !reauthorized {
+                        // Once: a fresh token, and the same target may take it again.
+                        reauthorized = true;
+                        drop((resp, lease));
+                        record(Ok(()));
+                        bearer = Some(
+                            t.after_refusal(spent, x.mono_ns, metrics)
+                                .await
+                                .map_err(credentials_unavailable)?,
+                        );
+                        tried &= !1u64.checked_shl(index as u32).unwrap_or(0);
+                        continue;
+                    }
+                    t.forget(spent);
+                }
                 if matches!(status.as_u16(), 502..=504) && may_retry() {
                     record(Err(UpstreamError::Exchange));
                     continue;

@@ -25,6 +25,10 @@ pub enum Kind {
     Basic,
     /// A token sent as `Authorization: Bearer`.
     Bearer,
+    /// An OAuth2 client, `client_id:client_secret`: the gateway runs the client credentials
+    /// grant with it and sends the token it gets as `Authorization: Bearer`.
+    #[serde(rename = "oauth2")]
+    OAuth2,
 }
 
 impl Kind {
@@ -33,6 +37,7 @@ impl Kind {
             "api_key" => Some(Kind::ApiKey),
             "basic" => Some(Kind::Basic),
             "bearer" => Some(Kind::Bearer),
+            "oauth2" => Some(Kind::OAuth2),
             _ => None,
         }
     }
@@ -42,6 +47,7 @@ impl Kind {
             Kind::ApiKey => "api_key",
             Kind::Basic => "basic",
             Kind::Bearer => "bearer",
+            Kind::OAuth2 => "oauth2",
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod pki;
 pub mod prometheus;
 pub mod raw;
 pub mod upstream;
+pub mod vault;
 
 use std::convert::Infallible;
 
@@ -33,6 +34,7 @@ pub use gateway::{
 };
 pub use pki::{Identity, Pki};
 pub use upstream::{Echo, Gate, Upstream};
+pub use vault::{vault_cli, vault_with};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

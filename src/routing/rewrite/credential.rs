@@ -12,6 +12,9 @@ pub enum Inject {
     Header(HeaderName, HeaderValue),
     /// This query parameter (name and value percent-encoded), replacing any of the client's.
     Query { name: Box<str>, value: Box<str> },
+    /// `Authorization: Bearer` with a token the gateway obtains by the OAuth2 client
+    /// credentials grant: the running token source at this index of the snapshot's.
+    OAuth2 { source: usize },
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -28,6 +31,7 @@ impl std::fmt::Debug for Credential {
         let to = match &self.inject {
             Inject::Header(name, _) => format!("header {name}"),
             Inject::Query { name, .. } => format!("query {name}"),
+            Inject::OAuth2 { source } => format!("oauth2 token source {source}"),
         };
         write!(f, "Credential({} -> {to}, <redacted>)", self.record)
     }
@@ -35,7 +39,7 @@ impl std::fmt::Debug for Credential {
 
 impl Credential {
     /// The header part: the client's `Authorization` moved or removed, then the credential
-    /// header set.
+    /// header set (an OAuth2 token is set by the upstream side, which holds the token).
     pub fn apply(&self, h: &mut HeaderMap) {
         let client = h.remove(header::AUTHORIZATION);
         if let (Some(keep), Some(v)) = (&self.client_authorization, client) {
@@ -43,6 +47,14 @@ impl Credential {
         }
         if let Inject::Header(name, value) = &self.inject {
             h.insert(name.clone(), value.clone());
+        }
+    }
+
+    /// The OAuth2 token source this credential draws from, if it is one.
+    pub fn token_source(&self) -> Option<usize> {
+        match self.inject {
+            Inject::OAuth2 { source } => Some(source),
+            _ => None,
         }
     }
 
