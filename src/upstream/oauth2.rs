@@ -151,26 +151,29 @@ impl TokenSource {
     /// The token to send at `now` (monotonic ns): the cached one while it is fresh, else
     /// one grant for every request waiting.
     pub async fn bearer(&self, now: u64, metrics: &Metrics) -> Result<Bearer, GrantError> {
-        let cached = self.current.load_full();
-        if let Some(t) = cached.as_deref() {
-            match freshness(t, now) {
+        // The cached token is read without taking a reference count; nothing is held
+        // across an await.
+        let current = match self.current.load().as_deref() {
+            Some(t) => match freshness(t, now) {
                 Freshness::Fresh => return Ok(t.bearer()),
-                Freshness::Renew => {
-                    // One request renews; the others (and this one, if renewal fails) keep
-                    // the token that is still valid.
-                    if self
-                        .renewing
-                        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
-                        .is_err()
-                    {
-                        return Ok(t.bearer());
-                    }
-                    let renewed = self.renew(Some(t.serial), now, metrics).await;
-                    self.renewing.store(false, Ordering::Release);
-                    return Ok(renewed.unwrap_or_else(|_| t.bearer()));
-                }
-                Freshness::Stale => {}
+                Freshness::Renew => Some(t.bearer()),
+                Freshness::Stale => None,
+            },
+            None => None,
+        };
+        if let Some(valid) = current {
+            // One request renews; the others (and this one, if renewal fails) keep the
+            // token that is still valid.
+            if self
+                .renewing
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                return Ok(valid);
             }
+            let renewed = self.renew(Some(valid.serial), now, metrics).await;
+            self.renewing.store(false, Ordering::Release);
+            return Ok(renewed.unwrap_or(valid));
         }
         self.renew(None, now, metrics).await
     }
