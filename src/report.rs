@@ -73,6 +73,23 @@ impl<'a> Report<'a> {
         self.warnings
             .push(ConfigIssue::new(self.file, key, message));
     }
+    /// Report each of `fields` (name, whether it is set) that is set where it does not
+    /// apply, as `{key}.{name}` with `why(name)`; whether any was.
+    pub fn misplaced(
+        &mut self,
+        key: &str,
+        fields: &[(&str, bool)],
+        why: impl Fn(&str) -> String,
+    ) -> bool {
+        let mut any = false;
+        for &(field, set) in fields {
+            if set {
+                self.error(format!("{key}.{field}"), why(field));
+                any = true;
+            }
+        }
+        any
+    }
     /// Resolve a path from the config relative to the config file's folder.
     pub fn resolve(&self, p: &str) -> PathBuf {
         let p = Path::new(p);

@@ -279,20 +279,17 @@ fn route_upstream(
             None
         }
         Some(RouteUpstream::Named(n)) => {
-            for (field, set) in [
-                ("upstream_tls", s.upstream_tls.is_some()),
-                ("upstream_protocol", s.upstream_protocol.is_some()),
-                ("connect_timeout", s.connect_timeout.is_some()),
-                ("response_timeout", s.response_timeout.is_some()),
-                ("idle_timeout", s.idle_timeout.is_some()),
-            ] {
-                if set {
-                    r.error(
-                        format!("{key}.{field}"),
-                        format!("the route uses [[upstreams]] \"{n}\": set {field} there"),
-                    );
-                }
-            }
+            r.misplaced(
+                key,
+                &[
+                    ("upstream_tls", s.upstream_tls.is_some()),
+                    ("upstream_protocol", s.upstream_protocol.is_some()),
+                    ("connect_timeout", s.connect_timeout.is_some()),
+                    ("response_timeout", s.response_timeout.is_some()),
+                    ("idle_timeout", s.idle_timeout.is_some()),
+                ],
+                |field| format!("the route uses [[upstreams]] \"{n}\": set {field} there"),
+            );
             if n.contains("://") {
                 r.error(
                     format!("{key}.upstream"),

@@ -169,26 +169,26 @@ pub(super) fn credential(
             format!("record \"{name}\" holds bytes a header cannot carry (a line break?)"),
         );
     };
-    if kind != Kind::OAuth2 {
-        for (field, set) in [
-            ("token_upstream", inject.token_upstream.is_some()),
-            ("token_path", inject.token_path.is_some()),
-            ("token_url", inject.token_url.is_some()),
-            ("scope", inject.scope.is_some()),
-            ("audience", inject.audience.is_some()),
-            ("client_auth", inject.client_auth.is_some()),
-        ] {
-            if set {
-                r.error(
-                    format!("{key}.inject.{field}"),
-                    format!(
-                        "applies to oauth2 records, and \"{name}\" is {}",
-                        kind.label()
-                    ),
-                );
-                return None;
-            }
-        }
+    if kind != Kind::OAuth2
+        && r.misplaced(
+            &format!("{key}.inject"),
+            &[
+                ("token_upstream", inject.token_upstream.is_some()),
+                ("token_path", inject.token_path.is_some()),
+                ("token_url", inject.token_url.is_some()),
+                ("scope", inject.scope.is_some()),
+                ("audience", inject.audience.is_some()),
+                ("client_auth", inject.client_auth.is_some()),
+            ],
+            |_| {
+                format!(
+                    "applies to oauth2 records, and \"{name}\" is {}",
+                    kind.label()
+                )
+            },
+        )
+    {
+        return None;
     }
     let inject = match (kind, inject.header.as_deref(), inject.query.as_deref()) {
         (Kind::ApiKey, Some(h), None) => {
