@@ -20,6 +20,16 @@ fn issuer_section(extra: &str) -> String {
     )
 }
 
+/// A listener, `[issuer]` with `extra`, and one open route.
+fn issuer_only(extra: &str) -> String {
+    format!(
+        "{}{}{}",
+        listener("public", ""),
+        issuer_section(extra),
+        route("open", "/", &["http://127.0.0.1:9"], "auth = \"none\""),
+    )
+}
+
 fn load(pki: &Pki, text: &str) -> Result<portcullis::config::Loaded, Vec<(String, String)>> {
     load_str(&pki.path("portcullis.toml"), text, SystemTime::now())
         .map_err(|e| e.0.into_iter().map(|i| (i.key, i.message)).collect())
@@ -127,12 +137,7 @@ fn the_listener_must_exist_and_names_and_iss_must_not_clash() {
 #[test]
 fn portcullis_check_accepts_an_issuer_config_without_touching_the_store() {
     let pki = Pki::generate();
-    let text = format!(
-        "{}{}{}",
-        listener("public", ""),
-        issuer_section("algorithm = \"EdDSA\""),
-        route("open", "/", &["http://127.0.0.1:9"], "auth = \"none\""),
-    );
+    let text = issuer_only("algorithm = \"EdDSA\"");
     let config = write_config(pki.dir(), &text);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["check", "--config", config.to_str().expect("utf-8")])
@@ -144,4 +149,30 @@ fn portcullis_check_accepts_an_issuer_config_without_touching_the_store() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!pki.path("issuer.redb").exists());
+}
+
+#[test]
+fn an_issuer_without_a_vault_loads_with_a_warning_that_its_keys_are_in_clear() {
+    let pki = Pki::generate();
+    let base = issuer_only("");
+    let loaded = load(&pki, &base).expect("valid");
+    let w = loaded
+        .warnings
+        .iter()
+        .find(|w| w.key == "issuer")
+        .expect("a warning on [issuer]");
+    assert!(w.message.contains("add a [vault]"), "{w}");
+    let sealed =
+        |l: &portcullis::config::Loaded| l.snapshot.issuer.as_ref().map(|i| i.sealer.is_some());
+    assert_eq!(sealed(&loaded), Some(false));
+
+    vault_with(pki.dir(), &[]);
+    let with_vault = format!(
+        "{base}[vault]\nfile = \"{}\"\nmaster_key_file = \"{}\"\n",
+        pki.path("vault.json").display(),
+        pki.path("master.key").display()
+    );
+    let loaded = load(&pki, &with_vault).expect("valid");
+    assert!(loaded.warnings.iter().all(|w| w.key != "issuer"));
+    assert_eq!(sealed(&loaded), Some(true));
 }

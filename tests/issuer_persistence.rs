@@ -218,3 +218,103 @@ async fn records_that_can_no_longer_matter_are_pruned_as_time_passes() {
     let kids = jwks_kids(&send_one(&pki, gw.addr(), get("/.well-known/jwks.json")).await);
     assert!(!kids.contains(&old_kid));
 }
+
+/// The private keys as base64, read from the running gateway's store (a store in clear).
+fn clear_keys(gw: &Gateway) -> Vec<String> {
+    let keys = gw.issuer().store().read(|rx| rx.keys()).expect("keys");
+    keys.into_iter()
+        .map(|k| match k.private {
+            portcullis::issuer::PrivateKey::Plain(b64) => b64,
+            other => panic!("a key sealed without a vault: {other:?}"),
+        })
+        .collect()
+}
+
+/// `portcullis ARGS`, run in `dir`.
+fn portcullis_in(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run portcullis")
+}
+
+#[tokio::test]
+async fn with_a_vault_the_signing_keys_are_sealed_at_rest_and_a_store_in_clear_is_sealed_at_start()
+{
+    let pki = Pki::generate();
+    let up = Upstream::echo("api").await;
+    let plain = issuer_config(&up.url(), "");
+    let gw = Gateway::start(pki.dir(), &plain).await;
+    let secret = add_client(&gw, "erp-1", &["orders:read"]);
+    let before = client_credentials(&pki, gw.addr(), "erp-1", &secret).await;
+    let kids = jwks_kids(&send_one(&pki, gw.addr(), get("/.well-known/jwks.json")).await);
+    let clear = clear_keys(&gw);
+    assert_eq!(clear.len(), 1);
+    stop(gw).await;
+
+    // A vault is added: the next start seals the key it already had.
+    vault_with(pki.dir(), &[]);
+    let sealed =
+        format!("{plain}\n[vault]\nfile = \"vault.json\"\nmaster_key_file = \"master.key\"\n");
+    let gw = start_when_store_free(pki.dir(), &sealed).await;
+    assert_eq!(
+        jwks_kids(&send_one(&pki, gw.addr(), get("/.well-known/jwks.json")).await),
+        kids,
+        "the same key, now sealed"
+    );
+    send_one(&pki, gw.addr(), get_with_token("/api/x", &before.access))
+        .await
+        .echo();
+    let fresh = client_credentials(&pki, gw.addr(), "erp-1", &secret).await;
+    let records = gw.issuer().store().read(|rx| rx.keys()).expect("keys");
+    assert!(
+        records.iter().all(|k| k.sealed_with().is_some()),
+        "{records:?}"
+    );
+    stop(gw).await;
+    let file = std::fs::read(pki.dir().join("issuer.redb")).expect("store");
+    for b64 in &clear {
+        let tail = &b64.as_bytes()[b64.len() - 32..];
+        assert!(
+            !file.windows(tail.len()).any(|w| w == tail),
+            "the key is still in the store file in clear"
+        );
+    }
+
+    // The CLI rotates with the config's vault, and refuses to add a key in clear.
+    let cfg = pki.dir().join("portcullis.toml");
+    let cfg = cfg.to_str().expect("utf-8");
+    let rotate = portcullis_in(pki.dir(), &["keys", "rotate", "--config", cfg]);
+    assert!(
+        rotate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotate.stderr)
+    );
+    let refused = portcullis_in(pki.dir(), &["keys", "rotate", "--store", "issuer.redb"]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("sealed under vault data key"), "{err}");
+
+    // Without the vault, the gateway does not start on keys it cannot open, and says why.
+    let config = write_config(pki.dir(), &plain);
+    let e = portcullis::server::start(&config)
+        .await
+        .err()
+        .expect("refused without the vault")
+        .to_string();
+    assert!(
+        e.contains("sealed under vault data key") && e.contains("[vault]"),
+        "{e}"
+    );
+
+    // With it, tokens signed before the CLI's rotation still verify.
+    let gw = start_when_store_free(pki.dir(), &sealed).await;
+    assert_eq!(
+        jwks_kids(&send_one(&pki, gw.addr(), get("/.well-known/jwks.json")).await).len(),
+        2
+    );
+    send_one(&pki, gw.addr(), get_with_token("/api/x", &fresh.access))
+        .await
+        .echo();
+}

@@ -142,7 +142,11 @@ fn settings_from(config: &Path) -> Result<OwnIssuerSettings, CliError> {
         )));
     };
     let mut r = crate::config::Report::new(config);
-    let settings = crate::issuer::config::validate(section, &mut r);
+    let settings = crate::issuer::config::validate(section, &mut r).map(|mut s| {
+        // Keys are sealed under the config's vault, as the gateway would seal them.
+        s.sealer = crate::config::open_vault(&mut r, &file).map(|v| v.sealer());
+        s
+    });
     match settings {
         Some(s) if r.errors.is_empty() => Ok(s),
         _ => Err(CliError::Config(
@@ -271,6 +275,7 @@ pub fn run_keys(cmd: KeysCommand, now: SystemTime) -> Result<String, CliError> {
                 })
                 .transpose()?;
             let store: Box<dyn IssuerState> = Box::new(Embedded::open(&path)?);
+            let sealer = settings.as_ref().and_then(|s| s.sealer.as_ref());
             let rotated = store.write(|tx| {
                 if let Some(s) = &settings {
                     // Retention of the old key reads the configured access-token lifetime.
@@ -284,7 +289,7 @@ pub fn run_keys(cmd: KeysCommand, now: SystemTime) -> Result<String, CliError> {
                     .or(settings.as_ref().map(|s| s.algorithm))
                     .or(current)
                     .unwrap_or(SigningAlg::ES256);
-                keys::rotate(tx, alg, now, OWN_LEEWAY)
+                keys::rotate(tx, alg, now, OWN_LEEWAY, sealer)
             })?;
             let mut out = format!(
                 "new signing key: {} ({})\n",

@@ -86,6 +86,9 @@ pub struct OwnIssuerSettings {
     /// upstream pool: validation makes a fresh one, a reload that keeps the store inherits
     /// the running one, and `Issuer::open` fills it from the store.
     pub link: IssuerLink,
+    /// The vault's data key, when the config has a `[vault]`: the signing keys are sealed
+    /// under it at rest.
+    pub sealer: Option<crate::vault::Sealer>,
 }
 
 impl std::fmt::Debug for OwnIssuerSettings {
@@ -268,6 +271,7 @@ pub fn validate(section: &IssuerSection, r: &mut Report) -> Option<OwnIssuerSett
         audience,
         paths,
         link: IssuerLink::default(),
+        sealer: None,
     })
 }
 

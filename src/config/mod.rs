@@ -29,6 +29,7 @@ pub mod vault;
 pub use crate::report::{ConfigErrors, ConfigIssue, Report};
 pub use server::duration;
 pub use validate::{build_snapshot, parse_file_config};
+pub use vault::open as open_vault;
 
 // === Snapshot ===
 

@@ -87,7 +87,7 @@ pub fn build_snapshot(
         .and_then(|l| crate::license::config::validate(l, &mut r));
     let token_issuers = crate::token::validate_issuers(&file.token_issuers, &mut r);
     let token_settings = crate::token::validate_token_section(&file.token, &mut r);
-    let own_issuer = own_issuer(&mut r, file, previous);
+    let mut own_issuer = own_issuer(&mut r, file, previous);
     // Routes may name the own issuer like any other: `issuers = ["portcullis"]`.
     let mut issuer_names = file.token_issuers.clone();
     if let Some(own) = &own_issuer {
@@ -170,6 +170,16 @@ pub fn build_snapshot(
     };
     let named_upstreams = super::upstreams::upstreams(&mut r, file, now);
     let vault = super::vault::open(&mut r, file);
+    if let Some(own) = own_issuer.as_mut() {
+        own.sealer = vault.as_ref().map(|v| v.sealer());
+        if own.sealer.is_none() {
+            r.warn(
+                "issuer",
+                "the issuer's signing keys are stored in clear in its store, protected by the \
+                 file's mode only: add a [vault] to seal them",
+            );
+        }
+    }
     let inputs = RouteInputs {
         listeners: &declared,
         file,

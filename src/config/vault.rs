@@ -67,7 +67,7 @@ pub enum ClientAuth {
 
 /// The vault of `[vault]`, opened; `None` without the section or when it does not open
 /// (reported).
-pub(super) fn open(r: &mut Report, file: &FileConfig) -> Option<Vault> {
+pub fn open(r: &mut Report, file: &FileConfig) -> Option<Vault> {
     let s = file.vault.as_ref()?;
     let Some(path) = s.file.as_deref() else {
         r.error(

@@ -6,6 +6,12 @@
 //! A new key becomes current at once. The previous one is retired and its public key stays
 //! published until `retired_at + longest access-token lifetime + leeway`: every token it
 //! signed has expired by then. Pruning then deletes it, private half included.
+//!
+//! # At rest
+//! With a `[vault]`, the private half is sealed under the vault's data key (AES-256-GCM,
+//! bound to the kid and algorithm), and a store written before the vault is sealed when the
+//! issuer opens with one. A store whose keys are sealed is never given a key in clear: a
+//! rotation without the vault is refused.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,10 +23,13 @@ use aws_lc_rs::signature::{
 use base64::Engine as _;
 use serde_json::{Value, json};
 
+use zeroize::Zeroizing;
+
 use crate::state::issuer::{
-    IssuerRead, IssuerTx, KeyRecord, META_ACCESS_TTL, META_CURRENT_KID, TxError,
+    IssuerRead, IssuerTx, KeyRecord, META_ACCESS_TTL, META_CURRENT_KID, PrivateKey, TxError,
 };
 use crate::token::{AlgSet, KeySet, VerifyingKey};
+use crate::vault::Sealer;
 
 pub use crate::config::issuer::SigningAlg;
 
@@ -55,7 +64,7 @@ fn b64url(b: &[u8]) -> String {
 
 impl SigningKey {
     /// A new key pair, and its PKCS#8 DER for the store.
-    pub fn generate(alg: SigningAlg) -> Result<(SigningKey, Vec<u8>), TxError> {
+    pub fn generate(alg: SigningAlg) -> Result<(SigningKey, Zeroizing<Vec<u8>>), TxError> {
         let rng = SystemRandom::new();
         let der = match alg {
             SigningAlg::ES256 => {
@@ -69,6 +78,7 @@ impl SigningKey {
                 .as_ref()
                 .to_vec(),
         };
+        let der = Zeroizing::new(der);
         Ok((SigningKey::from_pkcs8(alg, &der)?, der))
     }
 
@@ -154,18 +164,25 @@ pub struct KeyRing {
     published: Vec<(Arc<SigningKey>, Option<u64>)>,
 }
 
+impl std::fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRing")
+            .field("kids", &self.kids())
+            .finish()
+    }
+}
+
 impl KeyRing {
     /// The ring the stored keys describe. `Ok(None)`: no current key yet.
     pub fn from_records(
         records: &[KeyRecord],
         current_kid: Option<&str>,
+        sealer: Option<&Sealer>,
     ) -> Result<Option<KeyRing>, TxError> {
         let mut current = None;
         let mut published = Vec::new();
         for rec in records {
-            let der = base64::engine::general_purpose::STANDARD
-                .decode(&rec.private_pkcs8)
-                .map_err(|_| TxError::Corrupt(format!("key {:.64}: not base64", rec.kid)))?;
+            let der = private_der(rec, sealer)?;
             let key = Arc::new(SigningKey::from_pkcs8(rec.alg, &der)?);
             if key.kid != rec.kid {
                 return Err(TxError::Corrupt(format!(
@@ -235,7 +252,19 @@ pub fn rotate(
     alg: SigningAlg,
     now: u64,
     leeway: Duration,
+    sealer: Option<&Sealer>,
 ) -> Result<Rotated, TxError> {
+    if sealer.is_none()
+        && let Some(sealed) = tx
+            .keys()?
+            .iter()
+            .find_map(|k| k.sealed_with().map(str::to_owned))
+    {
+        return Err(TxError::Sealed(format!(
+            "its signing keys are sealed under vault data key {sealed}: a new key needs that \
+             vault (give --config with its [vault]), never one in clear beside them"
+        )));
+    }
     let (key, der) = SigningKey::generate(alg)?;
     let mut retired = None;
     if let Some(old_kid) = tx.meta(META_CURRENT_KID)?
@@ -252,7 +281,7 @@ pub fn rotate(
     tx.put_key(&KeyRecord {
         kid: key.kid.clone(),
         alg,
-        private_pkcs8: base64::engine::general_purpose::STANDARD.encode(&der),
+        private: store_der(&key.kid, alg, &der, sealer)?,
         created_at: now,
         retired_at: None,
         retain_until: None,
@@ -282,9 +311,82 @@ fn longest_access_ttl(tx: &dyn IssuerTx) -> Result<u64, TxError> {
 }
 
 /// The ring as stored now.
-pub fn load(rx: &dyn IssuerRead) -> Result<Option<KeyRing>, TxError> {
+pub fn load(rx: &dyn IssuerRead, sealer: Option<&Sealer>) -> Result<Option<KeyRing>, TxError> {
     let current = rx.meta(META_CURRENT_KID)?;
-    KeyRing::from_records(&rx.keys()?, current.as_deref())
+    KeyRing::from_records(&rx.keys()?, current.as_deref(), sealer)
+}
+
+/// Seal every key still stored in clear (a store from before the vault); returns how many.
+pub fn seal_plain(tx: &mut dyn IssuerTx, sealer: &Sealer) -> Result<usize, TxError> {
+    let mut sealed = 0;
+    for mut rec in tx.keys()? {
+        if let PrivateKey::Plain(_) = rec.private {
+            let der = private_der(&rec, None)?;
+            rec.private = store_der(&rec.kid, rec.alg, &der, Some(sealer))?;
+            tx.put_key(&rec)?;
+            sealed += 1;
+        }
+    }
+    Ok(sealed)
+}
+
+/// A key is bound to its kid and algorithm: sealed under another, it does not open.
+fn key_aad(kid: &str, alg: SigningAlg) -> Vec<u8> {
+    let mut aad = b"portcullis issuer signing key v1\0".to_vec();
+    aad.extend_from_slice(kid.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(alg.name().as_bytes());
+    aad
+}
+
+/// The private half as the store keeps it: sealed when there is a vault.
+fn store_der(
+    kid: &str,
+    alg: SigningAlg,
+    der: &[u8],
+    sealer: Option<&Sealer>,
+) -> Result<PrivateKey, TxError> {
+    Ok(match sealer {
+        Some(s) => PrivateKey::Sealed {
+            key_id: s.id().to_owned(),
+            sealed: s
+                .seal(&key_aad(kid, alg), der)
+                .map_err(|_| TxError::Crypto("sealing a signing key failed"))?,
+        },
+        None => PrivateKey::Plain(base64::engine::general_purpose::STANDARD.encode(der)),
+    })
+}
+
+/// The PKCS#8 DER of a stored key, unsealed with the vault's data key if it is sealed.
+fn private_der(rec: &KeyRecord, sealer: Option<&Sealer>) -> Result<Zeroizing<Vec<u8>>, TxError> {
+    match (&rec.private, sealer) {
+        (PrivateKey::Plain(b64), _) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map(Zeroizing::new)
+            .map_err(|_| TxError::Corrupt(format!("key {:.64}: not base64", rec.kid))),
+        (PrivateKey::Sealed { key_id, .. }, None) => Err(TxError::Sealed(format!(
+            "signing key {:.64} is sealed under vault data key {key_id:.32}: configure the \
+             [vault] that holds it",
+            rec.kid
+        ))),
+        (PrivateKey::Sealed { key_id, sealed }, Some(s)) => {
+            if key_id != s.id() {
+                return Err(TxError::Sealed(format!(
+                    "signing key {:.64} is sealed under vault data key {key_id:.32}, but the \
+                     configured vault's data key is {}: is this the vault it was sealed with?",
+                    rec.kid,
+                    s.id()
+                )));
+            }
+            s.open(&key_aad(&rec.kid, rec.alg), sealed).ok_or_else(|| {
+                TxError::Sealed(format!(
+                    "signing key {:.64} does not open under the vault's data key: the record \
+                     was altered",
+                    rec.kid
+                ))
+            })
+        }
+    }
 }
 
 #[cfg(test)]
@@ -320,14 +422,17 @@ mod tests {
             .write(|tx| tx.set_meta(META_ACCESS_TTL, "600"))
             .expect("ttl");
         let first = store
-            .write(|tx| rotate(tx, SigningAlg::ES256, 1000, leeway))
+            .write(|tx| rotate(tx, SigningAlg::ES256, 1000, leeway, None))
             .expect("first");
         assert_eq!(first.retired, None);
         let second = store
-            .write(|tx| rotate(tx, SigningAlg::EdDSA, 2000, leeway))
+            .write(|tx| rotate(tx, SigningAlg::EdDSA, 2000, leeway, None))
             .expect("second");
         assert_eq!(second.retired, Some((first.kid.clone(), 2605)));
-        let ring = store.read(load).expect("load").expect("ring");
+        let ring = store
+            .read(|rx| load(rx, None))
+            .expect("load")
+            .expect("ring");
         assert_eq!(ring.current().kid(), second.kid);
         let kids = |now| -> Vec<String> {
             ring.jwks(now)["keys"]
@@ -342,7 +447,177 @@ mod tests {
         assert_eq!(ring.key_set().len(), 2);
         // After retention, pruning deletes the old key, private half included.
         store.write(|tx| tx.prune(2606, 5)).expect("prune");
-        let ring = store.read(load).expect("load").expect("ring");
+        let ring = store
+            .read(|rx| load(rx, None))
+            .expect("load")
+            .expect("ring");
         assert_eq!(ring.kids(), vec![second.kid.as_str()]);
+    }
+
+    fn sealer() -> Sealer {
+        let master = crate::vault::MasterKey::generate().expect("master");
+        crate::vault::Vault::create(std::path::Path::new("unused.vault"), &master)
+            .expect("vault")
+            .sealer()
+    }
+
+    /// Whether `hay` holds `needle` anywhere.
+    fn holds(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn with_a_vault_the_private_key_is_sealed_and_opens_only_with_that_vault() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("k.redb");
+        let store: Box<dyn IssuerState> = Box::new(Embedded::open(&path).expect("open"));
+        let leeway = Duration::from_secs(5);
+        let vault = sealer();
+        let first = store
+            .write(|tx| rotate(tx, SigningAlg::ES256, 1000, leeway, Some(&vault)))
+            .expect("rotate");
+        let records = store.read(|rx| rx.keys()).expect("keys");
+        assert_eq!(records[0].sealed_with(), Some(vault.id()));
+        let der = private_der(&records[0], Some(&vault)).expect("unseal");
+        let ring = store
+            .read(|rx| load(rx, Some(&vault)))
+            .expect("load")
+            .expect("ring");
+        assert_eq!(ring.current().kid(), first.kid);
+        drop(store);
+        let file = std::fs::read(&path).expect("read store");
+        assert!(
+            !holds(&file, &der[der.len() - 32..]),
+            "no key byte run in clear"
+        );
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&der[..]);
+        assert!(!holds(&file, &b64.as_bytes()[b64.len() - 32..]));
+
+        let store: Box<dyn IssuerState> = Box::new(Embedded::open(&path).expect("reopen"));
+        let no_vault = store.read(|rx| load(rx, None)).expect_err("no vault");
+        assert!(no_vault.to_string().contains(&first.kid), "{no_vault}");
+        assert!(no_vault.to_string().contains("[vault]"), "{no_vault}");
+        let other = store
+            .read(|rx| load(rx, Some(&sealer())))
+            .expect_err("another vault");
+        assert!(other.to_string().contains(vault.id()), "{other}");
+        // A key in clear is never put beside sealed ones.
+        let refused = store
+            .write(|tx| rotate(tx, SigningAlg::ES256, 2000, leeway, None))
+            .expect_err("rotation without the vault");
+        assert!(refused.to_string().contains("sealed"), "{refused}");
+        assert_eq!(store.read(|rx| rx.keys()).expect("keys").len(), 1);
+    }
+
+    #[test]
+    fn a_sealed_key_moved_under_another_kid_or_altered_does_not_open() {
+        let vault = sealer();
+        let (key, der) = SigningKey::generate(SigningAlg::EdDSA).expect("generate");
+        let rec = KeyRecord {
+            kid: key.kid().to_owned(),
+            alg: SigningAlg::EdDSA,
+            private: store_der(key.kid(), SigningAlg::EdDSA, &der, Some(&vault)).expect("seal"),
+            created_at: 1,
+            retired_at: None,
+            retain_until: None,
+        };
+        assert_eq!(&*private_der(&rec, Some(&vault)).expect("opens"), &*der);
+        let moved = KeyRecord {
+            kid: "another-kid".into(),
+            ..rec.clone()
+        };
+        let e = private_der(&moved, Some(&vault)).expect_err("moved");
+        assert!(
+            matches!(e, TxError::Sealed(ref m) if m.contains("altered")),
+            "{e:?}"
+        );
+        let PrivateKey::Sealed { key_id, sealed } = &rec.private else {
+            panic!("sealed");
+        };
+        let mut bytes = base64::engine::general_purpose::STANDARD
+            .decode(sealed)
+            .expect("b64");
+        bytes[20] ^= 1;
+        let flipped = KeyRecord {
+            private: PrivateKey::Sealed {
+                key_id: key_id.clone(),
+                sealed: base64::engine::general_purpose::STANDARD.encode(bytes),
+            },
+            ..rec.clone()
+        };
+        assert!(private_der(&flipped, Some(&vault)).is_err());
+    }
+
+    #[test]
+    fn a_store_from_before_the_vault_is_sealed_in_place_and_keeps_its_keys() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("k.redb");
+        let store: Box<dyn IssuerState> = Box::new(Embedded::open(&path).expect("open"));
+        let leeway = Duration::from_secs(5);
+        store
+            .write(|tx| rotate(tx, SigningAlg::ES256, 1000, leeway, None))
+            .expect("first");
+        let old = store
+            .write(|tx| rotate(tx, SigningAlg::ES256, 2000, leeway, None))
+            .expect("second");
+        let before = store
+            .read(|rx| load(rx, None))
+            .expect("load")
+            .expect("ring")
+            .kids()
+            .iter()
+            .map(|k| k.to_string())
+            .collect::<Vec<_>>();
+        let clear = std::fs::read(&path).expect("read store");
+        let vault = sealer();
+        assert_eq!(store.write(|tx| seal_plain(tx, &vault)).expect("seal"), 2);
+        assert_eq!(store.write(|tx| seal_plain(tx, &vault)).expect("again"), 0);
+        let ring = store
+            .read(|rx| load(rx, Some(&vault)))
+            .expect("load")
+            .expect("ring");
+        assert_eq!(ring.current().kid(), old.kid);
+        assert_eq!(ring.kids(), before);
+        let records = store.read(|rx| rx.keys()).expect("keys");
+        assert!(records.iter().all(|r| r.sealed_with() == Some(vault.id())));
+        let ders: Vec<_> = records
+            .iter()
+            .map(|r| private_der(r, Some(&vault)).expect("unseal"))
+            .collect();
+        drop(store);
+        let file = std::fs::read(&path).expect("read store");
+        // Sealed in place, the clear copies are gone from the file (redb reuses the pages
+        // it freed), not only unreachable.
+        for der in ders {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&der[..]);
+            let tail = &b64.as_bytes()[b64.len() - 32..];
+            assert!(
+                holds(&clear, tail),
+                "the store held the key in clear before"
+            );
+            assert!(!holds(&file, tail), "the clear key lingers in the file");
+        }
+    }
+
+    #[test]
+    fn a_plain_record_written_before_the_vault_still_reads() {
+        // The stored form of a key from before sealing existed.
+        let (key, der) = SigningKey::generate(SigningAlg::ES256).expect("generate");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&der[..]);
+        let text = format!(
+            r#"{{"kid":"{}","alg":"ES256","private_pkcs8":"{b64}","created_at":5}}"#,
+            key.kid()
+        );
+        let rec: KeyRecord = serde_json::from_str(&text).expect("old record");
+        assert_eq!(rec.private, PrivateKey::Plain(b64));
+        let sealed = KeyRecord {
+            private: store_der(key.kid(), SigningAlg::ES256, &der, Some(&sealer())).expect("seal"),
+            ..rec
+        };
+        let json = serde_json::to_string(&sealed).expect("json");
+        assert!(json.contains("\"sealed_pkcs8\":{\"key_id\""), "{json}");
+        assert!(!json.contains("private_pkcs8"), "{json}");
+        let back: KeyRecord = serde_json::from_str(&json).expect("round trip");
+        assert_eq!(back, sealed);
     }
 }

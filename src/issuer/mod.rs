@@ -45,7 +45,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 
-pub use crate::state::issuer::{IssuerState, StoreError};
+pub use crate::state::issuer::{IssuerState, PrivateKey, StoreError};
 pub use crate::token::{IssuerLink, Revocations};
 pub use config::{IssuerSection, OwnIssuerSettings, validate};
 pub use endpoints::handle;
@@ -206,12 +206,13 @@ impl Issuer {
     /// A new signing key at `now`; the old public key stays published until the tokens it
     /// signed have expired.
     pub fn rotate_key(&self, now: SystemTime) -> Result<Rotated, IssuerError> {
-        let alg = self.settings().algorithm;
+        let settings = self.settings();
+        let (alg, sealer) = (settings.algorithm, settings.sealer.as_ref());
         let _keys = self.keys_lock();
         let rotated = self
             .inner
             .store
-            .write(|tx| keys::rotate(tx, alg, unix(now), config::OWN_LEEWAY))?;
+            .write(|tx| keys::rotate(tx, alg, unix(now), config::OWN_LEEWAY, sealer))?;
         self.reload_ring()?;
         tracing::info!(kid = %rotated.kid, alg = alg.name(), retired = ?rotated.retired.as_ref().map(|r| &r.0), "issuer signing key rotated");
         Ok(rotated)
@@ -227,10 +228,11 @@ impl Issuer {
 
     /// Rebuild the ring from the store and publish it; callers hold the keys lock.
     fn reload_ring(&self) -> Result<(), IssuerError> {
+        let settings = self.settings();
         let ring = self
             .inner
             .store
-            .read(keys::load)?
+            .read(|rx| keys::load(rx, settings.sealer.as_ref()))?
             .ok_or(StoreError::Crypto("the store has no current signing key"))?;
         self.inner.ring.store(Arc::new(ring));
         self.publish()
@@ -286,24 +288,37 @@ fn prepare(
     now: u64,
 ) -> Result<KeyRing, IssuerError> {
     let alg = settings.algorithm;
+    let sealer = settings.sealer.as_ref();
     let ttl = settings.access_token_ttl.as_secs().to_string();
-    let rotated = store.write(|tx| {
+    let (rotated, sealed) = store.write(|tx| {
         tx.set_meta(META_ACCESS_TTL, &ttl)?;
         tx.prune(now, config::OWN_LEEWAY.as_secs())?;
+        // A store from before the vault is sealed before anything else reads it.
+        let sealed = match sealer {
+            Some(s) => keys::seal_plain(tx, s)?,
+            None => 0,
+        };
         let current = match tx.meta(crate::state::issuer::META_CURRENT_KID)? {
             Some(kid) => tx.key(&kid)?,
             None => None,
         };
-        match current {
-            Some(k) if k.alg == alg => Ok(None),
-            Some(_) | None => keys::rotate(tx, alg, now, config::OWN_LEEWAY).map(Some),
-        }
+        let rotated = match current {
+            Some(k) if k.alg == alg => None,
+            Some(_) | None => Some(keys::rotate(tx, alg, now, config::OWN_LEEWAY, sealer)?),
+        };
+        Ok((rotated, sealed))
     })?;
+    if sealed > 0 {
+        tracing::info!(
+            keys = sealed,
+            "issuer signing keys stored in clear are now sealed under the vault's data key"
+        );
+    }
     if let Some(r) = rotated {
         tracing::info!(kid = %r.kid, alg = alg.name(), "issuer signing key created");
     }
     Ok(store
-        .read(keys::load)?
+        .read(|rx| keys::load(rx, sealer))?
         .ok_or(StoreError::Crypto("the store has no current signing key"))?)
 }
 

@@ -304,6 +304,15 @@ impl Vault {
         Ok((r.kind, Secret::new(value)))
     }
 
+    /// The data key, lent to a store that keeps its own secrets sealed under it (the token
+    /// issuer's signing keys).
+    pub fn sealer(&self) -> Sealer {
+        Sealer {
+            key: std::sync::Arc::new(self.data_key.clone()),
+            id: self.key_id().into(),
+        }
+    }
+
     /// Add or replace record `name` at `now` (Unix seconds).
     pub fn set(
         &mut self,
@@ -390,6 +399,48 @@ impl Vault {
             let _ = d.sync_all();
         }
         Ok(())
+    }
+}
+
+/// The vault's data key as another store uses it: secrets kept elsewhere (the token issuer's
+/// signing keys in its database) are sealed under it, so they are encrypted at rest like the
+/// vault's own records and survive a master key rotation untouched (a rotation re-wraps only
+/// the data key). Each use binds the value to its own associated data. Debug shows the id.
+#[derive(Clone)]
+pub struct Sealer {
+    key: std::sync::Arc<Zeroizing<[u8; 32]>>,
+    id: std::sync::Arc<str>,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sealer({})", self.id)
+    }
+}
+
+impl PartialEq for Sealer {
+    fn eq(&self, o: &Self) -> bool {
+        // The id is a digest of the key.
+        self.id == o.id
+    }
+}
+
+impl Sealer {
+    /// The data key's public id, as the vault's records name it.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// `plain` sealed with AES-256-GCM under the data key, bound to `aad`: base64 of
+    /// nonce || ciphertext || tag.
+    pub fn seal(&self, aad: &[u8], plain: &[u8]) -> Result<String, VaultError> {
+        seal(&self.key, aad, plain)
+    }
+
+    /// The value [`seal`](Self::seal) sealed with the same `aad`; `None` if it was sealed
+    /// under another key or aad, or has been altered.
+    pub fn open(&self, aad: &[u8], sealed: &str) -> Option<Zeroizing<Vec<u8>>> {
+        open(&self.key, aad, sealed).map(Zeroizing::new)
     }
 }
 

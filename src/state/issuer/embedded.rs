@@ -129,6 +129,10 @@ impl Embedded {
                 what,
             },
             TxError::Crypto(what) => StoreError::Crypto(what),
+            TxError::Sealed(what) => StoreError::Sealed {
+                path: self.path.clone(),
+                what,
+            },
         }
     }
 }

@@ -18,7 +18,7 @@ mod tests;
 use std::path::PathBuf;
 
 pub use embedded::Embedded;
-pub use records::{ClientRecord, FamilyRecord, KeyRecord, SigningAlg};
+pub use records::{ClientRecord, FamilyRecord, KeyRecord, PrivateKey, SigningAlg};
 
 /// Meta key: the kid that signs now.
 pub const META_CURRENT_KID: &str = "current_kid";
@@ -46,6 +46,10 @@ pub enum StoreError {
     /// Key generation or signing failed (the system random source or aws-lc).
     #[error("cryptographic operation failed: {0}")]
     Crypto(&'static str),
+    /// Signing keys sealed under the vault cannot be opened (no vault, or another one), or
+    /// would be written in clear into a store whose keys are sealed.
+    #[error("the issuer store {}: {what}", path.display())]
+    Sealed { path: PathBuf, what: String },
     /// The backend broke its own contract (a transaction reported success without running).
     #[error("the issuer store failed: {0}")]
     Backend(&'static str),
@@ -57,6 +61,7 @@ pub enum TxError {
     Redb(redb::Error),
     Corrupt(String),
     Crypto(&'static str),
+    Sealed(String),
 }
 
 /// Reads, in a read or a write transaction.

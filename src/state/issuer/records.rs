@@ -49,12 +49,14 @@ pub struct FamilyRecord {
     pub access: Vec<(String, u64)>,
 }
 
-/// A signing key. The private half is PKCS#8 DER (base64); never printed.
+/// A signing key. The private half is PKCS#8 DER, sealed under the vault's data key when
+/// the gateway has a `[vault]`; never printed.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRecord {
     pub kid: String,
     pub alg: SigningAlg,
-    pub private_pkcs8: String,
+    #[serde(flatten)]
+    pub private: PrivateKey,
     pub created_at: u64,
     /// When another key replaced it for signing.
     #[serde(default)]
@@ -64,11 +66,44 @@ pub struct KeyRecord {
     pub retain_until: Option<u64>,
 }
 
+/// The private half of a signing key as stored.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PrivateKey {
+    /// PKCS#8 DER in base64, protected by the file's mode only: a store without a vault
+    /// (and every store written before the vault existed, until a vault seals it).
+    #[serde(rename = "private_pkcs8")]
+    Plain(String),
+    /// PKCS#8 DER sealed with AES-256-GCM under the vault data key `key_id`, bound to the
+    /// key's kid and algorithm.
+    #[serde(rename = "sealed_pkcs8")]
+    Sealed { key_id: String, sealed: String },
+}
+
+impl std::fmt::Debug for PrivateKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PrivateKey::Plain(_) => f.write_str("Plain(<redacted>)"),
+            PrivateKey::Sealed { key_id, .. } => write!(f, "Sealed({key_id}, <redacted>)"),
+        }
+    }
+}
+
+impl KeyRecord {
+    /// The vault data key this record's private half is sealed under, if it is sealed.
+    pub fn sealed_with(&self) -> Option<&str> {
+        match &self.private {
+            PrivateKey::Plain(_) => None,
+            PrivateKey::Sealed { key_id, .. } => Some(key_id),
+        }
+    }
+}
+
 impl std::fmt::Debug for KeyRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyRecord")
             .field("kid", &self.kid)
             .field("alg", &self.alg)
+            .field("sealed_with", &self.sealed_with())
             .field("created_at", &self.created_at)
             .field("retired_at", &self.retired_at)
             .field("retain_until", &self.retain_until)
