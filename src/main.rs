@@ -113,7 +113,9 @@ fn main() -> ExitCode {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
-            match portcullis::cli::vault::run(command, &mut std::io::stdin(), now) {
+            let mut stdin = std::io::stdin();
+            let input = portcullis::cli::vault::SecretInput::stdin(&mut stdin);
+            match portcullis::cli::vault::run(command, input, now) {
                 Ok(out) => {
                     print!("{out}");
                     ExitCode::SUCCESS

@@ -428,3 +428,102 @@ fn credentials_without_a_vault_or_with_a_wrong_inject_are_config_errors_at_their
         "{err}"
     );
 }
+
+#[test]
+fn a_set_killed_at_any_step_of_its_write_leaves_the_old_or_the_new_vault() {
+    use portcullis::vault::{MasterSource, SAVE_STEPS, Vault};
+    let set = [
+        "set",
+        "shop",
+        "--kind",
+        "api_key",
+        "--vault",
+        "vault.json",
+        "--master-key-file",
+        "master.key",
+    ];
+    for (i, step) in SAVE_STEPS.iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        vault_with(dir.path(), &[("shop", "api_key", "old-key-1")]);
+        let killed = vault_cli_env(
+            dir.path(),
+            &set,
+            "new-key-2\n",
+            &[("PORTCULLIS_VAULT_ABORT_AT", step)],
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(killed.status.signal(), Some(6), "killed after {step}");
+        }
+        assert!(!killed.status.success(), "killed after {step}");
+        // The vault opens whole, every record checked, and holds one of the two values.
+        let master = MasterSource::File(dir.path().join("master.key"))
+            .load()
+            .unwrap();
+        let vault = Vault::open(&dir.path().join("vault.json"), &master)
+            .unwrap_or_else(|e| panic!("after {step}: {e}"));
+        let value = vault.get("shop").unwrap().1;
+        let renamed = i >= SAVE_STEPS.iter().position(|s| *s == "renamed").unwrap();
+        let expected: &[u8] = if renamed { b"new-key-2" } else { b"old-key-1" };
+        assert_eq!(value.expose(), expected, "after {step}");
+        ok(&list(dir.path(), "master.key"));
+        // What the crash left behind does not stop the next write.
+        let again = vault_cli(dir.path(), &set, "third-key-3\n");
+        ok(&again);
+        let vault = Vault::open(&dir.path().join("vault.json"), &master).unwrap();
+        assert_eq!(vault.get("shop").unwrap().1.expose(), b"third-key-3");
+    }
+}
+
+/// `script` (util-linux, in every Debian) runs the CLI on a pseudo-terminal, as an operator
+/// typing at a shell would: what the terminal shows is what `script` writes out.
+#[cfg(unix)]
+#[test]
+fn on_a_terminal_set_asks_for_the_secret_without_showing_it() {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    vault_with(dir.path(), &[]);
+    let cmd = format!(
+        "{} vault set typed --kind api_key --vault vault.json --master-key-file master.key",
+        env!("CARGO_BIN_EXE_portcullis")
+    );
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", &cmd, "/dev/null"])
+        .current_dir(dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux) runs");
+    let mut out = child.stdout.take().unwrap();
+    let mut screen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&screen).contains("not shown): ") {
+        let n = out.read(&mut buf).unwrap();
+        assert!(n > 0, "no prompt: {}", String::from_utf8_lossy(&screen));
+        screen.extend_from_slice(&buf[..n]);
+    }
+    // The prompt is written just before echo is switched off: give the CLI that moment
+    // (a process hand-off, not time passing for the logic under test).
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"typed-Secret-4711\r").unwrap();
+    out.read_to_end(&mut screen).unwrap();
+    drop(stdin);
+    let status = child.wait().unwrap();
+    let screen = String::from_utf8_lossy(&screen);
+    assert!(status.success(), "{screen}");
+    assert!(screen.contains("secret for typed (api_key"), "{screen}");
+    assert!(screen.contains("typed (api_key) stored"), "{screen}");
+    assert!(
+        !screen.contains("typed-Secret"),
+        "the secret was shown: {screen}"
+    );
+    let master = portcullis::vault::MasterSource::File(dir.path().join("master.key"))
+        .load()
+        .unwrap();
+    let vault = portcullis::vault::Vault::open(&dir.path().join("vault.json"), &master).unwrap();
+    assert_eq!(vault.get("typed").unwrap().1.expose(), b"typed-Secret-4711");
+}

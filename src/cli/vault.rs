@@ -1,7 +1,7 @@
 //! `portcullis vault init | set | list | remove | rotate-master`: functions that return the
-//! text to print or a typed error; `main.rs` only prints. Secrets come from standard input,
-//! never from the command line (where `ps` and shell history would see them); values are
-//! never printed.
+//! text to print or a typed error; `main.rs` only prints. Secrets come from standard input
+//! or, when that is a terminal, a prompt that does not echo; never from the command line
+//! (where `ps` and shell history would see them); values are never printed.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -93,8 +93,53 @@ pub enum VaultCommand {
     },
 }
 
-/// Run `command` at `now` (Unix seconds), reading a secret from `stdin` when it needs one.
-pub fn run(command: VaultCommand, stdin: &mut dyn Read, now: u64) -> Result<String, VaultError> {
+/// Where `set` reads its secret.
+pub enum SecretInput<'a> {
+    /// Piped in: read to the end (one trailing newline dropped).
+    Reader(&'a mut dyn Read),
+    /// Typed at the terminal: asked for on `/dev/tty` with echo off (rpassword, which
+    /// restores the terminal's mode however the read ends).
+    Prompt,
+}
+
+impl SecretInput<'_> {
+    /// Standard input, or the no-echo prompt when standard input is a terminal (a secret
+    /// typed there would otherwise be shown on screen and kept in the scrollback).
+    pub fn stdin(stdin: &mut std::io::Stdin) -> SecretInput<'_> {
+        if std::io::IsTerminal::is_terminal(&*stdin) {
+            SecretInput::Prompt
+        } else {
+            SecretInput::Reader(stdin)
+        }
+    }
+
+    fn read(self, name: &str, kind: Kind) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+        let failed = |source| VaultError::Read {
+            path: PathBuf::from("<stdin>"),
+            source,
+        };
+        match self {
+            SecretInput::Reader(r) => {
+                let mut raw = Zeroizing::new(Vec::new());
+                r.read_to_end(&mut raw).map_err(failed)?;
+                Ok(raw)
+            }
+            SecretInput::Prompt => {
+                let typed = Zeroizing::new(
+                    rpassword::prompt_password(format!(
+                        "secret for {name} ({}, not shown): ",
+                        kind.label()
+                    ))
+                    .map_err(failed)?,
+                );
+                Ok(Zeroizing::new(typed.as_bytes().to_vec()))
+            }
+        }
+    }
+}
+
+/// Run `command` at `now` (Unix seconds), reading a secret from `input` when it needs one.
+pub fn run(command: VaultCommand, input: SecretInput<'_>, now: u64) -> Result<String, VaultError> {
     match command {
         VaultCommand::Init {
             vault,
@@ -127,13 +172,11 @@ pub fn run(command: VaultCommand, stdin: &mut dyn Read, now: u64) -> Result<Stri
                     format!("--kind \"{kind}\" is not api_key, basic, bearer or oauth2"),
                 )
             })?;
-            let mut raw = Zeroizing::new(Vec::new());
-            stdin
-                .read_to_end(&mut raw)
-                .map_err(|source| VaultError::Read {
-                    path: PathBuf::from("<stdin>"),
-                    source,
-                })?;
+            if !crate::vault::valid_name(&name) {
+                // Before asking for the secret, not after it was typed.
+                return Err(VaultError::BadName(name));
+            }
+            let raw = input.read(&name, kind)?;
             let mut len = raw.len();
             if raw[..len].ends_with(b"\n") {
                 len -= 1;

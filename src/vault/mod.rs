@@ -391,13 +391,21 @@ impl Vault {
             #[cfg(unix)]
             opts.mode(0o600);
             let mut f = opts.open(&tmp).map_err(err)?;
-            f.write_all(&text).map_err(err)?;
+            crash_point("created");
+            let (first, rest) = text.split_at(text.len() / 2);
+            f.write_all(first).map_err(err)?;
+            crash_point("half-written");
+            f.write_all(rest).map_err(err)?;
+            crash_point("written");
             f.sync_all().map_err(err)?;
+            crash_point("synced");
         }
         std::fs::rename(&tmp, &self.path).map_err(err)?;
+        crash_point("renamed");
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
         }
+        crash_point("folder-synced");
         Ok(())
     }
 }
@@ -444,7 +452,31 @@ impl Sealer {
     }
 }
 
-fn valid_name(n: &str) -> bool {
+/// The steps of [`Vault::save`], in order, as the crash-safety test names them.
+pub const SAVE_STEPS: [&str; 6] = [
+    "created",
+    "half-written",
+    "written",
+    "synced",
+    "renamed",
+    "folder-synced",
+];
+
+/// Debug builds (the tests' binary) only: `PORTCULLIS_VAULT_ABORT_AT=<step>` kills the
+/// process right after that step of a save, as a crash or `kill -9` would, so a test can
+/// prove every step leaves a vault that opens. Release builds have no such switch.
+#[cfg(debug_assertions)]
+fn crash_point(step: &str) {
+    if std::env::var_os("PORTCULLIS_VAULT_ABORT_AT").is_some_and(|s| s == step) {
+        std::process::abort();
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn crash_point(_step: &str) {}
+
+/// 1-64 of `A-Z a-z 0-9 _ . -`.
+pub fn valid_name(n: &str) -> bool {
     (1..=64).contains(&n.len())
         && n.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))

@@ -34,7 +34,7 @@ pub use gateway::{
 };
 pub use pki::{Identity, Pki};
 pub use upstream::{Echo, Gate, Upstream};
-pub use vault::{vault_cli, vault_with};
+pub use vault::{vault_cli, vault_cli_env, vault_with};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -2,11 +2,22 @@
 
 /// `portcullis vault ARGS` in `dir`, `stdin` piped in (secrets never go in argv).
 pub fn vault_cli(dir: &std::path::Path, args: &[&str], stdin: &str) -> std::process::Output {
+    vault_cli_env(dir, args, stdin, &[])
+}
+
+/// [`vault_cli`] with environment variables `env` set.
+pub fn vault_cli_env(
+    dir: &std::path::Path,
+    args: &[&str],
+    stdin: &str,
+    env: &[(&str, &str)],
+) -> std::process::Output {
     use std::io::Write;
     use std::process::{Command, Stdio};
     let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .arg("vault")
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
