@@ -64,3 +64,10 @@ pub fn mono_at(at: Instant) -> u64 {
     let epoch = *EPOCH.get_or_init(Instant::now);
     u64::try_from(at.saturating_duration_since(epoch).as_nanos()).unwrap_or(u64::MAX)
 }
+
+/// `at` in microseconds since the Unix epoch (0 before it): the clock a fleet's shared state
+/// judges by, since instances share no monotonic clock.
+pub fn unix_us(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}

@@ -122,6 +122,10 @@ pub enum Denial {
     /// endpoint; the reason is in the log, never in the response.
     #[error("upstream credentials unavailable")]
     UpstreamCredentialsUnavailable,
+    /// The fleet's shared state (Redis) cannot answer and this concern is set to fail
+    /// closed: a refusal rather than a wrong answer. The reason is in the log and metrics.
+    #[error("state unavailable")]
+    StateUnavailable,
 }
 }
 
@@ -151,6 +155,7 @@ impl Denial {
             Denial::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
             Denial::UpstreamOverloaded => StatusCode::SERVICE_UNAVAILABLE,
             Denial::UpstreamCredentialsUnavailable => StatusCode::BAD_GATEWAY,
+            Denial::StateUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -180,6 +185,7 @@ impl Denial {
             Denial::NoHealthyUpstream => "no_healthy_upstream",
             Denial::UpstreamOverloaded => "upstream_overloaded",
             Denial::UpstreamCredentialsUnavailable => "upstream_credentials_unavailable",
+            Denial::StateUnavailable => "state_unavailable",
         }
     }
 
@@ -207,7 +213,8 @@ impl Denial {
             | Denial::UpstreamTimeout
             | Denial::NoHealthyUpstream
             | Denial::UpstreamOverloaded
-            | Denial::UpstreamCredentialsUnavailable => false,
+            | Denial::UpstreamCredentialsUnavailable
+            | Denial::StateUnavailable => false,
         }
     }
 
@@ -233,7 +240,7 @@ impl Denial {
         match self {
             Denial::RateLimited(hit) => hit.write_headers(h, ""),
             Denial::QuotaExhausted(hit) => hit.write_headers(h, "_quota"),
-            Denial::TooManyInFlight(_) | Denial::UpstreamOverloaded => {
+            Denial::TooManyInFlight(_) | Denial::UpstreamOverloaded | Denial::StateUnavailable => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
@@ -422,6 +429,8 @@ pub enum LimitRefusal {
     Rate(LimitHit),
     Quota(LimitHit),
     InFlight(LimitKind),
+    /// The shared store could not answer and the limit fails closed.
+    Unavailable,
 }
 
 impl From<LimitRefusal> for Denial {
@@ -430,6 +439,7 @@ impl From<LimitRefusal> for Denial {
             LimitRefusal::Rate(hit) => Denial::RateLimited(hit),
             LimitRefusal::Quota(hit) => Denial::QuotaExhausted(hit),
             LimitRefusal::InFlight(kind) => Denial::TooManyInFlight(InFlightHit { kind }),
+            LimitRefusal::Unavailable => Denial::StateUnavailable,
         }
     }
 }

@@ -17,6 +17,8 @@ use crate::routing::Route;
 use crate::state::licenses::Licensing;
 use crate::state::limits::LocalLimits;
 use crate::state::quotas::{EmbeddedQuotas, QuotaStoreError};
+use crate::state::redis::limits::SharedLimits;
+use crate::state::redis::{RedisStore, StoreError};
 use crate::upstream::Upstream;
 use crate::upstream::oauth2::TokenSource;
 
@@ -35,6 +37,9 @@ pub struct Generation {
     /// Rate-limit and in-flight state, kept across reloads (a reload is no way around a
     /// limit) unless `[limits] max_keys` changed.
     pub limits: Arc<LocalLimits>,
+    /// `[state] backend = "redis"`: rate state the fleet shares (with `limits` as its
+    /// fallback), on the connections kept across reloads that name the same server.
+    pub shared_limits: Option<Arc<SharedLimits>>,
     /// Quota counts: `[limits] quota_store`'s file, else the license store's; `None` when
     /// neither is configured (then no quota is configured either).
     pub quotas: Option<Arc<EmbeddedQuotas>>,
@@ -63,6 +68,7 @@ impl Generation {
         licensing: Option<Arc<Licensing>>,
         issuer: Option<Arc<Issuer>>,
         quota_file: Option<Arc<EmbeddedQuotas>>,
+        shared_state: Option<Arc<RedisStore>>,
         previous: Option<&Generation>,
     ) -> Self {
         let warm: Vec<&Arc<Upstream>> = previous.map(|p| p.upstreams()).unwrap_or_default();
@@ -118,12 +124,15 @@ impl Generation {
             }
             _ => Arc::new(LocalLimits::new(snapshot.limit_keys)),
         };
+        let shared_limits =
+            shared_state.map(|store| Arc::new(SharedLimits::new(store, Arc::clone(&limits))));
         let quotas = quota_file
             .clone()
             .or_else(|| licensing.as_ref().map(|l| Arc::clone(&l.quotas)));
         Generation {
             http: Arc::new(http_builders(&snapshot.server)),
             limits,
+            shared_limits,
             quotas,
             quota_file,
             snapshot: Arc::new(snapshot),
@@ -155,6 +164,7 @@ impl Generation {
                 .collect(),
             token_sources: self.token_sources.clone(),
             limits: Arc::clone(&self.limits),
+            shared_limits: self.shared_limits.clone(),
             http: Arc::clone(&self.http),
         }
     }
@@ -176,10 +186,45 @@ impl Generation {
         out
     }
 
+    /// Where this generation keeps rate state.
+    pub fn limiter(&self) -> crate::limits::Limiter<'_> {
+        match &self.shared_limits {
+            Some(shared) => crate::limits::Limiter::Shared {
+                rates: &**shared,
+                in_flight: &*self.limits,
+            },
+            None => crate::limits::Limiter::Local(&*self.limits),
+        }
+    }
+
+    /// The shared store, when the fleet shares state through Redis.
+    pub fn shared_state(&self) -> Option<&Arc<RedisStore>> {
+        self.shared_limits.as_ref().map(|s| s.store())
+    }
+
     /// The running parts of `route`, a route of this generation's snapshot.
     pub fn route(&self, route: &Route) -> Option<&RouteParts> {
         self.routes.get(route.id)
     }
+}
+
+/// The Redis store of `snapshot`'s `[state]`: the running one when `previous` uses the same
+/// settings (its connections stay warm), else set up now (it connects on first use).
+pub fn open_shared_state(
+    snapshot: &crate::config::Snapshot,
+    previous: Option<&Generation>,
+) -> Result<Option<Arc<RedisStore>>, StoreError> {
+    let Some(settings) = &snapshot.shared_state else {
+        return Ok(None);
+    };
+    if let Some(running) = previous.and_then(|p| p.shared_state())
+        && running.settings() == settings
+    {
+        return Ok(Some(Arc::clone(running)));
+    }
+    let store = Arc::new(RedisStore::connect(settings.clone())?);
+    store.watch();
+    Ok(Some(store))
 }
 
 /// The `[limits] quota_store` file of `snapshot`: the running one when `previous` has it open

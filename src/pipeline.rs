@@ -37,9 +37,10 @@ pub enum Admitted {
 
 /// Every policy stage, in order, on a request's head: framing, listener identity and IP
 /// lists, [issuer], routing, route identity and IP lists, license, token. Each stage's
-/// outcome goes into the exchange. No I/O and no body: the same function decides for the
-/// server and for the pipeline bench.
-pub fn admit<'g, B>(
+/// outcome goes into the exchange. No body, and no I/O unless the fleet shares its rate
+/// state (then a limit asks Redis): the same function decides for the server and for the
+/// pipeline bench, where nothing waits.
+pub async fn admit<'g, B>(
     generation: &'g Generation,
     conn: &ConnContext,
     req: &Request<B>,
@@ -102,15 +103,20 @@ pub fn admit<'g, B>(
         client_id: None,
         headers: req.headers(),
     };
+    let at = crate::limits::Instant {
+        mono_ns: x.mono_ns,
+        unix_us: crate::clock::unix_us(now),
+    };
     if !limits.is_empty() {
         crate::limits::check(
             limits,
             true,
             &caller,
-            &*generation.limits,
-            x.mono_ns,
+            generation.limiter(),
+            at,
             &mut x.slots,
-        )?;
+        )
+        .await?;
     }
     let presenter = crate::token::Presenter::Connection(conn.identity.as_ref());
     x.claims = snapshot
@@ -124,10 +130,11 @@ pub fn admit<'g, B>(
             limits,
             false,
             &caller,
-            &*generation.limits,
-            x.mono_ns,
+            generation.limiter(),
+            at,
             &mut x.slots,
-        )?;
+        )
+        .await?;
     }
     if crate::upstream::is_websocket_upgrade(req) && !route.websocket {
         return Err(Denial::WebSocketNotAllowed);
@@ -205,7 +212,7 @@ pub async fn handle(
     );
     x.mono_ns = clock.mono_ns();
     let result = async {
-        let admitted = admit(&generation, conn, &req, now, &mut x)?;
+        let admitted = admit(&generation, conn, &req, now, &mut x).await?;
         // Whoever answers, it acts on the path the stages judged.
         apply_path(x.canonical_path.take(), req.uri_mut());
         match admitted {

@@ -541,6 +541,7 @@ async fn the_exposition_is_valid_prometheus_text_and_no_label_carries_an_address
                 "protocol" => ["http1", "h2"].contains(&v.as_str()),
                 "target" => toml.contains(&format!("\"http://{v}\"")),
                 "listener" => v == "public",
+                "backend" => ["embedded", "redis"].contains(&v.as_str()),
                 "le" => v == "+Inf" || v.parse::<f64>().is_ok(),
                 _ => false,
             };
@@ -596,7 +597,8 @@ async fn healthz_and_readyz_answer_200_and_readyz_counts_listeners_and_routes() 
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
         r.json(),
-        serde_json::json!({"status": "ready", "listeners": 2, "routes": 3}),
+        serde_json::json!({"status": "ready", "listeners": 2, "routes": 3,
+            "state": {"backend": "embedded", "status": "up"}}),
         "api on both listeners, only-internal on one"
     );
 }

@@ -40,6 +40,46 @@ pub struct FileConfig {
     pub issuer: Option<super::issuer::IssuerSection>,
     /// Rate limits for routes without their own, and the cap on tracked keys.
     pub limits: Option<LimitsSection>,
+    /// Where shared state lives: `embedded` (default) or `redis` for a fleet.
+    pub state: Option<StateSection>,
+}
+
+/// `[state]`: the backend of the state a fleet shares.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSection {
+    /// `"embedded"` (default: memory and redb, one machine) or `"redis"`.
+    pub backend: Option<String>,
+    /// `redis://host:port[/db]` or `rediss://...` (TLS); never with a password in it.
+    pub url: Option<String>,
+    /// The ACL user.
+    pub username: Option<String>,
+    /// A file holding the password (its first line).
+    pub password_file: Option<String>,
+    /// A `[vault]` record holding the password (kind `api_key`: the password; `basic`:
+    /// `user:password`, which also sets the user).
+    pub password_credential: Option<String>,
+    /// PEM roots for `rediss://` (default: the system's).
+    pub ca: Option<String>,
+    /// Put in front of every key. Default `"portcullis:"`.
+    pub key_prefix: Option<String>,
+    /// Default "2s".
+    pub connect_timeout: Option<String>,
+    /// How long one call may take before the concern's failure mode applies. Default "250ms".
+    pub command_timeout: Option<String>,
+    /// Multiplexed connections per instance. Default 2.
+    pub pool_size: Option<usize>,
+    /// What each concern does while Redis cannot answer: `fail_open` or `fail_closed`.
+    #[serde(default)]
+    pub on_unavailable: OnUnavailableSection,
+}
+
+/// `[state.on_unavailable]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnUnavailableSection {
+    /// Default `fail_open`: each instance limits on its own, bounded by `[limits] max_keys`.
+    pub rate_limits: Option<String>,
 }
 
 /// `[limits]`.

@@ -10,6 +10,7 @@ mod redact;
 mod rewrite;
 mod route;
 mod server;
+pub mod state;
 mod validate;
 
 use std::net::SocketAddr;
@@ -64,6 +65,9 @@ pub struct Snapshot {
     pub limit_keys: usize,
     /// `[limits] quota_store`: where quota counts persist (else the license store's file).
     pub quota_store: Option<std::path::PathBuf>,
+    /// `[state] backend = "redis"`: the server the fleet shares state through; `None` for the
+    /// embedded backend.
+    pub shared_state: Option<crate::state::redis::RedisSettings>,
     /// The config file as parsed, secrets redacted, for `GET /config`.
     pub redacted: serde_json::Value,
 }

@@ -180,6 +180,7 @@ pub fn build_snapshot(
             );
         }
     }
+    let shared_state = super::state::state(&mut r, file, vault.as_ref());
     let inputs = RouteInputs {
         listeners: &declared,
         file,
@@ -284,6 +285,7 @@ pub fn build_snapshot(
             underscores_in_headers,
             limit_keys,
             quota_store,
+            shared_state,
             issuer: own_issuer,
             redacted: super::redact::redacted(file),
         },

@@ -205,15 +205,56 @@ impl std::fmt::Debug for InFlightSlot {
     }
 }
 
+/// Rate state a fleet shares (floor 2 keeps it in Redis). An answer may wait on the network,
+/// so it is a future, boxed: one allocation is nothing beside a round trip.
+pub trait SharedLimitState: Send + Sync + std::fmt::Debug {
+    /// One request by `value` under `scope`'s rule at `now_us` (Unix microseconds: the one
+    /// clock a fleet shares). `Err` when the store cannot answer and rate limits fail closed;
+    /// when they fail open, the store answers from its bounded local fallback instead.
+    fn rate<'a>(
+        &'a self,
+        scope: &'a str,
+        value: &'a [u8],
+        rule: Gcra,
+        now_us: u64,
+    ) -> SharedFuture<'a, Result<Verdict, Unavailable>>;
+}
+
+/// What a [`SharedLimitState`] call returns.
+pub type SharedFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// The shared store could not answer, and the concern asked fails closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unavailable;
+
+/// Where this generation keeps rate state: in process, or shared by the fleet. In-flight
+/// caps count requests this instance holds open, so they stay local either way.
+#[derive(Debug, Clone, Copy)]
+pub enum Limiter<'a> {
+    Local(&'a dyn LimitState),
+    Shared {
+        rates: &'a dyn SharedLimitState,
+        in_flight: &'a dyn LimitState,
+    },
+}
+
+/// The instant a limit judges by, on both clocks: monotonic nanoseconds for the process's
+/// own state, Unix microseconds for the state a fleet shares.
+#[derive(Debug, Clone, Copy)]
+pub struct Instant {
+    pub mono_ns: u64,
+    pub unix_us: u64,
+}
+
 /// Judge `caller` against each of `limits` whose key is known in this phase
 /// (`before_token`). The first refusal wins; slots taken for admitted in-flight caps are
 /// pushed to `slots`, to be held until the response is done.
-pub fn check(
+pub async fn check(
     limits: &[Limit],
     before_token: bool,
     caller: &Caller<'_>,
-    state: &dyn LimitState,
-    now: u64,
+    limiter: Limiter<'_>,
+    now: Instant,
     slots: &mut Vec<InFlightSlot>,
 ) -> Result<(), LimitRefusal> {
     for limit in limits
@@ -222,17 +263,28 @@ pub fn check(
     {
         let mut buf = [0u8; 16];
         let value = caller.value(&limit.key, &mut buf);
-        if let Some((rate, rule)) = limit.rate
-            && let Verdict::Deny { retry_after } = state.rate(&limit.scope, value, rule, now)
-        {
-            return Err(LimitRefusal::Rate(LimitHit {
-                kind: limit.key.kind(),
-                retry_after_secs: secs_up(retry_after),
-                quota: u64::from(rate.count),
-                window_secs: u32::try_from(rate.window_secs()).unwrap_or(u32::MAX),
-            }));
+        if let Some((rate, rule)) = limit.rate {
+            let verdict = match limiter {
+                Limiter::Local(state) => state.rate(&limit.scope, value, rule, now.mono_ns),
+                Limiter::Shared { rates, .. } => rates
+                    .rate(&limit.scope, value, rule, now.unix_us)
+                    .await
+                    .map_err(|Unavailable| LimitRefusal::Unavailable)?,
+            };
+            if let Verdict::Deny { retry_after } = verdict {
+                return Err(LimitRefusal::Rate(LimitHit {
+                    kind: limit.key.kind(),
+                    retry_after_secs: secs_up(retry_after),
+                    quota: u64::from(rate.count),
+                    window_secs: u32::try_from(rate.window_secs()).unwrap_or(u32::MAX),
+                }));
+            }
         }
         if let Some(max) = limit.max_in_flight {
+            let state = match limiter {
+                Limiter::Local(state) => state,
+                Limiter::Shared { in_flight, .. } => in_flight,
+            };
             match state.acquire(&limit.scope, value, max) {
                 Some(slot) => slots.push(slot),
                 None => return Err(LimitRefusal::InFlight(limit.key.kind())),

@@ -22,6 +22,7 @@ pub use labels::{RouteSeries, UpstreamError};
 use labels::{CLASSES, METHODS, Resolved, class_index, method_index};
 
 mod labels;
+mod state;
 
 /// The gateway's metrics.
 pub struct Metrics {
@@ -62,6 +63,8 @@ pub struct Metrics {
     tokens_cached: IntGauge,
     /// The token cache counts it has already folded in, per verifier (reset on reload).
     token_cache_seen: Mutex<(usize, u64, u64)>,
+    /// The shared store's series, read from the store when scraped.
+    state: std::sync::Arc<state::StateCollector>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -287,6 +290,8 @@ impl Metrics {
         for r in ConnRefusal::ALL.iter().copied() {
             refused.with_label_values(&[r.label()]);
         }
+        let state = std::sync::Arc::new(state::StateCollector::new()?);
+        registry.register(Box::new(SharedCollector(std::sync::Arc::clone(&state))))?;
         Ok(Metrics {
             registry,
             denials,
@@ -317,7 +322,14 @@ impl Metrics {
             token_cache,
             tokens_cached,
             token_cache_seen: Mutex::new((0, 0, 0)),
+            state,
         })
+    }
+
+    /// The shared store the generation in force uses (`None`: the embedded one), read at
+    /// scrape time.
+    pub fn set_state_store(&self, store: Option<&std::sync::Arc<crate::state::redis::RedisStore>>) {
+        self.state.set(store);
     }
 
     pub fn denial(&self, d: Denial) {
@@ -556,6 +568,19 @@ impl Metrics {
             tracing::error!(error = %e, "cannot encode metrics");
         }
         out
+    }
+}
+
+/// The registry owns its collectors; this lends it the one `Metrics` also keeps.
+struct SharedCollector(std::sync::Arc<state::StateCollector>);
+
+impl prometheus::core::Collector for SharedCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.0.collect()
     }
 }
 

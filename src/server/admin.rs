@@ -86,6 +86,22 @@ async fn connection(
     Ok(())
 }
 
+/// The shared store as `/readyz` shows it. A store that is down does not make the instance
+/// unready: each concern answers as its failure mode says, and taking every instance out of
+/// the balancer because Redis is down would turn a degraded fleet into a dead one.
+fn state_view(
+    store: Option<&std::sync::Arc<crate::state::redis::RedisStore>>,
+) -> serde_json::Value {
+    match store {
+        None => serde_json::json!({"backend": "embedded", "status": "up"}),
+        Some(s) => serde_json::json!({
+            "backend": "redis",
+            "status": if s.is_up() { "up" } else { "down" },
+            "on_unavailable": {"rate_limits": s.settings().rate_limits.label()},
+        }),
+    }
+}
+
 /// Route an admin request arriving at `local`.
 pub async fn handle(
     gateway: &Gateway,
@@ -133,6 +149,7 @@ pub async fn handle(
                 "status": if bound { "ready" } else { "starting" },
                 "listeners": snap.listeners.len(),
                 "routes": snap.route_count(),
+                "state": state_view(generation.shared_state()),
             });
             json(
                 &id,
@@ -152,6 +169,7 @@ pub async fn handle(
                 .map(|l| l.service.book().counts(shared.clock.now()));
             shared.metrics.set_license_counts(counts);
             shared.metrics.fold_token_cache(&generation.snapshot.tokens);
+            shared.metrics.set_state_store(generation.shared_state());
             let upstreams = generation.upstreams();
             shared
                 .metrics

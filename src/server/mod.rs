@@ -65,6 +65,9 @@ pub enum StartError {
     /// `[limits] quota_store` could not be opened.
     #[error("limits.quota_store: {0}")]
     QuotaStore(Box<crate::state::quotas::QuotaStoreError>),
+    /// `[state]`'s Redis client could not be set up.
+    #[error("{0}")]
+    SharedState(#[from] crate::state::redis::StoreError),
 }
 
 /// Starts a graceful shutdown when triggered. Cheap to clone.
@@ -196,6 +199,7 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
     };
     let quota_file = crate::generation::open_quota_file(&snapshot, None, unix_now)
         .map_err(|e| StartError::QuotaStore(Box::new(e)))?;
+    let shared_state = crate::generation::open_shared_state(&snapshot, None)?;
     // Opening fills the link the snapshot's verifier was built with: keys and revocations
     // are in place before the first request.
     let issuer = match &snapshot.issuer {
@@ -222,7 +226,12 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
     let config_path = snapshot.source.clone();
     let shared = Arc::new(Shared {
         generation: ArcSwap::from_pointee(Generation::new(
-            snapshot, licensing, issuer, quota_file, None,
+            snapshot,
+            licensing,
+            issuer,
+            quota_file,
+            shared_state,
+            None,
         )),
         metrics: Metrics::new(prometheus::Registry::new())?,
         clock,

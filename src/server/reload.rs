@@ -36,6 +36,9 @@ pub enum ReloadError {
     /// `[limits] quota_store` could not be opened.
     #[error("limits.quota_store: {0}")]
     QuotaStore(Box<crate::state::quotas::QuotaStoreError>),
+    /// `[state]`'s Redis client could not be set up.
+    #[error("{0}")]
+    SharedState(#[from] crate::state::redis::StoreError),
 }
 
 /// What a successful reload did.
@@ -173,6 +176,7 @@ impl Gateway {
             crate::license::dates::unix(self.shared.clock.now()),
         )
         .map_err(|e| ReloadError::QuotaStore(Box::new(e)))?;
+        let shared_state = crate::generation::open_shared_state(&snapshot, Some(&previous))?;
 
         // Issuer: same store -> reconfigure in place (the snapshot inherited its link);
         // another -> open it, before the swap, so a store that cannot be opened aborts.
@@ -206,7 +210,14 @@ impl Gateway {
             .collect();
         // One store: a request sees this whole generation or the previous one, never the
         // licensing of one with the routes of the other.
-        let generation = Generation::new(snapshot, licensing, issuer, quota_file, Some(&previous));
+        let generation = Generation::new(
+            snapshot,
+            licensing,
+            issuer,
+            quota_file,
+            shared_state,
+            Some(&previous),
+        );
         self.shared.generation.store(Arc::new(generation));
         let mut closed = Vec::new();
         if let Ok(mut handles) = self.listeners.lock() {

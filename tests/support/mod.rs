@@ -14,6 +14,7 @@ pub mod oauth;
 pub mod pki;
 pub mod prometheus;
 pub mod raw;
+pub mod redis;
 pub mod upstream;
 pub mod vault;
 

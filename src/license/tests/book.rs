@@ -100,7 +100,10 @@ fn a_license_restricted_to_routes_covers_only_those() {
     }]);
     let check = |r: &str| book.check(Some(&identity(1)), ip("192.0.2.1"), r, at(NOW));
     assert!(check("orders").is_ok());
-    assert_eq!(&*check("stock").expect("grant").scopes, &["read".into()]);
+    assert_eq!(
+        &*check("stock").expect("grant").scopes,
+        &[Box::<str>::from("read")]
+    );
     assert_eq!(check("billing"), Err(D::BindingMismatch));
 }
 

@@ -1,0 +1,419 @@
+//! The fleet backend: state several gateway instances share through one Redis (or Valkey)
+//! server. One [`RedisStore`] per process holds a small pool of multiplexed connections
+//! (the `redis` crate's `ConnectionManager`, which reconnects with back-off), a health gate
+//! and the counters `/metrics` shows.
+//!
+//! Why the `redis` crate and not `fred`: it is the client Redis itself maintains, with tokio,
+//! rustls, ACL users, Lua scripts (EVALSHA with a fallback to EVAL) and Cluster, and it adds
+//! fewer dependencies; fred's extra features (sentinel pools, tracing) are not needed here.
+//!
+//! When Redis does not answer within `command_timeout`, or refuses, the gate closes for a
+//! back-off (100 ms doubling to 5 s): calls then fail at once, without waiting on a dead
+//! server, until one probe per back-off gets through. Each concern then does what its
+//! failure mode says ([`FailMode`]).
+
+pub mod limits;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use zeroize::Zeroizing;
+
+/// What a concern does while the shared store cannot answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailMode {
+    /// Answer from this instance's own bounded state (each instance then limits alone).
+    Open,
+    /// Refuse with 503 `state_unavailable` rather than risk a wrong answer.
+    Closed,
+}
+
+impl FailMode {
+    pub fn parse(s: &str) -> Option<FailMode> {
+        match s {
+            "fail_open" => Some(FailMode::Open),
+            "fail_closed" => Some(FailMode::Closed),
+            _ => None,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            FailMode::Open => "fail_open",
+            FailMode::Closed => "fail_closed",
+        }
+    }
+}
+
+/// `[state]` with `backend = "redis"`, validated.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// `redis://host:port[/db]` or `rediss://` (TLS), with no credentials in it.
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<Zeroizing<String>>,
+    /// PEM roots for `rediss://` (default: the system's).
+    pub ca: Option<Vec<u8>>,
+    /// Put in front of every key, so several fleets (or other users) share one server.
+    pub key_prefix: String,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+    /// Multiplexed connections per instance.
+    pub pool_size: usize,
+    /// What rate limits do while Redis cannot answer.
+    pub rate_limits: FailMode,
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password; the URL holds none (validation refuses one).
+        f.debug_struct("RedisSettings")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("key_prefix", &self.key_prefix)
+            .field("pool_size", &self.pool_size)
+            .field("rate_limits", &self.rate_limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the store could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state.url: {0}")]
+    Url(String),
+    #[error("state: the Redis client could not be built: {0}")]
+    Client(String),
+}
+
+/// Upper bounds (microseconds) of the call-latency buckets `/metrics` shows.
+pub const LATENCY_BUCKETS_US: [u64; 10] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000,
+];
+
+/// How the shared store has answered, for `/metrics` and `/readyz`.
+#[derive(Debug, Default)]
+pub struct StoreStats {
+    pub ok: AtomicU64,
+    pub errors: AtomicU64,
+    pub timeouts: AtomicU64,
+    /// Calls not tried because the gate was closed (Redis down, in back-off).
+    pub skipped: AtomicU64,
+    /// Answers a concern took from its local fallback (fail_open).
+    pub fallbacks: AtomicU64,
+    /// Calls per latency bucket; the last counts the slower ones.
+    pub buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
+    pub latency_sum_us: AtomicU64,
+}
+
+impl StoreStats {
+    fn observe(&self, us: u64) {
+        let i = LATENCY_BUCKETS_US
+            .iter()
+            .position(|b| us <= *b)
+            .unwrap_or(LATENCY_BUCKETS_US.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+}
+
+/// The back-off gate: closed for a while after a failure, so a dead server costs each
+/// request nothing but an atomic load.
+#[derive(Debug)]
+struct Gate {
+    up: AtomicBool,
+    /// Monotonic nanoseconds before which calls are not tried.
+    closed_until: AtomicU64,
+    backoff_ns: AtomicU64,
+}
+
+const MIN_BACKOFF_NS: u64 = 100_000_000;
+const MAX_BACKOFF_NS: u64 = 5_000_000_000;
+
+impl Gate {
+    /// Whether a call may be tried at `now` (ns). While closed, the first caller past the
+    /// deadline takes the probe and pushes the deadline on, so one call probes at a time.
+    fn admit(&self, now: u64) -> bool {
+        if self.up.load(Ordering::Acquire) {
+            return true;
+        }
+        let until = self.closed_until.load(Ordering::Acquire);
+        now >= until
+            && self
+                .closed_until
+                .compare_exchange(
+                    until,
+                    now.saturating_add(self.backoff_ns.load(Ordering::Relaxed)),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+
+    /// Returns whether this success reopened the gate.
+    fn success(&self) -> bool {
+        self.backoff_ns.store(MIN_BACKOFF_NS, Ordering::Relaxed);
+        !self.up.swap(true, Ordering::AcqRel)
+    }
+
+    /// Returns whether this failure closed the gate.
+    fn failure(&self, now: u64) -> bool {
+        let was_up = self.up.swap(false, Ordering::AcqRel);
+        let backoff = if was_up {
+            MIN_BACKOFF_NS
+        } else {
+            (self.backoff_ns.load(Ordering::Relaxed) * 2).min(MAX_BACKOFF_NS)
+        };
+        self.backoff_ns.store(backoff, Ordering::Relaxed);
+        self.closed_until
+            .store(now.saturating_add(backoff), Ordering::Release);
+        was_up
+    }
+}
+
+/// Why a call got no answer (logged and counted; never shown to a client).
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("the store is in back-off after a failure")]
+    Skipped,
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// The connections to one Redis server, shared by every generation that names the same
+/// settings (a reload with the same `[state]` keeps them).
+pub struct RedisStore {
+    settings: RedisSettings,
+    conns: Box<[ConnectionManager]>,
+    next: AtomicUsize,
+    gate: Gate,
+    pub stats: StoreStats,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Set up the pool without waiting for the server: a gateway starts (and serves, as each
+    /// concern's failure mode says) while Redis is still down, and connects when it is up.
+    /// Must run inside a tokio runtime.
+    pub fn connect(settings: RedisSettings) -> Result<RedisStore, StoreError> {
+        use redis::IntoConnectionInfo;
+        let info = settings
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| StoreError::Url(e.to_string()))?;
+        let mut redis_info = info.redis_settings().clone();
+        if let Some(u) = &settings.username {
+            redis_info = redis_info.set_username(u);
+        }
+        if let Some(p) = &settings.password {
+            redis_info = redis_info.set_password(p.as_str());
+        }
+        let info = info.set_redis_settings(redis_info);
+        let client = match &settings.ca {
+            Some(ca) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                },
+            ),
+            None => redis::Client::open(info),
+        }
+        .map_err(|e| StoreError::Client(e.to_string()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.connect_timeout))
+            .set_response_timeout(Some(settings.command_timeout))
+            // The gate does the waiting between attempts; the manager retries once.
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(1));
+        let conns = (0..settings.pool_size.max(1))
+            .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), config.clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Client(e.to_string()))?;
+        Ok(RedisStore {
+            settings,
+            conns: conns.into(),
+            next: AtomicUsize::new(0),
+            // Down until the first answer: `/readyz` says so, and the first call probes.
+            gate: Gate {
+                up: AtomicBool::new(false),
+                closed_until: AtomicU64::new(0),
+                backoff_ns: AtomicU64::new(MIN_BACKOFF_NS),
+            },
+            stats: StoreStats::default(),
+        })
+    }
+
+    pub fn settings(&self) -> &RedisSettings {
+        &self.settings
+    }
+
+    /// Whether the last call got an answer.
+    pub fn is_up(&self) -> bool {
+        self.gate.up.load(Ordering::Acquire)
+    }
+
+    /// `key_prefix` + `parts`, binary-safe.
+    pub fn key(&self, parts: &[&[u8]]) -> Vec<u8> {
+        let len = self.settings.key_prefix.len() + parts.iter().map(|p| p.len()).sum::<usize>();
+        let mut k = Vec::with_capacity(len);
+        k.extend_from_slice(self.settings.key_prefix.as_bytes());
+        for p in parts {
+            k.extend_from_slice(p);
+        }
+        k
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
+        // A clone is a handle on the same multiplexed connection.
+        self.conns[i].clone()
+    }
+
+    /// Run one script invocation through the gate, the timeout and the counters.
+    pub async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        call: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, CallError> {
+        self.run(async |mut conn: ConnectionManager| call.invoke_async::<T>(&mut conn).await)
+            .await
+    }
+
+    /// `PING`, through the same gate and counters as every call.
+    pub async fn ping(&self) -> Result<(), CallError> {
+        self.run(async |mut conn: ConnectionManager| {
+            redis::cmd("PING").query_async::<()>(&mut conn).await
+        })
+        .await
+    }
+
+    async fn run<T>(
+        &self,
+        call: impl AsyncFnOnce(ConnectionManager) -> redis::RedisResult<T>,
+    ) -> Result<T, CallError> {
+        let started = crate::clock::mono_at(std::time::Instant::now());
+        if !self.gate.admit(started) {
+            self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+            return Err(CallError::Skipped);
+        }
+        let conn = self.conn();
+        let timeout = self.settings.command_timeout;
+        let outcome = match tokio::time::timeout(timeout, call(conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(CallError::Redis(e)),
+            Err(_) => Err(CallError::Timeout(timeout)),
+        };
+        let done = crate::clock::mono_at(std::time::Instant::now());
+        match &outcome {
+            Ok(_) => {
+                self.stats.ok.fetch_add(1, Ordering::Relaxed);
+                self.stats.observe(done.saturating_sub(started) / 1_000);
+                if self.gate.success() {
+                    tracing::info!(url = %self.settings.url, "shared state: Redis answers again");
+                }
+            }
+            Err(e) => {
+                match e {
+                    CallError::Timeout(_) => &self.stats.timeouts,
+                    _ => &self.stats.errors,
+                }
+                .fetch_add(1, Ordering::Relaxed);
+                if self.gate.failure(done) {
+                    tracing::warn!(url = %self.settings.url, error = %e, "shared state: Redis does not answer; each concern follows its failure mode until it does");
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Ping once a second while the store is in use, so `/readyz` and `/metrics` tell the
+    /// truth on a quiet gateway and a recovered server is found before the next request
+    /// needs it. Ends when the last generation using the store drops it.
+    pub fn watch(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(PROBE_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(store) = weak.upgrade() else { return };
+                // The outcome is in the gate and the counters.
+                let _ = store.ping().await;
+            }
+        });
+    }
+}
+
+/// How often an idle store is pinged.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate() -> Gate {
+        Gate {
+            up: AtomicBool::new(true),
+            closed_until: AtomicU64::new(0),
+            backoff_ns: AtomicU64::new(MIN_BACKOFF_NS),
+        }
+    }
+
+    #[test]
+    fn a_failure_closes_the_gate_for_a_backoff_that_doubles_and_one_probe_passes_each_time() {
+        let g = gate();
+        assert!(g.admit(0));
+        assert!(g.failure(1_000), "the first failure reports the change");
+        assert!(
+            !g.admit(1_000 + MIN_BACKOFF_NS - 1),
+            "closed during the back-off"
+        );
+        assert!(g.admit(1_000 + MIN_BACKOFF_NS), "one probe after it");
+        assert!(
+            !g.admit(1_000 + MIN_BACKOFF_NS),
+            "a second caller at the same instant waits"
+        );
+        assert!(!g.failure(2 * MIN_BACKOFF_NS), "already down");
+        assert!(!g.admit(2 * MIN_BACKOFF_NS + 2 * MIN_BACKOFF_NS - 1));
+        assert!(g.admit(4 * MIN_BACKOFF_NS), "the back-off doubled");
+        for _ in 0..20 {
+            g.failure(0);
+        }
+        assert_eq!(g.backoff_ns.load(Ordering::Relaxed), MAX_BACKOFF_NS);
+        assert!(g.success(), "the first success reports the change");
+        assert!(g.admit(0));
+        assert_eq!(g.backoff_ns.load(Ordering::Relaxed), MIN_BACKOFF_NS);
+    }
+
+    #[test]
+    fn settings_never_print_the_password() {
+        let s = RedisSettings {
+            url: "redis://127.0.0.1:6379".into(),
+            username: Some("gw".into()),
+            password: Some(Zeroizing::new("hunter2-secret".into())),
+            ca: None,
+            key_prefix: "p:".into(),
+            connect_timeout: Duration::from_secs(1),
+            command_timeout: Duration::from_millis(100),
+            pool_size: 2,
+            rate_limits: FailMode::Open,
+        };
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("<redacted>"));
+    }
+}

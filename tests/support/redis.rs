@@ -1,0 +1,115 @@
+//! A real `redis-server` for the fleet tests: started on a free 127.0.0.1 port with no
+//! persistence, stopped (killed) when dropped, and restartable on the same port so a test
+//! can take Redis away and bring it back under a running gateway.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct RedisServer {
+    port: u16,
+    args: Vec<String>,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// A server with no password (the default user open).
+    pub fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    /// A server with extra `redis-server` arguments: a directive and its words each an
+    /// argument, e.g. `["--user", "gw", "on", ">pw", "~*", "+@all"]`.
+    pub fn start_with(extra: &[&str]) -> RedisServer {
+        let port = free_port();
+        let mut server = RedisServer {
+            port,
+            args: extra.iter().map(|s| (*s).to_owned()).collect(),
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        server.launch();
+        server
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kill the server now (no shutdown courtesy: what a crash or a cut cable looks like).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start it again on the same port, empty.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    /// Run one command with `redis-cli`-free plain RESP and return the raw reply.
+    pub fn command(&self, args: &[&str]) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes()).unwrap();
+        let mut buf = vec![0u8; 65536];
+        let n = s.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    fn launch(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .args(["--dir", &self.dir.path().display().to_string()])
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!("cannot run redis-server ({e}): install it (apt-get install redis-server)")
+        });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        while Instant::now() < deadline {
+            if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(100)) {
+                // Any reply (PONG, or NOAUTH when a password is set) means it serves.
+                let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                if s.write_all(b"*1\r\n$4\r\nPING\r\n").is_ok() {
+                    let mut b = [0u8; 64];
+                    if matches!(s.read(&mut b), Ok(n) if n > 0) {
+                        return;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
