@@ -31,6 +31,7 @@
 pub mod clients;
 pub(crate) use crate::config::issuer as config;
 mod endpoints;
+mod fleet;
 pub(crate) mod keys;
 mod request;
 mod throttle;
@@ -82,6 +83,8 @@ pub struct Issuer {
 struct Inner {
     settings: ArcSwap<OwnIssuerSettings>,
     store: Box<dyn IssuerState>,
+    /// The fleet's store when `store` is on it.
+    shared: Option<Arc<crate::state::redis::RedisStore>>,
     ring: ArcSwap<KeyRing>,
     throttle: Throttle,
     /// Verifies the issuer's own access tokens for introspection and revocation: the same
@@ -92,6 +95,8 @@ struct Inner {
     /// Held while the keys change and the ring is rebuilt from the store, so two changes
     /// (a rotation, a pruning) cannot publish their rings out of order.
     keys_lock: Mutex<()>,
+    /// A fleet resync is running (one at a time).
+    resyncing: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) fn unix(t: SystemTime) -> u64 {
@@ -116,6 +121,45 @@ impl Issuer {
         Issuer::open_with(settings, Limits::default(), SystemTime::now())
     }
 
+    /// [`open`](Self::open) on the fleet's shared store when there is one (`[state] backend
+    /// = "redis"`), else on the embedded file.
+    pub fn open_on(
+        settings: OwnIssuerSettings,
+        shared: Option<&Arc<crate::state::redis::RedisStore>>,
+    ) -> Result<Issuer, IssuerError> {
+        match shared {
+            None => Issuer::open(settings),
+            Some(store) => Issuer::open_in(
+                settings,
+                Box::new(crate::state::redis::issuer::RedisIssuerState::new(
+                    Arc::clone(store),
+                )),
+                Some(Arc::clone(store)),
+                Limits::default(),
+                SystemTime::now(),
+            ),
+        }
+    }
+
+    /// Whether this issuer runs on the store `settings` and `shared` name (a reload keeps it
+    /// then, and reconfigures it in place).
+    pub fn same_store(
+        &self,
+        settings: &OwnIssuerSettings,
+        shared: Option<&Arc<crate::state::redis::RedisStore>>,
+    ) -> bool {
+        match (&self.inner.shared, shared) {
+            (None, None) => self.settings().store == settings.store,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
+    /// The fleet's store this issuer shares, if it is on one.
+    pub fn shared_store(&self) -> Option<&Arc<crate::state::redis::RedisStore>> {
+        self.inner.shared.as_ref()
+    }
+
     /// [`open`](Self::open) with other throttle limits, as of `now`.
     pub fn open_with(
         settings: OwnIssuerSettings,
@@ -123,24 +167,39 @@ impl Issuer {
         now: SystemTime,
     ) -> Result<Issuer, IssuerError> {
         let store: Box<dyn IssuerState> = Box::new(Embedded::open(&settings.store)?);
+        Issuer::open_in(settings, store, None, limits, now)
+    }
+
+    fn open_in(
+        settings: OwnIssuerSettings,
+        store: Box<dyn IssuerState>,
+        shared: Option<Arc<crate::state::redis::RedisStore>>,
+        limits: Limits,
+        now: SystemTime,
+    ) -> Result<Issuer, IssuerError> {
         let ring = prepare(&*store, &settings, unix(now))?;
         let verifier = own_verifier(&settings);
         let issuer = Issuer {
             inner: Arc::new(Inner {
                 settings: ArcSwap::from_pointee(settings),
                 store,
+                shared,
                 ring: ArcSwap::from_pointee(ring),
                 throttle: Throttle::new(limits),
                 verifier: ArcSwap::from_pointee(verifier),
                 hashing: tokio::sync::Semaphore::new(CONCURRENT_HASHES),
                 last_prune: AtomicU64::new(unix(now)),
                 keys_lock: Mutex::new(()),
+                resyncing: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         issuer.publish()?;
+        // The ring may be new (a first key, another algorithm): the others reload theirs.
+        issuer.keys_changed();
+        issuer.join_fleet();
         let s = issuer.settings();
         tracing::info!(
-            store = %s.store.display(),
+            store = %issuer.inner.store.location(),
             issuer = %s.issuer,
             kid = %issuer.inner.ring.load().current().kid(),
             revocations = s.link.revocations().len(),
@@ -154,7 +213,7 @@ impl Issuer {
     /// than inherited) is filled before this returns.
     pub fn reconfigure(&self, settings: OwnIssuerSettings) -> Result<(), IssuerError> {
         let current = self.settings();
-        if settings.store != current.store {
+        if self.inner.shared.is_none() && settings.store != current.store {
             return Err(IssuerError::StoreMoved {
                 from: current.store.clone(),
                 to: settings.store,
@@ -214,6 +273,7 @@ impl Issuer {
             .store
             .write(|tx| keys::rotate(tx, alg, unix(now), config::OWN_LEEWAY, sealer))?;
         self.reload_ring()?;
+        self.keys_changed();
         tracing::info!(kid = %rotated.kid, alg = alg.name(), retired = ?rotated.retired.as_ref().map(|r| &r.0), "issuer signing key rotated");
         Ok(rotated)
     }

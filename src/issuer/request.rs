@@ -97,6 +97,18 @@ impl OAuthError {
         )
     }
 
+    /// The shared store did not answer: try again shortly (never a wrong answer).
+    pub fn state_unavailable() -> Self {
+        OAuthError {
+            retry_after: Some(Duration::from_secs(1)),
+            ..OAuthError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "state_unavailable",
+                "the issuer's store is unavailable; try again shortly",
+            )
+        }
+    }
+
     pub fn response(&self) -> Response<Full<Bytes>> {
         let body = json!({"error": self.code, "error_description": self.description});
         let mut resp = json_response(self.status, &body);

@@ -204,7 +204,8 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
     // are in place before the first request.
     let issuer = match &snapshot.issuer {
         Some(s) => Some(Arc::new(
-            crate::issuer::Issuer::open(s.clone()).map_err(|e| StartError::Issuer(Box::new(e)))?,
+            crate::issuer::Issuer::open_on(s.clone(), shared_state.as_ref())
+                .map_err(|e| StartError::Issuer(Box::new(e)))?,
         )),
         None => None,
     };

@@ -183,14 +183,14 @@ impl Gateway {
         let issuer = match &snapshot.issuer {
             None => None,
             Some(s) => match previous.issuer.clone() {
-                Some(current) if current.settings().store == s.store => {
+                Some(current) if current.same_store(s, shared_state.as_ref()) => {
                     current
                         .reconfigure(s.clone())
                         .map_err(|e| ReloadError::Issuer(Box::new(e)))?;
                     Some(current)
                 }
                 Some(_) | None => Some(Arc::new(
-                    crate::issuer::Issuer::open(s.clone())
+                    crate::issuer::Issuer::open_on(s.clone(), shared_state.as_ref())
                         .map_err(|e| ReloadError::Issuer(Box::new(e)))?,
                 )),
             },

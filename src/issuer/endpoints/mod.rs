@@ -108,8 +108,13 @@ pub(super) async fn blocking<T: Send + 'static>(
         .map_err(|_| OAuthError::server_error())
 }
 
-/// A store failure: logged (it names the file, never a value), answered 500.
+/// A store failure: logged (it names the file or server, never a value), answered 503
+/// `state_unavailable` when the shared store is unreachable or busy, else 500.
 pub(super) fn store_failed(e: super::StoreError) -> OAuthError {
+    if e.is_unavailable() {
+        tracing::warn!(error = %e, "issuer store unavailable");
+        return OAuthError::state_unavailable();
+    }
     tracing::error!(error = %e, "issuer store failed");
     OAuthError::server_error()
 }

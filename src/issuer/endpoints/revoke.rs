@@ -79,7 +79,7 @@ where
             let i = issuer.clone();
             let j = jti.clone();
             blocking(move || tokens::revoke_access(i.store(), &j, exp)).await??;
-            issuer.settings().link.revocations().insert(&jti, exp);
+            issuer.revoked(&[(jti.clone(), exp)]);
             tracing::info!(client = %client_id, %jti, "access token revoked");
         }
     } else {
@@ -87,10 +87,7 @@ where
         let c = client_id.clone();
         let revoked = blocking(move || tokens::revoke_refresh(i.store(), &c, &token, at)).await??;
         if let Some(r) = revoked {
-            let revocations = issuer.settings().link.revocations().clone();
-            for (jti, exp) in &r.access {
-                revocations.insert(jti, *exp);
-            }
+            issuer.revoked(&r.access);
             tracing::info!(client = %client_id, family = %r.family, access_tokens_revoked = r.access.len(), "refresh token family revoked");
         }
     }

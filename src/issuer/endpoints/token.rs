@@ -120,10 +120,7 @@ fn refused(issuer: &Issuer, client: &ClientRecord, refusal: RefreshRefusal) -> O
             family,
             revoked_jtis,
         } => {
-            let revocations = issuer.settings().link.revocations().clone();
-            for (jti, exp) in &revoked_jtis {
-                revocations.insert(jti, *exp);
-            }
+            issuer.revoked(&revoked_jtis);
             tracing::warn!(
                 client = %client.id,
                 %family,

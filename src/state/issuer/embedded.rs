@@ -133,6 +133,10 @@ impl Embedded {
                 path: self.path.clone(),
                 what,
             },
+            TxError::Unavailable(what) => StoreError::Unavailable {
+                location: self.path.display().to_string(),
+                what,
+            },
         }
     }
 }

@@ -53,6 +53,24 @@ pub enum StoreError {
     /// The backend broke its own contract (a transaction reported success without running).
     #[error("the issuer store failed: {0}")]
     Backend(&'static str),
+    /// The shared store (Redis) did not answer; nothing was changed. Names the server and
+    /// the key prefix, never a credential.
+    #[error("the issuer store {location} is unavailable: {what}")]
+    Unavailable { location: String, what: String },
+    /// Other instances changed what a transaction read every time it ran.
+    #[error("the issuer store {location}: gave up after {attempts} attempts met concurrent writes")]
+    Contention { location: String, attempts: usize },
+}
+
+impl StoreError {
+    /// Whether the request may succeed later, unchanged (the store was unreachable or busy):
+    /// answered 503 `state_unavailable`, not 500.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Unavailable { .. } | StoreError::Contention { .. }
+        )
+    }
 }
 
 /// What fails inside a transaction, before the backend adds where it happened.
@@ -62,6 +80,8 @@ pub enum TxError {
     Corrupt(String),
     Crypto(&'static str),
     Sealed(String),
+    /// The shared store did not answer.
+    Unavailable(String),
 }
 
 /// Reads, in a read or a write transaction.

@@ -12,6 +12,7 @@
 //! server, until one probe per back-off gets through. Each concern then does what its
 //! failure mode says ([`FailMode`]).
 
+pub mod issuer;
 pub mod limits;
 
 use std::sync::Arc;
@@ -189,6 +190,8 @@ pub enum CallError {
 /// settings (a reload with the same `[state]` keeps them).
 pub struct RedisStore {
     settings: RedisSettings,
+    /// For connections other than the pool's: the issuer's synchronous ones, pub/sub.
+    client: redis::Client,
     conns: Box<[ConnectionManager]>,
     next: AtomicUsize,
     gate: Gate,
@@ -240,12 +243,14 @@ impl RedisStore {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(1));
+        let pool_client = client.clone();
         let conns = (0..settings.pool_size.max(1))
-            .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), config.clone()))
+            .map(|_| ConnectionManager::new_lazy_with_config(pool_client.clone(), config.clone()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| StoreError::Client(e.to_string()))?;
         Ok(RedisStore {
             settings,
+            client,
             conns: conns.into(),
             next: AtomicUsize::new(0),
             // Down until the first answer: `/readyz` says so, and the first call probes.
@@ -360,6 +365,138 @@ impl RedisStore {
 
 /// How often an idle store is pinged.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// What a fleet listener hears (see [`RedisStore::listen`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heard<'a> {
+    /// A message another instance (or this one) announced.
+    Message(&'a str),
+    /// Read the whole state again: the subscription has just been (re)made, so messages
+    /// may have been missed, or the reconciliation period has passed.
+    Resync,
+}
+
+impl RedisStore {
+    /// The pub/sub channel of this fleet (one per key prefix).
+    fn channel(&self) -> String {
+        format!("{}events", self.settings.key_prefix)
+    }
+
+    /// Tell every instance (this one too) `message`, without waiting: a lost message is
+    /// made good by each listener's periodic resync.
+    pub fn announce(self: &Arc<Self>, message: String) {
+        let store = Arc::clone(self);
+        let publish = async move {
+            let channel = store.channel();
+            let _ = store
+                .run(async |mut conn: ConnectionManager| {
+                    redis::cmd("PUBLISH")
+                        .arg(&channel)
+                        .arg(&message)
+                        .query_async::<()>(&mut conn)
+                        .await
+                })
+                .await;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn(publish);
+            }
+            // Outside a runtime (a CLI command): the others resync within their period.
+            Err(_) => tracing::debug!("fleet message not sent outside the runtime"),
+        }
+    }
+
+    /// Call `on` with every message on the fleet's channel, with [`Heard::Resync`] after
+    /// each (re)subscription and every `resync_every`, until `on` returns false. Reconnects
+    /// with back-off (100 ms doubling to 5 s) when the subscription drops.
+    pub fn listen(
+        self: &Arc<Self>,
+        resync_every: Duration,
+        on: impl Fn(Heard<'_>) -> bool + Send + Sync + 'static,
+    ) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let Some(store) = weak.upgrade() else { return };
+                let channel = store.channel();
+                let client = store.client.clone();
+                let connect_timeout = store.settings.connect_timeout;
+                drop(store);
+                let subscribed = tokio::time::timeout(connect_timeout, async {
+                    let mut pubsub = client.get_async_pubsub().await?;
+                    pubsub.subscribe(&channel).await?;
+                    Ok::<_, redis::RedisError>(pubsub)
+                })
+                .await;
+                let pubsub = match subscribed {
+                    Ok(Ok(p)) => Some(p),
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "fleet channel: cannot subscribe");
+                        None
+                    }
+                    Err(_) => None,
+                };
+                // Resync after each attempt: while unsubscribed, the periodic resync below
+                // is what bounds a missed message.
+                if !on(Heard::Resync) {
+                    return;
+                }
+                let Some(pubsub) = pubsub else {
+                    if !resync_while_waiting(&on, backoff, resync_every).await {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                };
+                backoff = Duration::from_millis(100);
+                let mut messages = pubsub.into_on_message();
+                let mut tick = tokio::time::interval(resync_every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        msg = futures_util::StreamExt::next(&mut messages) => match msg {
+                            Some(m) => {
+                                if let Ok(text) = std::str::from_utf8(m.get_payload_bytes())
+                                    && !on(Heard::Message(text))
+                                {
+                                    return;
+                                }
+                            }
+                            None => break,
+                        },
+                        _ = tick.tick() => {
+                            if !on(Heard::Resync) {
+                                return;
+                            }
+                        }
+                    }
+                }
+                tracing::debug!("fleet channel: subscription dropped; resubscribing");
+            }
+        });
+    }
+}
+
+/// Wait `backoff`, resyncing every `every` meanwhile; false when the listener is done.
+async fn resync_while_waiting(
+    on: &(impl Fn(Heard<'_>) -> bool + Send + Sync),
+    backoff: Duration,
+    every: Duration,
+) -> bool {
+    let mut left = backoff;
+    while !left.is_zero() {
+        let step = left.min(every);
+        tokio::time::sleep(step).await;
+        left -= step;
+        if step == every && !on(Heard::Resync) {
+            return false;
+        }
+    }
+    true
+}
 
 #[cfg(test)]
 mod tests {
