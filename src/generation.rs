@@ -128,7 +128,7 @@ impl Generation {
             shared_state.map(|store| Arc::new(SharedLimits::new(store, Arc::clone(&limits))));
         let quotas = quota_file
             .clone()
-            .or_else(|| licensing.as_ref().map(|l| Arc::clone(&l.quotas)));
+            .or_else(|| licensing.as_ref().and_then(|l| l.quotas.clone()));
         Generation {
             http: Arc::new(http_builders(&snapshot.server)),
             limits,

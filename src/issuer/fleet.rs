@@ -7,13 +7,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use super::Issuer;
 use crate::state::redis::Heard;
 
-/// The bound on how long a missed message can matter.
-pub const RESYNC_EVERY: Duration = Duration::from_secs(5);
+pub use crate::state::redis::RESYNC_EVERY;
 
 /// Revoked access tokens: `revoke JTI EXP [JTI EXP]...`.
 const REVOKE: &str = "revoke";

@@ -154,7 +154,16 @@ impl Collector for StateCollector {
             family(
                 MODE,
                 MetricType::GAUGE,
-                vec![gauge(&[("concern", "rate_limits"), ("mode", mode)], 1.0)],
+                [
+                    ("rate_limits", mode),
+                    // Issuance, revocation and license changes never answer from stale
+                    // state.
+                    ("issuer", "fail_closed"),
+                    ("licenses", "fail_closed"),
+                ]
+                .iter()
+                .map(|(concern, mode)| gauge(&[("concern", concern), ("mode", mode)], 1.0))
+                .collect(),
             ),
             family(
                 CALLS,

@@ -97,7 +97,11 @@ fn state_view(
         Some(s) => serde_json::json!({
             "backend": "redis",
             "status": if s.is_up() { "up" } else { "down" },
-            "on_unavailable": {"rate_limits": s.settings().rate_limits.label()},
+            "on_unavailable": {
+                "rate_limits": s.settings().rate_limits.label(),
+                "issuer": "fail_closed",
+                "licenses": "fail_closed",
+            },
         }),
     }
 }
@@ -276,7 +280,11 @@ async fn licenses(gateway: &Gateway, id: &RequestId, req: Request<Incoming>) -> 
                 Err(status) => return error(id, status, "bad_request"),
             };
             let text = license_text(&body);
-            match service.activate(&text, now) {
+            let outcome = match blocking(&licensing, move |s| s.activate(&text, now)).await {
+                Ok(o) => o,
+                Err(status) => return error(id, status, "license_store_failed"),
+            };
+            match outcome {
                 Ok(summary) => {
                     tracing::info!(license = %summary.id, customer = %summary.customer, machine = %summary.machine_id, "license activated");
                     json(id, StatusCode::CREATED, &summary.to_json())
@@ -286,6 +294,9 @@ async fn licenses(gateway: &Gateway, id: &RequestId, req: Request<Incoming>) -> 
                         ActivationError::Duplicate { .. } => {
                             (StatusCode::CONFLICT, "license_duplicate")
                         }
+                        ActivationError::Store(e) if e.is_unavailable() => {
+                            (StatusCode::SERVICE_UNAVAILABLE, "state_unavailable")
+                        }
                         ActivationError::Store(_) => {
                             (StatusCode::INTERNAL_SERVER_ERROR, "license_store_failed")
                         }
@@ -294,6 +305,11 @@ async fn licenses(gateway: &Gateway, id: &RequestId, req: Request<Incoming>) -> 
                         }
                     };
                     tracing::warn!(reason, error = %e, "license activation refused");
+                    // A store's error names its file or server: the log has it, the
+                    // response does not.
+                    if matches!(e, ActivationError::Store(_)) {
+                        return error(id, status, reason);
+                    }
                     json(
                         id,
                         status,
@@ -303,14 +319,22 @@ async fn licenses(gateway: &Gateway, id: &RequestId, req: Request<Incoming>) -> 
             }
         }
         (Method::DELETE, Some(rest)) if rest.len() > 1 => {
-            let license_id = &rest[1..];
-            match service.revoke(license_id, now) {
+            let license_id = rest[1..].to_owned();
+            let outcome = match blocking(&licensing, move |s| s.revoke(&license_id, now)).await {
+                Ok(o) => o,
+                Err(status) => return error(id, status, "license_store_failed"),
+            };
+            match outcome {
                 Ok(summary) => {
                     tracing::info!(license = %summary.id, "license revoked");
                     json(id, StatusCode::OK, &summary.to_json())
                 }
                 Err(RevokeError::NotFound { .. }) => {
                     error(id, StatusCode::NOT_FOUND, "license_not_found")
+                }
+                Err(RevokeError::Store(e)) if e.is_unavailable() => {
+                    tracing::warn!(error = %e, "license revocation could not be stored");
+                    error(id, StatusCode::SERVICE_UNAVAILABLE, "state_unavailable")
                 }
                 Err(e @ RevokeError::Store(_)) => {
                     tracing::error!(error = %e, "license revocation could not be stored");
@@ -324,6 +348,18 @@ async fn licenses(gateway: &Gateway, id: &RequestId, req: Request<Incoming>) -> 
         }
         _ => error(id, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
     }
+}
+
+/// Run a license change off the async threads: on a fleet's store it is a network round
+/// trip. Err: the task died (500).
+async fn blocking<T: Send + 'static>(
+    licensing: &Arc<crate::state::licenses::Licensing>,
+    f: impl FnOnce(&crate::state::licenses::LicenseService) -> T + Send + 'static,
+) -> Result<T, StatusCode> {
+    let l = Arc::clone(licensing);
+    tokio::task::spawn_blocking(move || f(&l.service))
+        .await
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 /// `GET /licenses/{id}`: the listing's fields and, for a license carrying a quota, its use

@@ -193,13 +193,14 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
 
     let clock = crate::clock::Clock::default();
     let unix_now = crate::license::dates::unix(clock.now());
-    let licensing = match &snapshot.licenses {
-        Some(l) => Some(Arc::new(Licensing::open(l, snapshot.limit_keys, unix_now)?)),
-        None => None,
+    let shared_state = crate::generation::open_shared_state(&snapshot, None)?;
+    let licensing = match (&snapshot.licenses, &shared_state) {
+        (Some(l), Some(shared)) => Some(Licensing::open_shared(l, shared)?),
+        (Some(l), None) => Some(Arc::new(Licensing::open(l, snapshot.limit_keys, unix_now)?)),
+        (None, _) => None,
     };
     let quota_file = crate::generation::open_quota_file(&snapshot, None, unix_now)
         .map_err(|e| StartError::QuotaStore(Box::new(e)))?;
-    let shared_state = crate::generation::open_shared_state(&snapshot, None)?;
     // Opening fills the link the snapshot's verifier was built with: keys and revocations
     // are in place before the first request.
     let issuer = match &snapshot.issuer {

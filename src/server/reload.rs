@@ -148,12 +148,14 @@ impl Gateway {
             Some(_) | None => None,
         };
 
+        let shared_state = crate::generation::open_shared_state(&snapshot, Some(&previous))?;
+
         // Licenses: same store file -> reconfigure in place; another -> open it (before the
         // swap, so a store that cannot be opened aborts the reload).
         let licensing = match &snapshot.licenses {
             None => None,
             Some(l) => match previous.licensing.clone() {
-                Some(current) if current.store == l.store => {
+                Some(current) if current.same_store(l, shared_state.as_ref()) => {
                     for w in current
                         .service
                         .reconfigure(l.trusted_keys.clone(), l.grace)?
@@ -163,11 +165,14 @@ impl Gateway {
                     }
                     Some(current)
                 }
-                Some(_) | None => Some(Arc::new(Licensing::open(
-                    l,
-                    snapshot.limit_keys,
-                    crate::license::dates::unix(self.shared.clock.now()),
-                )?)),
+                Some(_) | None => match &shared_state {
+                    Some(shared) => Some(Licensing::open_shared(l, shared)?),
+                    None => Some(Arc::new(Licensing::open(
+                        l,
+                        snapshot.limit_keys,
+                        crate::license::dates::unix(self.shared.clock.now()),
+                    )?)),
+                },
             },
         };
         let quota_file = crate::generation::open_quota_file(
@@ -176,7 +181,6 @@ impl Gateway {
             crate::license::dates::unix(self.shared.clock.now()),
         )
         .map_err(|e| ReloadError::QuotaStore(Box::new(e)))?;
-        let shared_state = crate::generation::open_shared_state(&snapshot, Some(&previous))?;
 
         // Issuer: same store -> reconfigure in place (the snapshot inherited its link);
         // another -> open it, before the swap, so a store that cannot be opened aborts.

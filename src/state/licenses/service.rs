@@ -148,6 +148,13 @@ impl LicenseService {
         Ok(report)
     }
 
+    /// Re-read the store with the keys and grace in force (another instance of a fleet
+    /// changed it).
+    pub fn refresh(&self) -> Result<OpenReport, StoreError> {
+        let keys = self.lock().clone();
+        self.reconfigure(keys, self.book.grace())
+    }
+
     /// The book the request path checks.
     pub fn book(&self) -> &Arc<LicenseBook> {
         &self.book
@@ -177,6 +184,7 @@ impl LicenseService {
         // The store decides duplicates (it also holds licenses the book leaves out), so the
         // book cannot disagree; if it somehow did, the store is the truth after a restart.
         let _ = self.book.insert(&verified);
+        self.store.changed();
         drop(keys);
         self.book
             .get(&p.id, now)
@@ -193,6 +201,7 @@ impl LicenseService {
             .revoke(id, dates::unix(now))?
             .ok_or_else(not_found)?;
         self.book.revoke(id);
+        self.store.changed();
         // A stored license the book does not list (unreadable) is still revoked on disk.
         match self.book.get(id, now) {
             Some(s) => Ok(s),

@@ -24,6 +24,19 @@ pub enum StoreError {
     /// A read or write transaction failed; nothing was changed.
     #[error("the license store {} failed: {source}", path.display())]
     Io { path: PathBuf, source: redb::Error },
+    /// The shared store (Redis) did not answer; nothing was changed.
+    #[error("the license store {location} is unavailable: {what}")]
+    Unavailable { location: String, what: String },
+    /// A stored record is not one this version understands.
+    #[error("the license store {location} holds a record that cannot be read: {what}")]
+    Corrupt { location: String, what: String },
+}
+
+impl StoreError {
+    /// The shared store did not answer: the caller may try again (503, not 500).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
 }
 
 /// One stored license.
@@ -45,6 +58,9 @@ pub trait LicenseStore: Send + Sync + std::fmt::Debug {
     /// Mark `id` revoked at `at` (Unix seconds). A license already revoked keeps its first
     /// revocation time. None: no such license.
     fn revoke(&self, id: &str, at: u64) -> Result<Option<StoredLicense>, StoreError>;
+    /// Called after an activation or revocation was stored: a shared store tells the other
+    /// instances, which re-read it.
+    fn changed(&self) {}
 }
 
 /// The redb file of activated licenses.

@@ -15,7 +15,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use redis::{Commands, Connection};
 
@@ -30,14 +30,11 @@ const MAX_ATTEMPTS: usize = 64;
 /// Families and refresh hashes stay this long past the family's absolute expiry (the
 /// embedded store prunes them with the same kind of slack).
 const FAMILY_SLACK_SECS: u64 = 3600;
-/// Idle connections kept for the next transaction.
-const IDLE_CONNECTIONS: usize = 8;
 
 /// The issuer's state on the fleet's Redis.
 pub struct RedisIssuerState {
     store: Arc<RedisStore>,
     prefix: String,
-    idle: Mutex<Vec<Connection>>,
 }
 
 impl std::fmt::Debug for RedisIssuerState {
@@ -51,80 +48,13 @@ impl std::fmt::Debug for RedisIssuerState {
 impl RedisIssuerState {
     pub fn new(store: Arc<RedisStore>) -> RedisIssuerState {
         let prefix = format!("{}{{iss}}", store.settings().key_prefix);
-        RedisIssuerState {
-            store,
-            prefix,
-            idle: Mutex::new(Vec::new()),
-        }
+        RedisIssuerState { store, prefix }
     }
 
     fn unavailable(&self, what: impl std::fmt::Display) -> StoreError {
         StoreError::Unavailable {
             location: self.location(),
             what: what.to_string(),
-        }
-    }
-
-    /// A connection through the store's gate: while Redis is known to be down, callers are
-    /// refused at once instead of each waiting out a connect timeout.
-    fn connection(&self) -> Result<Connection, StoreError> {
-        let now = crate::clock::mono_at(std::time::Instant::now());
-        if !self.store.gate.admit(now) {
-            self.store
-                .stats
-                .skipped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return Err(self.unavailable("the store is in back-off after a failure"));
-        }
-        if let Some(c) = self.idle.lock().ok().and_then(|mut v| v.pop()) {
-            return Ok(c);
-        }
-        let s = self.store.settings();
-        let open = || -> redis::RedisResult<Connection> {
-            let c = self
-                .store
-                .client
-                .get_connection_with_timeout(s.connect_timeout)?;
-            c.set_read_timeout(Some(s.command_timeout))?;
-            c.set_write_timeout(Some(s.command_timeout))?;
-            Ok(c)
-        };
-        open().map_err(|e| self.failed(&e))
-    }
-
-    fn give_back(&self, c: Connection) {
-        if let Ok(mut idle) = self.idle.lock()
-            && idle.len() < IDLE_CONNECTIONS
-        {
-            idle.push(c);
-        }
-    }
-
-    fn failed(&self, e: &redis::RedisError) -> StoreError {
-        let now = crate::clock::mono_at(std::time::Instant::now());
-        let counter = if e.is_timeout() {
-            &self.store.stats.timeouts
-        } else {
-            &self.store.stats.errors
-        };
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if self.store.gate.failure(now) {
-            tracing::warn!(location = %self.location(), error = %e, "shared state: Redis does not answer; each concern follows its failure mode until it does");
-        }
-        self.unavailable(e)
-    }
-
-    fn succeeded(&self, started: u64) {
-        let done = crate::clock::mono_at(std::time::Instant::now());
-        self.store
-            .stats
-            .ok
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.store
-            .stats
-            .observe(done.saturating_sub(started) / 1_000);
-        if self.store.gate.success() {
-            tracing::info!(location = %self.location(), "shared state: Redis answers again");
         }
     }
 
@@ -135,7 +65,10 @@ impl RedisIssuerState {
         body: &mut dyn FnMut(&mut Tx<'_>) -> Result<(), TxError>,
     ) -> Result<(), StoreError> {
         let started = crate::clock::mono_at(std::time::Instant::now());
-        let mut conn = self.connection()?;
+        let mut conn = self
+            .store
+            .sync_connection()
+            .map_err(|e| self.unavailable(e))?;
         for _ in 0..MAX_ATTEMPTS {
             let mut tx = Tx {
                 conn: RefCell::new(&mut conn),
@@ -148,11 +81,14 @@ impl RedisIssuerState {
             drop(tx);
             match outcome {
                 Ok(()) => {}
-                Err(TxError::Unavailable(what)) => return Err(self.unavailable(what)),
+                Err(TxError::Unavailable(what)) => {
+                    self.store.sync_failed_with(&what);
+                    return Err(self.unavailable(what));
+                }
                 Err(e) => {
                     // The connection is in a clean state once the watches are dropped.
                     if redis::cmd("UNWATCH").query::<()>(&mut conn).is_ok() {
-                        self.give_back(conn);
+                        self.store.give_back(conn);
                     }
                     return Err(self.error(e));
                 }
@@ -162,16 +98,15 @@ impl RedisIssuerState {
             writes.apply(&mut pipe, &self.prefix);
             match pipe.query::<Option<Vec<redis::Value>>>(&mut conn) {
                 Ok(Some(_)) => {
-                    self.succeeded(started);
-                    self.give_back(conn);
+                    self.store.sync_succeeded(conn, started);
                     return Ok(());
                 }
                 // A watched key changed: read again and decide again.
                 Ok(None) => continue,
-                Err(e) => return Err(self.failed(&e)),
+                Err(e) => return Err(self.unavailable(self.store.sync_failed(&e))),
             }
         }
-        self.give_back(conn);
+        self.store.give_back(conn);
         Err(StoreError::Contention {
             location: self.location(),
             attempts: MAX_ATTEMPTS,

@@ -13,6 +13,7 @@
 //! failure mode says ([`FailMode`]).
 
 pub mod issuer;
+pub mod licenses;
 pub mod limits;
 
 use std::sync::Arc;
@@ -194,6 +195,8 @@ pub struct RedisStore {
     client: redis::Client,
     conns: Box<[ConnectionManager]>,
     next: AtomicUsize,
+    /// Synchronous connections for the stores the blocking pool calls (issuer, licenses).
+    idle: std::sync::Mutex<Vec<redis::Connection>>,
     gate: Gate,
     pub stats: StoreStats,
 }
@@ -253,6 +256,7 @@ impl RedisStore {
             client,
             conns: conns.into(),
             next: AtomicUsize::new(0),
+            idle: std::sync::Mutex::new(Vec::new()),
             // Down until the first answer: `/readyz` says so, and the first call probes.
             gate: Gate {
                 up: AtomicBool::new(false),
@@ -362,6 +366,83 @@ impl RedisStore {
         });
     }
 }
+
+/// Idle synchronous connections kept for the next call.
+const IDLE_SYNC_CONNECTIONS: usize = 8;
+
+/// The synchronous side, for stores whose callers run on the blocking pool (the issuer's
+/// transactions, the license book): the same gate and counters as the async calls.
+impl RedisStore {
+    /// A connection through the gate: while Redis is known to be down, callers are refused
+    /// at once instead of each waiting out a connect timeout. The error says why (no
+    /// credential in it).
+    pub(crate) fn sync_connection(&self) -> Result<redis::Connection, String> {
+        let now = crate::clock::mono_at(std::time::Instant::now());
+        if !self.gate.admit(now) {
+            self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+            return Err(CallError::Skipped.to_string());
+        }
+        if let Some(c) = self.idle.lock().ok().and_then(|mut v| v.pop()) {
+            return Ok(c);
+        }
+        let s = &self.settings;
+        let open = || -> redis::RedisResult<redis::Connection> {
+            let c = self.client.get_connection_with_timeout(s.connect_timeout)?;
+            c.set_read_timeout(Some(s.command_timeout))?;
+            c.set_write_timeout(Some(s.command_timeout))?;
+            Ok(c)
+        };
+        open().map_err(|e| self.sync_failed(&e))
+    }
+
+    /// Keep `conn` for the next call (it must be in a clean state: no open transaction).
+    pub(crate) fn give_back(&self, conn: redis::Connection) {
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < IDLE_SYNC_CONNECTIONS
+        {
+            idle.push(conn);
+        }
+    }
+
+    /// A call that began at `started` (monotonic ns) got its answer on `conn`.
+    pub(crate) fn sync_succeeded(&self, conn: redis::Connection, started: u64) {
+        let done = crate::clock::mono_at(std::time::Instant::now());
+        self.stats.ok.fetch_add(1, Ordering::Relaxed);
+        self.stats.observe(done.saturating_sub(started) / 1_000);
+        if self.gate.success() {
+            tracing::info!(url = %self.settings.url, "shared state: Redis answers again");
+        }
+        self.give_back(conn);
+    }
+
+    /// A call failed (its connection is dropped); returns the reason to report.
+    pub(crate) fn sync_failed(&self, e: &redis::RedisError) -> String {
+        if e.is_timeout() {
+            self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.close_gate(e);
+        e.to_string()
+    }
+
+    /// Like [`sync_failed`](Self::sync_failed), for a failure already turned into text.
+    pub(crate) fn sync_failed_with(&self, what: &str) {
+        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        self.close_gate(&what);
+    }
+
+    fn close_gate(&self, why: &dyn std::fmt::Display) {
+        let now = crate::clock::mono_at(std::time::Instant::now());
+        if self.gate.failure(now) {
+            tracing::warn!(url = %self.settings.url, error = %why, "shared state: Redis does not answer; each concern follows its failure mode until it does");
+        }
+    }
+}
+
+/// How often each instance reads the shared licenses, keys and revocations again, whatever
+/// the channel said: the bound on how long a lost message can matter.
+pub const RESYNC_EVERY: Duration = Duration::from_secs(5);
 
 /// How often an idle store is pinged.
 const PROBE_EVERY: Duration = Duration::from_secs(1);
