@@ -40,6 +40,8 @@ pub struct Generation {
     /// `[state] backend = "redis"`: rate state the fleet shares (with `limits` as its
     /// fallback), on the connections kept across reloads that name the same server.
     pub shared_limits: Option<Arc<SharedLimits>>,
+    /// `[state] backend = "redis"`: quota counts the fleet shares (in place of `quotas`).
+    shared_quotas: Option<Arc<crate::state::redis::quotas::SharedQuotas>>,
     /// Quota counts: `[limits] quota_store`'s file, else the license store's; `None` when
     /// neither is configured (then no quota is configured either).
     pub quotas: Option<Arc<EmbeddedQuotas>>,
@@ -124,6 +126,11 @@ impl Generation {
             }
             _ => Arc::new(LocalLimits::new(snapshot.limit_keys)),
         };
+        let shared_quotas = shared_state.as_ref().map(|store| {
+            Arc::new(crate::state::redis::quotas::SharedQuotas::new(Arc::clone(
+                store,
+            )))
+        });
         let shared_limits =
             shared_state.map(|store| Arc::new(SharedLimits::new(store, Arc::clone(&limits))));
         let quotas = quota_file
@@ -133,6 +140,7 @@ impl Generation {
             http: Arc::new(http_builders(&snapshot.server)),
             limits,
             shared_limits,
+            shared_quotas,
             quotas,
             quota_file,
             snapshot: Arc::new(snapshot),
@@ -165,6 +173,7 @@ impl Generation {
             token_sources: self.token_sources.clone(),
             limits: Arc::clone(&self.limits),
             shared_limits: self.shared_limits.clone(),
+            shared_quotas: self.shared_quotas.clone(),
             http: Arc::clone(&self.http),
         }
     }
@@ -184,6 +193,16 @@ impl Generation {
             }
         }
         out
+    }
+
+    /// Where this generation counts quotas: the fleet's store, else the quota file or the
+    /// license store's; `None` when nothing can count them.
+    pub fn quotas(&self) -> Option<crate::limits::Quotas<'_>> {
+        match (&self.shared_quotas, &self.quotas) {
+            (Some(shared), _) => Some(crate::limits::Quotas::Shared(&**shared)),
+            (None, Some(local)) => Some(crate::limits::Quotas::Local(&**local)),
+            (None, None) => None,
+        }
     }
 
     /// Where this generation keeps rate state.
@@ -237,6 +256,11 @@ pub fn open_quota_file(
     let Some(path) = &snapshot.quota_store else {
         return Ok(None);
     };
+    // The fleet's Redis counts quotas; the file is not opened (instances on one machine
+    // could not all open it).
+    if snapshot.shared_state.is_some() {
+        return Ok(None);
+    }
     if let Some(running) = previous.and_then(|p| p.quota_file.as_ref())
         && running.path() == path
     {

@@ -144,7 +144,7 @@ pub async fn admit<'g, B>(
         .as_ref()
         .and_then(|g| g.quota.map(|q| (&*g.license_id, q)));
     if license_quota.is_some() || limits.iter().any(|l| l.quota.is_some()) {
-        let Some(quotas) = &generation.quotas else {
+        let Some(quotas) = generation.quotas() else {
             // Config validation makes a store exist wherever a quota can; never count on
             // that to admit.
             return Err(Denial::QuotaExhausted(crate::denial::LimitHit::ALL[0]));
@@ -155,9 +155,10 @@ pub async fn admit<'g, B>(
             limits,
             license_quota,
             &caller,
-            &**quotas,
+            quotas,
             crate::license::dates::unix(now),
-        )?;
+        )
+        .await?;
     }
     Ok(Admitted::Route)
 }

@@ -4,7 +4,8 @@
 //! 503 `state_unavailable`, `/readyz` and `/metrics` say the store is down, and both share
 //! again once Redis is back, without a restart; an ACL user's password comes from a file and
 //! a wrong one is refused without the password reaching a response, `/readyz` or `/metrics`;
-//! a reload keeps the connections unless `[state]` changed; and `[state]` mistakes are
+//! a quota is counted once for the fleet and fails open or closed as configured; a reload
+//! keeps the connections unless `[state]` changed; and `[state]` mistakes are
 //! reported at their key.
 
 // Test set-up may panic: a failed step fails the test.
@@ -401,4 +402,47 @@ async fn redis_never_sees_a_callers_api_key_or_address() {
     assert!(keys.starts_with("*2\r\n"), "a key per limit: {keys:?}");
     assert!(!keys.contains(api_key) && !keys.contains("203.0.113.77"));
     assert!(!keys.contains(&String::from_utf8_lossy(&[203, 0, 113, 77]).into_owned()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_is_counted_once_for_the_fleet_and_fails_as_configured_without_redis() {
+    let mut redis = RedisServer::start();
+    let pki = Pki::generate();
+    let up = Upstream::echo("api").await;
+    let limits = "{ key = \"client_ip\", quota = \"10/day\" }";
+    let url = format!("url = \"{}\"\ncommand_timeout = \"200ms\"", redis.url());
+    let open = Gateway::start(pki.dir(), &config(&up, limits, &url)).await;
+    let closed = Gateway::start(
+        pki.dir(),
+        &config(
+            &up,
+            limits,
+            &format!("{url}\non_unavailable = {{ quotas = \"fail_closed\" }}"),
+        ),
+    )
+    .await;
+    let mut co = connect_h1(&pki, open.addr()).await;
+    let mut cc = connect_h1(&pki, closed.addr()).await;
+    let mut passed = 0;
+    for i in 0..16 {
+        let c = if i % 2 == 0 { &mut co } else { &mut cc };
+        let r = c.call(from("203.0.113.5")).await.unwrap();
+        match r.status.as_u16() {
+            200 => passed += 1,
+            _ => {
+                r.assert_denied(429, "quota_exhausted");
+            }
+        }
+    }
+    assert_eq!(passed, 10, "one day's quota for the fleet");
+
+    redis.stop();
+    // fail_open (the default): admitted uncounted; fail_closed: 503.
+    assert_eq!(co.call(from("203.0.113.6")).await.unwrap().status, 200);
+    cc.call(from("203.0.113.6"))
+        .await
+        .unwrap()
+        .assert_denied(503, "state_unavailable");
+    let m = Admin::new(open.admin_addr()).metrics().await;
+    assert!(num(&m, "portcullis_state_fallbacks_total", &[]) >= 1.0);
 }

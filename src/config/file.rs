@@ -80,6 +80,9 @@ pub struct StateSection {
 pub struct OnUnavailableSection {
     /// Default `fail_open`: each instance limits on its own, bounded by `[limits] max_keys`.
     pub rate_limits: Option<String>,
+    /// Default `fail_open`: requests are admitted uncounted (and counted in
+    /// `portcullis_state_fallbacks_total`); `fail_closed` refuses them with 503.
+    pub quotas: Option<String>,
 }
 
 /// `[limits]`.

@@ -91,7 +91,8 @@ fn limit(r: &mut Report, key: &str, scope: String, e: &LimitSection) -> Option<L
 }
 
 /// `[limits] quota_store`, or the license store when quotas need a place and `[licenses]`
-/// has one. Quotas configured with neither are an error (a restart must not reset them).
+/// has one. Quotas configured with neither are an error (a restart must not reset them),
+/// unless the fleet's Redis counts them (`[state] backend = "redis"`, which takes precedence).
 /// `others` are the other redb files (`(key, path)`): redb allows one opener per file.
 pub(super) fn quota_store(
     r: &mut Report,
@@ -134,7 +135,12 @@ pub(super) fn quota_store(
         }
     };
     // A quota_store that is set but wrong has its own error above.
-    let has_store = file.licenses.is_some() || section.is_some_and(|l| l.quota_store.is_some());
+    let fleet = file
+        .state
+        .as_ref()
+        .is_some_and(|s| s.backend.as_deref() == Some("redis"));
+    let has_store =
+        fleet || file.licenses.is_some() || section.is_some_and(|l| l.quota_store.is_some());
     if !has_store {
         let defaults = section
             .and_then(|l| l.default.as_ref())

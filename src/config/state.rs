@@ -56,6 +56,7 @@ fn embedded_only(r: &mut Report, s: &StateSection) {
             "on_unavailable.rate_limits",
             s.on_unavailable.rate_limits.is_some(),
         ),
+        ("on_unavailable.quotas", s.on_unavailable.quotas.is_some()),
     ];
     for (key, _) in set.iter().filter(|(_, on)| *on) {
         r.error(
@@ -193,7 +194,13 @@ fn redis(r: &mut Report, s: &StateSection, vault: Option<&Vault>) -> Option<Redi
         &s.on_unavailable.rate_limits,
         FailMode::Open,
     );
-    let (url, rate_limits) = (url?, rate_limits?);
+    let quotas = fail_mode(
+        r,
+        "state.on_unavailable.quotas",
+        &s.on_unavailable.quotas,
+        FailMode::Open,
+    );
+    let (url, rate_limits, quotas) = (url?, rate_limits?, quotas?);
     ok.then_some(RedisSettings {
         url,
         username,
@@ -204,6 +211,7 @@ fn redis(r: &mut Report, s: &StateSection, vault: Option<&Vault>) -> Option<Redi
         command_timeout,
         pool_size,
         rate_limits,
+        quotas,
     })
 }
 

@@ -299,11 +299,11 @@ pub async fn check(
 /// once every other stage has admitted the request, so a refused request uses up no plan.
 /// `now` is Unix seconds (windows are calendar windows). A quota already counted stays
 /// counted when a later one refuses: the request was a real attempt against each.
-pub fn take_quotas(
+pub async fn take_quotas(
     limits: &[Limit],
     license: Option<(&str, Quota)>,
     caller: &Caller<'_>,
-    state: &dyn QuotaState,
+    state: Quotas<'_>,
     now: u64,
 ) -> Result<(), LimitRefusal> {
     let refuse = |kind: LimitKind, quota: Quota, resets_at: u64| {
@@ -320,7 +320,7 @@ pub fn take_quotas(
     };
     if let Some((id, quota)) = license
         && let QuotaVerdict::Exhausted { resets_at } =
-            state.take(&QuotaKey::license(id), quota, now)
+            state.take(&QuotaKey::license(id), quota, now).await?
     {
         return Err(refuse(LimitKind::License, quota, resets_at));
     }
@@ -328,11 +328,62 @@ pub fn take_quotas(
         let Some(quota) = limit.quota else { continue };
         let mut buf = [0u8; 16];
         let key = QuotaKey::of(&limit.scope, caller.value(&limit.key, &mut buf));
-        if let QuotaVerdict::Exhausted { resets_at } = state.take(&key, quota, now) {
+        if let QuotaVerdict::Exhausted { resets_at } = state.take(&key, quota, now).await? {
             return Err(refuse(limit.key.kind(), quota, resets_at));
         }
     }
     Ok(())
+}
+
+/// Quota counts a fleet shares (floor 2 keeps them in Redis).
+pub trait SharedQuotaState: Send + Sync + std::fmt::Debug {
+    /// [`QuotaState::take`], answered by the shared store. `Err` when it cannot answer and
+    /// quotas fail closed; when they fail open, the request is admitted uncounted.
+    fn take<'a>(
+        &'a self,
+        key: &'a QuotaKey,
+        quota: Quota,
+        now: u64,
+    ) -> SharedFuture<'a, Result<QuotaVerdict, Unavailable>>;
+    /// [`QuotaState::usage`] (for the admin API); `Err` when the store cannot answer.
+    fn usage<'a>(
+        &'a self,
+        key: &'a QuotaKey,
+        quota: Quota,
+        now: u64,
+    ) -> SharedFuture<'a, Result<QuotaUse, Unavailable>>;
+}
+
+/// Where this generation counts quotas.
+#[derive(Debug, Clone, Copy)]
+pub enum Quotas<'a> {
+    Local(&'a dyn QuotaState),
+    Shared(&'a dyn SharedQuotaState),
+}
+
+impl Quotas<'_> {
+    async fn take(
+        self,
+        key: &QuotaKey,
+        quota: Quota,
+        now: u64,
+    ) -> Result<QuotaVerdict, LimitRefusal> {
+        match self {
+            Quotas::Local(s) => Ok(s.take(key, quota, now)),
+            Quotas::Shared(s) => s
+                .take(key, quota, now)
+                .await
+                .map_err(|Unavailable| LimitRefusal::Unavailable),
+        }
+    }
+
+    /// What `key` has used of `quota` at `now`; `None` when the shared store cannot answer.
+    pub async fn usage(self, key: &QuotaKey, quota: Quota, now: u64) -> Option<QuotaUse> {
+        match self {
+            Quotas::Local(s) => Some(s.usage(key, quota, now)),
+            Quotas::Shared(s) => s.usage(key, quota, now).await.ok(),
+        }
+    }
 }
 
 /// Nanoseconds to whole seconds, rounded up (Retry-After takes seconds; 0 would invite an

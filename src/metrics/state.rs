@@ -141,7 +141,7 @@ impl Collector for StateCollector {
         h.set_sample_sum(load(&s.latency_sum_us) as f64 / 1e6);
         let mut latency = Metric::default();
         latency.set_histogram(h);
-        let mode = store.settings().rate_limits.label();
+        let settings = store.settings();
         vec![
             family(
                 UP,
@@ -155,7 +155,8 @@ impl Collector for StateCollector {
                 MODE,
                 MetricType::GAUGE,
                 [
-                    ("rate_limits", mode),
+                    ("rate_limits", settings.rate_limits.label()),
+                    ("quotas", settings.quotas.label()),
                     // Issuance, revocation and license changes never answer from stale
                     // state.
                     ("issuer", "fail_closed"),

@@ -99,6 +99,7 @@ fn state_view(
             "status": if s.is_up() { "up" } else { "down" },
             "on_unavailable": {
                 "rate_limits": s.settings().rate_limits.label(),
+                "quotas": s.settings().quotas.label(),
                 "issuer": "fail_closed",
                 "licenses": "fail_closed",
             },
@@ -267,9 +268,19 @@ async fn licenses(gateway: &Gateway, id: &RequestId, req: Request<Incoming>) -> 
             let license_id = &rest[1..];
             match service.book().get(license_id, now) {
                 Some(summary) => {
-                    let generation = gateway.shared().generation.load();
-                    let quotas = generation.quotas.as_deref();
-                    json(id, StatusCode::OK, &license_detail(&summary, quotas, now))
+                    let generation = gateway.shared().generation.load_full();
+                    let usage = match summary.quota {
+                        Some(q) => match generation.quotas() {
+                            Some(quotas) => {
+                                let key = crate::limits::QuotaKey::license(&summary.id);
+                                let at = crate::license::dates::unix(now);
+                                quotas.usage(&key, q, at).await
+                            }
+                            None => None,
+                        },
+                        None => None,
+                    };
+                    json(id, StatusCode::OK, &license_detail(&summary, usage))
                 }
                 None => error(id, StatusCode::NOT_FOUND, "license_not_found"),
             }
@@ -366,14 +377,10 @@ async fn blocking<T: Send + 'static>(
 /// in the current window: `{"limit","window","used","remaining","resets_at"}`.
 fn license_detail(
     summary: &crate::license::LicenseSummary,
-    quotas: Option<&crate::state::quotas::EmbeddedQuotas>,
-    now: std::time::SystemTime,
+    usage: Option<crate::limits::QuotaUse>,
 ) -> serde_json::Value {
-    use crate::limits::{QuotaKey, QuotaState as _};
     let mut v = summary.to_json();
-    if let (Some(q), Some(store), Some(o)) = (summary.quota, quotas, v.as_object_mut()) {
-        let now = crate::license::dates::unix(now);
-        let usage = store.usage(&QuotaKey::license(&summary.id), q, now);
+    if let (Some(q), Some(usage), Some(o)) = (summary.quota, usage, v.as_object_mut()) {
         o.insert(
             "quota".into(),
             serde_json::json!({

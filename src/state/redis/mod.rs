@@ -15,6 +15,7 @@
 pub mod issuer;
 pub mod licenses;
 pub mod limits;
+pub mod quotas;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -66,6 +67,8 @@ pub struct RedisSettings {
     pub pool_size: usize,
     /// What rate limits do while Redis cannot answer.
     pub rate_limits: FailMode,
+    /// What quotas do while Redis cannot answer.
+    pub quotas: FailMode,
 }
 
 impl std::fmt::Debug for RedisSettings {
@@ -78,6 +81,7 @@ impl std::fmt::Debug for RedisSettings {
             .field("key_prefix", &self.key_prefix)
             .field("pool_size", &self.pool_size)
             .field("rate_limits", &self.rate_limits)
+            .field("quotas", &self.quotas)
             .finish_non_exhaustive()
     }
 }
@@ -300,6 +304,14 @@ impl RedisStore {
     ) -> Result<T, CallError> {
         self.run(async |mut conn: ConnectionManager| call.invoke_async::<T>(&mut conn).await)
             .await
+    }
+
+    /// `GET key`, through the gate, the timeout and the counters.
+    pub async fn get<T: redis::FromRedisValue>(&self, key: &[u8]) -> Result<T, CallError> {
+        self.run(async |mut conn: ConnectionManager| {
+            redis::cmd("GET").arg(key).query_async::<T>(&mut conn).await
+        })
+        .await
     }
 
     /// `PING`, through the same gate and counters as every call.
@@ -629,6 +641,7 @@ mod tests {
             command_timeout: Duration::from_millis(100),
             pool_size: 2,
             rate_limits: FailMode::Open,
+            quotas: FailMode::Open,
         };
         let shown = format!("{s:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
