@@ -2,7 +2,8 @@
 //! token on B, and A and B publish one JWKS and verify each other's tokens; a revocation on A
 //! is refused on B within a second (measured); a retired refresh token presented on B
 //! revokes the family on both; of 50 refreshes of one token spread over both instances at
-//! once, exactly one wins; a key rotated on A signs on B too; and with Redis gone the token
+//! once, exactly one wins; a key rotated on A signs on B too; wrong secrets spread over both
+//! instances meet one throttle; and with Redis gone the token
 //! endpoint answers 503 `state_unavailable` (no wrong answer) until it is back.
 
 // Test set-up may panic: a failed step fails the test.
@@ -279,5 +280,64 @@ async fn without_redis_the_token_endpoint_refuses_with_503_and_recovers_when_it_
             Err(e) => panic!("Redis never came back: {e}"),
         }
     };
-    let _ = client_credentials(&pki, a.addr(), "erp-2", &secret).await;
+    // Each pooled connection finds the restart on its next call; within moments the
+    // endpoint issues again.
+    let start = Instant::now();
+    loop {
+        let r = send_one(
+            &pki,
+            a.addr(),
+            post_form(
+                TOKEN,
+                &[("grant_type", "client_credentials")],
+                Some(&basic("erp-2", &secret)),
+            ),
+        )
+        .await;
+        if r.status == 200 {
+            break;
+        }
+        assert_oauth_error(&r, 503, "state_unavailable");
+        assert!(start.elapsed() < Duration::from_secs(15), "never recovered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "token endpoint issuing again {:?} after the client was added",
+        start.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_authentications_spread_over_the_fleet_meet_one_throttle() {
+    let redis = RedisServer::start();
+    let (pki, _up, a, b) = fleet(&redis).await;
+    let secret = add_client(&a, "erp-1", &["orders:read"]);
+    let grant = |addr, secret: String| {
+        let pki = &pki;
+        async move {
+            send_one(
+                pki,
+                addr,
+                post_form(
+                    TOKEN,
+                    &[("grant_type", "client_credentials")],
+                    Some(&basic("erp-1", &secret)),
+                ),
+            )
+            .await
+        }
+    };
+    // Five wrong secrets, alternating instances: the per-client limit is 5 per minute.
+    for i in 0..5 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        let r = grant(gw.addr(), format!("wrong-{i}")).await;
+        assert_oauth_error(&r, 401, "invalid_client");
+    }
+    // Now even the right secret waits, on both instances.
+    for gw in [&a, &b] {
+        let r = grant(gw.addr(), secret.clone()).await;
+        assert_eq!(r.status, 429, "{}", r.text());
+        let after: u64 = r.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=60).contains(&after));
+    }
 }

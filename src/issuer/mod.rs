@@ -54,7 +54,7 @@ pub use keys::{KeyRing, Rotated, SigningAlg};
 
 use crate::state::issuer::{Embedded, META_ACCESS_TTL};
 use crate::token::{Denylist, IssuerSettings, TokenVerifier};
-use throttle::{Limits, Throttle};
+use throttle::{Limits, Throttles};
 
 /// Argon2 verifications run at once (19 MiB each); more wait their turn.
 const CONCURRENT_HASHES: usize = 4;
@@ -86,7 +86,7 @@ struct Inner {
     /// The fleet's store when `store` is on it.
     shared: Option<Arc<crate::state::redis::RedisStore>>,
     ring: ArcSwap<KeyRing>,
-    throttle: Throttle,
+    throttle: Throttles,
     /// Verifies the issuer's own access tokens for introspection and revocation: the same
     /// code, keys and denylist as the gateway's token stage.
     verifier: ArcSwap<TokenVerifier>,
@@ -183,9 +183,9 @@ impl Issuer {
             inner: Arc::new(Inner {
                 settings: ArcSwap::from_pointee(settings),
                 store,
+                throttle: Throttles::new(limits, shared.as_ref()),
                 shared,
                 ring: ArcSwap::from_pointee(ring),
-                throttle: Throttle::new(limits),
                 verifier: ArcSwap::from_pointee(verifier),
                 hashing: tokio::sync::Semaphore::new(CONCURRENT_HASHES),
                 last_prune: AtomicU64::new(unix(now)),

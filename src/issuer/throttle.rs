@@ -130,6 +130,85 @@ impl Throttle {
     }
 }
 
+/// The counts this issuer keeps: in process, or in the fleet's Redis (one limit for every
+/// instance). The shared counts fail closed: an attempt Redis cannot count is refused.
+#[derive(Debug)]
+pub enum Throttles {
+    Local(Throttle),
+    Shared(crate::state::redis::throttle::SharedThrottle),
+}
+
+/// The shared store could not count an attempt.
+pub struct Unavailable;
+
+impl Throttles {
+    pub fn new(
+        limits: Limits,
+        shared: Option<&std::sync::Arc<crate::state::redis::RedisStore>>,
+    ) -> Self {
+        match shared {
+            None => Throttles::Local(Throttle::new(limits)),
+            Some(store) => Throttles::Shared(crate::state::redis::throttle::SharedThrottle::new(
+                std::sync::Arc::clone(store),
+                crate::state::redis::throttle::ThrottleLimits {
+                    per_client: limits.per_client,
+                    per_address: limits.per_address,
+                    window: limits.window,
+                },
+            )),
+        }
+    }
+
+    /// [`Throttle::check`].
+    pub async fn check(
+        &self,
+        client: Option<&str>,
+        address: IpAddr,
+        now: SystemTime,
+    ) -> Result<Result<(), Duration>, Unavailable> {
+        match self {
+            Throttles::Local(t) => Ok(t.check(client, address, now)),
+            Throttles::Shared(t) => t
+                .check(client, address, millis(now))
+                .await
+                .map_err(|_| Unavailable),
+        }
+    }
+
+    /// [`Throttle::failed`].
+    pub async fn failed(
+        &self,
+        client: Option<&str>,
+        address: IpAddr,
+        now: SystemTime,
+    ) -> Result<(), Unavailable> {
+        match self {
+            Throttles::Local(t) => {
+                t.failed(client, address, now);
+                Ok(())
+            }
+            Throttles::Shared(t) => t
+                .failed(client, address, millis(now))
+                .await
+                .map_err(|_| Unavailable),
+        }
+    }
+
+    /// [`Throttle::succeeded`].
+    pub async fn succeeded(&self, client: &str, now: SystemTime) -> Result<(), Unavailable> {
+        match self {
+            Throttles::Local(t) => {
+                t.succeeded(client);
+                Ok(())
+            }
+            Throttles::Shared(t) => t
+                .succeeded(client, millis(now))
+                .await
+                .map_err(|_| Unavailable),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

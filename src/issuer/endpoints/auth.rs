@@ -36,11 +36,19 @@ pub(super) async fn authenticate(
         Credentials::Certificate { .. } => None,
     };
     let throttle = &issuer.inner.throttle;
-    throttle.check(counted, peer, now).map_err(|retry| {
-        // No client id: a throttled "id" may be anything, a pasted secret included.
-        tracing::info!(%peer, retry_after_s = retry.as_secs(), "client authentication throttled");
-        OAuthError::throttled(retry)
-    })?;
+    let unavailable = |_| {
+        tracing::warn!("client authentication: the shared throttle counts are unavailable");
+        OAuthError::state_unavailable()
+    };
+    throttle
+        .check(counted, peer, now)
+        .await
+        .map_err(unavailable)?
+        .map_err(|retry| {
+            // No client id: a throttled "id" may be anything, a pasted secret included.
+            tracing::info!(%peer, retry_after_s = retry.as_secs(), "client authentication throttled");
+            OAuthError::throttled(retry)
+        })?;
     let record = match &id {
         Some(id) => {
             let (i, id) = (issuer.clone(), id.clone());
@@ -66,14 +74,20 @@ pub(super) async fn authenticate(
     };
     match (ok, usable) {
         (true, Some(client)) => {
-            throttle.succeeded(&client.id);
+            throttle
+                .succeeded(&client.id, now)
+                .await
+                .map_err(unavailable)?;
             Ok(Authenticated {
                 by_certificate: matches!(creds, Credentials::Certificate { .. }),
                 client: client.clone(),
             })
         }
         _ => {
-            throttle.failed(counted, peer, now);
+            throttle
+                .failed(counted, peer, now)
+                .await
+                .map_err(unavailable)?;
             // The id is logged only when it names a client: an unknown "id" may be a
             // secret pasted into the wrong field.
             tracing::info!(

@@ -16,6 +16,7 @@ pub mod issuer;
 pub mod licenses;
 pub mod limits;
 pub mod quotas;
+pub mod throttle;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -303,6 +304,15 @@ impl RedisStore {
         call: &redis::ScriptInvocation<'_>,
     ) -> Result<T, CallError> {
         self.run(async |mut conn: ConnectionManager| call.invoke_async::<T>(&mut conn).await)
+            .await
+    }
+
+    /// A pipeline (or `MULTI` block), through the gate, the timeout and the counters.
+    pub async fn pipeline<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, CallError> {
+        self.run(async |mut conn: ConnectionManager| pipe.query_async::<T>(&mut conn).await)
             .await
     }
 
