@@ -3,7 +3,8 @@
 //! is refused on B within a second (measured); a retired refresh token presented on B
 //! revokes the family on both; of 50 refreshes of one token spread over both instances at
 //! once, exactly one wins; a key rotated on A signs on B too; wrong secrets spread over both
-//! instances meet one throttle; and with Redis gone the token
+//! instances meet one throttle; clients and keys are managed through either instance's admin
+//! API (and a single gateway's, on its embedded store); and with Redis gone the token
 //! endpoint answers 503 `state_unavailable` (no wrong answer) until it is back.
 
 // Test set-up may panic: a failed step fails the test.
@@ -21,10 +22,24 @@ const TOKEN: &str = "/oauth2/token";
 
 fn fleet_config(up: &Upstream, redis: &RedisServer) -> String {
     format!(
-        "{}\n[state]\nbackend = \"redis\"\nurl = \"{}\"\ncommand_timeout = \"500ms\"\n",
+        "{}\n[admin]\nbind = \"127.0.0.1:0\"\n\n[state]\nbackend = \"redis\"\nurl = \"{}\"\ncommand_timeout = \"500ms\"\n",
         issuer_config(&up.url(), ""),
         redis.url()
     )
+}
+
+/// A client-credentials grant (the raw response).
+async fn grant(pki: &Pki, addr: std::net::SocketAddr, id: &str, secret: &str) -> TestResponse {
+    send_one(
+        pki,
+        addr,
+        post_form(
+            TOKEN,
+            &[("grant_type", "client_credentials")],
+            Some(&basic(id, secret)),
+        ),
+    )
+    .await
 }
 
 async fn fleet(redis: &RedisServer) -> (Pki, Upstream, Gateway, Gateway) {
@@ -232,23 +247,7 @@ async fn without_redis_the_token_endpoint_refuses_with_503_and_recovers_when_it_
     let t = client_credentials(&pki, a.addr(), "erp-1", &secret).await;
 
     redis.stop();
-    let grant = |addr| {
-        let pki = &pki;
-        let secret = secret.clone();
-        async move {
-            send_one(
-                pki,
-                addr,
-                post_form(
-                    TOKEN,
-                    &[("grant_type", "client_credentials")],
-                    Some(&basic("erp-1", &secret)),
-                ),
-            )
-            .await
-        }
-    };
-    let r = grant(a.addr()).await;
+    let r = grant(&pki, a.addr(), "erp-1", &secret).await;
     let v = assert_oauth_error(&r, 503, "state_unavailable");
     assert!(
         !v.to_string().contains("127.0.0.1"),
@@ -284,16 +283,7 @@ async fn without_redis_the_token_endpoint_refuses_with_503_and_recovers_when_it_
     // endpoint issues again.
     let start = Instant::now();
     loop {
-        let r = send_one(
-            &pki,
-            a.addr(),
-            post_form(
-                TOKEN,
-                &[("grant_type", "client_credentials")],
-                Some(&basic("erp-2", &secret)),
-            ),
-        )
-        .await;
+        let r = grant(&pki, a.addr(), "erp-2", &secret).await;
         if r.status == 200 {
             break;
         }
@@ -312,32 +302,133 @@ async fn failed_authentications_spread_over_the_fleet_meet_one_throttle() {
     let redis = RedisServer::start();
     let (pki, _up, a, b) = fleet(&redis).await;
     let secret = add_client(&a, "erp-1", &["orders:read"]);
-    let grant = |addr, secret: String| {
-        let pki = &pki;
-        async move {
-            send_one(
-                pki,
-                addr,
-                post_form(
-                    TOKEN,
-                    &[("grant_type", "client_credentials")],
-                    Some(&basic("erp-1", &secret)),
-                ),
-            )
-            .await
-        }
-    };
     // Five wrong secrets, alternating instances: the per-client limit is 5 per minute.
     for i in 0..5 {
         let gw = if i % 2 == 0 { &a } else { &b };
-        let r = grant(gw.addr(), format!("wrong-{i}")).await;
+        let r = grant(&pki, gw.addr(), "erp-1", &format!("wrong-{i}")).await;
         assert_oauth_error(&r, 401, "invalid_client");
     }
     // Now even the right secret waits, on both instances.
     for gw in [&a, &b] {
-        let r = grant(gw.addr(), secret.clone()).await;
+        let r = grant(&pki, gw.addr(), "erp-1", &secret).await;
         assert_eq!(r.status, 429, "{}", r.text());
         let after: u64 = r.header("retry-after").unwrap().parse().unwrap();
         assert!((1..=60).contains(&after));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_and_keys_are_managed_through_either_instances_admin_api() {
+    let redis = RedisServer::start();
+    let (pki, _up, a, b) = fleet(&redis).await;
+    let (admin_a, admin_b) = (Admin::new(a.admin_addr()), Admin::new(b.admin_addr()));
+
+    let r = admin_a
+        .post(
+            "/clients",
+            r#"{"id": "erp-9", "scopes": ["orders:read"], "access_ttl": "5m"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
+    let secret = r.json()["client_secret"].as_str().unwrap().to_owned();
+    let t = client_credentials(&pki, b.addr(), "erp-9", &secret).await;
+    assert_eq!(t.expires_in, 300);
+
+    let listed = admin_b.get("/clients").await;
+    assert_eq!(listed.status, 200);
+    let text = listed.text();
+    assert!(
+        text.contains("\"erp-9\"") && !text.contains("argon2"),
+        "{text}"
+    );
+    assert_eq!(
+        admin_b.post("/clients", r#"{"id": "erp-9"}"#).await.status,
+        409
+    );
+    assert_eq!(
+        admin_b
+            .post("/clients", r#"{"id": "bad id!"}"#)
+            .await
+            .status,
+        400
+    );
+
+    // A new secret on B: the old one is refused on A at once.
+    let r = admin_b.post("/clients/erp-9/rotate-secret", "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let fresh = r.json()["client_secret"].as_str().unwrap().to_owned();
+    assert_oauth_error(
+        &grant(&pki, a.addr(), "erp-9", &secret).await,
+        401,
+        "invalid_client",
+    );
+    client_credentials(&pki, a.addr(), "erp-9", &fresh).await;
+
+    // A key rotated through A's admin API signs on B.
+    let r = admin_a.post("/keys/rotate", "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let kid = r.json()["kid"].as_str().unwrap().to_owned();
+    let start = Instant::now();
+    while header_of(
+        &client_credentials(&pki, b.addr(), "erp-9", &fresh)
+            .await
+            .access,
+    )["kid"]
+        != kid.as_str()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "B never signs with {kid}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Disabled on A: refused on B.
+    assert_eq!(admin_a.post("/clients/erp-9/disable", "").await.status, 200);
+    assert_oauth_error(
+        &grant(&pki, b.addr(), "erp-9", &fresh).await,
+        401,
+        "invalid_client",
+    );
+    assert_eq!(
+        admin_a.post("/clients/nobody/disable", "").await.status,
+        404
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_manages_clients_of_a_single_gateway_on_its_embedded_store() {
+    let pki = Pki::generate();
+    let up = Upstream::echo("api").await;
+    let gw = Gateway::start(
+        pki.dir(),
+        &format!(
+            "{}\n[admin]\nbind = \"127.0.0.1:0\"\n",
+            issuer_config(&up.url(), "")
+        ),
+    )
+    .await;
+    let admin = Admin::new(gw.admin_addr());
+    let r = admin
+        .post("/clients", r#"{"id": "erp-1", "scopes": ["orders:read"]}"#)
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let secret = r.json()["client_secret"].as_str().unwrap().to_owned();
+    let t = client_credentials(&pki, gw.addr(), "erp-1", &secret).await;
+    assert_eq!(status_with(&pki, &gw, &t.access).await, 200);
+    let r = admin
+        .post("/keys/rotate", r#"{"algorithm": "EdDSA"}"#)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["alg"], "EdDSA");
+    let t = client_credentials(&pki, gw.addr(), "erp-1", &secret).await;
+    assert_eq!(header_of(&t.access)["alg"], "EdDSA");
+    assert_eq!(
+        admin
+            .post("/keys/rotate", r#"{"algorithm": "RS256"}"#)
+            .await
+            .status,
+        400
+    );
 }

@@ -265,8 +265,20 @@ impl Issuer {
     /// A new signing key at `now`; the old public key stays published until the tokens it
     /// signed have expired.
     pub fn rotate_key(&self, now: SystemTime) -> Result<Rotated, IssuerError> {
+        self.rotate_key_with(None, now)
+    }
+
+    /// [`rotate_key`](Self::rotate_key) to `algorithm` (default: the configured one).
+    pub fn rotate_key_with(
+        &self,
+        algorithm: Option<SigningAlg>,
+        now: SystemTime,
+    ) -> Result<Rotated, IssuerError> {
         let settings = self.settings();
-        let (alg, sealer) = (settings.algorithm, settings.sealer.as_ref());
+        let (alg, sealer) = (
+            algorithm.unwrap_or(settings.algorithm),
+            settings.sealer.as_ref(),
+        );
         let _keys = self.keys_lock();
         let rotated = self
             .inner

@@ -19,7 +19,7 @@ use crate::request_id::{RequestId, X_REQUEST_ID};
 use crate::server::Gateway;
 use crate::state::licenses::{ActivationError, RevokeError};
 
-type AdminResponse = Response<Full<Bytes>>;
+pub(super) type AdminResponse = Response<Full<Bytes>>;
 
 /// Serve the admin API on `tcp` until `stop`.
 pub(crate) async fn serve(
@@ -245,6 +245,12 @@ pub async fn handle(
         (_, path) if path == "/licenses" || path.starts_with("/licenses/") => {
             licenses(gateway, &id, req).await
         }
+        (_, path)
+            if path == "/clients" || path.starts_with("/clients/") || path == "/keys/rotate" =>
+        {
+            let issuer = shared.generation.load().issuer.clone();
+            super::admin_issuer::handle(issuer, &id, req, shared.clock.now()).await
+        }
         _ => error(&id, StatusCode::NOT_FOUND, "not_found"),
     }
 }
@@ -409,7 +415,7 @@ fn license_text(body: &[u8]) -> String {
 }
 
 /// A request body of at most 64 KiB (a license is well under 4 KiB).
-async fn read_body(req: Request<Incoming>) -> Result<Bytes, StatusCode> {
+pub(super) async fn read_body(req: Request<Incoming>) -> Result<Bytes, StatusCode> {
     use http_body_util::BodyExt;
     match http_body_util::Limited::new(req.into_body(), 64 * 1024)
         .collect()
@@ -535,7 +541,7 @@ fn authorized(gateway: &Gateway, req: &Request<Incoming>) -> bool {
     aws_lc_rs::constant_time::verify_slices_are_equal(&digest, &expected).is_ok()
 }
 
-fn json(id: &RequestId, status: StatusCode, body: &serde_json::Value) -> AdminResponse {
+pub(super) fn json(id: &RequestId, status: StatusCode, body: &serde_json::Value) -> AdminResponse {
     let mut text = serde_json::to_vec(body).unwrap_or_default();
     text.push(b'\n');
     let mut resp = Response::new(Full::new(Bytes::from(text)));
@@ -550,7 +556,7 @@ fn json(id: &RequestId, status: StatusCode, body: &serde_json::Value) -> AdminRe
     resp
 }
 
-fn error(id: &RequestId, status: StatusCode, reason: &str) -> AdminResponse {
+pub(super) fn error(id: &RequestId, status: StatusCode, reason: &str) -> AdminResponse {
     json(
         id,
         status,

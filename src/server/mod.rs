@@ -12,6 +12,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 mod admin;
+mod admin_issuer;
 mod config_watch;
 mod connection;
 mod memory;
