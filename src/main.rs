@@ -75,8 +75,9 @@ enum Command {
         command: portcullis::cli::license::LicenseCommand,
     },
     /// The token issuer's clients: add (prints the secret once), list, disable,
-    /// rotate-secret. Each needs --config FILE (its [issuer] store) or --store FILE, and
-    /// runs while the gateway is stopped (the store has one opener).
+    /// rotate-secret. With --config FILE, a running gateway's [admin] API is used when it
+    /// answers; otherwise the store ([state] Redis or the [issuer] store file) is opened
+    /// directly. --store FILE opens that file.
     Client {
         #[command(subcommand)]
         command: portcullis::cli::issuer::ClientCommand,
@@ -87,8 +88,8 @@ enum Command {
         #[command(subcommand)]
         command: portcullis::cli::vault::VaultCommand,
     },
-    /// The token issuer's signing keys: rotate. Needs --config FILE or --store FILE, and
-    /// runs while the gateway is stopped (the store has one opener).
+    /// The token issuer's signing keys: rotate. Like `client`: through a running gateway's
+    /// [admin] API when it answers, else on the store directly.
     Keys {
         #[command(subcommand)]
         command: portcullis::cli::issuer::KeysCommand,

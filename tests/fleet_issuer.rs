@@ -432,3 +432,39 @@ async fn the_admin_api_manages_clients_of_a_single_gateway_on_its_embedded_store
         400
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_fleet_stopped_the_cli_adds_a_client_in_redis_itself() {
+    let redis = RedisServer::start();
+    let pki = Pki::generate();
+    let up = Upstream::echo("api").await;
+    let toml = fleet_config(&up, &redis);
+    let config = write_config(pki.dir(), &toml);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args([
+            "client",
+            "add",
+            "--config",
+            config.to_str().unwrap(),
+            "--id",
+            "erp-5",
+        ])
+        .args(["--scopes", "orders:read"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secret = text
+        .lines()
+        .find_map(|l| l.strip_prefix("client_secret:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    assert!(!pki.path("issuer.redb").exists(), "Redis, not the file");
+    let gw = Gateway::start(pki.dir(), &toml).await;
+    client_credentials(&pki, gw.addr(), "erp-5", &secret).await;
+}

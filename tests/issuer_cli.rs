@@ -278,3 +278,92 @@ fn bad_arguments_fail_and_store_nothing() {
         stderr(&out)
     );
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_admin_listener_the_cli_changes_the_running_gateway_and_opens_the_store_when_it_is_stopped()
+ {
+    let pki = Pki::generate();
+    let up = Upstream::echo("api").await;
+    pki.write("admin.token", &"t".repeat(40));
+    let toml = format!(
+        "{}\n[admin]\nbind = \"127.0.0.1:{}\"\ntoken_file = \"admin.token\"\n",
+        issuer_config(&up.url(), ""),
+        free_port()
+    );
+    let config = write_config(pki.dir(), &toml);
+    let cfg = path(&config);
+    let gw = Gateway::start(pki.dir(), &toml).await;
+
+    // Running: through the admin API, with the token from token_file.
+    let add = portcullis(&[
+        "client",
+        "add",
+        "--config",
+        cfg,
+        "--id",
+        "erp-1",
+        "--scopes",
+        "orders:read",
+    ]);
+    ok(&add);
+    let secret = secret_in(&add);
+    client_credentials(&pki, gw.addr(), "erp-1", &secret).await;
+    let list = portcullis(&["client", "list", "--config", cfg]);
+    ok(&list);
+    assert!(stdout(&list).contains("erp-1"), "{}", stdout(&list));
+    let dup = portcullis(&["client", "add", "--config", cfg, "--id", "erp-1"]);
+    assert_eq!(dup.status.code(), Some(1));
+    assert!(stderr(&dup).contains("already exists"), "{}", stderr(&dup));
+    let rotated = portcullis(&["keys", "rotate", "--config", cfg]);
+    ok(&rotated);
+    let kid = stdout(&rotated)
+        .lines()
+        .find_map(|l| l.strip_prefix("new signing key: "))
+        .map(|l| l.split(' ').next().unwrap().to_owned())
+        .unwrap();
+    let t = client_credentials(&pki, gw.addr(), "erp-1", &secret).await;
+    assert_eq!(
+        header_of(&t.access)["kid"],
+        kid.as_str(),
+        "the running gateway signs with it"
+    );
+    ok(&portcullis(&[
+        "client", "disable", "--config", cfg, "erp-1",
+    ]));
+    let resp = send_one(
+        &pki,
+        gw.addr(),
+        post_form(
+            "/oauth2/token",
+            &[("grant_type", "client_credentials")],
+            Some(&basic("erp-1", &secret)),
+        ),
+    )
+    .await;
+    assert_oauth_error(&resp, 401, "invalid_client");
+
+    // Stopped: nothing listens on the admin port, so the store is opened directly.
+    stop(gw).await;
+    let mut added = None;
+    for _ in 0..250 {
+        let out = portcullis(&["client", "add", "--config", cfg, "--id", "erp-2"]);
+        if out.status.success() {
+            added = Some(out);
+            break;
+        }
+        // The stopped gateway's last tasks release the file a moment after it stopped.
+        assert!(stderr(&out).contains("already open"), "{}", stderr(&out));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let secret2 = secret_in(&added.expect("the store was never free"));
+    let gw = start_when_store_free(pki.dir(), &toml).await;
+    client_credentials(&pki, gw.addr(), "erp-2", &secret2).await;
+}

@@ -1,10 +1,12 @@
 //! `portcullis client add | list | disable | rotate-secret` and `portcullis keys rotate`:
 //! functions that return the text to print or a typed error; `main.rs` only prints.
 //!
-//! Each command opens the issuer's store file, found through the config (`--config FILE`,
-//! its `[issuer] store`) or named directly (`--store FILE`). redb allows one opener, so
-//! these run while the gateway is stopped; against a running gateway they say so and
-//! change nothing.
+//! With `--config FILE` whose `[admin]` listener answers, a command is a call to the running
+//! gateway's admin API (`POST /clients`, `POST /keys/rotate`, ...): nothing needs a stop, and
+//! on a fleet's store every instance sees the change. Otherwise the gateway is stopped and the
+//! command opens the store itself: the config's `[state]` Redis, else its `[issuer] store`
+//! file, or the file named by `--store FILE`. redb allows one opener, so a file in use by a
+//! gateway without an admin listener is refused with a message saying so.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -109,6 +111,8 @@ pub enum CliError {
     /// A flag's value is unusable.
     #[error("{flag}: {message}")]
     Arg { flag: &'static str, message: String },
+    #[error(transparent)]
+    Admin(#[from] super::admin_api::AdminCallError),
 }
 
 fn arg(flag: &'static str, message: impl Into<String>) -> CliError {
@@ -128,6 +132,85 @@ fn locate(s: &StoreArg) -> Result<(PathBuf, Option<OwnIssuerSettings>), CliError
         (None, Some(store)) => Ok((store.clone(), None)),
         (None, None) => Err(arg("--config/--store", "name the config or the store file")),
     }
+}
+
+/// The store a stopped gateway would use: the config's `[state]` Redis when it names one
+/// (with the runtime its connections need), else the issuer's file.
+struct Opened {
+    store: Box<dyn IssuerState>,
+    _runtime: Option<tokio::runtime::Runtime>,
+}
+
+fn open_store(s: &StoreArg) -> Result<Opened, CliError> {
+    if let Some(config) = &s.config
+        && let Some(settings) = crate::config::shared_state_of(config).map_err(CliError::Config)?
+    {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| CliError::Config(format!("cannot start the async runtime: {e}")))?;
+        let _in = runtime.enter();
+        let shared = crate::state::redis::RedisStore::connect(settings)
+            .map_err(|e| CliError::Config(e.to_string()))?;
+        let store = crate::state::redis::issuer::RedisIssuerState::new(std::sync::Arc::new(shared));
+        return Ok(Opened {
+            store: Box::new(store),
+            _runtime: Some(runtime),
+        });
+    }
+    Ok(Opened {
+        store: Box::new(Embedded::open(&locate(s)?.0)?),
+        _runtime: None,
+    })
+}
+
+/// Call the running gateway's admin API when `--config` names one that answers; `Ok(None)`
+/// when there is none (or nothing listens: the gateway is stopped).
+fn through_admin(
+    s: &StoreArg,
+    method: http::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<Option<serde_json::Value>, CliError> {
+    let Some(config) = &s.config else {
+        return Ok(None);
+    };
+    let Some(target) = super::admin_api::target(config)? else {
+        return Ok(None);
+    };
+    let Some((status, v)) = target.call(method, path, body)? else {
+        return Ok(None);
+    };
+    let message = || {
+        v["message"]
+            .as_str()
+            .or(v["error"].as_str())
+            .unwrap_or("refused")
+            .to_owned()
+    };
+    match status.as_u16() {
+        200 | 201 => Ok(Some(v)),
+        409 => Err(RegistryError::Exists(path_id(path)).into()),
+        404 if v["error"] == "client_not_found" => {
+            Err(RegistryError::NotFound(path_id(path)).into())
+        }
+        400 => Err(RegistryError::Invalid(message()).into()),
+        _ => Err(CliError::Config(format!(
+            "the gateway's admin API at {} refused: {} {}",
+            target.addr,
+            status,
+            message()
+        ))),
+    }
+}
+
+/// The client id in `/clients/{id}/...`.
+fn path_id(path: &str) -> String {
+    path.trim_start_matches("/clients/")
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .to_owned()
 }
 
 fn settings_from(config: &Path) -> Result<OwnIssuerSettings, CliError> {
@@ -182,6 +265,13 @@ pub fn run_client(cmd: ClientCommand, now: SystemTime) -> Result<String, CliErro
                 .map(|t| parse_ttl(t, MIN_ACCESS_TTL, MAX_ACCESS_TTL))
                 .transpose()
                 .map_err(|m| arg("--access-ttl", m))?;
+            let body = serde_json::json!({
+                "id": id, "scopes": scopes, "cert_pins": cert_pins, "cert_only": cert_only,
+                "access_ttl": access_ttl,
+            });
+            if let Some(v) = through_admin(&store, http::Method::POST, "/clients", Some(body))? {
+                return Ok(added(&v));
+            }
             let new = NewClient {
                 id,
                 scopes,
@@ -189,8 +279,8 @@ pub fn run_client(cmd: ClientCommand, now: SystemTime) -> Result<String, CliErro
                 cert_only,
                 access_token_ttl,
             };
-            let store: Box<dyn IssuerState> = Box::new(Embedded::open(&locate(&store)?.0)?);
-            let (rec, secret) = clients::add(&*store, &new, now)?;
+            let opened = open_store(&store)?;
+            let (rec, secret) = clients::add(&*opened.store, &new, now)?;
             let mut out = format!("client_id:     {}\n", rec.id);
             match secret {
                 Some(s) => {
@@ -206,8 +296,13 @@ pub fn run_client(cmd: ClientCommand, now: SystemTime) -> Result<String, CliErro
             Ok(out)
         }
         ClientCommand::List { store } => {
-            let store: Box<dyn IssuerState> = Box::new(Embedded::open(&locate(&store)?.0)?);
-            let list = clients::list(&*store)?;
+            let list = match through_admin(&store, http::Method::GET, "/clients", None)? {
+                Some(v) => v["clients"]
+                    .as_array()
+                    .map(|a| a.iter().map(record_of).collect())
+                    .unwrap_or_default(),
+                None => clients::list(&*open_store(&store)?.store)?,
+            };
             if list.is_empty() {
                 return Ok("no clients\n".to_owned());
             }
@@ -221,19 +316,76 @@ pub fn run_client(cmd: ClientCommand, now: SystemTime) -> Result<String, CliErro
             Ok(out)
         }
         ClientCommand::Disable { store, id } => {
-            let store: Box<dyn IssuerState> = Box::new(Embedded::open(&locate(&store)?.0)?);
-            let rec = clients::disable(&*store, &id)?;
+            let path = format!("/clients/{id}/disable");
+            if through_admin(&store, http::Method::POST, &path, None)?.is_some() {
+                return Ok(format!("client {id} disabled\n"));
+            }
+            let rec = clients::disable(&*open_store(&store)?.store, &id)?;
             Ok(format!("client {} disabled\n", rec.id))
         }
         ClientCommand::RotateSecret { store, id } => {
-            let store: Box<dyn IssuerState> = Box::new(Embedded::open(&locate(&store)?.0)?);
-            let (rec, secret) = clients::rotate_secret(&*store, &id, now)?;
+            let path = format!("/clients/{id}/rotate-secret");
+            let (id, secret) = match through_admin(&store, http::Method::POST, &path, None)? {
+                Some(v) => (
+                    v["client_id"].as_str().unwrap_or(&id).to_owned(),
+                    zeroize::Zeroizing::new(v["client_secret"].as_str().unwrap_or("").to_owned()),
+                ),
+                None => {
+                    let (rec, secret) =
+                        clients::rotate_secret(&*open_store(&store)?.store, &id, now)?;
+                    (rec.id, zeroize::Zeroizing::new(secret.expose().to_owned()))
+                }
+            };
             Ok(format!(
-                "client_id:     {}\nclient_secret: {}\n(shown this once; the previous secret no longer works)\n",
-                rec.id,
-                secret.expose()
+                "client_id:     {id}\nclient_secret: {}\n(shown this once; the previous secret no longer works)\n",
+                secret.as_str()
             ))
         }
+    }
+}
+
+/// What `POST /clients` answered, printed as a direct `add` prints it.
+fn added(v: &serde_json::Value) -> String {
+    let mut out = format!("client_id:     {}\n", v["client_id"].as_str().unwrap_or(""));
+    match v["client_secret"].as_str() {
+        Some(s) => {
+            out.push_str(&format!("client_secret: {s}\n"));
+            out.push_str("(shown this once: only its argon2id hash is stored)\n");
+        }
+        None => out.push_str("client_secret: none (certificate authentication only)\n"),
+    }
+    let scopes: Vec<&str> = v["scopes"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s.as_str()).collect())
+        .unwrap_or_default();
+    out.push_str(&format!(
+        "scopes:        {}\n",
+        none_if_empty(&scopes.join(" "))
+    ));
+    out
+}
+
+/// A client as `GET /clients` shows it, as a record to print (no secret hash: only whether
+/// there is one).
+fn record_of(v: &serde_json::Value) -> ClientRecord {
+    let strings = |k: &str| -> Vec<String> {
+        v[k].as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    ClientRecord {
+        id: v["client_id"].as_str().unwrap_or("").to_owned(),
+        secret_hash: v["secret"].as_bool().unwrap_or(false).then(String::new),
+        scopes: strings("scopes"),
+        cert_pins: strings("cert_pins"),
+        access_token_ttl: v["access_ttl_secs"].as_u64(),
+        disabled: v["state"] == "disabled",
+        created_at: 0,
+        secret_rotated_at: None,
     }
 }
 
@@ -267,14 +419,32 @@ pub fn run_keys(cmd: KeysCommand, now: SystemTime) -> Result<String, CliError> {
     let now = unix(now);
     match cmd {
         KeysCommand::Rotate { store, algorithm } => {
-            let (path, settings) = locate(&store)?;
             let flag = algorithm
                 .as_deref()
                 .map(|a| {
                     SigningAlg::parse(a).ok_or_else(|| arg("--algorithm", "use ES256 or EdDSA"))
                 })
                 .transpose()?;
-            let store: Box<dyn IssuerState> = Box::new(Embedded::open(&path)?);
+            let body = flag.map(|a| serde_json::json!({"algorithm": a.name()}));
+            if let Some(v) = through_admin(&store, http::Method::POST, "/keys/rotate", body)? {
+                let mut out = format!(
+                    "new signing key: {} ({})\n",
+                    v["kid"].as_str().unwrap_or(""),
+                    v["alg"].as_str().unwrap_or("")
+                );
+                if let (Some(old), Some(until)) = (
+                    v["retired"]["kid"].as_str(),
+                    v["retired"]["published_until"].as_str(),
+                ) {
+                    out.push_str(&format!(
+                        "previous key {old} stays in the JWKS until {until} (its tokens have expired by then)\n"
+                    ));
+                }
+                return Ok(out);
+            }
+            let settings = locate(&store)?.1;
+            let opened = open_store(&store)?;
+            let store = opened.store;
             let sealer = settings.as_ref().and_then(|s| s.sealer.as_ref());
             let rotated = store.write(|tx| {
                 if let Some(s) = &settings {

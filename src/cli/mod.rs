@@ -1,6 +1,7 @@
 //! Floor 6: the command line's subcommands beyond serving: machine licenses and the token
 //! issuer's clients and keys, the credential vault.
 
+mod admin_api;
 pub mod issuer;
 pub mod license;
 mod provision;

@@ -174,6 +174,28 @@ fn read(path: &Path) -> Result<String, ConfigErrors> {
 }
 
 /// Parse and validate `text` as if read from `path` (relative paths resolve from its folder).
+/// The `[state]` Redis settings of the config at `path` (with its password read from its file
+/// or the vault), for commands that open the fleet's store themselves; `None` for the
+/// embedded backend. The error lists every problem of the section.
+pub fn shared_state_of(path: &Path) -> Result<Option<crate::state::redis::RedisSettings>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let file = parse_file_config(path, &text).map_err(|e| e.to_string())?;
+    let mut r = Report::new(path);
+    let vault = open_vault(&mut r, &file);
+    let settings = state::state(&mut r, &file, vault.as_ref());
+    if r.errors.is_empty() {
+        Ok(settings)
+    } else {
+        Err(r
+            .errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n"))
+    }
+}
+
 pub fn load_str(path: &Path, text: &str, now: SystemTime) -> Result<Loaded, ConfigErrors> {
     let file = parse_file_config(path, text)?;
     build_snapshot(path, &file, now, None)
