@@ -28,20 +28,6 @@ fn fleet_config(up: &Upstream, redis: &RedisServer) -> String {
     )
 }
 
-/// A client-credentials grant (the raw response).
-async fn grant(pki: &Pki, addr: std::net::SocketAddr, id: &str, secret: &str) -> TestResponse {
-    send_one(
-        pki,
-        addr,
-        post_form(
-            TOKEN,
-            &[("grant_type", "client_credentials")],
-            Some(&basic(id, secret)),
-        ),
-    )
-    .await
-}
-
 async fn fleet(redis: &RedisServer) -> (Pki, Upstream, Gateway, Gateway) {
     let pki = Pki::generate();
     let up = Upstream::echo("api").await;

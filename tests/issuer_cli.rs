@@ -338,16 +338,7 @@ async fn with_an_admin_listener_the_cli_changes_the_running_gateway_and_opens_th
     ok(&portcullis(&[
         "client", "disable", "--config", cfg, "erp-1",
     ]));
-    let resp = send_one(
-        &pki,
-        gw.addr(),
-        post_form(
-            "/oauth2/token",
-            &[("grant_type", "client_credentials")],
-            Some(&basic("erp-1", &secret)),
-        ),
-    )
-    .await;
+    let resp = grant(&pki, gw.addr(), "erp-1", &secret).await;
     assert_oauth_error(&resp, 401, "invalid_client");
 
     // Stopped: nothing listens on the admin port, so the store is opened directly.

@@ -170,7 +170,12 @@ pub fn header_of(jwt: &str) -> Value {
 
 /// Client credentials with HTTP Basic: the tokens (panics unless 200).
 pub async fn client_credentials(pki: &Pki, addr: SocketAddr, id: &str, secret: &str) -> Tokens {
-    let resp = send_one(
+    Tokens::from(&grant(pki, addr, id, secret).await)
+}
+
+/// A client-credentials grant with HTTP Basic (the raw response).
+pub async fn grant(pki: &Pki, addr: SocketAddr, id: &str, secret: &str) -> TestResponse {
+    send_one(
         pki,
         addr,
         post_form(
@@ -179,8 +184,7 @@ pub async fn client_credentials(pki: &Pki, addr: SocketAddr, id: &str, secret: &
             Some(&basic(id, secret)),
         ),
     )
-    .await;
-    Tokens::from(&resp)
+    .await
 }
 
 /// A refresh-token grant with HTTP Basic (the raw response).
