@@ -88,6 +88,12 @@ enum Command {
         #[command(subcommand)]
         command: portcullis::cli::vault::VaultCommand,
     },
+    /// Move the lasting state between the embedded files and a fleet's Redis: import
+    /// (files -> the config's [state] Redis) or export (Redis -> files). Gateways stopped.
+    State {
+        #[command(subcommand)]
+        command: portcullis::cli::state::StateCommand,
+    },
     /// The token issuer's signing keys: rotate. Like `client`: through a running gateway's
     /// [admin] API when it answers, else on the store directly.
     Keys {
@@ -105,6 +111,7 @@ fn main() -> ExitCode {
             command,
             SystemTime::now(),
         )),
+        Command::State { command } => printed(portcullis::cli::state::run(command)),
         Command::Keys { command } => printed(portcullis::cli::issuer::run_keys(
             command,
             SystemTime::now(),
@@ -230,7 +237,7 @@ fn license(command: portcullis::cli::license::LicenseCommand) -> ExitCode {
 }
 
 /// Print a command's output, or its error (one `error:` line per line) with exit 1.
-fn printed(result: Result<String, portcullis::cli::issuer::CliError>) -> ExitCode {
+fn printed(result: Result<String, impl std::fmt::Display>) -> ExitCode {
     match result {
         Ok(out) => {
             print!("{out}");

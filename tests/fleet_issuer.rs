@@ -107,16 +107,7 @@ async fn an_access_token_revoked_on_a_is_refused_on_b_within_a_second() {
         let t = client_credentials(&pki, a.addr(), "erp-1", &secret).await;
         // B has verified (and cached) it before the revocation.
         assert_eq!(status_with(&pki, &b, &t.access).await, 200);
-        let revoke = send_one(
-            &pki,
-            a.addr(),
-            post_form(
-                "/oauth2/revoke",
-                &[("token", &t.access)],
-                Some(&basic("erp-1", &secret)),
-            ),
-        )
-        .await;
+        let revoke = revoke(&pki, a.addr(), "erp-1", &secret, &t.access).await;
         assert_eq!(revoke.status, 200);
         let took = refused_within(&pki, &b, &t.access, Duration::from_secs(1)).await;
         worst = worst.max(took);

@@ -10,43 +10,13 @@
 
 mod support;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use portcullis::identity::ClientIdentity;
+use portcullis::license::SigningKey;
 use portcullis::license::keys::keygen;
-use portcullis::license::{Match, Payload, SigningKey};
+use support::license::pin_license;
 use support::redis::RedisServer;
 use support::*;
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn license(id: &str, machine: &Identity) -> Payload {
-    let now = unix_now();
-    Payload {
-        id: id.to_owned(),
-        kid: String::new(),
-        customer: "Acme".to_owned(),
-        machine_id: format!("machine-{id}"),
-        binding: Match::Pin,
-        pins: vec![
-            ClientIdentity::from_der(machine.cert().as_ref())
-                .unwrap()
-                .spki_pin(),
-        ],
-        ips: Vec::new(),
-        routes: Vec::new(),
-        scopes: Vec::new(),
-        issued_at: now - 3600,
-        not_before: now - 3600,
-        expires_at: now + 30 * 86400,
-        quota: None,
-    }
-}
 
 fn config(up: &Upstream, redis: &RedisServer) -> String {
     format!(
@@ -104,7 +74,7 @@ async fn a_license_activated_on_a_admits_on_b_and_revoked_on_a_is_refused_on_b_w
     let f = Fleet::start(&redis, &up).await;
     assert_eq!(f.status_on(&f.b).await, 403, "no license yet");
 
-    let text = f.key.issue(&license("lic-1", &f.machine)).unwrap();
+    let text = f.key.issue(&pin_license("lic-1", &f.machine)).unwrap();
     let r = Admin::new(f.a.admin_addr())
         .post("/licenses", text.clone())
         .await;
@@ -144,7 +114,7 @@ async fn licenses_live_in_redis_across_restarts_and_without_redis_an_activation_
     let mut redis = RedisServer::start();
     let up = Upstream::echo("orders").await;
     let f = Fleet::start(&redis, &up).await;
-    let text = f.key.issue(&license("lic-1", &f.machine)).unwrap();
+    let text = f.key.issue(&pin_license("lic-1", &f.machine)).unwrap();
     let r = Admin::new(f.a.admin_addr()).post("/licenses", text).await;
     assert_eq!(r.status, 201);
     assert!(!f.pki.path("licenses.redb").exists(), "no file is written");
@@ -171,7 +141,7 @@ async fn licenses_live_in_redis_across_restarts_and_without_redis_an_activation_
 
     redis.stop();
     let other = f.pki.new_client("machine-2");
-    let text = f.key.issue(&license("lic-2", &other)).unwrap();
+    let text = f.key.issue(&pin_license("lic-2", &other)).unwrap();
     let r = Admin::new(f.a.admin_addr()).post("/licenses", text).await;
     assert_eq!(r.status, 503, "{}", r.text());
     assert_eq!(r.json()["error"], "state_unavailable");

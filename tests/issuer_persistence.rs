@@ -32,16 +32,7 @@ async fn a_restart_keeps_clients_refresh_tokens_revocations_and_keys() {
     let secret = add_client(&gw, "erp-1", &["orders:read"]);
     let revoked = client_credentials(&pki, gw.addr(), "erp-1", &secret).await;
     let family = client_credentials(&pki, gw.addr(), "erp-1", &secret).await;
-    let resp = send_one(
-        &pki,
-        gw.addr(),
-        post_form(
-            "/oauth2/revoke",
-            &[("token", &revoked.access)],
-            Some(&basic("erp-1", &secret)),
-        ),
-    )
-    .await;
+    let resp = revoke(&pki, gw.addr(), "erp-1", &secret, &revoked.access).await;
     assert_eq!(resp.status, 200);
     let current = Tokens::from(&refresh(&pki, gw.addr(), "erp-1", &secret, &family.refresh).await);
     let kids_before = jwks_kids(&send_one(&pki, gw.addr(), get("/.well-known/jwks.json")).await);

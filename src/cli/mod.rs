@@ -5,6 +5,7 @@ mod admin_api;
 pub mod issuer;
 pub mod license;
 mod provision;
+pub mod state;
 pub mod vault;
 
 #[cfg(test)]

@@ -10,3 +10,4 @@ pub mod licenses;
 pub mod limits;
 pub mod quotas;
 pub mod redis;
+pub mod transfer;

@@ -10,6 +10,7 @@ pub mod data;
 pub mod faulty;
 pub mod gateway;
 pub mod jwt;
+pub mod license;
 pub mod oauth;
 pub mod pki;
 pub mod prometheus;

@@ -187,6 +187,26 @@ pub async fn grant(pki: &Pki, addr: SocketAddr, id: &str, secret: &str) -> TestR
     .await
 }
 
+/// RFC 7009 revocation of `token` by client `id` (the raw response).
+pub async fn revoke(
+    pki: &Pki,
+    addr: SocketAddr,
+    id: &str,
+    secret: &str,
+    token: &str,
+) -> TestResponse {
+    send_one(
+        pki,
+        addr,
+        post_form(
+            "/oauth2/revoke",
+            &[("token", token)],
+            Some(&basic(id, secret)),
+        ),
+    )
+    .await
+}
+
 /// A refresh-token grant with HTTP Basic (the raw response).
 pub async fn refresh(
     pki: &Pki,

@@ -250,6 +250,30 @@ macro_rules! reads {
                 let table = self.txn.open_table(META)?;
                 Ok(table.get(key)?.map(|v| v.value().to_owned()))
             }
+            fn families(&self) -> Result<Vec<FamilyRecord>, TxError> {
+                all_json(&self.txn.open_table(FAMILIES)?)
+            }
+            fn refresh_hashes(&self) -> Result<Vec<([u8; 32], String)>, TxError> {
+                let table = self.txn.open_table(REFRESH)?;
+                let mut out = Vec::new();
+                for row in table.iter()? {
+                    let (k, v) = row?;
+                    let hash: [u8; 32] = k.value().try_into().map_err(|_| {
+                        TxError::Corrupt("a refresh-token hash is not 32 bytes".into())
+                    })?;
+                    out.push((hash, v.value().to_owned()));
+                }
+                Ok(out)
+            }
+            fn metas(&self) -> Result<Vec<(String, String)>, TxError> {
+                let table = self.txn.open_table(META)?;
+                let mut out = Vec::new();
+                for row in table.iter()? {
+                    let (k, v) = row?;
+                    out.push((k.value().to_owned(), v.value().to_owned()));
+                }
+                Ok(out)
+            }
         }
     };
 }

@@ -96,6 +96,12 @@ pub trait IssuerRead {
     /// `(jti, exp)` of every revoked access token.
     fn revoked(&self) -> Result<Vec<(String, u64)>, TxError>;
     fn meta(&self, key: &str) -> Result<Option<String>, TxError>;
+    /// Every refresh-token family (for moving the state to another store).
+    fn families(&self) -> Result<Vec<FamilyRecord>, TxError>;
+    /// Every refresh-token hash and its family (for moving the state to another store).
+    fn refresh_hashes(&self) -> Result<Vec<([u8; 32], String)>, TxError>;
+    /// Every meta entry (for moving the state to another store).
+    fn metas(&self) -> Result<Vec<(String, String)>, TxError>;
 }
 
 /// Writes, in a write transaction; they take effect when the transaction commits.

@@ -365,6 +365,41 @@ impl IssuerRead for Tx<'_> {
         Ok(all.into_iter().collect())
     }
 
+    fn families(&self) -> Result<Vec<FamilyRecord>, TxError> {
+        let mut out = Vec::new();
+        for key in self.scan("f:*")? {
+            if let Some(json) = self.record(&key)? {
+                out.push(parse(&key, &json)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn refresh_hashes(&self) -> Result<Vec<([u8; 32], String)>, TxError> {
+        let mut out = Vec::new();
+        for key in self.scan("r:*")? {
+            let hash = key
+                .strip_prefix("r:")
+                .and_then(unhex)
+                .ok_or_else(|| TxError::Corrupt(format!("key \"{key:.80}\" is not r:<64 hex>")))?;
+            if let Some(family) = self.record(&key)? {
+                out.push((hash, family));
+            }
+        }
+        Ok(out)
+    }
+
+    fn metas(&self) -> Result<Vec<(String, String)>, TxError> {
+        self.watch(&[META])?;
+        let mut all: BTreeMap<String, String> = self
+            .conn
+            .borrow_mut()
+            .hgetall(self.full(META))
+            .map_err(down)?;
+        all.extend(self.writes.meta.clone());
+        Ok(all.into_iter().collect())
+    }
+
     fn meta(&self, key: &str) -> Result<Option<String>, TxError> {
         if let Some(v) = self.writes.meta.get(key) {
             return Ok(Some(v.clone()));
@@ -375,6 +410,61 @@ impl IssuerRead for Tx<'_> {
             .hget::<_, _, Option<String>>(self.full(META), key)
             .map_err(down)
     }
+}
+
+impl Tx<'_> {
+    /// The record keys under `pattern` (after the prefix), watched; SCAN, so a large store
+    /// is read in steps without blocking the server. Only for moving state.
+    fn scan(&self, pattern: &str) -> Result<Vec<String>, TxError> {
+        let full = format!("{}{pattern}", glob_escape(self.prefix));
+        let mut cursor: u64 = 0;
+        let mut out = Vec::new();
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&full)
+                .arg("COUNT")
+                .arg(1000)
+                .query(&mut **self.conn.borrow_mut())
+                .map_err(down)?;
+            out.extend(
+                batch
+                    .into_iter()
+                    .filter_map(|k| k.strip_prefix(self.prefix).map(str::to_owned)),
+            );
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+}
+
+/// `s` with the glob characters SCAN MATCH gives meaning to escaped.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn unhex(s: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if s.len() != 64 {
+        return None;
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
 }
 
 impl IssuerTx for Tx<'_> {

@@ -262,9 +262,11 @@ impl RedisStore {
             conns: conns.into(),
             next: AtomicUsize::new(0),
             idle: std::sync::Mutex::new(Vec::new()),
-            // Down until the first answer: `/readyz` says so, and the first call probes.
+            // Up until a call fails: every first call is tried (the watcher's first ping, at
+            // once, finds out either way), rather than all but one skipped as during a
+            // back-off.
             gate: Gate {
-                up: AtomicBool::new(false),
+                up: AtomicBool::new(true),
                 closed_until: AtomicU64::new(0),
                 backoff_ns: AtomicU64::new(MIN_BACKOFF_NS),
             },
