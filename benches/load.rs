@@ -19,7 +19,6 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -113,30 +112,6 @@ async fn upstream(tls: Option<tokio_rustls::TlsAcceptor>) -> std::net::SocketAdd
     addr
 }
 
-fn client_config(dir: &Path) -> Arc<rustls::ClientConfig> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(dir.join("ca.pem")).expect("ca") {
-        roots.add(c.expect("cert")).expect("add");
-    }
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("client.pem"))
-        .expect("client")
-        .map(|c| c.expect("cert"))
-        .collect();
-    let key = PrivateKeyDer::from_pem_file(dir.join("client.key")).expect("key");
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_client_auth_cert(chain, key)
-    .expect("client auth");
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(cfg)
-}
-
 fn run(mode: &str, secs: u64, conns: usize) {
     let pki = pki();
     let dir = pki.dir.path().to_path_buf();
@@ -164,7 +139,7 @@ fn run(mode: &str, secs: u64, conns: usize) {
         .block_on(portcullis::server::start(&dir.join("portcullis.toml")))
         .expect("gateway starts");
     let addr = running.local_addr("mtls").expect("addr");
-    let cfg = client_config(&dir);
+    let cfg = common::client_config(&dir);
     let auth = mode
         .starts_with("full")
         .then(|| format!("Bearer {}", token()));
