@@ -363,14 +363,8 @@ fn runtime(name: &str, threads: usize) -> tokio::runtime::Runtime {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --benches` passes nothing useful: run short.
-    let quick = !std::env::args().any(|a| a == "--bench");
-    let env = |k: &str, d: u64| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
+    let quick = common::quick();
+    let env = common::env_u64;
     let secs = if quick { 1 } else { env("FLEET_SECS", 5) };
     let conns = env("FLEET_CONNS", 32) as usize;
     let instances = env("FLEET_INSTANCES", 4).max(2) as usize;

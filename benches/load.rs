@@ -236,14 +236,8 @@ fn run(mode: &str, secs: u64, conns: usize) {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --benches` passes nothing useful: run short.
-    let quick = !std::env::args().any(|a| a == "--bench");
-    let env = |k: &str, d: u64| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(d)
-    };
+    let quick = common::quick();
+    let env = common::env_u64;
     let secs = if quick { 1 } else { env("LOAD_SECS", 5) };
     let conns = env("LOAD_CONNS", 32) as usize;
     let modes = std::env::var("LOAD_MODES").unwrap_or_else(|_| "full bare".into());

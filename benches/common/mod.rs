@@ -218,3 +218,16 @@ pub fn client_config(dir: &Path) -> std::sync::Arc<rustls::ClientConfig> {
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     std::sync::Arc::new(cfg)
 }
+
+/// Whether to run short: `cargo bench` passes `--bench`; `cargo test --benches` does not.
+pub fn quick() -> bool {
+    !std::env::args().any(|a| a == "--bench")
+}
+
+/// The environment variable `k` as a number, else `default`.
+pub fn env_u64(k: &str, default: u64) -> u64 {
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
