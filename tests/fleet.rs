@@ -4,7 +4,8 @@
 //! 503 `state_unavailable`, `/readyz` and `/metrics` say the store is down, and both share
 //! again once Redis is back, without a restart; an ACL user's password comes from a file and
 //! a wrong one is refused without the password reaching a response, `/readyz` or `/metrics`;
-//! a quota is counted once for the fleet and fails open or closed as configured; a reload
+//! `rediss://` is verified against the configured CA; a quota is counted once for the fleet
+//! and fails open or closed as configured; a reload
 //! keeps the connections unless `[state]` changed; and `[state]` mistakes are
 //! reported at their key.
 
@@ -238,14 +239,8 @@ async fn an_acl_user_with_a_password_from_a_file_is_used_and_a_wrong_password_is
     .await;
     let mut c = connect_h1(&pki, good.addr()).await;
     assert_eq!(c.call(from("203.0.113.1")).await.unwrap().status, 200);
-    assert_eq!(
-        num(
-            &Admin::new(good.admin_addr()).metrics().await,
-            "portcullis_state_up",
-            &[("backend", "redis")]
-        ),
-        1.0
-    );
+    let m = Admin::new(good.admin_addr()).metrics().await;
+    assert!(num(&m, "portcullis_state_calls_total", &[("outcome", "ok")]) >= 1.0);
 
     pki.write("wrong.pass", "not-the-password\n");
     let bad = Gateway::start(
@@ -445,4 +440,40 @@ async fn a_quota_is_counted_once_for_the_fleet_and_fails_as_configured_without_r
         .assert_denied(503, "state_unavailable");
     let m = Admin::new(open.admin_addr()).metrics().await;
     assert!(num(&m, "portcullis_state_fallbacks_total", &[]) >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_is_verified_against_the_configured_ca_and_a_foreign_ca_is_refused() {
+    let pki = Pki::generate();
+    let redis = RedisServer::start_tls(
+        &pki.path("server.pem"),
+        &pki.path("server.key"),
+        &pki.path("ca.pem"),
+    );
+    let up = Upstream::echo("api").await;
+    let limits = "{ key = \"route\", rate = \"100/h\", burst = 100 }";
+    let keys = |ca: &str| {
+        format!(
+            "url = \"{}\"\nca = \"{ca}\"\non_unavailable = {{ rate_limits = \"fail_closed\" }}",
+            redis.tls_url()
+        )
+    };
+    let good = Gateway::start(pki.dir(), &config(&up, limits, &keys("ca.pem"))).await;
+    let mut c = connect_h1(&pki, good.addr()).await;
+    assert_eq!(c.call(from("203.0.113.1")).await.unwrap().status, 200);
+    let m = Admin::new(good.admin_addr()).metrics().await;
+    assert!(num(&m, "portcullis_state_calls_total", &[("outcome", "ok")]) >= 1.0);
+
+    // A CA that did not sign the server's certificate: no connection, so fail closed.
+    let other = Pki::generate();
+    pki.write(
+        "other-ca.pem",
+        &std::fs::read_to_string(other.path("ca.pem")).unwrap(),
+    );
+    let bad = Gateway::start(pki.dir(), &config(&up, limits, &keys("other-ca.pem"))).await;
+    let mut c = connect_h1(&pki, bad.addr()).await;
+    c.call(from("203.0.113.1"))
+        .await
+        .unwrap()
+        .assert_denied(503, "state_unavailable");
 }

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 pub struct RedisServer {
     port: u16,
+    /// Serves TLS only (on `port`).
+    tls: bool,
     args: Vec<String>,
     child: Option<Child>,
     dir: tempfile::TempDir,
@@ -26,12 +28,46 @@ impl RedisServer {
         let port = free_port();
         let mut server = RedisServer {
             port,
+            tls: false,
             args: extra.iter().map(|s| (*s).to_owned()).collect(),
             child: None,
             dir: tempfile::tempdir().unwrap(),
         };
         server.launch();
         server
+    }
+
+    /// A server speaking only TLS, with the certificate and key files given (PEM), not
+    /// asking for client certificates. Its URL is `rediss://localhost:PORT`.
+    pub fn start_tls(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        ca: &std::path::Path,
+    ) -> RedisServer {
+        let port = free_port();
+        let path = |p: &std::path::Path| p.display().to_string();
+        let mut server = RedisServer {
+            port,
+            tls: true,
+            args: vec![
+                "--tls-cert-file".into(),
+                path(cert),
+                "--tls-key-file".into(),
+                path(key),
+                "--tls-ca-cert-file".into(),
+                path(ca),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ],
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        server.launch();
+        server
+    }
+
+    pub fn tls_url(&self) -> String {
+        format!("rediss://localhost:{}", self.port)
     }
 
     pub fn port(&self) -> u16 {
@@ -72,8 +108,13 @@ impl RedisServer {
 
     fn launch(&mut self) {
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1"])
+        let port = self.port.to_string();
+        if self.tls {
+            cmd.args(["--port", "0", "--tls-port", &port]);
+        } else {
+            cmd.args(["--port", &port]);
+        }
+        cmd.args(["--bind", "127.0.0.1"])
             .args(["--save", ""])
             .args(["--appendonly", "no"])
             .args(["--dir", &self.dir.path().display().to_string()])
@@ -88,6 +129,9 @@ impl RedisServer {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         while Instant::now() < deadline {
             if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(100)) {
+                if self.tls {
+                    return;
+                }
                 // Any reply (PONG, or NOAUTH when a password is set) means it serves.
                 let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
                 if s.write_all(b"*1\r\n$4\r\nPING\r\n").is_ok() {
