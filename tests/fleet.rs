@@ -218,8 +218,11 @@ async fn an_acl_user_with_a_password_from_a_file_is_used_and_a_wrong_password_is
         "gw",
         "on",
         &format!(">{secret}"),
+        // The README's rule: the fleet's keys and channel, no dangerous commands.
         &format!("~{PREFIX}*"),
+        &format!("&{PREFIX}*"),
         "+@all",
+        "-@dangerous",
     ]);
     let pki = Pki::generate();
     let up = Upstream::echo("api").await;
