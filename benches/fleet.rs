@@ -69,6 +69,7 @@ fn config(redis: Option<u16>) -> String {
          [[listeners]]\nname = \"mtls\"\nbind = \"127.0.0.1:0\"\nclient_auth = \"required\"\nclient_ca = \"ca.pem\"\n\
          [[listeners.certificates]]\nchain = \"server.pem\"\nkey = \"server.key\"\n\n\
          [admin]\nbind = \"127.0.0.1:0\"\n\n\
+         [vault]\nfile = \"vault.json\"\nmaster_key_file = \"master.key\"\n\n\
          [issuer]\nlistener = \"mtls\"\nissuer = \"https://fleet.bench\"\nstore = \"issuer.redb\"\n\n\
          [[routes]]\nname = \"load\"\npath_prefix = \"/load\"\nupstream = [\"http://UPSTREAM\"]\nauth = \"none\"\n\
          limits = [\n  {{ key = \"client_ip\", rate = \"1000000000/s\", burst = 1000000000 }},\n  {{ key = \"route\", rate = \"1000000000/s\", burst = 1000000000 }},\n]\n\n\
@@ -154,6 +155,8 @@ fn run(
 ) {
     let pki = pki();
     let dir = pki.dir.path().to_path_buf();
+    // The issuer's keys are sealed under it (required on Redis).
+    common::vault::vault_with(&dir, &[]);
     let side = runtime("fleet-side", 1);
     let up = side.block_on(async {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

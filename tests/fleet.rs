@@ -7,7 +7,7 @@
 //! `rediss://` is verified against the configured CA; a quota is counted once for the fleet
 //! and fails open or closed as configured; a reload
 //! keeps the connections unless `[state]` changed; and `[state]` mistakes are
-//! reported at their key.
+//! reported at their key (the issuer on Redis without a vault among them).
 
 // Test set-up may panic: a failed step fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -334,6 +334,20 @@ fn state_mistakes_are_reported_at_their_key() {
             "[state] {keys:?}: expected {key} to say {needle:?}; got:\n{err}"
         );
     }
+    // The issuer on Redis without a vault would put its private keys there in clear.
+    let text = format!(
+        "{base}[issuer]\nlistener = \"public\"\nissuer = \"https://gw.test\"\nstore = \"issuer.redb\"\n\n\
+         [state]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\n"
+    );
+    let err = portcullis::config::load_str(&path, &text, SystemTime::now())
+        .err()
+        .expect("refused");
+    assert!(
+        err.0
+            .iter()
+            .any(|i| i.key == "issuer" && i.message.contains("[vault]")),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,14 +22,23 @@ const TOKEN: &str = "/oauth2/token";
 
 fn fleet_config(up: &Upstream, redis: &RedisServer) -> String {
     format!(
-        "{}\n[admin]\nbind = \"127.0.0.1:0\"\n\n[state]\nbackend = \"redis\"\nurl = \"{}\"\ncommand_timeout = \"500ms\"\n",
+        "{}\n[admin]\nbind = \"127.0.0.1:0\"\n\n[vault]\nfile = \"vault.json\"\nmaster_key_file = \"master.key\"\n\n[state]\nbackend = \"redis\"\nurl = \"{}\"\ncommand_timeout = \"500ms\"\n",
         issuer_config(&up.url(), ""),
         redis.url()
     )
 }
 
-async fn fleet(redis: &RedisServer) -> (Pki, Upstream, Gateway, Gateway) {
+/// A PKI folder with the vault every instance seals the issuer's keys with.
+fn pki_with_vault() -> Pki {
     let pki = Pki::generate();
+    for out in vault_with(pki.dir(), &[]) {
+        assert!(out.status.success(), "{out:?}");
+    }
+    pki
+}
+
+async fn fleet(redis: &RedisServer) -> (Pki, Upstream, Gateway, Gateway) {
+    let pki = pki_with_vault();
     let up = Upstream::echo("api").await;
     let toml = fleet_config(&up, redis);
     let a = Gateway::start(pki.dir(), &toml).await;
@@ -413,7 +422,7 @@ async fn the_admin_api_manages_clients_of_a_single_gateway_on_its_embedded_store
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_fleet_stopped_the_cli_adds_a_client_in_redis_itself() {
     let redis = RedisServer::start();
-    let pki = Pki::generate();
+    let pki = pki_with_vault();
     let up = Upstream::echo("api").await;
     let toml = fleet_config(&up, &redis);
     let config = write_config(pki.dir(), &toml);

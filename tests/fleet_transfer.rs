@@ -23,7 +23,7 @@ use support::*;
 /// The issuer, a licensed route "/orders", an admin listener, and `[state]` if given.
 fn config(up: &Upstream, store_suffix: &str, state: &str) -> String {
     format!(
-        "{}\n[admin]\nbind = \"127.0.0.1:0\"\n\n[licenses]\ntrusted_keys = [\"k1.pub\"]\nstore = \"licenses{store_suffix}.redb\"\n\n{}{state}",
+        "{}\n[admin]\nbind = \"127.0.0.1:0\"\n\n[vault]\nfile = \"vault.json\"\nmaster_key_file = \"master.key\"\n\n[licenses]\ntrusted_keys = [\"k1.pub\"]\nstore = \"licenses{store_suffix}.redb\"\n\n{}{state}",
         issuer_config(&up.url(), "").replace("issuer.redb", &format!("issuer{store_suffix}.redb")),
         route(
             "orders",
@@ -63,6 +63,9 @@ async fn licensed_status(pki: &Pki, machine: &Identity, gw: &Gateway) -> u16 {
 async fn the_state_moves_into_redis_serves_a_fleet_and_moves_back() {
     let redis = RedisServer::start();
     let pki = Pki::generate();
+    for out in vault_with(pki.dir(), &[]) {
+        assert!(out.status.success(), "{out:?}");
+    }
     let up = Upstream::echo("api").await;
     let key = SigningKey::load(&keygen(pki.dir(), "k1").unwrap().private).unwrap();
     let (machine, revoked_machine) = (pki.new_client("m-1"), pki.new_client("m-2"));

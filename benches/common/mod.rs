@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 #[path = "../../tests/support/vault.rs"]
-mod vault;
+pub mod vault;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,

@@ -170,14 +170,26 @@ pub fn build_snapshot(
     };
     let named_upstreams = super::upstreams::upstreams(&mut r, file, now);
     let vault = super::vault::open(&mut r, file);
+    let fleet = file
+        .state
+        .as_ref()
+        .is_some_and(|s| s.backend.as_deref() == Some("redis"));
     if let Some(own) = own_issuer.as_mut() {
         own.sealer = vault.as_ref().map(|v| v.sealer());
-        if own.sealer.is_none() {
-            r.warn(
+        match (own.sealer.is_none(), fleet) {
+            // In Redis the keys would cross the network and sit in its memory, replicas and
+            // backups in clear.
+            (true, true) => r.error(
+                "issuer",
+                "with [state] backend = \"redis\" the issuer's signing keys would be stored in \
+                 Redis in clear: add a [vault] (the same on every instance) to seal them",
+            ),
+            (true, false) => r.warn(
                 "issuer",
                 "the issuer's signing keys are stored in clear in its store, protected by the \
                  file's mode only: add a [vault] to seal them",
-            );
+            ),
+            (false, _) => {}
         }
     }
     let shared_state = super::state::state(&mut r, file, vault.as_ref());
