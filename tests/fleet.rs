@@ -1,7 +1,8 @@
 //! A fleet on one real `redis-server`: two gateways share a route's rate limit (the fleet
 //! admits the limit once, not once per instance); when Redis is killed, a gateway whose
 //! limits fail open serves from its own bounded fallback and one that fails closed answers
-//! 503 `state_unavailable`, `/readyz` and `/metrics` say the store is down, and both share
+//! 503 `state_unavailable` (also under load, every request answered), `/readyz` and
+//! `/metrics` say the store is down, and both share
 //! again once Redis is back, without a restart; an ACL user's password comes from a file and
 //! a wrong one is refused without the password reaching a response, `/readyz` or `/metrics`;
 //! `rediss://` is verified against the configured CA; a quota is counted once for the fleet
@@ -24,8 +25,11 @@ const PREFIX: &str = "fleet-test:";
 /// A listener trusting 127.0.0.1 as a proxy, a route "/api" with `limits`, an admin
 /// listener, and `[state]` on `redis` with `state_keys`.
 fn config(up: &Upstream, limits: &str, state_keys: &str) -> String {
+    // No config watching: instances in one folder share the file, and one must not reload
+    // into another's config.
     format!(
-        "{}{}[admin]\nbind = \"127.0.0.1:0\"\n\n[state]\nbackend = \"redis\"\nkey_prefix = \"{PREFIX}\"\n{state_keys}\n",
+        "{}{}{}[admin]\nbind = \"127.0.0.1:0\"\n\n[state]\nbackend = \"redis\"\nkey_prefix = \"{PREFIX}\"\n{state_keys}\n",
+        server("watch_config = false"),
         listener("public", "trusted_proxies = [\"127.0.0.1\"]"),
         route("api", "/api", &[&up.url()], &format!("limits = [{limits}]")),
     )
@@ -493,4 +497,82 @@ async fn rediss_is_verified_against_the_configured_ca_and_a_foreign_ca_is_refuse
         .await
         .unwrap()
         .assert_denied(503, "state_unavailable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_under_load_answers_every_request_as_configured() {
+    let mut redis = RedisServer::start();
+    let pki = Pki::generate();
+    let up = Upstream::echo("api").await;
+    let limits = "{ key = \"client_ip\", rate = \"1000000/s\", burst = 1000000 }";
+    let url = format!("url = \"{}\"\ncommand_timeout = \"200ms\"", redis.url());
+    let open = Gateway::start(pki.dir(), &config(&up, limits, &url)).await;
+    let closed = Gateway::start(
+        pki.dir(),
+        &config(
+            &up,
+            limits,
+            &format!("{url}\non_unavailable = {{ rate_limits = \"fail_closed\" }}"),
+        ),
+    )
+    .await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut loops = Vec::new();
+    for i in 0..8 {
+        let addr = if i % 2 == 0 {
+            open.addr()
+        } else {
+            closed.addr()
+        };
+        let mut c = connect_h1(&pki, addr).await;
+        let stop = stop.clone();
+        loops.push(tokio::spawn(async move {
+            let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Every request gets an answer: a transport error fails the test here.
+                let r = c.call(from(&format!("203.0.113.{i}"))).await.unwrap();
+                *statuses.entry(r.status.as_u16()).or_default() += 1;
+            }
+            (i % 2 == 0, statuses)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.stop();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    redis.restart();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut open_seen, mut closed_seen) = (
+        std::collections::BTreeMap::<u16, usize>::new(),
+        std::collections::BTreeMap::<u16, usize>::new(),
+    );
+    for l in loops {
+        let (is_open, statuses) = l.await.unwrap();
+        let into = if is_open {
+            &mut open_seen
+        } else {
+            &mut closed_seen
+        };
+        for (s, n) in statuses {
+            *into.entry(s).or_default() += n;
+        }
+    }
+    assert_eq!(
+        open_seen.keys().copied().collect::<Vec<_>>(),
+        [200],
+        "fail_open serves throughout: {open_seen:?}"
+    );
+    assert!(
+        closed_seen.keys().all(|s| [200, 503].contains(s)) && closed_seen.contains_key(&503),
+        "fail_closed refuses with 503 while Redis is away: {closed_seen:?}"
+    );
+    // Both serve fresh connections, sharing again.
+    let mut c = connect_h1(&pki, closed.addr()).await;
+    eventually("the fail_closed gateway serves again", async || {
+        c.call(from("203.0.113.99")).await.unwrap().status == 200
+    })
+    .await;
+    println!(
+        "under load across a Redis restart: fail_open {open_seen:?}, fail_closed {closed_seen:?}"
+    );
 }
