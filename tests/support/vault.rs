@@ -24,12 +24,18 @@ pub fn vault_cli_env(
         .stderr(Stdio::piped())
         .spawn()
         .expect("run portcullis vault");
-    child
+    let written = child
         .stdin
         .take()
         .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
+        .write_all(stdin.as_bytes());
+    // A command that refuses its arguments exits before it reads: the pipe is closed then,
+    // and its output says why.
+    if let Err(e) = written
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        panic!("write stdin: {e}");
+    }
     child.wait_with_output().expect("portcullis vault exits")
 }
 
