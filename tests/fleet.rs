@@ -4,7 +4,8 @@
 //! 503 `state_unavailable` (also under load, every request answered), `/readyz` and
 //! `/metrics` say the store is down, and both share
 //! again once Redis is back, without a restart; an ACL user's password comes from a file and
-//! a wrong one is refused without the password reaching a response, `/readyz` or `/metrics`;
+//! a wrong one is refused without the password reaching a response, `/readyz` or `/metrics`,
+//! and a vault record can hold the user and password;
 //! `rediss://` is verified against the configured CA; a quota is counted once for the fleet
 //! and fails open or closed as configured; a reload
 //! keeps the connections unless `[state]` changed; and `[state]` mistakes are
@@ -575,4 +576,45 @@ async fn redis_killed_and_restarted_under_load_answers_every_request_as_configur
     println!(
         "under load across a Redis restart: fail_open {open_seen:?}, fail_closed {closed_seen:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_acl_user_and_password_can_come_from_a_vault_record() {
+    let secret = "vault-held-redis-pass";
+    let redis = RedisServer::start_with(&[
+        "--user",
+        "default",
+        "off",
+        "--user",
+        "gw",
+        "on",
+        &format!(">{secret}"),
+        &format!("~{PREFIX}*"),
+        &format!("&{PREFIX}*"),
+        "+@all",
+    ]);
+    let pki = Pki::generate();
+    for out in vault_with(pki.dir(), &[("redis", "basic", &format!("gw:{secret}"))]) {
+        assert!(out.status.success(), "{out:?}");
+    }
+    let up = Upstream::echo("api").await;
+    let gw = Gateway::start(
+        pki.dir(),
+        &format!(
+            "[vault]\nfile = \"vault.json\"\nmaster_key_file = \"master.key\"\n\n{}",
+            config(
+                &up,
+                "{ key = \"route\", rate = \"100/h\", burst = 100 }",
+                &format!(
+                    "url = \"{}\"\npassword_credential = \"redis\"\non_unavailable = {{ rate_limits = \"fail_closed\" }}",
+                    redis.url()
+                ),
+            )
+        ),
+    )
+    .await;
+    let mut c = connect_h1(&pki, gw.addr()).await;
+    assert_eq!(c.call(from("203.0.113.1")).await.unwrap().status, 200);
+    let shown = Admin::new(gw.admin_addr()).get("/config").await.text();
+    assert!(!shown.contains(secret), "/config shows the password");
 }
