@@ -69,6 +69,8 @@ pub struct StateSection {
     pub command_timeout: Option<String>,
     /// Multiplexed connections per instance. Default 2.
     pub pool_size: Option<usize>,
+    /// `url` is one node of a Redis Cluster (the others are found from it). Default false.
+    pub cluster: Option<bool>,
     /// What each concern does while Redis cannot answer: `fail_open` or `fail_closed`.
     #[serde(default)]
     pub on_unavailable: OnUnavailableSection,

@@ -57,6 +57,7 @@ fn embedded_only(r: &mut Report, s: &StateSection) {
             s.on_unavailable.rate_limits.is_some(),
         ),
         ("on_unavailable.quotas", s.on_unavailable.quotas.is_some()),
+        ("cluster", s.cluster.is_some()),
     ];
     for (key, _) in set.iter().filter(|(_, on)| *on) {
         r.error(
@@ -210,6 +211,7 @@ fn redis(r: &mut Report, s: &StateSection, vault: Option<&Vault>) -> Option<Redi
         connect_timeout,
         command_timeout,
         pool_size,
+        cluster: s.cluster.unwrap_or(false),
         rate_limits,
         quotas,
     })

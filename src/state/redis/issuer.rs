@@ -47,7 +47,7 @@ impl std::fmt::Debug for RedisIssuerState {
 
 impl RedisIssuerState {
     pub fn new(store: Arc<RedisStore>) -> RedisIssuerState {
-        let prefix = format!("{}{{iss}}", store.settings().key_prefix);
+        let prefix = format!("{}{}", store.settings().key_prefix, super::CONTROL_TAG);
         RedisIssuerState { store, prefix }
     }
 

@@ -1,4 +1,4 @@
-//! Activated machine licenses in Redis, for a fleet: one hash `{prefix}licenses` of
+//! Activated machine licenses in Redis, for a fleet: one hash `{prefix}{iss}licenses` of
 //! `id -> "activated_at:revoked_at:text"` (`revoked_at` is `-` while the license stands).
 //! Each call is one atomic step on the server: `HSETNX` for an activation (of two instances
 //! activating one id, one wins), a Lua script for a revocation (the first revocation time
@@ -40,7 +40,12 @@ impl std::fmt::Debug for RedisLicenses {
 
 impl RedisLicenses {
     pub fn new(store: Arc<RedisStore>) -> RedisLicenses {
-        let key = format!("{}licenses", store.settings().key_prefix);
+        // Under the control tag: in a Cluster, on the node the synchronous connections reach.
+        let key = format!(
+            "{}{}licenses",
+            store.settings().key_prefix,
+            super::CONTROL_TAG
+        );
         RedisLicenses {
             store,
             key,

@@ -1,7 +1,7 @@
 //! The fleet backend: state several gateway instances share through one Redis (or Valkey)
-//! server. One [`RedisStore`] per process holds a small pool of multiplexed connections
-//! (the `redis` crate's `ConnectionManager`, which reconnects with back-off), a health gate
-//! and the counters `/metrics` shows.
+//! server or a Redis Cluster. One [`RedisStore`] per process holds its connections
+//! (`conn.rs`: multiplexed async ones for the request path, synchronous ones to the node
+//! holding the control plane), a health gate and the counters `/metrics` shows.
 //!
 //! Why the `redis` crate and not `fred`: it is the client Redis itself maintains, with tokio,
 //! rustls, ACL users, Lua scripts (EVALSHA with a fallback to EVAL) and Cluster, and it adds
@@ -12,6 +12,7 @@
 //! server, until one probe per back-off gets through. Each concern then does what its
 //! failure mode says ([`FailMode`]).
 
+mod conn;
 pub mod issuer;
 pub mod licenses;
 pub mod limits;
@@ -22,7 +23,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+pub use conn::CONTROL_TAG;
+use conn::{AnyConn, ControlNode, Pool};
 use zeroize::Zeroizing;
 
 /// What a concern does while the shared store cannot answer.
@@ -64,8 +66,10 @@ pub struct RedisSettings {
     pub key_prefix: String,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
-    /// Multiplexed connections per instance.
+    /// Multiplexed connections per instance (one server; a Cluster uses one per node).
     pub pool_size: usize,
+    /// `url` is one node of a Redis Cluster, which tells the others.
+    pub cluster: bool,
     /// What rate limits do while Redis cannot answer.
     pub rate_limits: FailMode,
     /// What quotas do while Redis cannot answer.
@@ -81,6 +85,7 @@ impl std::fmt::Debug for RedisSettings {
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("key_prefix", &self.key_prefix)
             .field("pool_size", &self.pool_size)
+            .field("cluster", &self.cluster)
             .field("rate_limits", &self.rate_limits)
             .field("quotas", &self.quotas)
             .finish_non_exhaustive()
@@ -198,8 +203,10 @@ pub struct RedisStore {
     settings: RedisSettings,
     /// For connections other than the pool's: the issuer's synchronous ones, pub/sub.
     client: redis::Client,
-    conns: Box<[ConnectionManager]>,
+    pool: Pool,
     next: AtomicUsize,
+    /// Where the control plane's synchronous connections go (in a Cluster: its slot's owner).
+    control: ControlNode,
     /// Synchronous connections for the stores the blocking pool calls (issuer, licenses).
     idle: std::sync::Mutex<Vec<redis::Connection>>,
     gate: Gate,
@@ -219,48 +226,14 @@ impl RedisStore {
     /// concern's failure mode says) while Redis is still down, and connects when it is up.
     /// Must run inside a tokio runtime.
     pub fn connect(settings: RedisSettings) -> Result<RedisStore, StoreError> {
-        use redis::IntoConnectionInfo;
-        let info = settings
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| StoreError::Url(e.to_string()))?;
-        let mut redis_info = info.redis_settings().clone();
-        if let Some(u) = &settings.username {
-            redis_info = redis_info.set_username(u);
-        }
-        if let Some(p) = &settings.password {
-            redis_info = redis_info.set_password(p.as_str());
-        }
-        let info = info.set_redis_settings(redis_info);
-        let client = match &settings.ca {
-            Some(ca) => redis::Client::build_with_tls(
-                info,
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(ca.clone()),
-                },
-            ),
-            None => redis::Client::open(info),
-        }
-        .map_err(|e| StoreError::Client(e.to_string()))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(settings.connect_timeout))
-            .set_response_timeout(Some(settings.command_timeout))
-            // The gate does the waiting between attempts; the manager retries once.
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(1));
-        let pool_client = client.clone();
-        let conns = (0..settings.pool_size.max(1))
-            .map(|_| ConnectionManager::new_lazy_with_config(pool_client.clone(), config.clone()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| StoreError::Client(e.to_string()))?;
+        let client = conn::client(&settings, &settings.url)?;
+        let pool = Pool::open(&settings, &client)?;
         Ok(RedisStore {
             settings,
             client,
-            conns: conns.into(),
+            pool,
             next: AtomicUsize::new(0),
+            control: ControlNode::new(),
             idle: std::sync::Mutex::new(Vec::new()),
             // Up until a call fails: every first call is tried (the watcher's first ping, at
             // once, finds out either way), rather than all but one skipped as during a
@@ -294,18 +267,12 @@ impl RedisStore {
         k
     }
 
-    fn conn(&self) -> ConnectionManager {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
-        // A clone is a handle on the same multiplexed connection.
-        self.conns[i].clone()
-    }
-
     /// Run one script invocation through the gate, the timeout and the counters.
     pub async fn invoke<T: redis::FromRedisValue>(
         &self,
         call: &redis::ScriptInvocation<'_>,
     ) -> Result<T, CallError> {
-        self.run(async |mut conn: ConnectionManager| call.invoke_async::<T>(&mut conn).await)
+        self.run(async |mut conn: AnyConn| call.invoke_async::<T>(&mut conn).await)
             .await
     }
 
@@ -314,13 +281,13 @@ impl RedisStore {
         &self,
         pipe: &redis::Pipeline,
     ) -> Result<T, CallError> {
-        self.run(async |mut conn: ConnectionManager| pipe.query_async::<T>(&mut conn).await)
+        self.run(async |mut conn: AnyConn| pipe.query_async::<T>(&mut conn).await)
             .await
     }
 
     /// `GET key`, through the gate, the timeout and the counters.
     pub async fn get<T: redis::FromRedisValue>(&self, key: &[u8]) -> Result<T, CallError> {
-        self.run(async |mut conn: ConnectionManager| {
+        self.run(async |mut conn: AnyConn| {
             redis::cmd("GET").arg(key).query_async::<T>(&mut conn).await
         })
         .await
@@ -328,24 +295,27 @@ impl RedisStore {
 
     /// `PING`, through the same gate and counters as every call.
     pub async fn ping(&self) -> Result<(), CallError> {
-        self.run(async |mut conn: ConnectionManager| {
-            redis::cmd("PING").query_async::<()>(&mut conn).await
-        })
-        .await
+        self.run(async |mut conn: AnyConn| redis::cmd("PING").query_async::<()>(&mut conn).await)
+            .await
     }
 
     async fn run<T>(
         &self,
-        call: impl AsyncFnOnce(ConnectionManager) -> redis::RedisResult<T>,
+        call: impl AsyncFnOnce(AnyConn) -> redis::RedisResult<T>,
     ) -> Result<T, CallError> {
         let started = crate::clock::mono_at(std::time::Instant::now());
         if !self.gate.admit(started) {
             self.stats.skipped.fetch_add(1, Ordering::Relaxed);
             return Err(CallError::Skipped);
         }
-        let conn = self.conn();
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
         let timeout = self.settings.command_timeout;
-        let outcome = match tokio::time::timeout(timeout, call(conn)).await {
+        let attempt = async {
+            // A handle on a multiplexed connection (a Cluster's is made at the first call).
+            let conn = self.pool.get(n).await?;
+            call(conn).await
+        };
+        let outcome = match tokio::time::timeout(timeout, attempt).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(CallError::Redis(e)),
             Err(_) => Err(CallError::Timeout(timeout)),
@@ -409,14 +379,9 @@ impl RedisStore {
         if let Some(c) = self.idle.lock().ok().and_then(|mut v| v.pop()) {
             return Ok(c);
         }
-        let s = &self.settings;
-        let open = || -> redis::RedisResult<redis::Connection> {
-            let c = self.client.get_connection_with_timeout(s.connect_timeout)?;
-            c.set_read_timeout(Some(s.command_timeout))?;
-            c.set_write_timeout(Some(s.command_timeout))?;
-            Ok(c)
-        };
-        open().map_err(|e| self.sync_failed(&e))
+        self.control
+            .open(&self.settings, &self.client)
+            .map_err(|e| self.sync_failed(&e))
     }
 
     /// Keep `conn` for the next call (it must be in a clean state: no open transaction).
@@ -441,6 +406,7 @@ impl RedisStore {
 
     /// A call failed (its connection is dropped); returns the reason to report.
     pub(crate) fn sync_failed(&self, e: &redis::RedisError) -> String {
+        self.control.failed(e);
         if e.is_timeout() {
             self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -494,7 +460,7 @@ impl RedisStore {
         let publish = async move {
             let channel = store.channel();
             let _ = store
-                .run(async |mut conn: ConnectionManager| {
+                .run(async |mut conn: AnyConn| {
                     redis::cmd("PUBLISH")
                         .arg(&channel)
                         .arg(&message)
@@ -652,6 +618,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             command_timeout: Duration::from_millis(100),
             pool_size: 2,
+            cluster: false,
             rate_limits: FailMode::Open,
             quotas: FailMode::Open,
         };

@@ -54,7 +54,8 @@ impl SharedThrottle {
 
     fn address_key(&self, address: IpAddr, n: u64) -> Vec<u8> {
         self.store.key(&[
-            b"{iss}th:a:",
+            super::CONTROL_TAG.as_bytes(),
+            b"th:a:",
             address.to_string().as_bytes(),
             b":",
             n.to_string().as_bytes(),
