@@ -142,7 +142,8 @@ impl IssuerState for RedisIssuerState {
     }
 
     fn location(&self) -> String {
-        format!("{} (keys {})", self.store.settings().url, self.prefix)
+        // Not the server's address: logs name the store by its keys.
+        format!("in Redis (keys {}*)", self.prefix)
     }
 }
 

@@ -54,7 +54,7 @@ impl RedisLicenses {
     }
 
     fn location(&self) -> String {
-        format!("{} (key {})", self.store.settings().url, self.key)
+        format!("in Redis (key {})", self.key)
     }
 
     fn call<T>(

@@ -326,7 +326,7 @@ impl RedisStore {
                 self.stats.ok.fetch_add(1, Ordering::Relaxed);
                 self.stats.observe(done.saturating_sub(started) / 1_000);
                 if self.gate.success() {
-                    tracing::info!(url = %self.settings.url, "shared state: Redis answers again");
+                    tracing::info!(prefix = %self.settings.key_prefix, "shared state: Redis answers again");
                 }
             }
             Err(e) => {
@@ -336,7 +336,7 @@ impl RedisStore {
                 }
                 .fetch_add(1, Ordering::Relaxed);
                 if self.gate.failure(done) {
-                    tracing::warn!(url = %self.settings.url, error = %e, "shared state: Redis does not answer; each concern follows its failure mode until it does");
+                    tracing::warn!(prefix = %self.settings.key_prefix, error = %e, "shared state: Redis does not answer; each concern follows its failure mode until it does");
                 }
             }
         }
@@ -399,7 +399,7 @@ impl RedisStore {
         self.stats.ok.fetch_add(1, Ordering::Relaxed);
         self.stats.observe(done.saturating_sub(started) / 1_000);
         if self.gate.success() {
-            tracing::info!(url = %self.settings.url, "shared state: Redis answers again");
+            tracing::info!(prefix = %self.settings.key_prefix, "shared state: Redis answers again");
         }
         self.give_back(conn);
     }
@@ -425,7 +425,7 @@ impl RedisStore {
     fn close_gate(&self, why: &dyn std::fmt::Display) {
         let now = crate::clock::mono_at(std::time::Instant::now());
         if self.gate.failure(now) {
-            tracing::warn!(url = %self.settings.url, error = %why, "shared state: Redis does not answer; each concern follows its failure mode until it does");
+            tracing::warn!(prefix = %self.settings.key_prefix, error = %why, "shared state: Redis does not answer; each concern follows its failure mode until it does");
         }
     }
 }
