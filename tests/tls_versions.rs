@@ -1,6 +1,8 @@
 //! Proves the TLS front door: TLS 1.2 and 1.3 handshakes succeed, TLS 1.0/1.1 ClientHellos are
 //! refused without a ServerHello, min_tls = "1.3" refuses a TLS 1.2-only client, an RSA
-//! certificate works, SNI picks the matching certificate, and ALPN offers h2 and http/1.1.
+//! certificate works, SNI picks the matching certificate, ALPN offers h2 and http/1.1, and
+//! the post-quantum hybrid X25519MLKEM768 is offered first by default (`key_exchange` changes
+//! the list; mistakes are reported at their key).
 
 // Test set-up may panic: a failed step fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -298,6 +300,83 @@ async fn alpn_negotiates_h2_or_http11_as_the_client_offers() {
             tls.get_ref().1.alpn_protocol(),
             Some(want),
             "ALPN for offer {offer:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_post_quantum_hybrid_is_offered_first_by_default_and_key_exchange_is_configurable() {
+    use rustls::crypto::aws_lc_rs::kx_group;
+    let pki = Pki::generate();
+    let (_up, gw) = echo_gateway(&pki, "").await;
+    let group = |tls: &Tls| {
+        tls.get_ref()
+            .1
+            .negotiated_key_exchange_group()
+            .map(|g| g.name())
+    };
+    // A client offering only the hybrid gets it; one preferring it too.
+    let only_pq = TlsClient::new(&pki)
+        .kx(&[kx_group::X25519MLKEM768])
+        .connect(gw.addr(), "localhost")
+        .await
+        .expect("the hybrid group is accepted");
+    assert_eq!(group(&only_pq), Some(rustls::NamedGroup::X25519MLKEM768));
+    // A client without it still gets a classical group.
+    let classical = TlsClient::new(&pki)
+        .kx(&[kx_group::SECP256R1])
+        .connect(gw.addr(), "localhost")
+        .await
+        .expect("P-256 is accepted");
+    assert_eq!(group(&classical), Some(rustls::NamedGroup::secp256r1));
+    drop(gw);
+
+    // A listener limited to X25519 refuses a client offering only the hybrid.
+    let (_up, gw) = echo_gateway(&pki, "key_exchange = [\"X25519\"]").await;
+    assert!(
+        TlsClient::new(&pki)
+            .kx(&[kx_group::X25519MLKEM768])
+            .connect(gw.addr(), "localhost")
+            .await
+            .is_err()
+    );
+    let x25519 = TlsClient::new(&pki)
+        .connect(gw.addr(), "localhost")
+        .await
+        .unwrap();
+    assert_eq!(group(&x25519), Some(rustls::NamedGroup::X25519));
+}
+
+#[test]
+fn key_exchange_mistakes_are_reported_at_their_key() {
+    let pki = Pki::generate();
+    let path = pki.dir().join("portcullis.toml");
+    for (value, key, needle) in [
+        ("[]", "listeners[0].key_exchange", "empty"),
+        (
+            "[\"X448\"]",
+            "listeners[0].key_exchange[0]",
+            "X25519MLKEM768",
+        ),
+        (
+            "[\"X25519\", \"X25519\"]",
+            "listeners[0].key_exchange[1]",
+            "twice",
+        ),
+    ] {
+        let text = format!(
+            "{}{}",
+            listener("public", &format!("key_exchange = {value}")),
+            route("all", "/", &["http://127.0.0.1:9"], "")
+        );
+        let err = portcullis::config::load_str(&path, &text, std::time::SystemTime::now())
+            .err()
+            .expect("refused");
+        assert!(
+            err.0
+                .iter()
+                .any(|i| i.key == key && i.message.contains(needle)),
+            "{value}: {err}"
         );
     }
 }

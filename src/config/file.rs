@@ -359,6 +359,9 @@ pub struct ListenerSection {
     pub bind: Option<String>,
     /// Lowest TLS version accepted: "1.2" (default) or "1.3".
     pub min_tls: Option<String>,
+    /// Key-exchange groups offered, in order of preference. Default: X25519MLKEM768 (the
+    /// post-quantum hybrid), X25519, secp256r1.
+    pub key_exchange: Option<Vec<String>>,
     /// "none" (default), "optional", "required" or "pinned" (self-signed machine
     /// certificates, admitted only by `pins`).
     pub client_auth: Option<String>,

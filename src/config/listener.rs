@@ -70,6 +70,7 @@ pub(super) fn listener(
             None
         }
     };
+    let kx = key_exchange(r, key, l.key_exchange.as_deref());
     let client_ca_key = format!("{key}.client_ca");
     let client_auth = match l.client_auth.as_deref() {
         None | Some("none") => {
@@ -197,7 +198,7 @@ pub(super) fn listener(
     }
 
     let flood = conn_flood(r, key, l, name.as_deref().unwrap_or("?"));
-    let (name, bind, min_tls, client_auth) = (name?, bind?, min_tls?, client_auth?);
+    let (name, bind, min_tls, client_auth, kx) = (name?, bind?, min_tls?, client_auth?, kx?);
     let flood = flood?;
     let (pins, ip, trusted_proxies, forwarded_header) =
         (pins?, ip?, trusted_proxies?, forwarded_header?);
@@ -209,11 +210,12 @@ pub(super) fn listener(
         .map(|c| c.not_after)
         .min()
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    match tls::server_config_with(
+    match tls::server_config_kx(
         min_tls,
         client_auth,
         certs,
         l.tls_resumption.unwrap_or(true),
+        &kx,
     ) {
         Ok(cfg) => Some(ListenerSkeleton {
             name,
@@ -232,6 +234,50 @@ pub(super) fn listener(
             None
         }
     }
+}
+
+/// `key_exchange`: known group names, none twice, at least one; default
+/// [`tls::DEFAULT_KEY_EXCHANGE`].
+fn key_exchange(
+    r: &mut Report,
+    key: &str,
+    names: Option<&[String]>,
+) -> Option<Vec<&'static dyn rustls::crypto::SupportedKxGroup>> {
+    let Some(names) = names else {
+        return Some(tls::default_kx_groups());
+    };
+    if names.is_empty() {
+        r.error(
+            format!("{key}.key_exchange"),
+            "is empty: name at least one group (leave it out for the default)",
+        );
+        return None;
+    }
+    let mut out: Vec<&'static dyn rustls::crypto::SupportedKxGroup> = Vec::new();
+    let mut ok = true;
+    for (i, n) in names.iter().enumerate() {
+        match tls::kx_group(n) {
+            Some(g) if out.iter().any(|o| o.name() == g.name()) => {
+                r.error(
+                    format!("{key}.key_exchange[{i}]"),
+                    format!("\"{n}\" is listed twice"),
+                );
+                ok = false;
+            }
+            Some(g) => out.push(g),
+            None => {
+                r.error(
+                    format!("{key}.key_exchange[{i}]"),
+                    format!(
+                        "\"{n}\" is not a key-exchange group (known: {})",
+                        tls::KX_GROUP_NAMES
+                    ),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
 }
 
 /// A listener's or route's `name`: required, and safe as a metric label and log field.

@@ -50,6 +50,38 @@ pub fn provider() -> Arc<CryptoProvider> {
         .clone()
 }
 
+/// The key-exchange groups a listener offers when its config names none, in order of
+/// preference: the post-quantum hybrid X25519MLKEM768 first (ML-KEM-768 with X25519, so a
+/// recording of today's traffic cannot be decrypted by a future quantum computer, and the
+/// classical half keeps today's strength if ML-KEM falls), then X25519 and P-256 for clients
+/// without it. Chosen here rather than left to a dependency's default, which can change.
+pub const DEFAULT_KEY_EXCHANGE: [&str; 3] = ["X25519MLKEM768", "X25519", "secp256r1"];
+
+/// The key-exchange group called `name` (as in `key_exchange`), if aws-lc-rs has it.
+pub fn kx_group(name: &str) -> Option<&'static dyn rustls::crypto::SupportedKxGroup> {
+    use rustls::crypto::aws_lc_rs::kx_group as g;
+    Some(match name {
+        "X25519MLKEM768" => g::X25519MLKEM768,
+        "SECP256R1MLKEM768" => g::SECP256R1MLKEM768,
+        "X25519" => g::X25519,
+        "secp256r1" | "P-256" => g::SECP256R1,
+        "secp384r1" | "P-384" => g::SECP384R1,
+        _ => return None,
+    })
+}
+
+/// The names [`kx_group`] knows, for error messages.
+pub const KX_GROUP_NAMES: &str =
+    "X25519MLKEM768, SECP256R1MLKEM768, X25519, secp256r1 (P-256), secp384r1 (P-384)";
+
+/// The default groups, resolved.
+pub fn default_kx_groups() -> Vec<&'static dyn rustls::crypto::SupportedKxGroup> {
+    DEFAULT_KEY_EXCHANGE
+        .iter()
+        .filter_map(|n| kx_group(n))
+        .collect()
+}
+
 /// Preference within one protocol version: AES-128-GCM, then AES-256-GCM, then
 /// ChaCha20-Poly1305 (for clients without AES hardware, which also offer it).
 fn suite_rank(suite: rustls::CipherSuite) -> u8 {
@@ -103,12 +135,27 @@ pub fn server_config_with(
     certs: Vec<LoadedCert>,
     resumption: bool,
 ) -> Result<ServerConfig, rustls::Error> {
+    server_config_kx(min, client_auth, certs, resumption, &default_kx_groups())
+}
+
+/// As [`server_config_with`], offering the key-exchange groups `kx` in that order.
+pub fn server_config_kx(
+    min: MinTls,
+    client_auth: ClientAuth,
+    certs: Vec<LoadedCert>,
+    resumption: bool,
+    kx: &[&'static dyn rustls::crypto::SupportedKxGroup],
+) -> Result<ServerConfig, rustls::Error> {
     let versions: &[&'static rustls::SupportedProtocolVersion] = match min {
         MinTls::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         MinTls::V1_3 => &[&rustls::version::TLS13],
     };
+    let listener_provider = Arc::new(CryptoProvider {
+        kx_groups: kx.to_vec(),
+        ..(*provider()).clone()
+    });
     let builder =
-        ServerConfig::builder_with_provider(provider()).with_protocol_versions(versions)?;
+        ServerConfig::builder_with_provider(listener_provider).with_protocol_versions(versions)?;
     let verifier = match client_auth {
         ClientAuth::None => None,
         ClientAuth::Pinned => Some(Ok(Arc::new(PinnedClientVerifier::new(provider()))

@@ -35,6 +35,8 @@ pub struct TlsClient {
     identity: Option<Identity>,
     /// Cipher suites offered, most preferred first; None: the provider's defaults.
     suites: Option<Vec<rustls::SupportedCipherSuite>>,
+    /// Key-exchange groups offered, most preferred first; None: the provider's defaults.
+    kx: Option<Vec<&'static dyn rustls::crypto::SupportedKxGroup>>,
 }
 
 impl TlsClient {
@@ -45,7 +47,14 @@ impl TlsClient {
             alpn: vec![b"http/1.1".to_vec()],
             identity: None,
             suites: None,
+            kx: None,
         }
+    }
+
+    /// Offer exactly these key-exchange groups, in this order.
+    pub fn kx(mut self, groups: &[&'static dyn rustls::crypto::SupportedKxGroup]) -> Self {
+        self.kx = Some(groups.to_vec());
+        self
     }
 
     pub fn versions(mut self, v: &[&'static SupportedProtocolVersion]) -> Self {
@@ -87,6 +96,9 @@ impl TlsClient {
         let mut provider = rustls::crypto::aws_lc_rs::default_provider();
         if let Some(suites) = &self.suites {
             provider.cipher_suites = suites.clone();
+        }
+        if let Some(kx) = &self.kx {
+            provider.kx_groups = kx.clone();
         }
         let provider = Arc::new(provider);
         let mut roots = RootCertStore::empty();
