@@ -772,3 +772,177 @@ fn route_prefixes_and_hosts_are_stored_in_canonical_form() {
     assert!(route.case_insensitive);
     assert!(!route.path_params);
 }
+
+/// Runs `openssl` in `dir` (test-time certificates of kinds rcgen cannot make: SHA-1
+/// signatures, 1024-bit RSA, P-192).
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn check_refuses_weak_server_certificates_naming_the_file_and_subject() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let days = ["-days", "30"];
+    // Extensions make the leaves X.509 v3, as every usable server certificate is.
+    std::fs::write(d.join("v3.ext"), "subjectAltName=DNS:weak.example\n").expect("ext");
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-subj",
+            "/CN=test ca",
+            "-sha256",
+            days[0],
+            days[1],
+        ],
+    );
+    let leaf = |name: &str, newkey: &[&str], hash: &str| {
+        let key = format!("{name}.key");
+        let csr = format!("{name}.csr");
+        let pem = format!("{name}.pem");
+        let mut req = vec!["req"];
+        req.extend_from_slice(newkey);
+        req.extend_from_slice(&[
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            "/CN=weak.example",
+            "-nodes",
+        ]);
+        openssl(d, &req);
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-extfile",
+                "v3.ext",
+                "-out",
+                &pem,
+                hash,
+                days[0],
+                days[1],
+            ],
+        );
+    };
+    leaf("sha1", &["-newkey", "rsa:2048"], "-sha1");
+    leaf("rsa1024", &["-newkey", "rsa:1024"], "-sha256");
+    openssl(
+        d,
+        &[
+            "ecparam",
+            "-name",
+            "prime192v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "p192.key",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "req",
+            "-new",
+            "-key",
+            "p192.key",
+            "-out",
+            "p192.csr",
+            "-subj",
+            "/CN=weak.example",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "p192.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-extfile",
+            "v3.ext",
+            "-out",
+            "p192.pem",
+            "-sha256",
+            days[0],
+            days[1],
+        ],
+    );
+    leaf("good", &["-newkey", "rsa:2048"], "-sha256");
+
+    let path = d.join("portcullis.toml");
+    let config = |name: &str| {
+        format!(
+            "[[listeners]]\nname = \"public\"\nbind = \"127.0.0.1:0\"\n[[listeners.certificates]]\nchain = \"{name}.pem\"\nkey = \"{name}.key\"\n\n\
+             [[routes]]\nname = \"all\"\npath_prefix = \"/\"\nupstream = [\"http://127.0.0.1:9\"]\n"
+        )
+    };
+    for (name, needle) in [
+        ("sha1", "signed with SHA-1"),
+        ("rsa1024", "1024-bit RSA key"),
+        ("p192", "192-bit EC key"),
+    ] {
+        let err = match load_str(&path, &config(name), SystemTime::now()) {
+            Ok(_) => panic!("{name}.pem was accepted"),
+            Err(e) => e,
+        };
+        let found = err.0.iter().any(|i| {
+            i.key == "listeners[0].certificates[0].chain"
+                && i.message.contains(needle)
+                && i.message.contains(&format!("{name}.pem"))
+                && i.message.contains("weak.example")
+        });
+        assert!(found, "{name}: {err}");
+    }
+    load_str(&path, &config("good"), SystemTime::now()).expect("a SHA-256, RSA-2048 chain loads");
+    // An X.509 v1 certificate (no extensions) is named as such, not as a key mismatch.
+    openssl(
+        d,
+        &[
+            "x509", "-req", "-in", "good.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-out",
+            "v1.pem", "-sha256", "-days", "30",
+        ],
+    );
+    std::fs::copy(d.join("good.key"), d.join("v1.key")).expect("copy");
+    let err = load_str(&path, &config("v1"), SystemTime::now())
+        .err()
+        .expect("v1 refused");
+    assert!(
+        err.0.iter().any(
+            |i| i.key == "listeners[0].certificates[0].chain" && i.message.contains("X.509 v3")
+        ),
+        "{err}"
+    );
+}

@@ -55,6 +55,13 @@ pub enum TlsFileError {
     /// The end-entity certificate is not valid yet.
     #[error("the certificate in {} is not valid before {not_before}", path.display())]
     NotYetValid { path: PathBuf, not_before: String },
+    /// A certificate in the chain is signed with a broken hash or has a key too small.
+    #[error("the certificate \"{subject}\" in {} {reason}", path.display())]
+    Weak {
+        path: PathBuf,
+        subject: String,
+        reason: String,
+    },
 }
 
 impl TlsFileError {
@@ -73,7 +80,8 @@ impl TlsFileError {
             TlsFileError::BadKey { .. } | TlsFileError::KeyMismatch { .. } => "key",
             TlsFileError::BadCertificate { .. }
             | TlsFileError::Expired { .. }
-            | TlsFileError::NotYetValid { .. } => "chain",
+            | TlsFileError::NotYetValid { .. }
+            | TlsFileError::Weak { .. } => "chain",
         }
     }
 }
@@ -154,6 +162,9 @@ pub fn load_server_cert(
     now: SystemTime,
 ) -> Result<LoadedCert, TlsFileError> {
     let certs = load_certs(chain)?;
+    for c in &certs {
+        refuse_weak(chain, c)?;
+    }
     let der = load_key(key)?;
     let (names, not_before, not_after) = inspect_leaf(chain, &certs[0])?;
 
@@ -191,10 +202,20 @@ pub fn load_server_cert(
         Ok(()) => {}
         // The provider could not tell (no public key exposed): rustls itself accepts this.
         Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
-        Err(_) => {
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
             return Err(TlsFileError::KeyMismatch {
                 chain: chain.to_path_buf(),
                 key: key.to_path_buf(),
+            });
+        }
+        // The certificate itself cannot serve (an X.509 v1 certificate, which webpki refuses,
+        // or an encoding it does not accept): say so, not that the key is wrong.
+        Err(e) => {
+            return Err(TlsFileError::BadCertificate {
+                path: chain.to_path_buf(),
+                reason: format!(
+                    "it cannot be used for TLS ({e}); an X.509 v3 certificate is needed"
+                ),
             });
         }
     }
@@ -230,6 +251,52 @@ fn inspect_leaf(
         validity.not_before.timestamp(),
         validity.not_after.timestamp(),
     ))
+}
+
+/// Signature algorithms whose hash is broken (collisions can be made): MD2, MD5 and SHA-1,
+/// with RSA, DSA or ECDSA.
+const BROKEN_SIGNATURES: [(&str, &str); 6] = [
+    ("1.2.840.113549.1.1.2", "MD2"),
+    ("1.2.840.113549.1.1.4", "MD5"),
+    ("1.2.840.113549.1.1.5", "SHA-1"),
+    ("1.2.840.10045.4.1", "SHA-1"),
+    ("1.2.840.10040.4.3", "SHA-1"),
+    ("1.3.14.3.2.29", "SHA-1"),
+];
+
+/// Refuse a certificate signed with a broken hash (unless it is self-signed: a trust
+/// anchor's own signature is never checked) or carrying an RSA key under 2048 bits or an EC
+/// key under 256 bits.
+fn refuse_weak(path: &Path, der: &CertificateDer<'_>) -> Result<(), TlsFileError> {
+    use x509_parser::public_key::PublicKey;
+    let Ok((_, cert)) = X509Certificate::from_der(der.as_ref()) else {
+        // Parse errors are reported by the leaf inspection with their reason.
+        return Ok(());
+    };
+    let weak = |reason: String| TlsFileError::Weak {
+        path: path.to_path_buf(),
+        subject: cert.subject().to_string(),
+        reason,
+    };
+    let oid = cert.signature_algorithm.algorithm.to_id_string();
+    if let Some((_, hash)) = BROKEN_SIGNATURES.iter().find(|(o, _)| *o == oid)
+        && cert.subject() != cert.issuer()
+    {
+        return Err(weak(format!(
+            "is signed with {hash}, which is broken: have it reissued with SHA-256 or better"
+        )));
+    }
+    match cert.public_key().parsed() {
+        Ok(PublicKey::RSA(rsa)) if rsa.key_size() < 2048 => Err(weak(format!(
+            "has a {}-bit RSA key: at least 2048 bits are needed",
+            rsa.key_size()
+        ))),
+        Ok(PublicKey::EC(ec)) if ec.key_size() < 256 => Err(weak(format!(
+            "has a {}-bit EC key: at least 256 bits (P-256) are needed",
+            ec.key_size()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn unix_secs(t: SystemTime) -> i64 {
