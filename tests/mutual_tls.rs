@@ -1,7 +1,9 @@
 //! Proves client-certificate authentication: in `required` mode a client without a certificate,
 //! with a certificate from another CA, or with an expired certificate gets no response (the
 //! handshake or the first request fails) on TLS 1.2 and 1.3, while a valid certificate gets 200;
-//! in `optional` mode clients with and without a certificate are both served.
+//! in `optional` mode clients with and without a certificate are both served; a certificate
+//! on the listener's `client_crl` is refused at the handshake, and an expired CRL is a warning,
+//! or refuses every client with `client_crl_expired = "refuse"`.
 
 // Test set-up may panic: a failed step fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -114,4 +116,100 @@ async fn optional_mode_accepts_a_client_with_a_valid_certificate() {
         assert_eq!(attempt(client, gw.addr()).await, Ok(200), "{name}");
     }
     assert_eq!(up.request_count(), 2);
+}
+
+async fn crl_gateway(pki: &Pki, extra: &str) -> (Upstream, Gateway) {
+    let up = Upstream::echo("a").await;
+    let toml = format!(
+        "{}{}",
+        listener(
+            "public",
+            &format!(
+                "client_auth = \"required\"\nclient_ca = \"ca.pem\"\nclient_crl = [\"clients.crl\"]\n{extra}"
+            )
+        ),
+        route("all", "/", &[&up.url()], "")
+    );
+    let gw = Gateway::start(pki.dir(), &toml).await;
+    (up, gw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_on_the_crl_is_refused_at_the_handshake_and_others_are_served() {
+    let pki = Pki::generate();
+    let revoked = pki.new_client("revoked-machine");
+    let next = time::OffsetDateTime::now_utc() + time::Duration::days(7);
+    pki.write_crl("clients.crl", &[&revoked], next);
+    let (up, gw) = crl_gateway(&pki, "").await;
+    assert_refused(&pki, gw.addr(), &up, Some(&revoked)).await;
+    let ok = attempt(TlsClient::new(&pki).identity(&pki.client), gw.addr()).await;
+    assert_eq!(ok, Ok(200), "a certificate not on the list is served");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_crl_is_a_warning_and_refuses_every_client_when_asked() {
+    let pki = Pki::generate();
+    let past = time::OffsetDateTime::now_utc() - time::Duration::days(1);
+    pki.write_crl("clients.crl", &[], past);
+    let path = pki.dir().join("portcullis.toml");
+    let text = |extra: &str| {
+        format!(
+            "{}{}",
+            listener(
+                "public",
+                &format!(
+                    "client_auth = \"required\"\nclient_ca = \"ca.pem\"\nclient_crl = [\"clients.crl\"]\n{extra}"
+                )
+            ),
+            route("all", "/", &["http://127.0.0.1:9"], "")
+        )
+    };
+    let loaded =
+        portcullis::config::load_str(&path, &text(""), std::time::SystemTime::now()).unwrap();
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.key == "listeners[0].client_crl[0]"
+                && w.message.contains("past its next update")),
+        "{:?}",
+        loaded.warnings
+    );
+    // "warn": clients are still checked against the list as it is.
+    let (_up, gw) = crl_gateway(&pki, "").await;
+    assert_eq!(
+        attempt(TlsClient::new(&pki).identity(&pki.client), gw.addr()).await,
+        Ok(200)
+    );
+    drop(gw);
+    // "refuse": nobody until the list is renewed.
+    let (up, gw) = crl_gateway(&pki, "client_crl_expired = \"refuse\"").await;
+    assert_refused(&pki, gw.addr(), &up, Some(&pki.client)).await;
+
+    // Mistakes at their key: an unknown choice, a file that is not a CRL.
+    let err = portcullis::config::load_str(
+        &path,
+        &text("client_crl_expired = \"maybe\""),
+        std::time::SystemTime::now(),
+    )
+    .err()
+    .expect("refused");
+    assert!(
+        err.0
+            .iter()
+            .any(|i| i.key == "listeners[0].client_crl_expired" && i.message.contains("refuse")),
+        "{err}"
+    );
+    pki.write("garbage.crl", "not a crl");
+    let err = portcullis::config::load_str(
+        &path,
+        &text("").replace("clients.crl", "garbage.crl"),
+        std::time::SystemTime::now(),
+    )
+    .err()
+    .expect("refused");
+    assert!(
+        err.0.iter().any(|i| i.key == "listeners[0].client_crl[0]"),
+        "{err}"
+    );
 }

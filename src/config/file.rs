@@ -367,6 +367,12 @@ pub struct ListenerSection {
     pub client_auth: Option<String>,
     /// PEM bundle of CAs that client certificates must chain to.
     pub client_ca: Option<String>,
+    /// Certificate revocation lists (PEM or DER files) that client certificates are checked
+    /// against (with client_auth "optional" or "required").
+    pub client_crl: Option<Vec<String>>,
+    /// While a CRL is past its next update: "warn" (default: `check` warns, clients are
+    /// checked against it as it is) or "refuse" (every client certificate is refused).
+    pub client_crl_expired: Option<String>,
     /// Server certificates; the first is the default, the others are chosen by SNI.
     #[serde(default)]
     pub certificates: Vec<CertificateSection>,

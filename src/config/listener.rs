@@ -198,7 +198,9 @@ pub(super) fn listener(
     }
 
     let flood = conn_flood(r, key, l, name.as_deref().unwrap_or("?"));
-    let (name, bind, min_tls, client_auth, kx) = (name?, bind?, min_tls?, client_auth?, kx?);
+    let crls = client_crls(r, key, l, client_auth.as_ref(), now);
+    let (name, bind, min_tls, client_auth, kx, crls) =
+        (name?, bind?, min_tls?, client_auth?, kx?, crls?);
     let flood = flood?;
     let (pins, ip, trusted_proxies, forwarded_header) =
         (pins?, ip?, trusted_proxies?, forwarded_header?);
@@ -210,12 +212,13 @@ pub(super) fn listener(
         .map(|c| c.not_after)
         .min()
         .unwrap_or(SystemTime::UNIX_EPOCH);
-    match tls::server_config_kx(
+    match tls::server_config_full(
         min_tls,
         client_auth,
         certs,
         l.tls_resumption.unwrap_or(true),
         &kx,
+        &crls,
     ) {
         Ok(cfg) => Some(ListenerSkeleton {
             name,
@@ -234,6 +237,85 @@ pub(super) fn listener(
             None
         }
     }
+}
+
+/// `client_crl` and `client_crl_expired`: readable CRLs, only beside a CA (`optional` or
+/// `required`); one past its next update is a warning, or refuses clients when asked.
+fn client_crls(
+    r: &mut Report,
+    key: &str,
+    l: &crate::config::file::ListenerSection,
+    auth: Option<&ClientAuth>,
+    now: SystemTime,
+) -> Option<tls::ClientCrls> {
+    let refuse_when_expired = match l.client_crl_expired.as_deref() {
+        None | Some("warn") => false,
+        Some("refuse") => true,
+        Some(v) => {
+            r.error(
+                format!("{key}.client_crl_expired"),
+                format!("\"{v}\" is not a choice: write \"warn\" or \"refuse\""),
+            );
+            return None;
+        }
+    };
+    let Some(files) = l.client_crl.as_deref() else {
+        if l.client_crl_expired.is_some() {
+            r.warn(
+                format!("{key}.client_crl_expired"),
+                "ignored: no client_crl is set",
+            );
+        }
+        return Some(tls::ClientCrls::default());
+    };
+    if !matches!(
+        auth,
+        Some(ClientAuth::Optional(_) | ClientAuth::Required(_)) | None
+    ) {
+        r.error(
+            format!("{key}.client_crl"),
+            "applies only with client_auth = \"optional\" or \"required\" (certificates from a CA)",
+        );
+        return None;
+    }
+    let now = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let mut crls = Vec::new();
+    let mut ok = true;
+    for (i, f) in files.iter().enumerate() {
+        let path = r.resolve(f);
+        match tls::load_crls(&path) {
+            Ok(loaded) => {
+                for c in loaded {
+                    if let Some(next) = c.next_update.filter(|n| *n < now) {
+                        let what = format!(
+                            "{} is past its next update ({}): revocations since are unknown",
+                            path.display(),
+                            tls::rfc3339(next)
+                        );
+                        if refuse_when_expired {
+                            r.warn(
+                                format!("{key}.client_crl[{i}]"),
+                                format!("{what}; client_crl_expired = \"refuse\" refuses every client certificate until it is renewed"),
+                            );
+                        } else {
+                            r.warn(format!("{key}.client_crl[{i}]"), what);
+                        }
+                    }
+                    crls.push(c.der);
+                }
+            }
+            Err(e) => {
+                r.error(format!("{key}.client_crl[{i}]"), e.to_string());
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(tls::ClientCrls {
+        crls,
+        refuse_when_expired,
+    })
 }
 
 /// `key_exchange`: known group names, none twice, at least one; default

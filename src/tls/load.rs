@@ -155,6 +155,52 @@ pub fn load_client_roots(path: &Path) -> Result<Arc<RootCertStore>, TlsFileError
     Ok(Arc::new(roots))
 }
 
+/// A certificate revocation list, and when its issuer promised the next one (Unix seconds;
+/// past it, revocations made since are unknown).
+#[derive(Debug, Clone)]
+pub struct LoadedCrl {
+    pub der: rustls_pki_types::CertificateRevocationListDer<'static>,
+    pub next_update: Option<i64>,
+}
+
+/// The CRLs in `path`: PEM (`X509 CRL` blocks) or one DER CRL.
+pub fn load_crls(path: &Path) -> Result<Vec<LoadedCrl>, TlsFileError> {
+    use rustls_pki_types::CertificateRevocationListDer;
+    use rustls_pki_types::pem::PemObject;
+    let bytes = std::fs::read(path).map_err(|e| TlsFileError::Read {
+        path: path.to_path_buf(),
+        source: e,
+        is_key: false,
+    })?;
+    let bad = |reason: String| TlsFileError::BadCertificate {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let ders: Vec<CertificateRevocationListDer<'static>> = if bytes.starts_with(b"-----") {
+        CertificateRevocationListDer::pem_slice_iter(&bytes)
+            .collect::<Result<_, _>>()
+            .map_err(|e| bad(format!("a CRL PEM block is malformed: {e}")))?
+    } else {
+        vec![CertificateRevocationListDer::from(bytes)]
+    };
+    if ders.is_empty() {
+        return Err(TlsFileError::NotPem {
+            path: path.to_path_buf(),
+            expected: "X509 CRL",
+            is_key: false,
+        });
+    }
+    ders.into_iter()
+        .map(|der| {
+            let (_, crl) =
+                x509_parser::revocation_list::CertificateRevocationList::from_der(der.as_ref())
+                    .map_err(|e| bad(format!("not a certificate revocation list: {e}")))?;
+            let next_update = crl.next_update().map(|t| t.timestamp());
+            Ok(LoadedCrl { der, next_update })
+        })
+        .collect()
+}
+
 /// Load a chain and its key, check they match and that the certificate is valid at `now`.
 pub fn load_server_cert(
     chain: &Path,

@@ -18,7 +18,8 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 
 pub use load::{
-    LoadedCert, TlsFileError, load_certs, load_client_roots, load_key, load_server_cert, rfc3339,
+    LoadedCert, TlsFileError, load_certs, load_client_roots, load_crls, load_key, load_server_cert,
+    rfc3339,
 };
 pub use pinned::PinnedClientVerifier;
 pub use sni::SniResolver;
@@ -82,6 +83,23 @@ pub fn default_kx_groups() -> Vec<&'static dyn rustls::crypto::SupportedKxGroup>
         .collect()
 }
 
+fn with_crls(
+    b: rustls::server::ClientCertVerifierBuilder,
+    crls: &ClientCrls,
+) -> rustls::server::ClientCertVerifierBuilder {
+    if crls.crls.is_empty() {
+        return b;
+    }
+    let b = b
+        .with_crls(crls.crls.iter().cloned())
+        .only_check_end_entity_revocation();
+    if crls.refuse_when_expired {
+        b.enforce_revocation_expiration()
+    } else {
+        b
+    }
+}
+
 /// Preference within one protocol version: AES-128-GCM, then AES-256-GCM, then
 /// ChaCha20-Poly1305 (for clients without AES hardware, which also offer it).
 fn suite_rank(suite: rustls::CipherSuite) -> u8 {
@@ -102,6 +120,14 @@ fn suite_rank(suite: rustls::CipherSuite) -> u8 {
 pub enum MinTls {
     V1_2,
     V1_3,
+}
+
+/// Revocation lists a listener checks client certificates against.
+#[derive(Debug, Clone, Default)]
+pub struct ClientCrls {
+    pub crls: Vec<rustls_pki_types::CertificateRevocationListDer<'static>>,
+    /// Refuse every client certificate while a list is past its next update.
+    pub refuse_when_expired: bool,
 }
 
 /// Whether and how a listener asks for client certificates.
@@ -146,6 +172,27 @@ pub fn server_config_kx(
     resumption: bool,
     kx: &[&'static dyn rustls::crypto::SupportedKxGroup],
 ) -> Result<ServerConfig, rustls::Error> {
+    server_config_full(
+        min,
+        client_auth,
+        certs,
+        resumption,
+        kx,
+        &ClientCrls::default(),
+    )
+}
+
+/// As [`server_config_kx`], checking client certificates against `crls` (with roots only).
+/// Only the client's own certificate is checked, and a certificate no list covers is
+/// refused: every CA in `client_ca` that issues clients needs its CRL.
+pub fn server_config_full(
+    min: MinTls,
+    client_auth: ClientAuth,
+    certs: Vec<LoadedCert>,
+    resumption: bool,
+    kx: &[&'static dyn rustls::crypto::SupportedKxGroup],
+    crls: &ClientCrls,
+) -> Result<ServerConfig, rustls::Error> {
     let versions: &[&'static rustls::SupportedProtocolVersion] = match min {
         MinTls::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         MinTls::V1_3 => &[&rustls::version::TLS13],
@@ -161,13 +208,20 @@ pub fn server_config_kx(
         ClientAuth::Pinned => Some(Ok(Arc::new(PinnedClientVerifier::new(provider()))
             as Arc<dyn rustls::server::danger::ClientCertVerifier>)),
         ClientAuth::Optional(roots) => Some(
-            WebPkiClientVerifier::builder_with_provider(roots, provider())
-                .allow_unauthenticated()
-                .build(),
+            with_crls(
+                WebPkiClientVerifier::builder_with_provider(roots, provider()),
+                crls,
+            )
+            .allow_unauthenticated()
+            .build(),
         ),
-        ClientAuth::Required(roots) => {
-            Some(WebPkiClientVerifier::builder_with_provider(roots, provider()).build())
-        }
+        ClientAuth::Required(roots) => Some(
+            with_crls(
+                WebPkiClientVerifier::builder_with_provider(roots, provider()),
+                crls,
+            )
+            .build(),
+        ),
     };
     let builder = match verifier {
         None => builder.with_no_client_auth(),

@@ -322,6 +322,39 @@ impl Pki {
 
     /// Writes `rsa.pem`/`rsa.key`: an RSA-2048 server certificate for localhost/127.0.0.1,
     /// signed by the CA. Returns the certificate.
+    /// Write `name`: a CRL from the test CA revoking `revoked`, due for renewal at
+    /// `next_update` (its issue date a day before, or `next_update` minus a day if earlier).
+    pub fn write_crl(&self, name: &str, revoked: &[&Identity], next_update: time::OffsetDateTime) {
+        use rcgen::{
+            CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber,
+        };
+        let this_update = next_update - time::Duration::days(1);
+        let revoked_certs = revoked
+            .iter()
+            .map(|id| {
+                let (_, cert) =
+                    x509_parser::parse_x509_certificate(id.cert().as_ref()).expect("parse");
+                RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(cert.raw_serial()),
+                    revocation_time: this_update,
+                    reason_code: None,
+                    invalidity_date: None,
+                }
+            })
+            .collect();
+        let crl = CertificateRevocationListParams {
+            this_update,
+            next_update,
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.issuer)
+        .expect("sign the CRL");
+        self.write(name, &crl.pem().expect("CRL PEM"));
+    }
+
     pub fn rsa_server(&self) -> CertificateDer<'static> {
         let key = KeyPair::generate_for(&PKCS_RSA_SHA256).expect("RSA-2048 key generation");
         let cert = leaf(
