@@ -1,5 +1,6 @@
 //! Proves that the Grafana dashboard and the Prometheus alerts in contrib/ only use metrics
-//! the gateway exports, so a renamed metric cannot silently empty a panel or an alert.
+//! the gateway exports, so a renamed metric cannot silently empty a panel or an alert, and that
+//! the alert rules pass `promtool check rules` and their unit tests (`promtool test rules`).
 
 // Test set-up may panic: a failed step fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -92,4 +93,26 @@ fn the_dashboard_is_valid_json() {
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).expect("file")).expect("json");
     assert!(v["panels"].as_array().is_some_and(|p| !p.is_empty()));
+}
+
+/// Runs `promtool ARGS` in contrib/ and fails with its output unless it succeeds.
+fn promtool(args: &[&str]) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib");
+    let out = std::process::Command::new("promtool")
+        .args(args)
+        .current_dir(&root)
+        .output()
+        .expect("run promtool (Debian: apt-get install prometheus)");
+    assert!(
+        out.status.success(),
+        "promtool {args:?}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_alert_rules_are_valid_and_fire_on_the_series_that_should_raise_them() {
+    promtool(&["check", "rules", "portcullis-alerts.yml"]);
+    promtool(&["test", "rules", "portcullis-alerts.test.yml"]);
 }
