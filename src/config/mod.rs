@@ -87,8 +87,16 @@ impl Snapshot {
     }
 
     /// Route count across listeners (a route served on two listeners counts once per listener).
+    /// Routes in the file, each once however many listeners serve it.
     pub fn route_count(&self) -> usize {
-        self.listeners.iter().map(|l| l.routes.len()).sum()
+        let mut names: Vec<&str> = self
+            .listeners
+            .iter()
+            .flat_map(|l| l.routes.iter().map(|r| &*r.name))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names.len()
     }
 }
 
