@@ -236,13 +236,26 @@ Try (from this folder):
 Operate it:
   curl http://127.0.0.1:{admin}/metrics
   curl -X POST http://127.0.0.1:{admin}/reload      # or edit {d}/portcullis.toml: it reloads by itself
-Check the config: portcullis check --config {d}/portcullis.toml
+Check the config: {exe} check --config {d}/portcullis.toml
 Stop with Ctrl-C."#,
+        exe = this_binary(),
         ca = pki.ca.display(),
         cc = pki.client_cert.display(),
         ck = pki.client_key.display(),
     );
     Ok(running)
+}
+
+/// How to run this binary from the current folder, as printed: `./target/release/portcullis`
+/// under `cargo run`, its path otherwise, `portcullis` (from PATH) when it cannot tell.
+fn this_binary() -> String {
+    let (Ok(exe), Ok(here)) = (std::env::current_exe(), std::env::current_dir()) else {
+        return "portcullis".to_owned();
+    };
+    match exe.strip_prefix(&here) {
+        Ok(rel) => format!("./{}", rel.display()),
+        Err(_) => exe.display().to_string(),
+    }
 }
 
 /// A plain HTTP/1.1 server on 127.0.0.1: GET answers with a JSON description of the

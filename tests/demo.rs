@@ -41,9 +41,26 @@ fn the_demo_prints_curl_commands_that_work_as_printed() {
     }
     let text = printed.join("\n");
     assert!(text.contains("Portcullis demo is running"), "{text}");
+    // The printed check command runs as printed, from this folder.
+    let check = printed
+        .iter()
+        .find_map(|l| l.strip_prefix("Check the config: "))
+        .unwrap_or_else(|| panic!("no check command: {text}"));
     assert!(
-        text.contains("portcullis check --config demo/portcullis.toml"),
-        "{text}"
+        check.ends_with("check --config demo/portcullis.toml"),
+        "{check}"
+    );
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(check)
+        .current_dir(dir.path())
+        .output()
+        .expect("run the printed check");
+    assert!(
+        out.status.success(),
+        "{check}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
 
     let commands: Vec<&str> = printed
