@@ -43,7 +43,7 @@ pub mod license;
 pub mod limits;
 pub mod metrics;
 pub mod pipeline;
-mod record;
+pub mod record;
 mod report;
 pub mod request_id;
 pub mod routing;

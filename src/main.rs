@@ -178,16 +178,63 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    // Lines a client can cause in rustls, h2 or hyper: one per minute each, the rest counted.
+    let flood = FloodFilter {
+        started: std::time::Instant::now(),
+    };
+    let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_writer(std::io::stderr)
+                    .with_filter(flood),
+            )
             .init(),
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .with_writer(std::io::stderr)
+                    .with_filter(flood),
+            )
+            .init(),
+    }
+}
+
+/// Decides per event (`enabled` may be asked several times for one event, so the stateful
+/// decision is in `event_enabled`, which is asked once).
+struct FloodFilter {
+    started: std::time::Instant,
+}
+
+impl<S> tracing_subscriber::layer::Filter<S> for FloodFilter {
+    fn enabled(
+        &self,
+        _meta: &tracing::Metadata<'_>,
+        _cx: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        true
+    }
+
+    fn event_enabled(
+        &self,
+        event: &tracing::Event<'_>,
+        _cx: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        use tracing_log::NormalizeEvent as _;
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        // A `log` record (rustls logs through `log`) carries its real target in its fields.
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
+        portcullis::record::flood::admit(meta.target(), ms.saturating_add(1))
     }
 }
 

@@ -97,3 +97,70 @@ impl std::fmt::Display for Upstream<'_> {
         }
     }
 }
+
+/// Log lines a client can cause in a dependency (rustls warns of every IP-literal SNI and
+/// every warning alert; h2 and hyper of protocol errors): at most one line per dependency
+/// each [`flood::EVERY_MS`], the rest counted (`portcullis_log_lines_suppressed_total`), so a
+/// scanner cannot fill the log.
+pub mod flood {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// The dependencies whose lines are limited, by the first part of their log target.
+    pub const SOURCES: [&str; 3] = ["rustls", "h2", "hyper"];
+    /// At most one line per source per minute.
+    pub const EVERY_MS: u64 = 60_000;
+
+    static LAST_MS: [AtomicU64; SOURCES.len()] = [const { AtomicU64::new(0) }; SOURCES.len()];
+    static SUPPRESSED: [AtomicU64; SOURCES.len()] = [const { AtomicU64::new(0) }; SOURCES.len()];
+
+    /// Whether a line from `target` may be written at `now_ms` (milliseconds on any clock
+    /// that does not go back; 0 is never "now"). Lines from other targets always may.
+    pub fn admit(target: &str, now_ms: u64) -> bool {
+        let root = target.split("::").next().unwrap_or(target);
+        let Some(i) = SOURCES.iter().position(|s| *s == root) else {
+            return true;
+        };
+        let last = LAST_MS[i].load(Ordering::Relaxed);
+        if (last == 0 || now_ms.saturating_sub(last) >= EVERY_MS)
+            && LAST_MS[i]
+                .compare_exchange(last, now_ms.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return true;
+        }
+        SUPPRESSED[i].fetch_add(1, Ordering::Relaxed);
+        false
+    }
+
+    /// Lines suppressed so far, per source.
+    pub fn suppressed() -> impl Iterator<Item = (&'static str, u64)> {
+        SOURCES
+            .iter()
+            .zip(SUPPRESSED.iter())
+            .map(|(s, n)| (*s, n.load(Ordering::Relaxed)))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn one_line_per_source_per_interval_and_the_rest_counted() {
+            let before: u64 = suppressed().find(|(s, _)| *s == "h2").map_or(0, |(_, n)| n);
+            let t = 1_000_000;
+            assert!(admit("h2::proto::connection", t));
+            assert!(!admit("h2::codec", t + 1));
+            assert!(!admit("h2", t + EVERY_MS - 1));
+            assert!(
+                admit("h2::codec", t + EVERY_MS),
+                "the next interval writes one again"
+            );
+            assert!(
+                admit("portcullis::access", t + 2),
+                "our own lines are never limited"
+            );
+            let after: u64 = suppressed().find(|(s, _)| *s == "h2").map_or(0, |(_, n)| n);
+            assert_eq!(after - before, 2);
+        }
+    }
+}

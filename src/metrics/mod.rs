@@ -22,6 +22,7 @@ pub use labels::{RouteSeries, UpstreamError};
 use labels::{CLASSES, METHODS, Resolved, class_index, method_index};
 
 mod labels;
+mod logs;
 mod state;
 
 /// The gateway's metrics.
@@ -292,6 +293,7 @@ impl Metrics {
         }
         let state = std::sync::Arc::new(state::StateCollector::new()?);
         registry.register(Box::new(SharedCollector(std::sync::Arc::clone(&state))))?;
+        registry.register(Box::new(logs::LogFloodCollector::new()?))?;
         Ok(Metrics {
             registry,
             denials,

@@ -276,6 +276,11 @@ pub fn assert_alert_or_nothing(what: &str, reply: &[u8]) {
 /// signature algorithms, EMS, renegotiation_info), so the only difference between a refused
 /// legacy hello and the accepted TLS 1.2 control is the version.
 pub fn client_hello(record_version: u16, client_version: u16) -> Vec<u8> {
+    client_hello_for(record_version, client_version, b"localhost")
+}
+
+/// [`client_hello`] naming `host` in its SNI (an IP literal there is against RFC 6066).
+pub fn client_hello_for(record_version: u16, client_version: u16, host: &[u8]) -> Vec<u8> {
     fn ext(out: &mut Vec<u8>, ty: u16, data: &[u8]) {
         out.extend_from_slice(&ty.to_be_bytes());
         out.extend_from_slice(&(data.len() as u16).to_be_bytes());
@@ -290,7 +295,6 @@ pub fn client_hello(record_version: u16, client_version: u16) -> Vec<u8> {
     }
 
     let mut exts = Vec::new();
-    let host = b"localhost";
     let mut sni = Vec::new();
     sni.extend_from_slice(&((host.len() + 3) as u16).to_be_bytes());
     sni.push(0);
