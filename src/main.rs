@@ -88,6 +88,14 @@ enum Command {
         #[command(subcommand)]
         command: portcullis::cli::vault::VaultCommand,
     },
+    /// Make the development files config/portcullis.example.toml names (a throwaway CA and
+    /// localhost certificate in certs/, license keys in keys/, the var/ store folder), so
+    /// `check --config config/portcullis.example.toml` passes on a fresh clone.
+    DevPki {
+        /// The repository's root.
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+    },
     /// Move the lasting state between the embedded files and a fleet's Redis: import
     /// (files -> the config's [state] Redis) or export (Redis -> files). Gateways stopped.
     State {
@@ -112,6 +120,7 @@ fn main() -> ExitCode {
             SystemTime::now(),
         )),
         Command::State { command } => printed(portcullis::cli::state::run(command)),
+        Command::DevPki { root } => printed(portcullis::cli::dev::run(&root)),
         Command::Keys { command } => printed(portcullis::cli::issuer::run_keys(
             command,
             SystemTime::now(),

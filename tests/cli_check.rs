@@ -117,3 +117,41 @@ fn check_reports_every_problem_not_just_the_first() {
         );
     }
 }
+
+#[test]
+fn dev_pki_makes_the_example_config_pass_check_on_a_fresh_clone() {
+    // A fresh clone's layout: the example config in config/, nothing else.
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("config")).unwrap();
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/portcullis.example.toml"),
+        root.path().join("config/portcullis.example.toml"),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(args)
+            .current_dir(root.path())
+            .output()
+            .unwrap()
+    };
+    let check = ["check", "--config", "config/portcullis.example.toml"];
+    assert!(!run(&check).status.success(), "fails before dev-pki");
+    let made = run(&["dev-pki"]);
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let out = run(&check);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A second run overwrites nothing and says so.
+    let again = run(&["dev-pki"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("never overwrites"));
+}

@@ -2,6 +2,7 @@
 //! issuer's clients and keys, the credential vault.
 
 mod admin_api;
+pub mod dev;
 pub mod issuer;
 pub mod license;
 mod provision;
