@@ -857,3 +857,40 @@ fn check_refuses_weak_server_certificates_naming_the_file_and_subject() {
         "{err}"
     );
 }
+
+#[test]
+fn a_key_of_the_wrong_type_or_name_does_not_hide_the_other_problems() {
+    let files = Files::new();
+    // Two TOML-level mistakes and two validation problems in one file.
+    let text = mutate("max_connections = 100", "max_connections = \"many\"")
+        .replacen("max_body_bytes = 1024", "max_body_byte = 1024", 1)
+        .replacen(
+            "header_read_timeout = \"5s\"",
+            "header_read_timeout = \"soon\"",
+            1,
+        )
+        .replacen("http://backend.internal:8080", "htp://backend", 1);
+    let err = files.load(&text, in_2030()).err().expect("refused");
+    for (key, needle) in [
+        ("server.max_connections", "invalid type"),
+        ("routes[0].max_body_byte", "unknown field"),
+        ("server.header_read_timeout", "soon"),
+        ("routes[0].upstream[1]", "htp://backend"),
+    ] {
+        assert!(
+            err.0
+                .iter()
+                .any(|i| i.key == key && i.message.contains(needle)),
+            "expected {key} ({needle}) among:\n{err}"
+        );
+    }
+    // The key cut out for its type is not reported again as missing.
+    assert_eq!(
+        err.0
+            .iter()
+            .filter(|i| i.key.starts_with("server.max_connections"))
+            .count(),
+        1,
+        "{err}"
+    );
+}

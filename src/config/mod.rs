@@ -181,7 +181,6 @@ fn read(path: &Path) -> Result<String, ConfigErrors> {
     })
 }
 
-/// Parse and validate `text` as if read from `path` (relative paths resolve from its folder).
 /// The `[state]` Redis settings of the config at `path` (with its password read from its file
 /// or the vault), for commands that open the fleet's store themselves; `None` for the
 /// embedded backend. The error lists every problem of the section.
@@ -204,9 +203,38 @@ pub fn shared_state_of(path: &Path) -> Result<Option<crate::state::redis::RedisS
     }
 }
 
+/// Parse and validate `text` as if read from `path` (relative paths resolve from its folder).
 pub fn load_str(path: &Path, text: &str, now: SystemTime) -> Result<Loaded, ConfigErrors> {
-    let file = parse_file_config(path, text)?;
-    build_snapshot(path, &file, now, None)
+    build_all(path, text, now, None)
+}
+
+/// Every problem at once: keys of the wrong type or name are reported and left out, and the
+/// rest of the file is validated too (its problems at keys already reported are left out).
+fn build_all(
+    path: &Path,
+    text: &str,
+    now: SystemTime,
+    previous: Option<&Snapshot>,
+) -> Result<Loaded, ConfigErrors> {
+    let (file, mut issues) = validate::parse_file_config_lenient(path, text);
+    let Some(file) = file else {
+        return Err(ConfigErrors(issues));
+    };
+    match build_snapshot(path, &file, now, previous) {
+        Ok(loaded) if issues.is_empty() => Ok(loaded),
+        Ok(_) => Err(ConfigErrors(issues)),
+        Err(more) => {
+            for m in more.0 {
+                if !issues
+                    .iter()
+                    .any(|i| !i.key.is_empty() && m.key.starts_with(&i.key))
+                {
+                    issues.push(m);
+                }
+            }
+            Err(ConfigErrors(issues))
+        }
+    }
 }
 
 /// Like [`load_file`], for a reload: unchanged upstreams keep `previous`'s warm pools.
@@ -215,6 +243,5 @@ pub fn reload_file(
     now: SystemTime,
     previous: &Snapshot,
 ) -> Result<Loaded, ConfigErrors> {
-    let file = parse_file_config(path, &read(path)?)?;
-    build_snapshot(path, &file, now, Some(previous))
+    build_all(path, &read(path)?, now, Some(previous))
 }

@@ -46,6 +46,109 @@ pub fn parse_file_config(path: &Path, text: &str) -> Result<FileConfig, ConfigEr
     })
 }
 
+/// At most this many keys of the wrong type or name are reported and left out before
+/// parsing gives up.
+const MAX_PARSE_PROBLEMS: usize = 50;
+
+/// [`parse_file_config`], reading past keys of the wrong type or name: each is reported (the
+/// first with its line) and left out, so that validation can report the rest of the file's
+/// problems too. `None` (with the issues) when the TOML itself does not parse, or a problem
+/// cannot be cut out.
+pub fn parse_file_config_lenient(
+    path: &Path,
+    text: &str,
+) -> (Option<FileConfig>, Vec<ConfigIssue>) {
+    let mut issues = match parse_file_config(path, text) {
+        Ok(f) => return (Some(f), Vec::new()),
+        Err(e) => e.0,
+    };
+    let Ok(table) = text.parse::<toml::Table>() else {
+        return (None, issues);
+    };
+    let mut value = toml::Value::Table(table);
+    for _ in 0..MAX_PARSE_PROBLEMS {
+        let Some(last) = issues.last() else {
+            return (None, issues);
+        };
+        if !remove_key(&mut value, &last.key, &last.message) {
+            return (None, issues);
+        }
+        match serde_path_to_error::deserialize::<_, FileConfig>(value.clone()) {
+            Ok(f) => return (Some(f), issues),
+            Err(e) => {
+                let key = e.path().to_string();
+                let key = if key == "." { String::new() } else { key };
+                issues.push(ConfigIssue::new(path, key, e.into_inner().message().trim()));
+            }
+        }
+    }
+    (None, issues)
+}
+
+/// Take the value at `key` (`routes[2].upstream`, as serde_path_to_error prints it) out of
+/// `root`; an unknown field's name comes from `message`. False when there is nothing to cut.
+fn remove_key(root: &mut toml::Value, key: &str, message: &str) -> bool {
+    let mut segments: Vec<(&str, Vec<usize>)> = Vec::new();
+    for part in key.split('.').filter(|p| !p.is_empty()) {
+        let (name, rest) = part.split_once('[').map_or((part, ""), |(n, r)| (n, r));
+        let indexes = rest
+            .split('[')
+            .filter_map(|i| i.trim_end_matches(']').parse::<usize>().ok())
+            .collect();
+        segments.push((name, indexes));
+    }
+    // "unknown field `x`, expected ...": the path may stop at the table holding it.
+    let unknown = message
+        .strip_prefix("unknown field `")
+        .and_then(|m| m.split('`').next());
+    if let Some(field) = unknown
+        && segments
+            .last()
+            .is_none_or(|(n, i)| *n != field || !i.is_empty())
+    {
+        segments.push((field, Vec::new()));
+    }
+    let Some(((last_name, last_indexes), parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut at = root;
+    for (name, indexes) in parents {
+        let Some(next) = at.get_mut(*name) else {
+            return false;
+        };
+        at = next;
+        for i in indexes {
+            let Some(next) = at.get_mut(*i) else {
+                return false;
+            };
+            at = next;
+        }
+    }
+    match last_indexes.split_last() {
+        None => at
+            .as_table_mut()
+            .is_some_and(|t| t.remove(*last_name).is_some()),
+        Some((last_i, inner)) => {
+            let Some(mut arr) = at.get_mut(*last_name) else {
+                return false;
+            };
+            for i in inner {
+                let Some(next) = arr.get_mut(*i) else {
+                    return false;
+                };
+                arr = next;
+            }
+            match arr.as_array_mut() {
+                Some(a) if *last_i < a.len() => {
+                    a.remove(*last_i);
+                    true
+                }
+                _ => false,
+            }
+        }
+    }
+}
+
 /// Validate the whole file and compile it. `now` judges certificate expiry.
 ///
 /// `previous` (on reload) lends the running issuer's link to a new issuer on the same store.
