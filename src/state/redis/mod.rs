@@ -320,24 +320,15 @@ impl RedisStore {
             Ok(Err(e)) => Err(CallError::Redis(e)),
             Err(_) => Err(CallError::Timeout(timeout)),
         };
-        let done = crate::clock::mono_at(std::time::Instant::now());
         match &outcome {
-            Ok(_) => {
-                self.stats.ok.fetch_add(1, Ordering::Relaxed);
-                self.stats.observe(done.saturating_sub(started) / 1_000);
-                if self.gate.success() {
-                    tracing::info!(prefix = %self.settings.key_prefix, "shared state: Redis answers again");
-                }
-            }
+            Ok(_) => self.answered(started),
             Err(e) => {
                 match e {
                     CallError::Timeout(_) => &self.stats.timeouts,
                     _ => &self.stats.errors,
                 }
                 .fetch_add(1, Ordering::Relaxed);
-                if self.gate.failure(done) {
-                    tracing::warn!(prefix = %self.settings.key_prefix, error = %e, "shared state: Redis does not answer; each concern follows its failure mode until it does");
-                }
+                self.close_gate(e);
             }
         }
         outcome
@@ -395,13 +386,18 @@ impl RedisStore {
 
     /// A call that began at `started` (monotonic ns) got its answer on `conn`.
     pub(crate) fn sync_succeeded(&self, conn: redis::Connection, started: u64) {
+        self.answered(started);
+        self.give_back(conn);
+    }
+
+    /// A call that began at `started` got an answer: counted, timed, and the gate opened.
+    fn answered(&self, started: u64) {
         let done = crate::clock::mono_at(std::time::Instant::now());
         self.stats.ok.fetch_add(1, Ordering::Relaxed);
         self.stats.observe(done.saturating_sub(started) / 1_000);
         if self.gate.success() {
             tracing::info!(prefix = %self.settings.key_prefix, "shared state: Redis answers again");
         }
-        self.give_back(conn);
     }
 
     /// A call failed (its connection is dropped); returns the reason to report.
