@@ -181,6 +181,45 @@ fn read(path: &Path) -> Result<String, ConfigErrors> {
     })
 }
 
+/// The certificate, key, CA and CRL files the config at `path` names for its listeners and
+/// admin listener (resolved from its folder), for watching: a renewed certificate takes
+/// effect like a config change. Empty when the file cannot be read or parsed.
+pub fn tls_files(path: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    let Ok(file) = parse_file_config(path, &text) else {
+        return Vec::new();
+    };
+    let r = Report::new(path);
+    let mut out = Vec::new();
+    let mut add = |f: &Option<String>| {
+        if let Some(f) = f {
+            out.push(r.resolve(f));
+        }
+    };
+    for l in &file.listeners {
+        for c in &l.certificates {
+            add(&c.chain);
+            add(&c.key);
+        }
+        add(&l.client_ca);
+        for crl in l.client_crl.iter().flatten() {
+            add(&Some(crl.clone()));
+        }
+    }
+    if let Some(a) = &file.admin {
+        for c in &a.certificates {
+            add(&c.chain);
+            add(&c.key);
+        }
+        add(&a.client_ca);
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// The `[state]` Redis settings of the config at `path` (with its password read from its file
 /// or the vault), for commands that open the fleet's store themselves; `None` for the
 /// embedded backend. The error lists every problem of the section.

@@ -1,8 +1,11 @@
-//! Reload when the config file changes. The folder is watched, not the file, because
-//! editors and config managers replace the file (write a new one, rename it over the old),
-//! and Kubernetes swaps a `..data` symlink so no event names the file at all. Any change in
-//! the folder is debounced (a burst of writes is one look), and the file is reloaded only if
-//! its content changed.
+//! Reload when the config file, or a certificate, key, CA or CRL file it names for its
+//! listeners, changes: a certificate renewed on disk (certbot, an ACME client, a secrets
+//! operator's symlink swap) takes effect for new handshakes like a config change, with the
+//! same rule (a bad new file is refused and the last good config stays). Folders are
+//! watched, not files, because editors and config managers replace files (write a new one,
+//! rename it over the old), and Kubernetes swaps a `..data` symlink so no event names the
+//! file at all. Any change is debounced (a burst of writes is one look), and a reload
+//! happens only if the content of one of the files changed.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -52,9 +55,11 @@ pub fn watch_config_file(gateway: Arc<Gateway>, mut stop: watch::Receiver<bool>)
         tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the config folder; reload with SIGHUP or POST /reload");
         return;
     }
+    let mut watched = vec![dir];
+    watch_tls_folders(&mut watcher, &mut watched, &path);
     tokio::spawn(async move {
         // Owning the watcher here keeps it alive exactly as long as this task.
-        let _watcher = watcher;
+        let mut watcher = watcher;
         let mut last = content_hash(&path);
         loop {
             tokio::select! {
@@ -75,16 +80,47 @@ pub fn watch_config_file(gateway: Arc<Gateway>, mut stop: watch::Receiver<bool>)
                 continue;
             }
             last = now;
-            tracing::info!(file = %path.display(), "config file changed: reloading");
+            tracing::info!(file = %path.display(), "config or certificate files changed: reloading");
             // The outcome is logged and counted by reload itself.
             let _ = gateway.reload().await;
+            // The config may name other files now.
+            watch_tls_folders(&mut watcher, &mut watched, &path);
         }
     });
 }
 
-/// SHA-256 of the file's bytes (following symlinks), `None` if it cannot be read now.
+/// Watch the folders of the TLS files `config` names that are not watched yet.
+fn watch_tls_folders(
+    watcher: &mut notify::RecommendedWatcher,
+    watched: &mut Vec<PathBuf>,
+    config: &std::path::Path,
+) {
+    for file in crate::config::tls_files(config) {
+        let Some(dir) = file.parent().map(std::path::Path::to_path_buf) else {
+            continue;
+        };
+        if watched.contains(&dir) {
+            continue;
+        }
+        match watcher.watch(&dir, RecursiveMode::NonRecursive) {
+            Ok(()) => watched.push(dir),
+            Err(e) => {
+                tracing::warn!(error = %e, dir = %dir.display(), "cannot watch a certificate folder; renewals there need SIGHUP or POST /reload");
+            }
+        }
+    }
+}
+
+/// SHA-256 over the config file's bytes and those of every TLS file it names (following
+/// symlinks), `None` if the config cannot be read now. A TLS file that cannot be read (mid
+/// replace) counts as empty: the next event looks again.
 fn content_hash(path: &std::path::Path) -> Option<[u8; 32]> {
-    std::fs::read(path)
-        .ok()
-        .map(|b| crate::identity::sha256(&b))
+    let config = std::fs::read(path).ok()?;
+    let mut all = crate::identity::sha256(&config).to_vec();
+    for f in crate::config::tls_files(path) {
+        all.extend_from_slice(&crate::identity::sha256(
+            &std::fs::read(&f).unwrap_or_default(),
+        ));
+    }
+    Some(crate::identity::sha256(&all))
 }

@@ -239,6 +239,23 @@ impl Pki {
         self.write("expired-server.key", &key.serialize_pem());
     }
 
+    /// Writes `renewed-server.pem`/`.key`: a new key and certificate for localhost/127.0.0.1
+    /// from the same CA, as a renewal would bring; returns the certificate.
+    pub fn renewed_server(&self) -> CertificateDer<'static> {
+        let key = KeyPair::generate().expect("key");
+        let cert = leaf(
+            &self.issuer,
+            &key,
+            "renewed server",
+            &["localhost", "127.0.0.1"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+            Validity::Current,
+        );
+        self.write("renewed-server.pem", &cert.pem());
+        self.write("renewed-server.key", &key.serialize_pem());
+        cert.der().clone()
+    }
+
     /// Writes `foreign-server.pem`/`.key`: localhost/127.0.0.1, valid, signed by a CA of its
     /// own that nothing trusts.
     pub fn foreign_server(&self) {
