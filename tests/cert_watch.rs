@@ -1,7 +1,8 @@
 //! Certificates renewed on disk take effect without a signal: the listener's `server.pem`
 //! and `server.key` replaced (as certbot or a secrets operator would: new files renamed over
 //! the old) are served to new handshakes within the watcher's debounce; a broken renewal (a
-//! key that does not match) is refused and the last good certificate stays.
+//! key that does not match) is refused and the last good certificate stays; every certificate,
+//! key, CA and CRL file the config names (listeners, admin, upstream TLS) is watched.
 
 // Test set-up may panic: a failed step fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -70,4 +71,38 @@ async fn a_certificate_renewed_on_disk_is_served_to_new_handshakes_without_a_sig
         "renewed certificate served {:?} after its key landed",
         start.elapsed()
     );
+}
+
+#[test]
+fn every_tls_file_the_config_names_is_watched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("portcullis.toml");
+    std::fs::write(
+        &path,
+        "[[listeners]]\nname = \"public\"\nbind = \"127.0.0.1:0\"\nclient_auth = \"required\"\n\
+         client_ca = \"ca.pem\"\nclient_crl = [\"clients.crl\"]\n\
+         [[listeners.certificates]]\nchain = \"server.pem\"\nkey = \"server.key\"\n\n\
+         [admin]\nbind = \"127.0.0.1:0\"\nclient_ca = \"ops-ca.pem\"\n\
+         [[admin.certificates]]\nchain = \"admin.pem\"\nkey = \"admin.key\"\n\n\
+         [[routes]]\nname = \"erp\"\npath_prefix = \"/\"\nupstream = [\"https://erp.internal:443\"]\n\
+         upstream_tls = { ca = \"erp-ca.pem\", client_certificate = \"gw.pem\", key = \"gw.key\" }\n",
+    )
+    .unwrap();
+    let mut want: Vec<std::path::PathBuf> = [
+        "ca.pem",
+        "clients.crl",
+        "server.pem",
+        "server.key",
+        "ops-ca.pem",
+        "admin.pem",
+        "admin.key",
+        "erp-ca.pem",
+        "gw.pem",
+        "gw.key",
+    ]
+    .iter()
+    .map(|f| dir.path().join(f))
+    .collect();
+    want.sort();
+    assert_eq!(portcullis::config::tls_files(&path), want);
 }

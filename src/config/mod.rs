@@ -181,9 +181,10 @@ fn read(path: &Path) -> Result<String, ConfigErrors> {
     })
 }
 
-/// The certificate, key, CA and CRL files the config at `path` names for its listeners and
-/// admin listener (resolved from its folder), for watching: a renewed certificate takes
-/// effect like a config change. Empty when the file cannot be read or parsed.
+/// The certificate, key, CA and CRL files the config at `path` names for its listeners, its
+/// admin listener and its upstreams' TLS (resolved from its folder), for watching: a renewed
+/// certificate takes effect like a config change. Empty when the file cannot be read or
+/// parsed.
 pub fn tls_files(path: &Path) -> Vec<std::path::PathBuf> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Vec::new();
@@ -214,6 +215,20 @@ pub fn tls_files(path: &Path) -> Vec<std::path::PathBuf> {
             add(&c.key);
         }
         add(&a.client_ca);
+    }
+    let upstream_tls = file
+        .routes
+        .iter()
+        .filter_map(|r| r.upstream_tls.as_ref())
+        .chain(
+            file.upstreams
+                .iter()
+                .filter_map(|u| u.upstream_tls.as_ref()),
+        );
+    for t in upstream_tls {
+        add(&t.ca);
+        add(&t.client_certificate);
+        add(&t.key);
     }
     out.sort();
     out.dedup();
