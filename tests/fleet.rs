@@ -61,6 +61,24 @@ fn num(m: &support::prometheus::Exposition, name: &str, labels: &[(&str, &str)])
         .unwrap_or_else(|| panic!("no series {name} {labels:?} in /metrics"))
 }
 
+/// A Redis whose default user is off and whose user `gw` (password `secret`) has the
+/// README's rule: the fleet's keys and channel, no dangerous commands.
+fn acl_only_redis(secret: &str) -> RedisServer {
+    RedisServer::start_with(&[
+        "--user",
+        "default",
+        "off",
+        "--user",
+        "gw",
+        "on",
+        &format!(">{secret}"),
+        &format!("~{PREFIX}*"),
+        &format!("&{PREFIX}*"),
+        "+@all",
+        "-@dangerous",
+    ])
+}
+
 async fn readyz_state(gw: &Gateway) -> serde_json::Value {
     Admin::new(gw.admin_addr()).get("/readyz").await.json()["state"].clone()
 }
@@ -215,20 +233,7 @@ async fn without_redis_open_limits_fall_back_locally_closed_ones_refuse_and_both
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acl_user_with_a_password_from_a_file_is_used_and_a_wrong_password_is_refused_unseen() {
     let secret = "s3cret-redis-pass";
-    let redis = RedisServer::start_with(&[
-        "--user",
-        "default",
-        "off",
-        "--user",
-        "gw",
-        "on",
-        &format!(">{secret}"),
-        // The README's rule: the fleet's keys and channel, no dangerous commands.
-        &format!("~{PREFIX}*"),
-        &format!("&{PREFIX}*"),
-        "+@all",
-        "-@dangerous",
-    ]);
+    let redis = acl_only_redis(secret);
     let pki = Pki::generate();
     let up = Upstream::echo("api").await;
     let limits = "{ key = \"route\", rate = \"100/h\", burst = 100 }";
@@ -581,18 +586,7 @@ async fn redis_killed_and_restarted_under_load_answers_every_request_as_configur
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_acl_user_and_password_can_come_from_a_vault_record() {
     let secret = "vault-held-redis-pass";
-    let redis = RedisServer::start_with(&[
-        "--user",
-        "default",
-        "off",
-        "--user",
-        "gw",
-        "on",
-        &format!(">{secret}"),
-        &format!("~{PREFIX}*"),
-        &format!("&{PREFIX}*"),
-        "+@all",
-    ]);
+    let redis = acl_only_redis(secret);
     let pki = Pki::generate();
     for out in vault_with(pki.dir(), &[("redis", "basic", &format!("gw:{secret}"))]) {
         assert!(out.status.success(), "{out:?}");
