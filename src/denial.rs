@@ -46,6 +46,11 @@ pub enum Denial {
     /// smuggling attempt or a broken client.
     #[error("ambiguous request framing")]
     AmbiguousFraming,
+    /// A request head hyper would refuse (too large, too many headers, a syntax error, an
+    /// unknown transfer coding): answered by the gateway in its own shape, before hyper
+    /// sees it, and the connection closed.
+    #[error("{}", .0.reason())]
+    Head(HeadRefusal),
     /// The path has dot segments or encoded separators an upstream could read differently.
     #[error("invalid request path")]
     InvalidPath,
@@ -133,6 +138,7 @@ impl Denial {
     pub fn status(self) -> StatusCode {
         match self {
             Denial::AmbiguousFraming => StatusCode::BAD_REQUEST,
+            Denial::Head(h) => h.status(),
             Denial::InvalidPath => StatusCode::BAD_REQUEST,
             Denial::InvalidHost => StatusCode::BAD_REQUEST,
             Denial::InvalidHeader => StatusCode::BAD_REQUEST,
@@ -163,6 +169,7 @@ impl Denial {
     pub fn reason(self) -> &'static str {
         match self {
             Denial::AmbiguousFraming => "ambiguous_framing",
+            Denial::Head(h) => h.reason(),
             Denial::InvalidPath => "invalid_path",
             Denial::InvalidHost => "invalid_host",
             Denial::InvalidHeader => "invalid_header",
@@ -193,7 +200,10 @@ impl Denial {
     /// problem we cannot trust where the next request starts.
     pub fn closes_connection(self) -> bool {
         match self {
-            Denial::AmbiguousFraming | Denial::PayloadTooLarge | Denial::BadRequestBody => true,
+            Denial::AmbiguousFraming
+            | Denial::Head(_)
+            | Denial::PayloadTooLarge
+            | Denial::BadRequestBody => true,
             Denial::InvalidPath
             | Denial::InvalidHost
             | Denial::InvalidHeader
@@ -250,6 +260,51 @@ impl Denial {
 }
 
 // === The stages' refusals ===
+
+listed! {
+/// Why a request head was refused below hyper: everything hyper's own parser refuses (it
+/// would answer with a bare status and no body), found first by the framing scanner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HeadRefusal {
+    /// The head reached `max_header_bytes` (431 `header_too_large`).
+    TooLarge,
+    /// More header lines than `max_headers` (431 `too_many_headers`).
+    TooManyHeaders,
+    /// A request target longer than 65,534 bytes (414 `uri_too_long`).
+    UriTooLong,
+    /// Not HTTP/1.x syntax: a bad request line, version, method or target, a NUL, bare CR
+    /// or other control byte, an obsolete folded line, a header line without a name
+    /// (400 `malformed_request`).
+    Malformed,
+    /// A Transfer-Encoding whose last coding is not `chunked`, or any Transfer-Encoding on
+    /// HTTP/1.0 (400 `unsupported_transfer_coding`).
+    UnsupportedTransferCoding,
+}}
+
+impl HeadRefusal {
+    pub fn status(self) -> StatusCode {
+        match self {
+            HeadRefusal::TooLarge | HeadRefusal::TooManyHeaders => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
+            HeadRefusal::UriTooLong => StatusCode::URI_TOO_LONG,
+            HeadRefusal::Malformed | HeadRefusal::UnsupportedTransferCoding => {
+                StatusCode::BAD_REQUEST
+            }
+        }
+    }
+
+    /// The stable machine reason (JSON `error`, metric label).
+    pub fn reason(self) -> &'static str {
+        match self {
+            HeadRefusal::TooLarge => "header_too_large",
+            HeadRefusal::TooManyHeaders => "too_many_headers",
+            HeadRefusal::UriTooLong => "uri_too_long",
+            HeadRefusal::Malformed => "malformed_request",
+            HeadRefusal::UnsupportedTransferCoding => "unsupported_transfer_coding",
+        }
+    }
+}
 
 listed! {
 /// Why the license stage refused a request: one variant per denial reason (403 each).

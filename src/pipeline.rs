@@ -297,3 +297,21 @@ pub async fn handle(
     response.body_mut().attach_log(line);
     response
 }
+
+/// A request head the framing scanner refused below hyper (hyper never saw it): its
+/// denial response, counted like any other, and its access line. The method and path are
+/// unknown (the head may not even have a request line), so the line says `-`.
+pub fn refused_head(
+    metrics: &Metrics,
+    conn: &ConnContext,
+    denial: Denial,
+) -> (Response<bytes::Bytes>, crate::record::AccessLine) {
+    let method = http::Method::from_bytes(b"-").unwrap_or_default();
+    let x = Exchange::new(conn, method, None);
+    metrics.denial(denial);
+    let response = denial.response(&x.request_id);
+    metrics.request("-", &x.method, response.status(), x.started.elapsed());
+    let status = response.status().as_u16();
+    let line = x.into_access_line(conn.listener.clone(), status, Some(denial));
+    (response, line)
+}

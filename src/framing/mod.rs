@@ -6,6 +6,7 @@
 //! of proxies relies on; [`scanner`] watches the raw bytes below hyper to catch it, and
 //! once a connection has sent such a head every request on it is refused.
 
+pub mod head;
 pub mod scanner;
 
 use http::{HeaderMap, header};

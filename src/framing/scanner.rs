@@ -2,16 +2,18 @@
 //!
 //! hyper resolves `Content-Length` + `Transfer-Encoding` itself (it drops the length and
 //! reads chunked), so by the time a request reaches the pipeline the evidence is gone.
-//! This scanner sees the bytes first: it finds each request head, notes whether it carries
-//! both headers, and follows the body (by length or by chunks) to the next head. It is
-//! lenient where hyper is strict: any input hyper accepts is framed here exactly as hyper
-//! frames it, and on anything hyper would refuse the connection dies anyway.
+//! This scanner sees the bytes first: it finds each request head, holds it back from hyper
+//! until it is complete, judges it as hyper will ([`head::judge`]), notes whether it carries
+//! both headers, and follows the body (by length or by chunks) to the next head. A head
+//! hyper would refuse never reaches hyper: the connection answers it in the gateway's own
+//! shape (JSON body, request id, access line, denial metric) instead of hyper's bare 400.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::Waker;
 
-/// The HTTP/2 connection preface: a prior-knowledge HTTP/2 client, nothing to scan.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
+use super::head::{self, Framing, Judged};
+use crate::denial::{Denial, HeadRefusal};
 
 #[derive(Debug)]
 enum State {
@@ -20,7 +22,11 @@ enum State {
     /// `n` body bytes left.
     Body(u64),
     Chunked(Chunk),
-    /// Stopped watching: the connection is HTTP/2, flagged, or already broken for hyper.
+    /// After a request that offers an upgrade: what follows is held until its response
+    /// says whether it was upgraded (not HTTP from then on) or not (the next head).
+    AwaitUpgrade,
+    /// Stopped watching: the connection is HTTP/2, flagged, a head was refused, or the
+    /// body is broken for hyper (which then fails the request itself).
     Off,
 }
 
@@ -52,6 +58,18 @@ pub struct FramingSignals {
     /// Set by the connection while it releases an idle HTTP connection: hyper's closing
     /// `shutdown` then leaves the stream open, since the client has not gone.
     pub hold_open: AtomicBool,
+    /// A head that hyper would refuse, and why: the gateway answers it itself once the
+    /// requests before it are answered (hyper never sees it).
+    pub refusal: OnceLock<Denial>,
+    /// Request heads handed to hyper.
+    pub heads: AtomicU64,
+    /// Requests whose response is done (counted by the connection's in-flight guard).
+    pub answered: AtomicU64,
+    /// Set by the connection when a response is `101 Switching Protocols`.
+    pub upgraded: AtomicBool,
+    /// A read is waiting for a response to be done (a refusal or an upgrade to decide).
+    parked: AtomicBool,
+    waiting: Mutex<Option<Waker>>,
 }
 
 impl Default for FramingSignals {
@@ -60,31 +78,80 @@ impl Default for FramingSignals {
             ambiguous: AtomicBool::new(false),
             between_messages: AtomicBool::new(true),
             hold_open: AtomicBool::new(false),
+            refusal: OnceLock::new(),
+            heads: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
+            upgraded: AtomicBool::new(false),
+            parked: AtomicBool::new(false),
+            waiting: Mutex::new(None),
         }
     }
+}
+
+impl FramingSignals {
+    /// Every head handed to hyper has its response done: nothing of hyper's is pending.
+    pub fn all_answered(&self) -> bool {
+        self.heads.load(Ordering::Acquire) == self.answered.load(Ordering::Acquire)
+    }
+
+    /// One more response done; wakes a read waiting on it (hyper may not read again on
+    /// its own once it has written a response, and the client may have nothing to send).
+    pub fn answered_one(&self) {
+        self.answered.fetch_add(1, Ordering::AcqRel);
+        if self.parked.swap(false, Ordering::AcqRel)
+            && let Ok(mut w) = self.waiting.lock()
+            && let Some(w) = w.take()
+        {
+            w.wake();
+        }
+    }
+
+    /// Wake `waker` when the next response is done.
+    pub fn wait_for_answers(&self, waker: &Waker) {
+        if let Ok(mut w) = self.waiting.lock() {
+            *w = Some(waker.clone());
+        }
+        self.parked.store(true, Ordering::Release);
+    }
+}
+
+/// What one read's bytes may do.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Fed {
+    /// Bytes from earlier reads that hyper must see before this read's: a head that was
+    /// split across reads, now complete and accepted.
+    pub released: Option<Vec<u8>>,
+    /// How many of this read's bytes hyper may see (after `released`). The rest are either
+    /// the start of a head the scanner now holds, or a refused head (see
+    /// [`FramingSignals::refusal`]), never to be seen by hyper.
+    pub pass: usize,
 }
 
 /// Watches one connection's inbound bytes.
 #[derive(Debug)]
 pub struct Scanner {
     state: State,
-    /// The start of a head that a read ended in the middle of (empty otherwise: a head
-    /// read whole is framed where it lies, without a copy).
+    /// A head (with the blank lines before it) that has not ended yet: held back from
+    /// hyper until it is complete and judged.
     head: Vec<u8>,
-    /// Blank-line bytes before the next request line (skipped, as hyper skips them; not
-    /// kept, only counted against `max_head`).
+    /// How many bytes at the start of `head` are blank-line bytes.
     leading: usize,
     max_head: usize,
+    max_headers: usize,
+    /// The head being followed offered an upgrade: once its body is read, hold what follows.
+    upgrade_after_body: bool,
     signals: Arc<FramingSignals>,
 }
 
 impl Scanner {
-    pub fn new(max_head: usize, signals: Arc<FramingSignals>) -> Self {
+    pub fn new(max_head: usize, max_headers: usize, signals: Arc<FramingSignals>) -> Self {
         Scanner {
             state: State::Head,
             head: Vec::new(),
             leading: 0,
             max_head,
+            max_headers,
+            upgrade_after_body: false,
             signals,
         }
     }
@@ -97,6 +164,8 @@ impl Scanner {
             head: Vec::new(),
             leading: 0,
             max_head: 0,
+            max_headers: 0,
+            upgrade_after_body: false,
             signals,
         }
     }
@@ -109,60 +178,105 @@ impl Scanner {
         }
     }
 
-    /// Whether the connection is releasing its idle HTTP state: hyper's closing `shutdown`
-    /// must then leave the stream open.
-    pub fn holds_open(&self) -> bool {
-        self.signals.hold_open.load(Ordering::Relaxed)
+    pub fn signals(&self) -> &FramingSignals {
+        &self.signals
     }
 
-    pub fn feed(&mut self, data: &[u8]) {
-        self.feed_bytes(data);
+    /// Whether hyper's closing `shutdown` must leave the stream open: the connection is
+    /// releasing its idle HTTP state, or is about to answer a refused head itself.
+    pub fn holds_open(&self) -> bool {
+        self.signals.hold_open.load(Ordering::Relaxed) || self.signals.refusal.get().is_some()
+    }
+
+    /// Scan one read's bytes: which of them hyper may see now.
+    pub fn feed(&mut self, data: &[u8]) -> Fed {
+        let fed = self.feed_bytes(data);
         let between =
-            matches!(self.state, State::Head) && self.head.is_empty() && self.leading == 0;
+            matches!(self.state, State::Head | State::AwaitUpgrade) && self.head.is_empty();
         self.signals
             .between_messages
             .store(between, Ordering::Relaxed);
+        fed
     }
 
-    fn feed_bytes(&mut self, mut data: &[u8]) {
+    fn feed_bytes(&mut self, mut data: &[u8]) -> Fed {
+        if self.signals.refusal.get().is_some() {
+            // Nothing after a refused head is for hyper.
+            return Fed {
+                released: None,
+                pass: 0,
+            };
+        }
+        let total = data.len();
+        let mut released = None;
         while !data.is_empty() {
             match self.state {
-                State::Off => return,
-                State::Head => {
-                    if self.head.is_empty() {
-                        let blank = data.iter().take_while(|&&b| matches!(b, b'\r' | b'\n'));
-                        let blank = blank.count();
-                        self.leading += blank;
-                        data = &data[blank..];
-                        if self.leading > self.max_head {
-                            self.state = State::Off;
-                            return;
-                        }
-                        if data.is_empty() {
-                            return;
-                        }
-                        // The usual case: the whole head arrived in this read.
-                        if let Some(end) = head_end(data, 0) {
-                            self.enter(framing_of(&data[..end]));
-                            data = &data[end..];
-                            continue;
-                        }
+                State::Off => break,
+                State::AwaitUpgrade => {
+                    if self.head.len() + data.len() >= self.max_head {
+                        // A client talking far ahead of an upgrade's answer.
+                        self.head = Vec::new();
+                        self.refuse(Denial::Head(HeadRefusal::TooLarge));
+                        return self.refused(released, total - data.len());
                     }
-                    let before = self.head.len();
                     self.head.extend_from_slice(data);
-                    match head_end(&self.head, before) {
+                    return Fed {
+                        released,
+                        pass: total - data.len(),
+                    };
+                }
+                State::Head if self.head.is_empty() => {
+                    let blank = blank_prefix(data);
+                    match head_end(&data[blank..], 0) {
+                        // The usual case: the whole head arrived in this read, judged
+                        // where it lies, without a copy.
                         Some(end) => {
-                            data = &data[end - before..];
-                            let framing = framing_of(&self.head[..end]);
-                            self.head.clear();
-                            self.enter(framing);
+                            if !self.judge(&data[..blank + end]) {
+                                return self.refused(released, total - data.len());
+                            }
+                            data = &data[blank + end..];
                         }
                         None => {
-                            if self.head.len() + self.leading > self.max_head {
-                                // hyper answers 431 and closes; nothing more to watch.
-                                self.state = State::Off;
+                            if data.len() >= self.max_head {
+                                self.refuse(Denial::Head(HeadRefusal::TooLarge));
+                                return self.refused(released, total - data.len());
                             }
-                            return;
+                            self.leading = blank;
+                            self.head.extend_from_slice(data);
+                            return Fed {
+                                released,
+                                pass: total - data.len(),
+                            };
+                        }
+                    }
+                }
+                State::Head => {
+                    let before = self.head.len();
+                    self.head.extend_from_slice(data);
+                    if self.leading == before {
+                        self.leading += blank_prefix(data);
+                    }
+                    let from = before.saturating_sub(self.leading);
+                    match head_end(&self.head[self.leading..], from) {
+                        Some(end) => {
+                            let unit = self.leading + end;
+                            let head = std::mem::take(&mut self.head);
+                            if !self.judge(&head[..unit]) {
+                                return self.refused(None, 0);
+                            }
+                            // hyper sees the held part, then this read from where it was.
+                            let mut held = head;
+                            held.truncate(before);
+                            released = Some(held);
+                            data = &data[unit - before..];
+                        }
+                        None => {
+                            if self.head.len() >= self.max_head {
+                                self.head = Vec::new();
+                                self.refuse(Denial::Head(HeadRefusal::TooLarge));
+                                return self.refused(None, 0);
+                            }
+                            return Fed { released, pass: 0 };
                         }
                     }
                 }
@@ -170,7 +284,7 @@ impl Scanner {
                     let take = (data.len() as u64).min(n);
                     data = &data[take as usize..];
                     self.state = if n == take {
-                        State::Head
+                        self.next_message()
                     } else {
                         State::Body(n - take)
                     };
@@ -178,16 +292,95 @@ impl Scanner {
                 State::Chunked(c) => {
                     let (next, used) = step_chunk(c, data);
                     data = &data[used..];
-                    self.state = next;
+                    self.state = match next {
+                        State::Head => self.next_message(),
+                        other => other,
+                    };
                 }
+            }
+        }
+        Fed {
+            released,
+            pass: total,
+        }
+    }
+
+    /// Judge a complete head with the blank lines before it (hyper skips those itself, so
+    /// they are judged with it): follow its body, or refuse it. `false`: refused.
+    fn judge(&mut self, unit: &[u8]) -> bool {
+        self.leading = 0;
+        if unit.len() >= self.max_head {
+            self.refuse(Denial::Head(HeadRefusal::TooLarge));
+            return false;
+        }
+        match head::judge(unit, self.max_headers) {
+            Ok(judged) => {
+                self.signals.heads.fetch_add(1, Ordering::Release);
+                self.enter(judged);
+                true
+            }
+            Err(d) => {
+                self.refuse(d);
+                false
             }
         }
     }
 
-    /// A head has ended: follow its body, or wait for the next head.
-    fn enter(&mut self, framing: Framing) {
+    fn refuse(&mut self, d: Denial) {
+        let _ = self.signals.refusal.set(d);
+        self.state = State::Off;
+    }
+
+    /// What a read that ended in a refusal may still pass: the bytes before the head.
+    fn refused(&mut self, released: Option<Vec<u8>>, pass: usize) -> Fed {
+        self.head = Vec::new();
         self.leading = 0;
-        self.state = match framing {
+        Fed { released, pass }
+    }
+
+    /// A message's body has ended: the next head, or the wait for an upgrade's answer.
+    fn next_message(&mut self) -> State {
+        if std::mem::take(&mut self.upgrade_after_body) {
+            self.signals.upgraded.store(false, Ordering::Release);
+            State::AwaitUpgrade
+        } else {
+            State::Head
+        }
+    }
+
+    /// Whether bytes are held until an upgrade's answer.
+    pub fn awaiting_upgrade(&self) -> bool {
+        matches!(self.state, State::AwaitUpgrade)
+    }
+
+    /// Once the upgrade's answer is known (its response is done, or was a `101`): the held
+    /// bytes for hyper, or the tunnel, to read now. `None`: not known yet.
+    pub fn upgrade_decided(&mut self) -> Option<Vec<u8>> {
+        if !self.awaiting_upgrade() {
+            return None;
+        }
+        let held = std::mem::take(&mut self.head);
+        if self.signals.upgraded.load(Ordering::Acquire) {
+            // Not HTTP any more: nothing to watch.
+            self.state = State::Off;
+            return Some(held);
+        }
+        if !self.signals.all_answered() {
+            self.head = held;
+            return None;
+        }
+        // Not upgraded: what was held is the next message, scanned like a new read.
+        self.state = State::Head;
+        let fed = self.feed(&held);
+        let mut out = fed.released.unwrap_or_default();
+        out.extend_from_slice(&held[..fed.pass]);
+        Some(out)
+    }
+
+    /// A head was accepted: follow its body, or wait for the next head.
+    fn enter(&mut self, judged: Judged) {
+        self.upgrade_after_body = judged.upgrade;
+        self.state = match judged.framing {
             Framing::Ambiguous => {
                 self.signals.ambiguous.store(true, Ordering::Relaxed);
                 State::Off
@@ -197,20 +390,18 @@ impl Scanner {
                 digits: 0,
                 ext: false,
             }),
-            Framing::Length(0) | Framing::None => State::Head,
+            Framing::None => self.next_message(),
             Framing::Length(n) => State::Body(n),
-            Framing::Broken => State::Off,
         };
     }
 }
 
-/// The framing a complete head announces.
-fn framing_of(head: &[u8]) -> Framing {
-    if head.starts_with(H2_PREFACE) {
-        Framing::Broken
-    } else {
-        read_framing(head)
-    }
+/// How many CR and LF bytes `data` starts with (the blank lines hyper skips before a
+/// request line).
+fn blank_prefix(data: &[u8]) -> usize {
+    data.iter()
+        .take_while(|&&b| matches!(b, b'\r' | b'\n'))
+        .count()
 }
 
 /// Index just past the blank line that ends a head, searching from `from` (minus the
@@ -227,56 +418,6 @@ fn head_end(buf: &[u8], from: usize) -> Option<usize> {
                     || (buf[lf - 1] == b'\r' && lf > 1 && buf[lf - 2] == b'\n'))
         })
         .map(|lf| lf + 1)
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Framing {
-    None,
-    Length(u64),
-    Chunked,
-    /// Content-Length together with Transfer-Encoding.
-    Ambiguous,
-    /// Nothing more to follow: something hyper refuses (it closes the connection), or the
-    /// HTTP/2 preface.
-    Broken,
-}
-
-fn read_framing(head: &[u8]) -> Framing {
-    let (mut length, mut te) = (None, false);
-    let mut start = 0;
-    // Every line after the request line; a line is the bytes after one LF up to the next.
-    for lf in memchr::memchr_iter(b'\n', head) {
-        let line = &head[start..lf];
-        let first = start;
-        start = lf + 1;
-        // Only Transfer-Encoding and Content-Length matter: skip the other lines (and the
-        // request line) on their first byte.
-        if first == 0 || !matches!(line.first(), Some(b't' | b'T' | b'c' | b'C')) {
-            continue;
-        }
-        let Some(colon) = memchr::memchr(b':', line) else {
-            continue;
-        };
-        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
-        if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            te = true;
-        } else if name.eq_ignore_ascii_case(b"content-length") {
-            let Some(n) = std::str::from_utf8(value)
-                .ok()
-                .and_then(|v| v.split(',').next())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-            else {
-                return Framing::Broken;
-            };
-            length = Some(n);
-        }
-    }
-    match (te, length) {
-        (true, Some(_)) => Framing::Ambiguous,
-        (true, None) => Framing::Chunked,
-        (false, Some(n)) => Framing::Length(n),
-        (false, None) => Framing::None,
-    }
 }
 
 fn step_chunk(c: Chunk, data: &[u8]) -> (State, usize) {

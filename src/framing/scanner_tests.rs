@@ -2,15 +2,27 @@
 
 use super::*;
 
+/// Feed `pieces` as reads; what hyper would see (held heads released whole), and the
+/// signals.
+fn run_pieces(pieces: &[&[u8]], max_head: usize) -> (Vec<u8>, Arc<FramingSignals>) {
+    let flag = Arc::new(FramingSignals::default());
+    let mut s = Scanner::new(max_head, 100, flag.clone());
+    let mut seen = Vec::new();
+    for p in pieces {
+        let fed = s.feed(p);
+        if let Some(held) = fed.released {
+            seen.extend_from_slice(&held);
+        }
+        seen.extend_from_slice(&p[..fed.pass]);
+    }
+    (seen, flag)
+}
+
 /// Feed `input` in every split position (two pieces) and one byte at a time; the flag
 /// must come out the same every way.
 fn flagged(input: &[u8]) -> bool {
     let run = |pieces: &[&[u8]]| {
-        let flag = Arc::new(FramingSignals::default());
-        let mut s = Scanner::new(16 * 1024, flag.clone());
-        for p in pieces {
-            s.feed(p);
-        }
+        let (_, flag) = run_pieces(pieces, 16 * 1024);
         flag.ambiguous.load(Ordering::Relaxed)
     };
     let whole = run(&[input]);
@@ -57,7 +69,7 @@ fn a_smuggled_head_behind_clean_requests_is_found() {
 #[test]
 fn between_messages_is_true_only_when_no_byte_of_the_next_message_has_arrived() {
     let flag = Arc::new(FramingSignals::default());
-    let mut s = Scanner::new(16 * 1024, flag.clone());
+    let mut s = Scanner::new(16 * 1024, 100, flag.clone());
     let between = || flag.between_messages.load(Ordering::Relaxed);
     assert!(between(), "a new connection");
     for (bytes, want) in [
@@ -112,21 +124,26 @@ fn blank_lines_before_a_request_line_are_skipped_and_the_head_still_read() {
 }
 
 #[test]
-fn a_flood_of_blank_lines_is_counted_not_kept_and_ends_the_watch_past_max_head() {
+fn a_flood_of_blank_lines_is_held_and_refused_at_max_head() {
     let flag = Arc::new(FramingSignals::default());
-    let mut s = Scanner::new(1024, flag.clone());
-    s.feed(&[b'\n'; 1000]);
-    assert!(s.head.is_empty(), "blank lines are not copied");
+    let mut s = Scanner::new(1024, 100, flag.clone());
+    assert_eq!(
+        s.feed(&[b'\n'; 1000]).pass,
+        0,
+        "held, as the start of a head"
+    );
     assert!(
         !flag.between_messages.load(Ordering::Relaxed),
         "bytes of the next message have arrived"
     );
-    assert!(matches!(s.state, State::Head));
-    s.feed(b"\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n");
-    assert!(
-        matches!(s.state, State::Off),
+    assert!(flag.refusal.get().is_none());
+    assert_eq!(s.feed(&[b'\r'; 30]).pass, 0);
+    assert_eq!(
+        flag.refusal.get(),
+        Some(&Denial::Head(HeadRefusal::TooLarge)),
         "past max_head, as hyper refuses it"
     );
+    assert!(s.head.capacity() == 0, "the held bytes are freed");
 }
 
 #[test]
@@ -141,8 +158,102 @@ fn a_header_named_like_a_framing_header_is_not_one() {
 }
 
 #[test]
-fn an_http2_preface_turns_the_scanner_off() {
-    assert!(!flagged(
-        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
-    ));
+fn an_http2_preface_on_an_http1_connection_is_malformed() {
+    let (seen, flag) = run_pieces(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"], 16 * 1024);
+    assert!(seen.is_empty());
+    assert_eq!(
+        flag.refusal.get(),
+        Some(&Denial::Head(HeadRefusal::Malformed))
+    );
+}
+
+#[test]
+fn a_head_split_across_reads_reaches_hyper_whole_and_in_order() {
+    let input: &[u8] = b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 3\r\n\r\nxyz\r\nGET /c HTTP/1.1\r\n\r\n";
+    for cut in 0..input.len() {
+        let (seen, flag) = run_pieces(&[&input[..cut], &input[cut..]], 16 * 1024);
+        assert_eq!(seen, input, "split at {cut}");
+        assert!(flag.refusal.get().is_none());
+        assert_eq!(flag.heads.load(Ordering::Relaxed), 3);
+    }
+    let bytes: Vec<&[u8]> = input.chunks(1).collect();
+    assert_eq!(run_pieces(&bytes, 16 * 1024).0, input, "byte at a time");
+}
+
+#[test]
+fn hyper_never_sees_a_byte_of_a_refused_head_or_what_follows_it() {
+    let good: &[u8] = b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n";
+    let bad: &[u8] = b"GET /b HTTP/1.1\r\nX-A: a\0b\r\n\r\nGET /c HTTP/1.1\r\n\r\n";
+    let input = [good, bad].concat();
+    for cut in 0..input.len() {
+        let (seen, flag) = run_pieces(&[&input[..cut], &input[cut..]], 16 * 1024);
+        assert_eq!(seen, good, "split at {cut}");
+        assert_eq!(
+            flag.refusal.get(),
+            Some(&Denial::Head(HeadRefusal::Malformed)),
+            "split at {cut}"
+        );
+        assert_eq!(flag.heads.load(Ordering::Relaxed), 1);
+    }
+}
+
+#[test]
+fn a_head_that_does_not_end_within_max_head_is_refused_as_too_large() {
+    let mut head = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
+    head.extend_from_slice(&[b'a'; 2000]);
+    let (seen, flag) = run_pieces(&[&head[..500], &head[500..]], 1024);
+    assert!(seen.is_empty());
+    assert_eq!(
+        flag.refusal.get(),
+        Some(&Denial::Head(HeadRefusal::TooLarge))
+    );
+    // A complete head over the limit in one read is refused too, as hyper would.
+    head.extend_from_slice(b"\r\n\r\n");
+    let (seen, flag) = run_pieces(&[&head], 1024);
+    assert!(seen.is_empty());
+    assert_eq!(
+        flag.refusal.get(),
+        Some(&Denial::Head(HeadRefusal::TooLarge))
+    );
+}
+
+#[test]
+fn after_an_upgrade_offer_bytes_wait_for_the_answer_then_pass_raw_or_are_scanned() {
+    let offer: &[u8] = b"GET /ws HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";
+    // WebSocket frames that look nothing like HTTP (and contain a NUL).
+    let frames: &[u8] = b"\x81\x05hello\x00\r\n\r\n";
+
+    // Upgraded: the held bytes go to the tunnel as they are, and nothing more is watched.
+    let flag = Arc::new(FramingSignals::default());
+    let mut s = Scanner::new(16 * 1024, 100, flag.clone());
+    assert_eq!(s.feed(offer).pass, offer.len());
+    assert_eq!(s.feed(frames).pass, 0, "held until the answer");
+    assert_eq!(s.upgrade_decided(), None, "no answer yet");
+    flag.upgraded.store(true, Ordering::Release);
+    assert_eq!(s.upgrade_decided().as_deref(), Some(frames));
+    assert_eq!(s.feed(frames).pass, frames.len());
+    assert!(flag.refusal.get().is_none());
+
+    // Not upgraded (the response was done without a 101): what was held is the next
+    // message, judged like any other.
+    let flag = Arc::new(FramingSignals::default());
+    let mut s = Scanner::new(16 * 1024, 100, flag.clone());
+    s.feed(offer);
+    assert_eq!(s.feed(b"GET /next HTTP/1.1\r\nX-A: a\0b\r\n\r\n").pass, 0);
+    assert_eq!(s.upgrade_decided(), None);
+    flag.answered.store(1, Ordering::Release);
+    assert_eq!(s.upgrade_decided().as_deref(), Some(&b""[..]));
+    assert_eq!(
+        flag.refusal.get(),
+        Some(&Denial::Head(HeadRefusal::Malformed))
+    );
+
+    let flag = Arc::new(FramingSignals::default());
+    let mut s = Scanner::new(16 * 1024, 100, flag.clone());
+    s.feed(offer);
+    let next: &[u8] = b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n";
+    s.feed(next);
+    flag.answered.store(1, Ordering::Release);
+    assert_eq!(s.upgrade_decided().as_deref(), Some(next));
+    assert_eq!(flag.heads.load(Ordering::Relaxed), 2);
 }

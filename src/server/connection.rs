@@ -66,6 +66,7 @@ pub(crate) async fn accept_loop(
             header_read_timeout: snapshot.server.header_read_timeout,
             release_idle_after: snapshot.server.release_idle_after,
             max_header_bytes: snapshot.server.max_header_bytes,
+            max_headers: snapshot.server.max_headers,
             accepted_at: Instant::now(),
         };
         drop(generation);
@@ -111,6 +112,7 @@ struct Connection {
     header_read_timeout: Duration,
     release_idle_after: Duration,
     max_header_bytes: usize,
+    max_headers: usize,
     accepted_at: Instant,
 }
 
@@ -126,6 +128,7 @@ impl Connection {
             header_read_timeout,
             release_idle_after,
             max_header_bytes,
+            max_headers,
             accepted_at,
         } = self;
         let deadline = tokio::time::Instant::now() + handshake_timeout;
@@ -146,7 +149,7 @@ impl Connection {
         let scanner = if h2 {
             Scanner::off(conn.framing.clone())
         } else {
-            Scanner::new(max_header_bytes, conn.framing.clone())
+            Scanner::new(max_header_bytes, max_headers, conn.framing.clone())
         };
         let shared_metrics = shared.clone();
         let service = {
@@ -165,6 +168,12 @@ impl Connection {
                         req,
                     )
                     .await;
+                    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                        // What follows on this connection is the tunnel's, not HTTP.
+                        conn.framing
+                            .upgraded
+                            .store(true, std::sync::atomic::Ordering::Release);
+                    }
                     resp.body_mut().hold(in_flight);
                     Ok::<_, Infallible>(resp)
                 }
@@ -252,11 +261,22 @@ async fn serve_h1<S>(
                 }
             }
         };
+        let refusal = conn.framing.refusal.get().copied();
         if let Err(e) = ended {
             tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
+            // hyper broke off before a refused head's turn (counted and logged, not
+            // answered: the stream may be gone), or refused a head the scanner passed (a
+            // gap in `framing::head` to close: hyper sent its own bare status).
+            let missed = (e.is_parse() || e.is_parse_too_large()).then_some(
+                crate::denial::Denial::Head(crate::denial::HeadRefusal::Malformed),
+            );
+            if let Some(d) = refusal.or(missed) {
+                let (_, line) = crate::pipeline::refused_head(&shared.metrics, conn, d);
+                line.write();
+            }
             return;
         }
-        if !released {
+        if !released && refusal.is_none() {
             // The client closed, or the exchange asked to (Connection: close); hyper has
             // shut the stream down.
             return;
@@ -273,6 +293,10 @@ async fn serve_h1<S>(
             return;
         };
         io = released_io.into_inner();
+        if let Some(d) = refusal {
+            answer_refused_head(io, d, conn, shared).await;
+            return;
+        }
         if !read_buf.is_empty() {
             // Bytes arrived as it was released: serve them now.
             io.replay(read_buf);
@@ -295,6 +319,57 @@ async fn serve_h1<S>(
             return;
         }
     }
+}
+
+/// Answer a head the framing scanner refused (every request before it has been answered),
+/// in the gateway's own shape, and close: the JSON denial, its request id, the denial
+/// metric and an access line, where hyper would have sent a bare status.
+async fn answer_refused_head(
+    mut io: H1Io,
+    denial: crate::denial::Denial,
+    conn: &ConnContext,
+    shared: &Shared,
+) {
+    use tokio::io::AsyncWriteExt;
+    let (response, mut line) = crate::pipeline::refused_head(&shared.metrics, conn, denial);
+    let wire = wire_response(&response);
+    let written = tokio::time::timeout(Duration::from_secs(5), async {
+        io.write_all(&wire).await?;
+        io.flush().await?;
+        io.shutdown().await
+    })
+    .await;
+    if matches!(written, Ok(Ok(()))) {
+        line.bytes_out = response.body().len() as u64;
+    }
+    line.write();
+}
+
+/// An HTTP/1.1 response as bytes, for the one the gateway writes without hyper. The
+/// connection closes after it.
+fn wire_response(resp: &http::Response<bytes::Bytes>) -> Vec<u8> {
+    let status = resp.status();
+    let body = resp.body();
+    let mut out = Vec::with_capacity(256 + body.len());
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in resp.headers() {
+        if name == http::header::CONNECTION || name == http::header::CONTENT_LENGTH {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"connection: close\r\ncontent-length: ");
+    out.extend_from_slice(body.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(body);
+    out
 }
 
 /// Counts one on a gauge while alive, however the scope ends.

@@ -51,17 +51,65 @@ impl<S: AsyncRead + Unpin> AsyncRead for ScannedStream<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if !this.replay.is_empty() {
-            let n = this.replay.len().min(buf.remaining());
-            buf.put_slice(&this.replay.split_to(n));
-            return Poll::Ready(Ok(()));
+        loop {
+            if !this.replay.is_empty() {
+                let n = this.replay.len().min(buf.remaining());
+                buf.put_slice(&this.replay.split_to(n));
+                return Poll::Ready(Ok(()));
+            }
+            if this.scanner.awaiting_upgrade() {
+                match this.scanner.upgrade_decided() {
+                    Some(held) if !held.is_empty() => {
+                        this.replay = bytes::Bytes::from(held);
+                        continue;
+                    }
+                    Some(_) => {}
+                    // Undecided: read on (the scanner holds what comes), and be woken when
+                    // the response is done, whether or not the client sends more.
+                    None => this.scanner.signals().wait_for_answers(cx.waker()),
+                }
+            }
+            let signals = this.scanner.signals();
+            if signals.refusal.get().is_some() {
+                // The refused head never reaches hyper. Once every request before it is
+                // answered, hyper reads the end of the stream and finishes (the stream
+                // stays open: the connection writes the refusal); until then it waits.
+                if signals.all_answered() {
+                    return Poll::Ready(Ok(()));
+                }
+                signals.wait_for_answers(cx.waker());
+                if signals.all_answered() {
+                    return Poll::Ready(Ok(()));
+                }
+                return Poll::Pending;
+            }
+            let before = buf.filled().len();
+            std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+            let read = buf.filled().len() - before;
+            if read == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            let fed = this.scanner.feed(&buf.filled()[before..]);
+            match fed.released {
+                // The usual case: every byte read goes to hyper as it lies.
+                None if fed.pass == read => return Poll::Ready(Ok(())),
+                None => {
+                    buf.set_filled(before + fed.pass);
+                    if fed.pass > 0 {
+                        return Poll::Ready(Ok(()));
+                    }
+                    // Everything read is held (a head not complete yet) or refused: read
+                    // on, or end as above. Returning no bytes would tell hyper "closed".
+                }
+                Some(mut held) => {
+                    // A head split across reads is complete: hyper sees it whole, then
+                    // the rest of this read.
+                    held.extend_from_slice(&buf.filled()[before..before + fed.pass]);
+                    buf.set_filled(before);
+                    this.replay = bytes::Bytes::from(held);
+                }
+            }
         }
-        let before = buf.filled().len();
-        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = res {
-            this.scanner.feed(&buf.filled()[before..]);
-        }
-        res
     }
 }
 
