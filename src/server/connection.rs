@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
+use super::h2_guard::{H2Guard, Watch, Why};
 use super::scanned::ScannedStream;
 use crate::config::ListenerPolicy;
 use crate::context::ConnContext;
@@ -66,6 +67,7 @@ pub(crate) async fn accept_loop(
             header_read_timeout: snapshot.server.header_read_timeout,
             release_idle_after: snapshot.server.release_idle_after,
             max_header_bytes: snapshot.server.max_header_bytes,
+            send_timeout: snapshot.server.send_timeout,
             accepted_at: Instant::now(),
         };
         drop(generation);
@@ -111,6 +113,7 @@ struct Connection {
     header_read_timeout: Duration,
     release_idle_after: Duration,
     max_header_bytes: usize,
+    send_timeout: Duration,
     accepted_at: Instant,
 }
 
@@ -126,6 +129,7 @@ impl Connection {
             header_read_timeout,
             release_idle_after,
             max_header_bytes,
+            send_timeout,
             accepted_at,
         } = self;
         let deadline = tokio::time::Instant::now() + handshake_timeout;
@@ -174,8 +178,16 @@ impl Connection {
         // large struct) would be held inline in every future that owns it.
         let io = ScannedStream::new(Box::new(tls), scanner);
         if h2 {
+            let watch = Arc::new(Watch::default());
+            let io = H2Guard::new(io, Arc::clone(&watch));
             let served = http.h2.serve_connection(TokioIo::new(io), service);
-            drive(Box::pin(served), signals, peer).await;
+            let guard = H2Watch {
+                watch,
+                conn: &conn,
+                send_timeout,
+                metrics: &shared_metrics.metrics,
+            };
+            drive(Box::pin(served), signals, guard).await;
         } else {
             let idle = IdleRelease {
                 after: release_idle_after,
@@ -318,20 +330,86 @@ async fn raised(signal: &mut watch::Receiver<bool>) {
     let _ = signal.wait_for(|s| *s).await;
 }
 
-/// Serve one HTTP connection until it ends; on shutdown, finish the request in flight and
-/// refuse the next (HTTP/1 closes, HTTP/2 sends GOAWAY), until the drain deadline.
-async fn drive<C>(mut served: std::pin::Pin<Box<C>>, mut signals: Signals, peer: SocketAddr)
+/// How long a connection asked to end (a stalled reader) has to close before it is
+/// dropped: its GOAWAY may never leave a socket the client does not read.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// What the HTTP/2 connection task watches besides hyper: the guard below it, whether the
+/// client takes its responses, and where the GOAWAYs are counted.
+struct H2Watch<'a> {
+    watch: Arc<Watch>,
+    conn: &'a ConnContext,
+    send_timeout: Duration,
+    metrics: &'a crate::metrics::Metrics,
+}
+
+impl H2Watch<'_> {
+    /// Whether responses have waited for the client (or our bytes for its reads) longer
+    /// than `send_timeout`.
+    fn stalled(&self, now: Instant) -> bool {
+        let waited = self.conn.sending.stalled_for(now);
+        let blocked = self.watch.blocked_for(now);
+        waited.max(blocked).is_some_and(|d| d > self.send_timeout)
+    }
+
+    /// Count the GOAWAY that ended the connection, if the gateway sent one for a fault:
+    /// the guard's, or h2's own (its error, under hyper's, says so).
+    fn count(&self, ended: Option<&hyper::Error>) {
+        if self.watch.ended().is_some() {
+            self.metrics.h2_goaway(h2::Reason::ENHANCE_YOUR_CALM);
+            return;
+        }
+        let mut source = ended.map(|e| e as &(dyn std::error::Error + 'static));
+        while let Some(e) = source {
+            if let Some(h2) = e.downcast_ref::<h2::Error>() {
+                if let (true, false, Some(reason)) = (h2.is_go_away(), h2.is_remote(), h2.reason())
+                    && reason != h2::Reason::NO_ERROR
+                {
+                    self.metrics.h2_goaway(reason);
+                }
+                return;
+            }
+            source = e.source();
+        }
+    }
+}
+
+/// Serve one HTTP/2 connection until it ends; on shutdown, finish the request in flight
+/// and refuse the next (GOAWAY), until the drain deadline. A client that takes none of its
+/// responses' bytes for `send_timeout` is ended (the guard's GOAWAY), and dropped if it
+/// has not closed `CLOSE_GRACE` later.
+async fn drive<C>(mut served: std::pin::Pin<Box<C>>, mut signals: Signals, h2: H2Watch<'_>)
 where
     C: GracefulConnection<Error = hyper::Error>,
 {
-    tokio::select! {
-        r = served.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+    // Checked twice per `send_timeout`: a stall ends between one and one and a half of it.
+    let every = h2.send_timeout / 2;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let mut drop_at: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            r = served.as_mut() => {
+                if let Err(e) = &r {
+                    tracing::debug!(peer = %h2.conn.peer, error = %e, "connection ended with an error");
+                }
+                h2.count(r.as_ref().err());
+                return;
             }
-            return;
+            _ = raised(&mut signals.stop) => break,
+            _ = tick.tick() => {
+                let now = Instant::now();
+                if drop_at.is_some_and(|at| now >= at) {
+                    h2.count(None);
+                    return;
+                }
+                if drop_at.is_none() && (h2.watch.ended().is_some() || h2.stalled(now)) {
+                    tracing::debug!(peer = %h2.conn.peer, "HTTP/2 client stalled or flooded: ending the connection");
+                    h2.watch.stop(Why::SendTimeout);
+                    drop_at = Some(now + CLOSE_GRACE);
+                    tick.reset_after(CLOSE_GRACE);
+                }
+            }
         }
-        _ = raised(&mut signals.stop) => {}
     }
     served.as_mut().graceful_shutdown();
     tokio::select! {
@@ -434,6 +512,7 @@ async fn establish(
         identity,
         framing: Arc::new(FramingSignals::default()),
         in_flight: std::sync::atomic::AtomicU32::new(0),
+        sending: Default::default(),
     });
     Some((tls, conn, flood))
 }

@@ -15,6 +15,7 @@ mod admin;
 mod admin_issuer;
 mod config_watch;
 mod connection;
+mod h2_guard;
 mod memory;
 mod reload;
 mod scanned;
