@@ -73,6 +73,7 @@ fn setup(mode: &str) -> Setup {
         identity: Some(identity),
         framing: Arc::new(FramingSignals::default()),
         in_flight: AtomicU32::new(0),
+        sending: Default::default(),
     };
     Setup {
         _pki: pki,

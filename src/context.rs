@@ -46,6 +46,38 @@ pub struct ConnContext {
     pub framing: Arc<crate::framing::scanner::FramingSignals>,
     /// Requests whose response has not been dropped yet (see [`InFlight`]).
     pub in_flight: AtomicU32,
+    /// Whether the client takes the responses it asked for (see [`Sending`]).
+    pub sending: Sending,
+}
+
+/// Responses waiting for the client to take their next bytes, and when a response last
+/// handed bytes over: a client that stops reading (or keeps its HTTP/2 window at zero)
+/// leaves responses waiting with no progress, which the server bounds (`send_timeout`).
+/// A response waiting on its upstream is not waiting for the client.
+#[derive(Debug, Default)]
+pub struct Sending {
+    waiting: AtomicU32,
+    /// `clock::mono_at` of the last progress.
+    progress_ns: AtomicU64,
+}
+
+impl Sending {
+    /// How long responses have waited for the client without progress, at `now`; `None`
+    /// when none is waiting.
+    pub fn stalled_for(&self, now: Instant) -> Option<std::time::Duration> {
+        if self.waiting.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let since = self.progress_ns.load(Ordering::Relaxed);
+        Some(std::time::Duration::from_nanos(
+            crate::clock::mono_at(now).saturating_sub(since),
+        ))
+    }
+
+    fn progress(&self) {
+        self.progress_ns
+            .store(crate::clock::mono_at(Instant::now()), Ordering::Relaxed);
+    }
 }
 
 impl ConnContext {
@@ -64,18 +96,37 @@ impl ConnContext {
 
 /// Counts one request as in flight on its connection from the service call until its
 /// response body is dropped (sent, or abandoned).
+/// The flag: whether the response is counted in `sending` as waiting for the client.
 #[derive(Debug)]
-pub struct InFlight(Arc<ConnContext>);
+pub struct InFlight(Arc<ConnContext>, bool);
 
 impl InFlight {
     pub fn start(conn: &Arc<ConnContext>) -> Self {
         conn.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(conn.clone())
+        InFlight(conn.clone(), false)
+    }
+
+    /// The response now waits for the client to take bytes (`true`: its head is ready, or
+    /// its body just handed bytes over) or for its upstream (`false`); `true` is progress.
+    pub fn waiting_for_client(&mut self, waiting: bool) {
+        let sending = &self.0.sending;
+        if waiting {
+            sending.progress();
+        }
+        if waiting != self.1 {
+            self.1 = waiting;
+            if waiting {
+                sending.waiting.fetch_add(1, Ordering::Relaxed);
+            } else {
+                sending.waiting.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        self.waiting_for_client(false);
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.0.framing.answered_one();
     }

@@ -297,7 +297,9 @@ pub fn http_builders(s: &crate::config::ServerSettings) -> HttpBuilders {
     let mut h2 = http2::Builder::new(TokioExecutor::new());
     h2.timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(s.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(250)
+        // HAProxy's default; each stream a client stops reading holds h2's send buffer and an
+        // upstream connection's read-ahead until `send_timeout`.
+        .max_concurrent_streams(100)
         // Bounds the rapid-reset attack (CVE-2023-44487) on top of h2's own defaults.
         .max_pending_accept_reset_streams(50)
         .keep_alive_interval(Some(Duration::from_secs(30)))

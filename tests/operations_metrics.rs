@@ -437,6 +437,7 @@ async fn the_exposition_is_valid_prometheus_text_and_no_label_carries_an_address
         ("portcullis_parked_connections", "gauge"),
         ("portcullis_tls_handshakes_total", "counter"),
         ("portcullis_tls_handshake_failures_total", "counter"),
+        ("portcullis_h2_goaway_total", "counter"),
         ("portcullis_config_reloads_total", "counter"),
         ("portcullis_config_last_success_timestamp_seconds", "gauge"),
         ("portcullis_certificate_expiry_timestamp_seconds", "gauge"),
@@ -532,7 +533,12 @@ async fn the_exposition_is_valid_prometheus_text_and_no_label_carries_an_address
                 "route" | "upstream" => routes.contains(v.as_str()),
                 "method" => methods.contains(v.as_str()),
                 "class" => ["1xx", "2xx", "3xx", "4xx", "5xx"].contains(&v.as_str()),
-                "reason" => !v.is_empty() && v.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                // snake_case; digits for HTTP/2's http_1_1_required
+                "reason" => {
+                    !v.is_empty()
+                        && v.bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                }
                 "version" => ["1.2", "1.3", "other", "unknown"].contains(&v.as_str()),
                 "result" => {
                     ["ok", "failed", "success", "failure", "hit", "miss"].contains(&v.as_str())

@@ -342,6 +342,9 @@ pub struct ServerSection {
     pub max_headers: Option<u64>,
     /// How long in-flight requests may run after SIGTERM/SIGINT. Default "30s".
     pub shutdown_timeout: Option<String>,
+    /// How long responses may wait for an HTTP/2 client that takes none of their bytes
+    /// (a zero flow-control window, or no reads) before the connection is ended. Default "60s".
+    pub send_timeout: Option<String>,
     /// Reload when the config file changes. Default true.
     pub watch_config: Option<bool>,
     /// Client headers with `_` in the name: "drop" (default), "refuse" (400) or "allow".

@@ -111,6 +111,8 @@ pub struct ServerSettings {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub shutdown_timeout: Duration,
+    /// How long responses may wait for an HTTP/2 client that takes none of their bytes.
+    pub send_timeout: Duration,
     pub watch_config: bool,
 }
 
@@ -124,6 +126,7 @@ impl Default for ServerSettings {
             max_header_bytes: 16 * 1024,
             max_headers: 100,
             shutdown_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(60),
             watch_config: true,
         }
     }

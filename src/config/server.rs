@@ -36,6 +36,7 @@ pub(super) fn server_settings(r: &mut Report, s: &ServerSection) -> ServerSettin
             .unwrap_or(d.max_headers),
         shutdown_timeout: duration(r, "server.shutdown_timeout", &s.shutdown_timeout)
             .unwrap_or(d.shutdown_timeout),
+        send_timeout: duration(r, "server.send_timeout", &s.send_timeout).unwrap_or(d.send_timeout),
         watch_config: s.watch_config.unwrap_or(d.watch_config),
     }
 }

@@ -26,6 +26,32 @@ impl UpstreamError {
     }
 }
 
+/// The HTTP/2 error codes (RFC 9113 7) as labels, in code order; a code outside the list
+/// (an extension) is "other".
+pub(super) const H2_REASONS: [&str; 15] = [
+    "no_error",
+    "protocol_error",
+    "internal_error",
+    "flow_control_error",
+    "settings_timeout",
+    "stream_closed",
+    "frame_size_error",
+    "refused_stream",
+    "cancel",
+    "compression_error",
+    "connect_error",
+    "enhance_your_calm",
+    "inadequate_security",
+    "http_1_1_required",
+    "other",
+];
+
+/// An HTTP/2 error code as a bounded label.
+pub(super) fn h2_reason_label(reason: h2::Reason) -> &'static str {
+    let code = usize::try_from(u32::from(reason)).unwrap_or(usize::MAX);
+    H2_REASONS[code.min(H2_REASONS.len() - 1)]
+}
+
 pub(super) const METHODS: [&str; 8] = [
     "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "OTHER",
 ];

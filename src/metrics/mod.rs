@@ -19,7 +19,7 @@ use crate::denial::Denial;
 pub use crate::denial::{ConnRefusal, HandshakeFailure};
 pub use labels::{RouteSeries, UpstreamError};
 
-use labels::{CLASSES, METHODS, Resolved, class_index, method_index};
+use labels::{CLASSES, H2_REASONS, METHODS, Resolved, class_index, h2_reason_label, method_index};
 
 mod labels;
 mod logs;
@@ -60,6 +60,8 @@ pub struct Metrics {
     upstream_target_healthy: prometheus::IntGaugeVec,
     handshakes: IntCounterVec,
     handshake_failures: IntCounterVec,
+    /// HTTP/2 connections the gateway ended with a GOAWAY for a fault, by error code.
+    h2_goaways: IntCounterVec,
     token_cache: IntCounterVec,
     tokens_cached: IntGauge,
     /// The token cache counts it has already folded in, per verifier (reset on reload).
@@ -246,6 +248,13 @@ impl Metrics {
             ),
             &["reason"],
         )?;
+        let h2_goaways = IntCounterVec::new(
+            Opts::new(
+                "portcullis_h2_goaway_total",
+                "HTTP/2 connections the gateway ended with a GOAWAY for the client's fault (a flood, a protocol error, a stalled reader), by error code.",
+            ),
+            &["reason"],
+        )?;
         let token_cache = IntCounterVec::new(
             Opts::new(
                 "portcullis_token_cache_lookups_total",
@@ -265,6 +274,7 @@ impl Metrics {
             &credential_grants,
             &handshakes,
             &handshake_failures,
+            &h2_goaways,
             &token_cache,
         ] {
             registry.register(Box::new(m.clone()))?;
@@ -280,6 +290,9 @@ impl Metrics {
         }
         for f in HandshakeFailure::ALL.iter().copied() {
             handshake_failures.with_label_values(&[f.label()]);
+        }
+        for r in H2_REASONS {
+            h2_goaways.with_label_values(&[r]);
         }
         for r in ["hit", "miss"] {
             token_cache.with_label_values(&[r]);
@@ -321,6 +334,7 @@ impl Metrics {
             upstream_target_healthy,
             handshakes,
             handshake_failures,
+            h2_goaways,
             token_cache,
             tokens_cached,
             token_cache_seen: Mutex::new((0, 0, 0)),
@@ -494,6 +508,19 @@ impl Metrics {
         self.handshake_failures
             .with_label_values(&[why.label()])
             .inc();
+    }
+
+    /// The gateway ended an HTTP/2 connection with a GOAWAY carrying `reason`.
+    pub fn h2_goaway(&self, reason: h2::Reason) {
+        self.h2_goaways
+            .with_label_values(&[h2_reason_label(reason)])
+            .inc();
+    }
+
+    pub fn h2_goaway_count(&self, reason: h2::Reason) -> u64 {
+        self.h2_goaways
+            .with_label_values(&[h2_reason_label(reason)])
+            .get()
     }
 
     /// Fold the verifier's cache counts into the counters (at scrape time, and before a

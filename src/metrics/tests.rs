@@ -66,3 +66,27 @@ fn a_reloaded_route_keeps_counting_in_the_same_series() {
     m.route_request(&after, "r", &Method::GET, StatusCode::OK, Duration::ZERO);
     assert_eq!(m.requests.with_label_values(&["r", "GET", "2xx"]).get(), 2);
 }
+
+#[test]
+fn goaway_reasons_are_the_h2_code_names_and_unknown_codes_are_other() {
+    let m = metrics();
+    m.h2_goaway(h2::Reason::ENHANCE_YOUR_CALM);
+    m.h2_goaway(h2::Reason::PROTOCOL_ERROR);
+    m.h2_goaway(h2::Reason::from(0x77));
+    let count = |r: &str| m.h2_goaways.with_label_values(&[r]).get();
+    assert_eq!(count("enhance_your_calm"), 1);
+    assert_eq!(count("protocol_error"), 1);
+    assert_eq!(count("other"), 1);
+    assert_eq!(
+        h2_reason_label(h2::Reason::HTTP_1_1_REQUIRED),
+        "http_1_1_required"
+    );
+    assert_eq!(h2_reason_label(h2::Reason::NO_ERROR), "no_error");
+    // Every code's series exists from the start: 15 labels, no more.
+    let series = m
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("portcullis_h2_goaway_total{"))
+        .count();
+    assert_eq!(series, H2_REASONS.len());
+}

@@ -224,7 +224,9 @@ impl ResponseBody {
     }
 
     /// Count the request in flight until this body is dropped.
-    pub fn hold(&mut self, in_flight: crate::context::InFlight) {
+    pub fn hold(&mut self, mut in_flight: crate::context::InFlight) {
+        // The head is ready: from here the client has to take the response.
+        in_flight.waiting_for_client(true);
         self.in_flight = Some(in_flight);
     }
 }
@@ -292,6 +294,11 @@ impl Body for ResponseBody {
             }
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
         };
+        if let Some(in_flight) = &mut this.in_flight {
+            // Bytes handed over wait for the client to take them; a pending body waits on
+            // its upstream, an ended one on nothing.
+            in_flight.waiting_for_client(matches!(polled, Poll::Ready(Some(Ok(_)))));
+        }
         if let (Poll::Ready(Some(Ok(frame))), Some(log)) = (&polled, &mut this.log) {
             if let Some(data) = frame.data_ref() {
                 log.bytes_out += data.len() as u64;
