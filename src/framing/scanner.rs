@@ -242,7 +242,7 @@ enum Framing {
 }
 
 fn read_framing(head: &[u8]) -> Framing {
-    let (mut length, mut te) = (None, false);
+    let (mut length, mut te, mut bad_length) = (None, false, false);
     let mut start = 0;
     // Every line after the request line; a line is the bytes after one LF up to the next.
     for lf in memchr::memchr_iter(b'\n', head) {
@@ -266,10 +266,20 @@ fn read_framing(head: &[u8]) -> Framing {
                 .and_then(|v| v.split(',').next())
                 .and_then(|v| v.trim().parse::<u64>().ok())
             else {
-                return Framing::Broken;
+                // hyper refuses it, unless a Transfer-Encoding came first: then hyper skips
+                // it unread, and the head still carries both.
+                bad_length = true;
+                continue;
             };
             length = Some(n);
         }
+    }
+    if bad_length {
+        return if te {
+            Framing::Ambiguous
+        } else {
+            Framing::Broken
+        };
     }
     match (te, length) {
         (true, Some(_)) => Framing::Ambiguous,

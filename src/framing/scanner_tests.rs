@@ -146,3 +146,17 @@ fn an_http2_preface_turns_the_scanner_off() {
         b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
     ));
 }
+
+/// Found by fuzzing: hyper reads a Content-Length that follows Transfer-Encoding no further
+/// (it neither checks nor keeps it), so a malformed one there does not end the connection.
+#[test]
+fn a_malformed_content_length_after_transfer_encoding_is_still_flagged() {
+    assert!(flagged(
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 6]]]\r\n\r\n0\r\n\r\n"
+    ));
+    assert!(flagged(
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: -1\r\n\r\n0\r\n\r\n"
+    ));
+    // Alone, a malformed length is refused by hyper: nothing to flag, nothing to follow.
+    assert!(!flagged(b"POST / HTTP/1.1\r\nContent-Length: 6]]]\r\n\r\n"));
+}
