@@ -13,7 +13,7 @@
 //! | 3. config | [`config`] |
 //! | 4. request path | [`generation`], [`context`], [`pipeline`], [`upstream`], [`issuer`], [`record`], [`metrics`] |
 //! | 5. the server | [`server`] |
-//! | 6. entry points | `main.rs`, [`cli`], [`demo`] |
+//! | 6. entry points | `main.rs`, [`cli`], [`demo`], `fuzzing` (the fuzz targets' way in) |
 //!
 //! # The request path
 //!
@@ -35,6 +35,8 @@ pub mod context;
 pub mod demo;
 pub mod denial;
 pub mod framing;
+#[doc(hidden)]
+pub mod fuzzing;
 mod generation;
 pub mod identity;
 pub mod ip_filter;

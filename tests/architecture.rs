@@ -45,6 +45,8 @@ const FLOORS: &[(&str, u8)] = &[
     ("main", 6),
     ("cli", 6),
     ("demo", 6),
+    // the fuzz targets' way in (`fuzz/`): an entry point, like the command line
+    ("fuzzing", 6),
     ("lib", 6),
 ];
 

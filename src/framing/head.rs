@@ -52,6 +52,33 @@ pub fn judge(head: &[u8], max_headers: usize) -> Result<Judged, Denial> {
     }
 }
 
+/// Judge the start of a head that has not ended yet: `Err` if hyper would already refuse
+/// it (httparse fails before the end: a bad byte in the request line, a NUL, too many
+/// headers), so the client is answered now instead of at its head deadline.
+pub fn judge_start(start: &[u8], max_headers: usize) -> Result<(), Denial> {
+    if max_headers <= STACK_HEADERS {
+        let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); STACK_HEADERS];
+        start_with(start, &mut slots[..max_headers])
+    } else {
+        let mut slots = vec![MaybeUninit::<httparse::Header<'_>>::uninit(); max_headers];
+        start_with(start, &mut slots)
+    }
+}
+
+fn start_with<'b>(
+    start: &'b [u8],
+    slots: &mut [MaybeUninit<httparse::Header<'b>>],
+) -> Result<(), Denial> {
+    let mut req = httparse::Request::new(&mut []);
+    match httparse::ParserConfig::default()
+        .parse_request_with_uninit_headers(&mut req, start, slots)
+    {
+        Ok(_) => Ok(()),
+        Err(httparse::Error::TooManyHeaders) => Err(Denial::Head(HeadRefusal::TooManyHeaders)),
+        Err(_) => Err(Denial::Head(HeadRefusal::Malformed)),
+    }
+}
+
 fn judge_with<'b>(
     head: &'b [u8],
     slots: &mut [MaybeUninit<httparse::Header<'b>>],

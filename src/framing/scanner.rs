@@ -237,8 +237,8 @@ impl Scanner {
                             data = &data[blank + end..];
                         }
                         None => {
-                            if data.len() >= self.max_head {
-                                self.refuse(Denial::Head(HeadRefusal::TooLarge));
+                            if let Err(d) = self.judge_start(data) {
+                                self.refuse(d);
                                 return self.refused(released, total - data.len());
                             }
                             self.leading = blank;
@@ -271,11 +271,12 @@ impl Scanner {
                             data = &data[unit - before..];
                         }
                         None => {
-                            if self.head.len() >= self.max_head {
-                                self.head = Vec::new();
-                                self.refuse(Denial::Head(HeadRefusal::TooLarge));
+                            let head = std::mem::take(&mut self.head);
+                            if let Err(d) = self.judge_start(&head) {
+                                self.refuse(d);
                                 return self.refused(None, 0);
                             }
+                            self.head = head;
                             return Fed { released, pass: 0 };
                         }
                     }
@@ -324,6 +325,15 @@ impl Scanner {
                 false
             }
         }
+    }
+
+    /// The start of a head held back: refused if it is already too large, or if hyper
+    /// would already refuse what there is of it.
+    fn judge_start(&self, start: &[u8]) -> Result<(), Denial> {
+        if start.len() >= self.max_head {
+            return Err(Denial::Head(HeadRefusal::TooLarge));
+        }
+        head::judge_start(start, self.max_headers)
     }
 
     fn refuse(&mut self, d: Denial) {

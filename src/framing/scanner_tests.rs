@@ -257,3 +257,33 @@ fn after_an_upgrade_offer_bytes_wait_for_the_answer_then_pass_raw_or_are_scanned
     assert_eq!(s.upgrade_decided().as_deref(), Some(next));
     assert_eq!(flag.heads.load(Ordering::Relaxed), 2);
 }
+
+/// Found by fuzzing: hyper reads a Content-Length that follows Transfer-Encoding no further
+/// (it neither checks nor keeps it), so a malformed one there does not end the connection.
+#[test]
+fn a_malformed_content_length_after_transfer_encoding_is_still_flagged() {
+    assert!(flagged(
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 6]]]\r\n\r\n0\r\n\r\n"
+    ));
+    assert!(flagged(
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: -1\r\n\r\n0\r\n\r\n"
+    ));
+    // Alone, a malformed length is refused by hyper: nothing to flag, nothing to follow.
+    assert!(!flagged(b"POST / HTTP/1.1\r\nContent-Length: 6]]]\r\n\r\n"));
+}
+
+#[test]
+fn the_start_of_a_head_hyper_would_already_refuse_is_refused_without_waiting_for_its_end() {
+    for start in [&b"\r\0"[..], b"GET /a\0", b"GET / HTTP/1.1\r\nX-A: a\0"] {
+        let (seen, flag) = run_pieces(&[start], 16 * 1024);
+        assert!(seen.is_empty());
+        assert_eq!(
+            flag.refusal.get(),
+            Some(&Denial::Head(HeadRefusal::Malformed)),
+            "{start:?}"
+        );
+    }
+    // A clean start is only held.
+    let (seen, flag) = run_pieces(&[b"GET / HTTP/1.1\r\nX-A: a"], 16 * 1024);
+    assert!(seen.is_empty() && flag.refusal.get().is_none());
+}

@@ -33,7 +33,8 @@ pub(crate) use crate::config::issuer as config;
 mod endpoints;
 mod fleet;
 pub(crate) mod keys;
-mod request;
+// `pub(crate)`: the fuzzing facade reaches the form parser.
+pub(crate) mod request;
 mod throttle;
 mod tokens;
 

@@ -36,7 +36,8 @@ mod keyset;
 mod revocations;
 mod scopes;
 mod upstream;
-mod verify;
+// `pub(crate)`: the fuzzing facade reaches the split and claim checks.
+pub(crate) mod verify;
 
 #[cfg(test)]
 mod tests;

@@ -250,7 +250,13 @@ impl Vault {
             path: path.to_owned(),
             source,
         })?;
-        let file: File = serde_json::from_str(&text)
+        Self::open_text(path, &text, master)
+    }
+
+    /// [`Vault::open`] on the file's text, read already (`path` is where it came from, for
+    /// errors and a later save). The fuzz target feeds it any bytes.
+    pub fn open_text(path: &Path, text: &str, master: &MasterKey) -> Result<Self, VaultError> {
+        let file: File = serde_json::from_str(text)
             .map_err(|e| VaultError::Format(path.to_owned(), e.to_string()))?;
         if file.version != 1 {
             return Err(VaultError::Format(

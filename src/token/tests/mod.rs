@@ -7,6 +7,7 @@ mod binding;
 mod cache;
 mod config;
 mod jwks_server;
+mod split;
 
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
