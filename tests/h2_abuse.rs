@@ -131,6 +131,26 @@ impl Target {
         start.elapsed()
     }
 
+    /// One attack on a new raw HTTP/2 connection that h2 or the guard must end with GOAWAY
+    /// ENHANCE_YOUR_CALM, then every check of [`Target::survived`] with the ordinary
+    /// bounds. The ending, for the attack's own checks.
+    async fn calmed(&self, attack_name: &str, bytes: Vec<u8>) -> Ending {
+        let before = self.goaways("enhance_your_calm").await;
+        let tls = raw_h2(self).await;
+        let rss = Rss::watch(self);
+        let ending = attack(tls, bytes).await;
+        assert_goaway(attack_name, &ending, ENHANCE_YOUR_CALM);
+        self.survived(
+            attack_name,
+            &ending,
+            rss,
+            before,
+            (CLOSE_BOUND, RSS_BOUND_KIB),
+        )
+        .await;
+        ending
+    }
+
     /// The checks every attack ends with, and its line of figures; the peak RSS.
     async fn survived(
         &self,
@@ -380,9 +400,6 @@ fn assert_goaway(attack: &str, ending: &Ending, code: u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rapid_reset_is_ended_with_enhance_your_calm() {
     let t = Target::start().await;
-    let before = t.goaways("enhance_your_calm").await;
-    let tls = raw_h2(&t).await;
-    let rss = Rss::watch(&t);
     let block = request_block("/");
     let mut flood = Vec::new();
     for i in 0..1000u32 {
@@ -390,16 +407,7 @@ async fn rapid_reset_is_ended_with_enhance_your_calm() {
         flood.extend(frame(HEADERS, END_HEADERS | END_STREAM, id, &block));
         flood.extend(frame(RST_STREAM, 0, id, &0x8u32.to_be_bytes())); // CANCEL
     }
-    let ending = attack(tls, flood).await;
-    assert_goaway("rapid reset", &ending, ENHANCE_YOUR_CALM);
-    t.survived(
-        "rapid_reset",
-        &ending,
-        rss,
-        before,
-        (CLOSE_BOUND, RSS_BOUND_KIB),
-    )
-    .await;
+    t.calmed("rapid_reset", flood).await;
 }
 
 /// CVE-2024-27316 class: a HEADERS frame without END_HEADERS, then CONTINUATION frames
@@ -407,9 +415,6 @@ async fn rapid_reset_is_ended_with_enhance_your_calm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn continuation_flood_is_ended_with_enhance_your_calm() {
     let t = Target::start().await;
-    let before = t.goaways("enhance_your_calm").await;
-    let tls = raw_h2(&t).await;
-    let rss = Rss::watch(&t);
     let mut flood = frame(HEADERS, 0, 1, &request_block("/"));
     // Each CONTINUATION carries one small literal header, never END_HEADERS.
     let mut field = vec![0x00];
@@ -418,16 +423,7 @@ async fn continuation_flood_is_ended_with_enhance_your_calm() {
     for _ in 0..100_000 {
         flood.extend(frame(CONTINUATION, 0, 1, &field));
     }
-    let ending = attack(tls, flood).await;
-    assert_goaway("CONTINUATION flood", &ending, ENHANCE_YOUR_CALM);
-    t.survived(
-        "continuation_flood",
-        &ending,
-        rss,
-        before,
-        (CLOSE_BOUND, RSS_BOUND_KIB),
-    )
-    .await;
+    t.calmed("continuation_flood", flood).await;
 }
 
 /// SETTINGS frames, each of which the server must acknowledge, as fast as they can be
@@ -435,44 +431,19 @@ async fn continuation_flood_is_ended_with_enhance_your_calm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_flood_is_ended_with_enhance_your_calm() {
     let t = Target::start().await;
-    let before = t.goaways("enhance_your_calm").await;
-    let tls = raw_h2(&t).await;
-    let rss = Rss::watch(&t);
     // SETTINGS_ENABLE_PUSH = 0, again and again.
     let settings = frame(SETTINGS, 0, 0, &[0, 2, 0, 0, 0, 0]);
-    let flood = settings.repeat(100_000);
-    let ending = attack(tls, flood).await;
-    assert_goaway("SETTINGS flood", &ending, ENHANCE_YOUR_CALM);
+    let ending = t.calmed("settings_flood", settings.repeat(100_000)).await;
     assert_eq!(ending.debug(), "control_frame_flood");
-    t.survived(
-        "settings_flood",
-        &ending,
-        rss,
-        before,
-        (CLOSE_BOUND, RSS_BOUND_KIB),
-    )
-    .await;
 }
 
 /// PING frames, each of which the server must answer, as fast as they can be written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ping_flood_is_ended_with_enhance_your_calm() {
     let t = Target::start().await;
-    let before = t.goaways("enhance_your_calm").await;
-    let tls = raw_h2(&t).await;
-    let rss = Rss::watch(&t);
     let flood = frame(PING, 0, 0, b"floodpin").repeat(100_000);
-    let ending = attack(tls, flood).await;
-    assert_goaway("PING flood", &ending, ENHANCE_YOUR_CALM);
+    let ending = t.calmed("ping_flood", flood).await;
     assert_eq!(ending.debug(), "control_frame_flood");
-    t.survived(
-        "ping_flood",
-        &ending,
-        rss,
-        before,
-        (CLOSE_BOUND, RSS_BOUND_KIB),
-    )
-    .await;
 }
 
 /// An HPACK bomb: one 4000-byte header put in the dynamic table, then referenced 1000
@@ -481,25 +452,13 @@ async fn ping_flood_is_ended_with_enhance_your_calm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hpack_header_bomb_is_ended_with_enhance_your_calm() {
     let t = Target::start().await;
-    let before = t.goaways("enhance_your_calm").await;
-    let tls = raw_h2(&t).await;
-    let rss = Rss::watch(&t);
     let mut block = request_block("/");
     block.push(0x40); // literal with incremental indexing, new name: dynamic index 62
     hpack_str(&mut block, b"x-bomb");
     hpack_str(&mut block, &[b'b'; 4000]);
     block.extend(std::iter::repeat_n(0x80 | 62, 1000));
     let bomb = frame(HEADERS, END_HEADERS | END_STREAM, 1, &block);
-    let ending = attack(tls, bomb).await;
-    assert_goaway("HPACK bomb", &ending, ENHANCE_YOUR_CALM);
-    t.survived(
-        "hpack_bomb",
-        &ending,
-        rss,
-        before,
-        (CLOSE_BOUND, RSS_BOUND_KIB),
-    )
-    .await;
+    t.calmed("hpack_bomb", bomb).await;
 }
 
 /// A header list past `max_header_bytes` but under h2's abuse limit is not an attack h2
