@@ -54,73 +54,9 @@ fn run(pieces: &[&[u8]]) -> (bool, bool) {
     (seen.ambiguous, seen.between)
 }
 
-/// How hyper 1 frames a request body, from its `role.rs`.
-#[derive(Debug, PartialEq)]
-enum Body {
-    None,
-    Length(u64),
-    Chunked,
-}
-
-/// hyper's decision on a head httparse parsed: `None` if hyper refuses it, else its body
-/// framing and whether the head had both Content-Length and Transfer-Encoding.
-fn hyper_framing(req: &httparse::Request<'_, '_>) -> Option<(Body, bool)> {
-    http::Method::from_bytes(req.method?.as_bytes()).ok()?;
-    http::Uri::try_from(req.path?).ok()?;
-    let http11 = req.version? == 1;
-    let (mut body, mut cl, mut te, mut te_chunked, mut len) =
-        (Body::None, false, false, false, None);
-    for h in req.headers.iter() {
-        let name = http::HeaderName::from_bytes(h.name.as_bytes()).ok()?;
-        let value = http::HeaderValue::from_bytes(h.value).ok()?;
-        if name == http::header::TRANSFER_ENCODING {
-            if !http11 {
-                return None;
-            }
-            te = true;
-            te_chunked = value
-                .to_str()
-                .ok()
-                .and_then(|s| s.rsplit(',').next())
-                .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-            if te_chunked {
-                body = Body::Chunked;
-            }
-        } else if name == http::header::CONTENT_LENGTH {
-            cl = true;
-            if te {
-                continue;
-            }
-            let v = value.as_bytes();
-            if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
-                return None;
-            }
-            let n: u64 = std::str::from_utf8(v).ok()?.parse().ok()?;
-            match len {
-                Some(prev) if prev != n => return None,
-                Some(_) => {}
-                None => {
-                    // hyper refuses lengths past its DecodedLength maximum.
-                    if n > u64::MAX - 2 {
-                        return None;
-                    }
-                    len = Some(n);
-                    body = Body::Length(n);
-                }
-            }
-        }
-    }
-    if te && !te_chunked {
-        return None;
-    }
-    if te {
-        body = Body::Chunked;
-    }
-    if let Body::Length(0) = body {
-        body = Body::None;
-    }
-    Some((body, cl && te))
-}
+#[path = "../../tests/support/hyper_framing.rs"]
+mod hyper_framing;
+use hyper_framing::{Body, hyper_framing};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&cut, input)) = data.split_first() else {
