@@ -43,40 +43,47 @@ pub enum Framing {
 /// Judge `head` (a request line, header lines and the blank line that ends them; leading
 /// blank lines already skipped) with at most `max_headers` header lines.
 pub fn judge(head: &[u8], max_headers: usize) -> Result<Judged, Denial> {
-    if max_headers <= STACK_HEADERS {
-        let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); STACK_HEADERS];
-        judge_with(head, &mut slots[..max_headers])
-    } else {
-        let mut slots = vec![MaybeUninit::<httparse::Header<'_>>::uninit(); max_headers];
-        judge_with(head, &mut slots)
-    }
+    with_slots(max_headers, |slots| judge_with(head, slots))
 }
 
 /// Judge the start of a head that has not ended yet: `Err` if hyper would already refuse
 /// it (httparse fails before the end: a bad byte in the request line, a NUL, too many
 /// headers), so the client is answered now instead of at its head deadline.
 pub fn judge_start(start: &[u8], max_headers: usize) -> Result<(), Denial> {
+    with_slots(max_headers, |slots| {
+        parse(&mut httparse::Request::new(&mut []), start, slots).map(|_| ())
+    })
+}
+
+/// Run `f` with `max_headers` header slots: on the stack up to the usual limits, on the
+/// heap past them.
+fn with_slots<'b, R>(
+    max_headers: usize,
+    f: impl FnOnce(&mut [MaybeUninit<httparse::Header<'b>>]) -> R,
+) -> R {
     if max_headers <= STACK_HEADERS {
-        let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); STACK_HEADERS];
-        start_with(start, &mut slots[..max_headers])
+        let mut slots = [MaybeUninit::<httparse::Header<'b>>::uninit(); STACK_HEADERS];
+        f(&mut slots[..max_headers])
     } else {
-        let mut slots = vec![MaybeUninit::<httparse::Header<'_>>::uninit(); max_headers];
-        start_with(start, &mut slots)
+        f(&mut vec![
+            MaybeUninit::<httparse::Header<'b>>::uninit();
+            max_headers
+        ])
     }
 }
 
-fn start_with<'b>(
-    start: &'b [u8],
-    slots: &mut [MaybeUninit<httparse::Header<'b>>],
-) -> Result<(), Denial> {
-    let mut req = httparse::Request::new(&mut []);
-    match httparse::ParserConfig::default()
-        .parse_request_with_uninit_headers(&mut req, start, slots)
-    {
-        Ok(_) => Ok(()),
-        Err(httparse::Error::TooManyHeaders) => Err(Denial::Head(HeadRefusal::TooManyHeaders)),
-        Err(_) => Err(Denial::Head(HeadRefusal::Malformed)),
-    }
+/// httparse as hyper runs it (default settings), its errors as the refusals hyper answers.
+fn parse<'h, 'b>(
+    req: &mut httparse::Request<'h, 'b>,
+    bytes: &'b [u8],
+    slots: &'h mut [MaybeUninit<httparse::Header<'b>>],
+) -> Result<httparse::Status<usize>, Denial> {
+    httparse::ParserConfig::default()
+        .parse_request_with_uninit_headers(req, bytes, slots)
+        .map_err(|e| match e {
+            httparse::Error::TooManyHeaders => Denial::Head(HeadRefusal::TooManyHeaders),
+            _ => Denial::Head(HeadRefusal::Malformed),
+        })
 }
 
 fn judge_with<'b>(
@@ -85,14 +92,8 @@ fn judge_with<'b>(
 ) -> Result<Judged, Denial> {
     let malformed = Denial::Head(HeadRefusal::Malformed);
     let mut req = httparse::Request::new(&mut []);
-    match httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut req, head, slots)
-    {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(malformed),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(Denial::Head(HeadRefusal::TooManyHeaders));
-        }
-        Err(_) => return Err(malformed),
+    if parse(&mut req, head, slots)?.is_partial() {
+        return Err(malformed);
     }
     let (Some(target), Some(version)) = (req.path, req.version) else {
         return Err(malformed);
