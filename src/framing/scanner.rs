@@ -132,10 +132,9 @@ pub struct Fed {
 pub struct Scanner {
     state: State,
     /// A head (with the blank lines before it) that has not ended yet: held back from
-    /// hyper until it is complete and judged.
+    /// hyper until it is complete and judged. After an upgrade offer: what is held until
+    /// its answer.
     head: Vec<u8>,
-    /// How many bytes at the start of `head` are blank-line bytes.
-    leading: usize,
     max_head: usize,
     max_headers: usize,
     /// The head being followed offered an upgrade: once its body is read, hold what follows.
@@ -148,7 +147,6 @@ impl Scanner {
         Scanner {
             state: State::Head,
             head: Vec::new(),
-            leading: 0,
             max_head,
             max_headers,
             upgrade_after_body: false,
@@ -162,7 +160,6 @@ impl Scanner {
         Scanner {
             state: State::Off,
             head: Vec::new(),
-            leading: 0,
             max_head: 0,
             max_headers: 0,
             upgrade_after_body: false,
@@ -215,9 +212,8 @@ impl Scanner {
                 State::AwaitUpgrade => {
                     if self.head.len() + data.len() >= self.max_head {
                         // A client talking far ahead of an upgrade's answer.
-                        self.head = Vec::new();
-                        self.refuse(Denial::Head(HeadRefusal::TooLarge));
-                        return self.refused(released, total - data.len());
+                        let too_large = Denial::Head(HeadRefusal::TooLarge);
+                        return self.refuse(too_large, released, total - data.len());
                     }
                     self.head.extend_from_slice(data);
                     return Fed {
@@ -231,17 +227,15 @@ impl Scanner {
                         // The usual case: the whole head arrived in this read, judged
                         // where it lies, without a copy.
                         Some(end) => {
-                            if !self.judge(&data[..blank + end]) {
-                                return self.refused(released, total - data.len());
+                            if let Err(d) = self.judge(&data[..blank + end]) {
+                                return self.refuse(d, released, total - data.len());
                             }
                             data = &data[blank + end..];
                         }
                         None => {
                             if let Err(d) = self.judge_start(data) {
-                                self.refuse(d);
-                                return self.refused(released, total - data.len());
+                                return self.refuse(d, released, total - data.len());
                             }
-                            self.leading = blank;
                             self.head.extend_from_slice(data);
                             return Fed {
                                 released,
@@ -253,16 +247,13 @@ impl Scanner {
                 State::Head => {
                     let before = self.head.len();
                     self.head.extend_from_slice(data);
-                    if self.leading == before {
-                        self.leading += blank_prefix(data);
-                    }
-                    let from = before.saturating_sub(self.leading);
-                    match head_end(&self.head[self.leading..], from) {
+                    let blank = blank_prefix(&self.head);
+                    match head_end(&self.head[blank..], before.saturating_sub(blank)) {
                         Some(end) => {
-                            let unit = self.leading + end;
+                            let unit = blank + end;
                             let head = std::mem::take(&mut self.head);
-                            if !self.judge(&head[..unit]) {
-                                return self.refused(None, 0);
+                            if let Err(d) = self.judge(&head[..unit]) {
+                                return self.refuse(d, None, 0);
                             }
                             // hyper sees the held part, then this read from where it was.
                             let mut held = head;
@@ -271,12 +262,9 @@ impl Scanner {
                             data = &data[unit - before..];
                         }
                         None => {
-                            let head = std::mem::take(&mut self.head);
-                            if let Err(d) = self.judge_start(&head) {
-                                self.refuse(d);
-                                return self.refused(None, 0);
+                            if let Err(d) = self.judge_start(&self.head) {
+                                return self.refuse(d, None, 0);
                             }
-                            self.head = head;
                             return Fed { released, pass: 0 };
                         }
                     }
@@ -307,24 +295,15 @@ impl Scanner {
     }
 
     /// Judge a complete head with the blank lines before it (hyper skips those itself, so
-    /// they are judged with it): follow its body, or refuse it. `false`: refused.
-    fn judge(&mut self, unit: &[u8]) -> bool {
-        self.leading = 0;
+    /// they are judged with it), and follow its body.
+    fn judge(&mut self, unit: &[u8]) -> Result<(), Denial> {
         if unit.len() >= self.max_head {
-            self.refuse(Denial::Head(HeadRefusal::TooLarge));
-            return false;
+            return Err(Denial::Head(HeadRefusal::TooLarge));
         }
-        match head::judge(unit, self.max_headers) {
-            Ok(judged) => {
-                self.signals.heads.fetch_add(1, Ordering::Release);
-                self.enter(judged);
-                true
-            }
-            Err(d) => {
-                self.refuse(d);
-                false
-            }
-        }
+        let judged = head::judge(unit, self.max_headers)?;
+        self.signals.heads.fetch_add(1, Ordering::Release);
+        self.enter(judged);
+        Ok(())
     }
 
     /// The start of a head held back: refused if it is already too large, or if hyper
@@ -336,15 +315,12 @@ impl Scanner {
         head::judge_start(start, self.max_headers)
     }
 
-    fn refuse(&mut self, d: Denial) {
+    /// Refuse the head at `pass` (the connection answers it; nothing more is watched or
+    /// held). What the read may still pass: the bytes before that head.
+    fn refuse(&mut self, d: Denial, released: Option<Vec<u8>>, pass: usize) -> Fed {
         let _ = self.signals.refusal.set(d);
         self.state = State::Off;
-    }
-
-    /// What a read that ended in a refusal may still pass: the bytes before the head.
-    fn refused(&mut self, released: Option<Vec<u8>>, pass: usize) -> Fed {
         self.head = Vec::new();
-        self.leading = 0;
         Fed { released, pass }
     }
 
