@@ -96,25 +96,39 @@ impl ConnContext {
 
 /// Counts one request as in flight on its connection from the service call until its
 /// response body is dropped (sent, or abandoned).
-/// The flag: whether the response is counted in `sending` as waiting for the client.
 #[derive(Debug)]
-pub struct InFlight(Arc<ConnContext>, bool);
+pub struct InFlight {
+    conn: Arc<ConnContext>,
+    /// Whether the client's taking of this response is watched: on HTTP/2 only, the one
+    /// protocol whose stalled readers `send_timeout` ends, so HTTP/1 responses do not read
+    /// the clock per body frame for nothing.
+    watched: bool,
+    /// Whether the response is counted in `sending` as waiting for the client.
+    waiting: bool,
+}
 
 impl InFlight {
     pub fn start(conn: &Arc<ConnContext>) -> Self {
         conn.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(conn.clone(), false)
+        InFlight {
+            conn: conn.clone(),
+            watched: conn.alpn.as_deref() == Some(b"h2"),
+            waiting: false,
+        }
     }
 
     /// The response now waits for the client to take bytes (`true`: its head is ready, or
     /// its body just handed bytes over) or for its upstream (`false`); `true` is progress.
     pub fn waiting_for_client(&mut self, waiting: bool) {
-        let sending = &self.0.sending;
+        if !self.watched {
+            return;
+        }
+        let sending = &self.conn.sending;
         if waiting {
             sending.progress();
         }
-        if waiting != self.1 {
-            self.1 = waiting;
+        if waiting != self.waiting {
+            self.waiting = waiting;
             if waiting {
                 sending.waiting.fetch_add(1, Ordering::Relaxed);
             } else {
@@ -127,8 +141,8 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.waiting_for_client(false);
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0.framing.answered_one();
+        self.conn.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.conn.framing.answered_one();
     }
 }
 
