@@ -894,3 +894,85 @@ fn a_key_of_the_wrong_type_or_name_does_not_hide_the_other_problems() {
         "{err}"
     );
 }
+
+#[test]
+fn admin_identities_are_validated_entry_by_entry() {
+    let files = Files::new();
+    files.write("ops.token", &"o".repeat(40));
+    files.write("short.token", "too-short");
+    let admin = |extra: &str| {
+        format!(
+            "{VALID}\n[admin]\nbind = \"127.0.0.1:0\"\n\
+             [[admin.certificates]]\nchain = \"server.pem\"\nkey = \"server.key\"\n{extra}"
+        )
+    };
+    let ident = |body: &str| admin(&format!("[[admin.identities]]\n{body}\n"));
+    let cases = [
+        (
+            ident("name = \"ops\"\nrole = \"root\"\ntoken_file = \"ops.token\""),
+            "admin.identities[0].role",
+            "\"root\" is not a role",
+        ),
+        (
+            ident("name = \"ops\"\ntoken_file = \"ops.token\""),
+            "admin.identities[0].role",
+            "missing",
+        ),
+        (
+            ident("role = \"viewer\"\ntoken_file = \"ops.token\""),
+            "admin.identities[0].name",
+            "missing",
+        ),
+        (
+            ident("name = \"ops\"\nrole = \"viewer\""),
+            "admin.identities[0]",
+            "exactly one of token_file, pins or subject",
+        ),
+        (
+            ident(
+                "name = \"ops\"\nrole = \"viewer\"\ntoken_file = \"ops.token\"\nsubject = \"CN=x\"",
+            ),
+            "admin.identities[0]",
+            "exactly one",
+        ),
+        (
+            ident("name = \"ops\"\nrole = \"viewer\"\ntoken_file = \"short.token\""),
+            "admin.identities[0].token_file",
+            "shorter than 32",
+        ),
+        (
+            ident("name = \"ops\"\nrole = \"viewer\"\npins = [\"sha256/nope\"]"),
+            "admin.identities[0].pins[0]",
+            "",
+        ),
+        (
+            ident("name = \"ops\"\nrole = \"viewer\"\nsubject = \"CN=ops\""),
+            "admin.identities[0].subject",
+            "needs client_ca",
+        ),
+        (
+            admin(
+                "[[admin.identities]]\nname = \"a\"\nrole = \"viewer\"\ntoken_file = \"ops.token\"\n\
+                 [[admin.identities]]\nname = \"b\"\nrole = \"admin\"\ntoken_file = \"ops.token\"\n",
+            ),
+            "admin.identities[1]",
+            "same name or token",
+        ),
+    ];
+    for (text, key, needle) in &cases {
+        assert_error(&files, text, key, needle);
+    }
+    // Pins on a plain-HTTP admin listener cannot be checked.
+    let plain = format!(
+        "{VALID}\n[admin]\nbind = \"127.0.0.1:0\"\n[[admin.identities]]\nname = \"a\"\nrole = \"viewer\"\npins = [\"sha256/{}\"]\n",
+        "A".repeat(43) + "="
+    );
+    assert_error(&files, &plain, "admin.identities[0].pins", "need TLS");
+    // A public bind with identities by token is authenticated.
+    let public = format!(
+        "{VALID}\n[admin]\nbind = \"0.0.0.0:0\"\n[[admin.identities]]\nname = \"a\"\nrole = \"viewer\"\ntoken_file = \"ops.token\"\n"
+    );
+    files
+        .load(&public, in_2030())
+        .expect("token identities authenticate a public bind");
+}

@@ -540,9 +540,19 @@ async fn the_exposition_is_valid_prometheus_text_and_no_label_carries_an_address
                             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
                 }
                 "version" => ["1.2", "1.3", "other", "unknown"].contains(&v.as_str()),
-                "result" => {
-                    ["ok", "failed", "success", "failure", "hit", "miss"].contains(&v.as_str())
-                }
+                "result" => [
+                    "ok",
+                    "failed",
+                    "success",
+                    "failure",
+                    "hit",
+                    "miss",
+                    "allowed",
+                    "forbidden",
+                    "unauthorized",
+                ]
+                .contains(&v.as_str()),
+                "role" => ["none", "viewer", "operator", "admin"].contains(&v.as_str()),
                 "kind" => ["connect", "timeout", "exchange"].contains(&v.as_str()),
                 "protocol" => ["http1", "h2"].contains(&v.as_str()),
                 "target" => toml.contains(&format!("\"http://{v}\"")),

@@ -71,7 +71,16 @@ pub fn target(config: &Path) -> Result<Option<AdminTarget>, AdminCallError> {
             std::net::Ipv6Addr::LOCALHOST.into()
         });
     }
-    let token = match admin.token_file.as_deref() {
+    // The legacy token is an admin; else the first admin identity with a token file (the
+    // CLI changes issuer clients and keys, which need the admin role).
+    let token_file = admin.token_file.as_deref().or_else(|| {
+        admin
+            .identities
+            .iter()
+            .find(|i| i.role.as_deref() == Some("admin") && i.token_file.is_some())
+            .and_then(|i| i.token_file.as_deref())
+    });
+    let token = match token_file {
         None => None,
         Some(f) => {
             let path = config.parent().unwrap_or_else(|| Path::new(".")).join(f);

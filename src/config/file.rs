@@ -303,6 +303,30 @@ pub struct AdminSection {
     /// loopback bind) and its certificates' names. Other Host headers get 421, so a
     /// DNS-rebinding page cannot reach it under a name of its own.
     pub hosts: Option<Vec<String>>,
+    /// Named admin identities, each with a role (`viewer`, `operator`, `admin`). With none,
+    /// `token_file` (or, without it, a client certificate of `client_ca`, or loopback) is one
+    /// identity with the `admin` role.
+    #[serde(default)]
+    pub identities: Vec<AdminIdentitySection>,
+    /// The append-only audit trail: one JSON line per change made through the admin API.
+    pub audit_log: Option<String>,
+}
+
+/// One admin identity: exactly one of `token_file`, `pins` or `subject`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminIdentitySection {
+    /// Shown in the audit trail and the log.
+    pub name: Option<String>,
+    /// "viewer" (read), "operator" (reload, licenses) or "admin" (everything).
+    pub role: Option<String>,
+    /// A file holding this identity's bearer token (at least 32 characters).
+    pub token_file: Option<String>,
+    /// SPKI pins (`sha256/<base64>`) of this identity's client certificates.
+    pub pins: Option<Vec<String>>,
+    /// The RFC 4514 subject of this identity's client certificate (`CN=ops,O=Example`);
+    /// needs `client_ca`, since anyone can sign a certificate with any subject.
+    pub subject: Option<String>,
 }
 
 /// Header names for the client identity sent upstream. Client-sent copies of these

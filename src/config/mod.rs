@@ -2,6 +2,7 @@
 //! ready to serve). A snapshot is immutable; a reload builds a new one and swaps it in whole.
 
 mod admin;
+pub use admin::{AdminCredential, AdminIdentity, AdminRole};
 pub mod file;
 mod limits;
 mod listener;
@@ -153,11 +154,14 @@ pub struct ListenerPolicy {
 /// The admin listener's settings.
 pub struct AdminSettings {
     pub bind: SocketAddr,
-    /// SHA-256 of the bearer token; only the hash is kept in memory.
-    pub token_sha256: Option<[u8; 32]>,
+    /// Who may call it and with which role; never empty (a set-up without identities has
+    /// one: its token, its CA's clients, or loopback).
+    pub identities: Vec<AdminIdentity>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Canonical host names the admin API answers to besides its own address.
     pub hosts: Vec<Box<str>>,
+    /// The append-only audit trail file, if set (audit lines always go to the log too).
+    pub audit_log: Option<PathBuf>,
 }
 
 // === Loading ===

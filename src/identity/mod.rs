@@ -105,6 +105,43 @@ impl ClientIdentity {
     }
 }
 
+/// A subject in the form identities compare: RFC 4514 attributes with no space around the
+/// separators and upper-case attribute types, so `cn=ops, O=Example` written in a config
+/// matches the `CN=ops,O=Example` a certificate carries. Values keep their case.
+pub fn subject_key(subject: &str) -> String {
+    let mut out = String::with_capacity(subject.len());
+    let mut rest = subject;
+    while !rest.is_empty() {
+        // A separator is a ',' not escaped by a backslash.
+        let mut end = rest.len();
+        let mut escaped = false;
+        for (i, c) in rest.char_indices() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                ',' if !escaped => {
+                    end = i;
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        let part = rest[..end].trim();
+        if !out.is_empty() {
+            out.push(',');
+        }
+        match part.split_once('=') {
+            Some((kind, value)) => {
+                out.push_str(&kind.trim().to_ascii_uppercase());
+                out.push('=');
+                out.push_str(value.trim());
+            }
+            None => out.push_str(part),
+        }
+        rest = rest.get(end + 1..).unwrap_or("");
+    }
+    out
+}
+
 /// SHA-256 of `data`.
 pub fn sha256(data: &[u8]) -> [u8; 32] {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
@@ -177,6 +214,14 @@ mod tests {
     use rcgen::{CertificateParams, DnType, KeyPair};
 
     #[test]
+    fn subject_key_ignores_spacing_and_attribute_case_but_keeps_escaped_commas() {
+        assert_eq!(subject_key("cn=ops , o=Example"), "CN=ops,O=Example");
+        assert_eq!(subject_key(r"CN=Doe\, Jane,O=X"), r"CN=Doe\, Jane,O=X");
+        assert_ne!(subject_key("CN=ops"), subject_key("CN=Ops"));
+        assert_eq!(subject_key(""), "");
+    }
+
+    #[test]
     fn identity_carries_subject_sans_serial_and_the_spki_pin_of_the_key() {
         let key = KeyPair::generate().expect("key");
         let mut p = CertificateParams::new(vec![
@@ -194,6 +239,11 @@ mod tests {
         assert!(id.subject.contains("CN=agent-7"), "{}", id.subject);
         assert_eq!(id.sans, ["DNS:agent-7.example.com", "IP:10.1.2.3"]);
         assert_eq!(id.serial, "01ab");
+        // A subject written in a config matches the certificate's however it is spaced.
+        assert_eq!(
+            subject_key(&id.subject),
+            subject_key("cn=agent-7 ,  O=Acme")
+        );
         // The SPKI pin is the hash of the key alone: a second certificate for the same key pins the same.
         let again = CertificateParams::new(vec!["other".to_owned()])
             .expect("p")

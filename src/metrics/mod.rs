@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 use crate::config::Snapshot;
@@ -62,6 +62,10 @@ pub struct Metrics {
     handshake_failures: IntCounterVec,
     /// HTTP/2 connections the gateway ended with a GOAWAY for a fault, by error code.
     h2_goaways: IntCounterVec,
+    /// Admin API requests by role (`none`: unauthenticated) and result.
+    admin_requests: IntCounterVec,
+    /// Audit entries the audit file did not take (each is still in the log).
+    audit_failures: IntCounter,
     token_cache: IntCounterVec,
     tokens_cached: IntGauge,
     /// The token cache counts it has already folded in, per verifier (reset on reload).
@@ -255,6 +259,18 @@ impl Metrics {
             ),
             &["reason"],
         )?;
+        let admin_requests = IntCounterVec::new(
+            Opts::new(
+                "portcullis_admin_requests_total",
+                "Admin API requests, by the caller's role (none: not authenticated) and result (allowed, forbidden, unauthorized).",
+            ),
+            &["role", "result"],
+        )?;
+        let audit_failures = IntCounter::new(
+            "portcullis_audit_write_failures_total",
+            "Audit entries the audit_log file could not take (each is still written to the log).",
+        )?;
+        registry.register(Box::new(audit_failures.clone()))?;
         let token_cache = IntCounterVec::new(
             Opts::new(
                 "portcullis_token_cache_lookups_total",
@@ -275,6 +291,7 @@ impl Metrics {
             &handshakes,
             &handshake_failures,
             &h2_goaways,
+            &admin_requests,
             &token_cache,
         ] {
             registry.register(Box::new(m.clone()))?;
@@ -335,6 +352,8 @@ impl Metrics {
             handshakes,
             handshake_failures,
             h2_goaways,
+            admin_requests,
+            audit_failures,
             token_cache,
             tokens_cached,
             token_cache_seen: Mutex::new((0, 0, 0)),
@@ -521,6 +540,17 @@ impl Metrics {
         self.h2_goaways
             .with_label_values(&[h2_reason_label(reason)])
             .get()
+    }
+
+    /// An admin API request by a caller of `role` (`"none"` before authentication) ended
+    /// in `result`.
+    pub fn admin_request(&self, role: &str, result: &'static str) {
+        self.admin_requests.with_label_values(&[role, result]).inc();
+    }
+
+    /// The audit file did not take an entry.
+    pub fn audit_failed(&self) {
+        self.audit_failures.inc();
     }
 
     /// Fold the verifier's cache counts into the counters (at scrape time, and before a

@@ -3,6 +3,7 @@
 //! token elsewhere). Its refusals use the gateway's JSON shape.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -15,6 +16,9 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use super::admin_access;
+use super::admin_audit as audit;
+use crate::identity::ClientIdentity;
 use crate::request_id::{RequestId, X_REQUEST_ID};
 use crate::server::Gateway;
 use crate::state::licenses::{ActivationError, RevokeError};
@@ -33,7 +37,7 @@ pub(crate) async fn serve(
         let gateway = gateway.clone();
         let stop = connection_stop.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection(stream, gateway, stop).await {
+            if let Err(e) = connection(stream, peer, gateway, stop).await {
                 tracing::debug!(%peer, error = %e, "admin connection ended");
             }
         });
@@ -43,6 +47,7 @@ pub(crate) async fn serve(
 
 async fn connection(
     stream: TcpStream,
+    peer: SocketAddr,
     gateway: Arc<Gateway>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -55,11 +60,14 @@ async fn connection(
         .as_ref()
         .and_then(|a| a.tls.clone());
     let local = stream.local_addr()?;
-    let g = gateway.clone();
-    let service = service_fn(move |req| {
-        let g = g.clone();
-        async move { Ok::<_, Infallible>(handle(&g, req, local).await) }
-    });
+    let service = |cert: Option<ClientIdentity>| {
+        let at = Arc::new(Peer { local, peer, cert });
+        let g = gateway.clone();
+        service_fn(move |req| {
+            let (g, at) = (g.clone(), at.clone());
+            async move { Ok::<_, Infallible>(handle(&g, req, &at).await) }
+        })
+    };
     let http = auto::Builder::new(TokioExecutor::new());
     let timeout = std::time::Duration::from_secs(10);
     match tls {
@@ -67,7 +75,14 @@ async fn connection(
             let tls =
                 tokio::time::timeout(timeout, tokio_rustls::TlsAcceptor::from(cfg).accept(stream))
                     .await??;
-            let conn = http.serve_connection(TokioIo::new(tls), service);
+            // Digested once per connection, like the gateway's client identity.
+            let cert = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| ClientIdentity::from_der(c).ok());
+            let conn = http.serve_connection(TokioIo::new(tls), service(cert));
             tokio::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => r?,
@@ -75,7 +90,7 @@ async fn connection(
             }
         }
         None => {
-            let conn = http.serve_connection(TokioIo::new(stream), service);
+            let conn = http.serve_connection(TokioIo::new(stream), service(None));
             tokio::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => r?,
@@ -107,37 +122,105 @@ fn state_view(
     }
 }
 
-/// Route an admin request arriving at `local`.
-pub async fn handle(
-    gateway: &Gateway,
-    req: Request<Incoming>,
-    local: std::net::SocketAddr,
-) -> AdminResponse {
+/// Where an admin request came from: the listener address it reached, the client's address
+/// and its client certificate.
+pub(super) struct Peer {
+    local: SocketAddr,
+    peer: SocketAddr,
+    cert: Option<ClientIdentity>,
+}
+
+/// Check an admin request's origin, find who sent it and whether their role allows it, route
+/// it, and write the audit line of a request that changes something.
+async fn handle(gateway: &Gateway, req: Request<Incoming>, at: &Peer) -> AdminResponse {
     let id = RequestId::next();
-    // Before authentication: a page in a browser on this host, rebinding its own DNS name
-    // to 127.0.0.1, reaches the admin port with its own name in Host (421), and a page
-    // posting across origins carries its own Origin (403).
-    let own = {
-        let generation = gateway.shared().generation.load();
-        let snap = &generation.snapshot;
-        let hosts = snap
-            .admin
-            .as_ref()
-            .map(|a| a.hosts.clone())
-            .unwrap_or_default();
-        OwnNames { local, hosts }
+    let shared = gateway.shared();
+    let (own, caller, audit_log) = {
+        let generation = shared.generation.load();
+        let admin = generation.snapshot.admin.as_ref();
+        // Before authentication: a page in a browser on this host, rebinding its own DNS
+        // name to 127.0.0.1, reaches the admin port with its own name in Host (421), and a
+        // page posting across origins carries its own Origin (403).
+        let own = OwnNames {
+            local: at.local,
+            hosts: admin.map(|a| a.hosts.clone()).unwrap_or_default(),
+        };
+        let bearer = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim());
+        let identities = admin.map(|a| a.identities.as_slice()).unwrap_or_default();
+        let caller = admin_access::authenticate(identities, bearer, at.cert.as_ref());
+        (own, caller, admin.and_then(|a| a.audit_log.clone()))
     };
     if let Err(refusal) = check_origin(&own, &req) {
         return error(&id, refusal.status(), refusal.reason());
     }
-    if !authorized(gateway, &req) {
+    let Some(caller) = caller else {
+        shared.metrics.admin_request("none", "unauthorized");
         let mut resp = error(&id, StatusCode::UNAUTHORIZED, "unauthorized");
         resp.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer realm=\"portcullis-admin\""),
         );
         return resp;
+    };
+    let audited = admin_access::changes(req.method());
+    let (action, path_target) = admin_access::action(req.method(), req.uri().path());
+    let path_target = path_target.map(|t| audit::bounded(t).to_owned());
+    let resp = if caller.role < admin_access::required_role(req.method(), req.uri().path()) {
+        shared
+            .metrics
+            .admin_request(caller.role.label(), "forbidden");
+        error(&id, StatusCode::FORBIDDEN, "forbidden_for_role")
+    } else {
+        shared.metrics.admin_request(caller.role.label(), "allowed");
+        route(gateway, &id, req).await
+    };
+    if audited {
+        let target = resp
+            .extensions()
+            .get::<AuditTarget>()
+            .map(|t| audit::bounded(&t.0))
+            .or(path_target.as_deref());
+        let result = resp
+            .extensions()
+            .get::<ErrorReason>()
+            .map_or("ok", |r| &*r.0);
+        let entry = audit::Entry {
+            time: audit::Entry::time(shared.clock.now()),
+            identity: Some(&caller.name),
+            role: Some(caller.role.label()),
+            action,
+            target,
+            result,
+            status: resp.status().as_u16(),
+            request_id: id.as_str(),
+            peer: at.peer.to_string(),
+        };
+        if let Err(e) = audit::record(audit_log.as_deref(), &entry).await {
+            shared.metrics.audit_failed();
+            tracing::error!(error = %e, request_id = id.as_str(), "the audit_log file did not take an entry");
+        }
     }
+    resp
+}
+
+/// The target a change created (a new license's id, a new client's id), for the audit
+/// trail, when its path does not name it.
+#[derive(Debug, Clone)]
+pub(super) struct AuditTarget(pub Box<str>);
+
+/// The `error` of a refusal, for the audit trail.
+#[derive(Debug, Clone)]
+struct ErrorReason(Box<str>);
+
+/// Route an authorized admin request.
+async fn route(gateway: &Gateway, id: &RequestId, req: Request<Incoming>) -> AdminResponse {
+    let id = *id;
     let shared = gateway.shared();
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => {
@@ -304,7 +387,10 @@ async fn licenses(gateway: &Gateway, id: &RequestId, req: Request<Incoming>) -> 
             match outcome {
                 Ok(summary) => {
                     tracing::info!(license = %summary.id, customer = %summary.customer, machine = %summary.machine_id, "license activated");
-                    json(id, StatusCode::CREATED, &summary.to_json())
+                    let mut resp = json(id, StatusCode::CREATED, &summary.to_json());
+                    resp.extensions_mut()
+                        .insert(AuditTarget(summary.id.to_string().into()));
+                    resp
                 }
                 Err(e) => {
                     let (status, reason) = match &e {
@@ -426,8 +512,6 @@ pub(super) async fn read_body(req: Request<Incoming>) -> Result<Bytes, StatusCod
     }
 }
 
-/// With a token configured, every request needs `Authorization: Bearer <token>`; compared
-/// as SHA-256 digests in constant time, so timing says nothing about the token.
 /// The names the admin API answers to.
 struct OwnNames {
     local: std::net::SocketAddr,
@@ -521,26 +605,6 @@ fn check_origin<B>(own: &OwnNames, req: &Request<B>) -> Result<(), OriginRefusal
     Ok(())
 }
 
-fn authorized(gateway: &Gateway, req: &Request<Incoming>) -> bool {
-    let generation = gateway.shared().generation.load();
-    let snap = &generation.snapshot;
-    let Some(expected) = snap.admin.as_ref().and_then(|a| a.token_sha256) else {
-        return true;
-    };
-    let Some(presented) = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim())
-    else {
-        return false;
-    };
-    let digest = crate::identity::sha256(presented.as_bytes());
-    aws_lc_rs::constant_time::verify_slices_are_equal(&digest, &expected).is_ok()
-}
-
 pub(super) fn json(id: &RequestId, status: StatusCode, body: &serde_json::Value) -> AdminResponse {
     let mut text = serde_json::to_vec(body).unwrap_or_default();
     text.push(b'\n');
@@ -553,6 +617,9 @@ pub(super) fn json(id: &RequestId, status: StatusCode, body: &serde_json::Value)
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp.headers_mut().insert(X_REQUEST_ID, id.header_value());
+    if let Some(reason) = body.get("error").and_then(|e| e.as_str()) {
+        resp.extensions_mut().insert(ErrorReason(reason.into()));
+    }
     resp
 }
 

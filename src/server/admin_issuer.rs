@@ -16,7 +16,7 @@ use http::{HeaderValue, Method, Request, StatusCode, header};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
-use super::admin::{AdminResponse, error, json, read_body};
+use super::admin::{AdminResponse, AuditTarget, error, json, read_body};
 use crate::issuer::Issuer;
 use crate::issuer::clients::{self, NewClient, RegistryError};
 use crate::request_id::RequestId;
@@ -85,7 +85,10 @@ pub(super) async fn handle(
                     body["client_secret"] = secret
                         .as_ref()
                         .map_or(serde_json::Value::Null, |s| s.expose().into());
-                    no_store(json(id, StatusCode::CREATED, &body))
+                    let mut resp = no_store(json(id, StatusCode::CREATED, &body));
+                    resp.extensions_mut()
+                        .insert(AuditTarget(rec.id.as_str().into()));
+                    resp
                 }
                 Err(e) => registry_error(id, e),
             }

@@ -12,6 +12,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 mod admin;
+mod admin_access;
+mod admin_audit;
 mod admin_issuer;
 mod config_watch;
 mod connection;
@@ -190,7 +192,7 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
                 addr: a.bind,
                 source,
             })?;
-            tracing::info!(addr = %local, tls = a.tls.is_some(), token = a.token_sha256.is_some(), "admin listening");
+            tracing::info!(addr = %local, tls = a.tls.is_some(), identities = a.identities.len(), audit_log = a.audit_log.is_some(), "admin listening");
             Some((tcp, local))
         }
     };
