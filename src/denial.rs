@@ -58,6 +58,10 @@ pub enum Denial {
     /// repeated on HTTP/1.1, or differs from `:authority` on HTTP/2.
     #[error("invalid host")]
     InvalidHost,
+    /// The host the request names is not one the listener serves (its certificates' names
+    /// or its `hosts`), or not the name the client asked TLS for (SNI).
+    #[error("misdirected request")]
+    MisdirectedRequest,
     /// A header name has an underscore and the gateway is set to refuse those
     /// (`underscores_in_headers = "refuse"`).
     #[error("invalid header")]
@@ -141,6 +145,7 @@ impl Denial {
             Denial::Head(h) => h.status(),
             Denial::InvalidPath => StatusCode::BAD_REQUEST,
             Denial::InvalidHost => StatusCode::BAD_REQUEST,
+            Denial::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
             Denial::InvalidHeader => StatusCode::BAD_REQUEST,
             Denial::BadRequestBody => StatusCode::BAD_REQUEST,
             Denial::BadForwardedHeader => StatusCode::BAD_REQUEST,
@@ -172,6 +177,7 @@ impl Denial {
             Denial::Head(h) => h.reason(),
             Denial::InvalidPath => "invalid_path",
             Denial::InvalidHost => "invalid_host",
+            Denial::MisdirectedRequest => "misdirected_request",
             Denial::InvalidHeader => "invalid_header",
             Denial::BadRequestBody => "bad_request_body",
             Denial::BadForwardedHeader => "bad_forwarded_header",
@@ -206,6 +212,7 @@ impl Denial {
             | Denial::BadRequestBody => true,
             Denial::InvalidPath
             | Denial::InvalidHost
+            | Denial::MisdirectedRequest
             | Denial::InvalidHeader
             | Denial::BadForwardedHeader
             | Denial::ClientCertNotPinned

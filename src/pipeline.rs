@@ -2,8 +2,9 @@
 //! each stage lives in the module named after it.
 //!
 //! ```text
-//! accept -> proxy protocol -> tls -> identity -> framing -> ip_filter -> [issuer]
-//!        -> routing -> identity, ip_filter (route) -> license -> token -> upstream -> record
+//! accept -> proxy protocol -> tls -> identity -> framing -> ip_filter -> host names
+//!        -> [issuer] -> routing -> identity, ip_filter (route) -> license -> token
+//!        -> upstream -> record
 //! ```
 //! `[issuer]`: requests to the gateway's own token issuer's paths, on its listener, are
 //! answered by it instead of being routed.
@@ -36,10 +37,10 @@ pub enum Admitted {
 }
 
 /// Every policy stage, in order, on a request's head: framing, listener identity and IP
-/// lists, [issuer], routing, route identity and IP lists, license, token. Each stage's
-/// outcome goes into the exchange. No body, and no I/O unless the fleet shares its rate
-/// state (then a limit asks Redis): the same function decides for the server and for the
-/// pipeline bench, where nothing waits.
+/// lists, the listener's host names (421), [issuer], routing, route identity and IP lists,
+/// license, token. Each stage's outcome goes into the exchange. No body, and no I/O unless
+/// the fleet shares its rate state (then a limit asks Redis): the same function decides for
+/// the server and for the pipeline bench, where nothing waits.
 pub async fn admit<'g, B>(
     generation: &'g Generation,
     conn: &ConnContext,
@@ -66,6 +67,9 @@ pub async fn admit<'g, B>(
     let target = crate::routing::request_target(req.uri(), req.headers(), req.version())?;
     x.canonical_path = canonical_path(&target, req.uri())?;
     x.host = target.host_header();
+    // Only the listener's own names, and only the one TLS was opened for: a route cannot be
+    // reached under another name, the issuer's paths included.
+    crate::routing::names::check(&listener.names, conn.sni.as_deref(), target.host_name())?;
 
     // The gateway's own token issuer answers its paths on its listener, before routing:
     // its endpoints are not routes, and listener policy (pins, IP lists) still applied.

@@ -118,7 +118,8 @@ impl Target {
     async fn served_normally(&self) -> Duration {
         let start = Instant::now();
         let mut h2 = connect_h2(&self.pki, self.addr).await;
-        let authority = self.addr.to_string();
+        // The name its TLS asked for, as a browser sends it.
+        let authority = format!("localhost:{}", self.addr.port());
         let resp = h2
             .call(
                 h2_request("GET", &authority, "/fresh")
@@ -474,7 +475,7 @@ async fn a_header_list_past_max_header_bytes_gets_431_and_the_connection_serves_
     let (client, conn) = h2::client::handshake(tls).await.unwrap();
     tokio::spawn(conn);
     let mut client = client.ready().await.unwrap();
-    let big = http::Request::get(format!("https://{}/", t.addr))
+    let big = http::Request::get(format!("https://localhost:{}/", t.addr.port()))
         .header("x-big", "c".repeat(20 * 1024))
         .body(())
         .unwrap();
@@ -482,7 +483,7 @@ async fn a_header_list_past_max_header_bytes_gets_431_and_the_connection_serves_
     let resp = resp.await.unwrap();
     assert_eq!(resp.status(), 431);
     let mut client = client.ready().await.unwrap();
-    let small = http::Request::get(format!("https://{}/", t.addr))
+    let small = http::Request::get(format!("https://localhost:{}/", t.addr.port()))
         .body(())
         .unwrap();
     let (resp, _) = client.send_request(small, true).unwrap();
@@ -513,7 +514,7 @@ async fn a_zero_window_reader_is_ended_after_send_timeout() {
     let mut client = client;
     for _ in 0..50 {
         client = client.ready().await.unwrap();
-        let req = http::Request::get(format!("https://{}/big", t.addr))
+        let req = http::Request::get(format!("https://localhost:{}/big", t.addr.port()))
             .body(())
             .unwrap();
         let (resp, _) = client.send_request(req, true).unwrap();

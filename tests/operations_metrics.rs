@@ -27,10 +27,15 @@ const MTLS: &str = "client_auth = \"optional\"\nclient_ca = \"ca.pem\"";
 /// Admin on 127.0.0.1:0, one mTLS-optional listener, route `api` (GET and POST to the echo
 /// upstream) and route `down` (to a port where nothing listens).
 fn config(up: &Upstream) -> String {
+    config_with(up, "")
+}
+
+/// [`config`] with extra `keys` on the listener.
+fn config_with(up: &Upstream, keys: &str) -> String {
     format!(
         "{}[admin]\nbind = \"127.0.0.1:0\"\n\n{}{}{}",
         server("watch_config = false"),
-        listener("public", MTLS),
+        listener("public", &format!("{MTLS}\n{keys}")),
         route("api", "/api", &[&up.url()], "methods = [\"GET\", \"POST\"]"),
         route("down", "/down", &[&closed_port_url()], ""),
     )
@@ -376,21 +381,22 @@ async fn tls_handshakes_are_counted_by_version_and_open_connections_by_a_gauge()
 #[tokio::test]
 async fn the_exposition_is_valid_prometheus_text_and_no_label_carries_an_address_subject_or_token()
 {
+    const HOST: &str = "host-a81f.example";
     let pki = Pki::generate();
     let up = Upstream::echo("api").await;
-    let toml = config(&up);
+    // The probe's host is one the listener serves, reached by address (no SNI).
+    let toml = config_with(&up, &format!("hosts = [\"{HOST}\"]"));
     let gw = Gateway::start(pki.dir(), &toml).await;
     let admin = Admin::new(gw.admin_addr());
 
     const CN: &str = "cn-metrics-probe-9d41e";
     const TOKEN: &str = "tok-5b7c2e9a1f0d4c3b8a7e6d5c4b3a2f1e";
-    const HOST: &str = "host-a81f.example";
     const QUERY: &str = "QSECRET-77e1b0";
     const COOKIE: &str = "COOKIE-SECRET-0c4f";
     let machine = pki.new_client(CN);
     let tls = TlsClient::new(&pki)
         .identity(&machine)
-        .connect(gw.addr(), "localhost")
+        .connect(gw.addr(), "127.0.0.1")
         .await
         .expect("mTLS");
     let mut c = H1::handshake(tls).await.unwrap();

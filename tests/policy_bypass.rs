@@ -14,7 +14,7 @@ mod support;
 use std::time::Duration;
 
 use portcullis::denial::Denial;
-use support::raw::{RawResponse, raw_tls};
+use support::raw::{RawResponse, raw_tls_as};
 use support::*;
 
 const INVALID_PATH: &str = "invalid_path";
@@ -78,12 +78,17 @@ struct Setup {
 /// A gateway with one listener and the routes `routes(protected_url, open_url)` makes, in
 /// front of a protected and an open echo upstream.
 async fn start(routes: impl FnOnce(&str, &str) -> String) -> Setup {
+    start_with("", routes).await
+}
+
+/// [`start`] with extra `keys` on the listener.
+async fn start_with(keys: &str, routes: impl FnOnce(&str, &str) -> String) -> Setup {
     let pki = Pki::generate();
     let admin = Upstream::echo("admin").await;
     let open = Upstream::echo("open").await;
     let toml = format!(
         "{}{}",
-        listener("public", ""),
+        listener("public", keys),
         routes(&admin.url(), &open.url())
     );
     let gw = Gateway::start(pki.dir(), &toml).await;
@@ -108,9 +113,10 @@ async fn setup(extra: &str) -> Setup {
 }
 
 /// One raw HTTP/1.1 request on a fresh connection (so malformed targets reach the gateway
-/// as written).
+/// as written), dialled by address: no SNI, so the request may name any host the listener
+/// serves.
 async fn raw_request(s: &Setup, head: &str) -> RawResponse {
-    let mut conn = raw_tls(&s.pki, s.gw.addr()).await;
+    let mut conn = raw_tls_as(&s.pki, s.gw.addr(), "127.0.0.1").await;
     conn.send(head.as_bytes()).await.expect("send");
     conn.response(Duration::from_secs(10)).await.response()
 }
@@ -342,9 +348,10 @@ async fn path_parameters_are_refused_unless_the_route_allows_them_and_then_forwa
     assert_eq!(s.open.request_count(), 0);
 }
 
-/// A protected virtual host beside a host-less open route.
+/// A protected virtual host beside a host-less open route, on a listener serving
+/// `*.example.com`.
 async fn host_setup() -> Setup {
-    start(|secure, open| {
+    start_with("hosts = [\"*.example.com\"]", |secure, open| {
         format!(
             "{}{}{}",
             route(
@@ -452,7 +459,7 @@ async fn the_upstream_receives_the_canonical_host_it_was_routed_by() {
 
     // HTTP/2: :authority spelt with a trailing dot is the protected host too, and a Host
     // header naming another host than :authority is refused.
-    let mut h2 = connect_h2(&s.pki, s.gw.addr()).await;
+    let mut h2 = connect_h2_by_address(&s.pki, s.gw.addr()).await;
     let req = h2_request("GET", "secure.example.com.", "/")
         .body(empty())
         .expect("req");

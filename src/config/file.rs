@@ -403,6 +403,9 @@ pub struct ListenerSection {
     /// Server certificates; the first is the default, the others are chosen by SNI.
     #[serde(default)]
     pub certificates: Vec<CertificateSection>,
+    /// The host names served (`api.example.com`, `*.example.com`, an IP address); a request
+    /// naming another gets 421. Default: the certificates' DNS and IP names.
+    pub hosts: Option<Vec<String>>,
     /// SPKI pins (`sha256/<base64>`) admitted on this listener.
     pub pins: Option<Vec<String>>,
     /// Certificate SHA-256 fingerprints admitted on this listener.

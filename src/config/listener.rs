@@ -9,6 +9,8 @@ use crate::config::file::ListenerSection;
 use crate::identity::PinSet;
 use crate::ip_filter::{IpPolicy, IpSet};
 use crate::report::Report;
+use crate::routing::HostNames;
+use crate::routing::names::Name;
 use crate::tls::{self, ClientAuth, MinTls};
 
 pub(super) struct ListenerSkeleton {
@@ -22,6 +24,7 @@ pub(super) struct ListenerSkeleton {
     pub(super) forwarded_header: crate::ip_filter::ForwardedHeader,
     pub(super) proxy_protocol: bool,
     pub(super) flood: crate::limits::ConnFlood,
+    pub(super) names: HostNames,
 }
 
 pub(super) fn listener(
@@ -197,11 +200,18 @@ pub(super) fn listener(
         }
     }
 
+    let names = host_names(
+        r,
+        key,
+        l.hosts.as_deref(),
+        &certs,
+        certs.len() == l.certificates.len(),
+    );
     let flood = conn_flood(r, key, l, name.as_deref().unwrap_or("?"));
     let crls = client_crls(r, key, l, client_auth.as_ref(), now);
     let (name, bind, min_tls, client_auth, kx, crls) =
         (name?, bind?, min_tls?, client_auth?, kx?, crls?);
-    let flood = flood?;
+    let (flood, names) = (flood?, names?);
     let (pins, ip, trusted_proxies, forwarded_header) =
         (pins?, ip?, trusted_proxies?, forwarded_header?);
     if certs.len() != l.certificates.len() || certs.is_empty() {
@@ -231,12 +241,70 @@ pub(super) fn listener(
             forwarded_header,
             proxy_protocol,
             flood,
+            names,
         }),
         Err(e) => {
             r.error(key, format!("cannot build the TLS configuration: {e}"));
             None
         }
     }
+}
+
+/// `hosts`, or else the certificates' DNS and IP names: the names the listener serves.
+/// `certs_complete`: every certificate loaded, so what they cover is known.
+fn host_names(
+    r: &mut Report,
+    key: &str,
+    hosts: Option<&[String]>,
+    certs: &[tls::LoadedCert],
+    certs_complete: bool,
+) -> Option<HostNames> {
+    let mut from_certs = HostNames::default();
+    for c in certs {
+        // A SAN no client could match (a partial wildcard, say) is no name to serve.
+        for name in c.names.iter().filter_map(|n| Name::parse(n).ok()) {
+            from_certs.insert(name);
+        }
+        for ip in &c.ips {
+            from_certs.insert(Name::Ip(ip.to_canonical()));
+        }
+    }
+    let Some(hosts) = hosts else {
+        if certs_complete && !certs.is_empty() && from_certs.is_empty() {
+            r.warn(
+                format!("{key}.hosts"),
+                "not set, and the certificates carry no DNS or IP names: requests naming any host are served; list the names served (others get 421)",
+            );
+        }
+        return Some(from_certs);
+    };
+    if hosts.is_empty() {
+        r.error(
+            format!("{key}.hosts"),
+            "is empty: list the names served, or leave it out to serve the certificates' names",
+        );
+        return None;
+    }
+    let mut names = HostNames::default();
+    let mut ok = true;
+    for (j, h) in hosts.iter().enumerate() {
+        match Name::parse(h) {
+            Ok(name) => {
+                if certs_complete && !from_certs.covers(&name) {
+                    r.warn(
+                        format!("{key}.hosts[{j}]"),
+                        format!("\"{h}\" is not among the certificates' names: only clients that do not check the certificate's name (pinned ones) can reach it"),
+                    );
+                }
+                names.insert(name);
+            }
+            Err(e) => {
+                r.error(format!("{key}.hosts[{j}]"), format!("\"{h}\" {e}"));
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(names)
 }
 
 /// `client_crl` and `client_crl_expired`: readable CRLs, only beside a CA (`optional` or

@@ -149,6 +149,8 @@ pub struct ListenerPolicy {
     pub flood: crate::limits::ConnFlood,
     /// Earliest `not_after` among the listener's server certificates (for metrics and warnings).
     pub cert_not_after: SystemTime,
+    /// The host names served (`hosts`, else the certificates' names); others get 421.
+    pub names: crate::routing::HostNames,
 }
 
 /// The admin listener's settings.

@@ -326,6 +326,8 @@ pub fn build_snapshot(
             );
         }
         let route = Arc::new(route);
+        // Listeners of the route that do not serve its host (their names are known).
+        let mut unserved = Vec::new();
         for (sk, routes) in listeners.iter_mut() {
             if on.as_ref().is_none_or(|on| on.contains(&*sk.name)) {
                 if let Some(dup) = routes
@@ -340,8 +342,27 @@ pub fn build_snapshot(
                         ),
                     );
                 }
+                if route
+                    .host
+                    .as_deref()
+                    .is_some_and(|h| !sk.names.is_empty() && !sk.names.contains(h))
+                {
+                    unserved.push(format!("\"{}\"", sk.name));
+                }
                 routes.push(route.clone());
             }
+        }
+        // A warning, not an error: the route fails closed (421), and a renewed certificate
+        // that drops a name must still reload.
+        if let (Some(host), false) = (route.host.as_deref(), unserved.is_empty()) {
+            r.warn(
+                format!("{key}.host"),
+                format!(
+                    "\"{host}\" is not a name served by {} {} (its certificates' names or hosts): requests for it get 421 misdirected_request there",
+                    if unserved.len() == 1 { "listener" } else { "listeners" },
+                    unserved.join(", ")
+                ),
+            );
         }
     }
 
@@ -381,6 +402,7 @@ pub fn build_snapshot(
                 proxy_protocol: sk.proxy_protocol,
                 flood: sk.flood,
                 cert_not_after: sk.cert_not_after,
+                names: sk.names,
             })
         })
         .collect();

@@ -12,6 +12,7 @@
 //! route is `case_insensitive` and takes it).
 
 pub(crate) mod host;
+pub(crate) mod names;
 pub mod path;
 pub mod rewrite;
 
@@ -27,6 +28,7 @@ use crate::license::RouteLicense;
 use crate::token::RouteAuth;
 
 pub use host::CanonicalHost;
+pub use names::HostNames;
 pub use path::CanonicalPath;
 
 /// One compiled route.

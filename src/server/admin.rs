@@ -529,11 +529,7 @@ impl OwnNames {
         if name == "localhost" || name == "localhost.localdomain" {
             return ip.is_loopback();
         }
-        let literal = name.strip_prefix('[').and_then(|n| n.strip_suffix(']'));
-        literal
-            .unwrap_or(name)
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|n| n.to_canonical() == ip)
+        crate::routing::names::ip_literal(name).is_some_and(|n| n == ip)
     }
 }
 

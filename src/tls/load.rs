@@ -91,6 +91,9 @@ pub struct LoadedCert {
     pub key: Arc<CertifiedKey>,
     /// Lower-cased DNS names from the SAN extension (may start with `*.`).
     pub names: Vec<String>,
+    /// IP addresses from the SAN extension (a client reaching the listener by address
+    /// verifies the certificate against these).
+    pub ips: Vec<std::net::IpAddr>,
     pub not_after: SystemTime,
     /// Set when the certificate expires within [`EXPIRY_WARNING`] of `now`.
     pub expiry_warning: Option<String>,
@@ -212,7 +215,7 @@ pub fn load_server_cert(
         refuse_weak(chain, c)?;
     }
     let der = load_key(key)?;
-    let (names, not_before, not_after) = inspect_leaf(chain, &certs[0])?;
+    let (names, ips, not_before, not_after) = inspect_leaf(chain, &certs[0])?;
 
     let now_secs = unix_secs(now);
     if now_secs > not_after {
@@ -268,32 +271,42 @@ pub fn load_server_cert(
     Ok(LoadedCert {
         key: Arc::new(certified),
         names,
+        ips,
         not_after: SystemTime::UNIX_EPOCH + Duration::from_secs(not_after.max(0) as u64),
         expiry_warning,
     })
 }
 
-/// DNS SANs and validity bounds (unix seconds) of an end-entity certificate.
+/// DNS and IP SANs and validity bounds (unix seconds) of an end-entity certificate.
 fn inspect_leaf(
     path: &Path,
     der: &CertificateDer<'_>,
-) -> Result<(Vec<String>, i64, i64), TlsFileError> {
+) -> Result<(Vec<String>, Vec<std::net::IpAddr>, i64, i64), TlsFileError> {
     let bad = |reason: String| TlsFileError::BadCertificate {
         path: path.to_path_buf(),
         reason,
     };
     let (_, cert) = X509Certificate::from_der(der.as_ref()).map_err(|e| bad(e.to_string()))?;
     let validity = cert.validity();
-    let mut names = Vec::new();
+    let (mut names, mut ips) = (Vec::new(), Vec::new());
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for n in &san.value.general_names {
-            if let GeneralName::DNSName(d) = n {
-                names.push(d.to_ascii_lowercase());
+            match n {
+                GeneralName::DNSName(d) => names.push(d.to_ascii_lowercase()),
+                GeneralName::IPAddress(b) => {
+                    if let Ok(v4) = <[u8; 4]>::try_from(*b) {
+                        ips.push(std::net::IpAddr::from(v4));
+                    } else if let Ok(v6) = <[u8; 16]>::try_from(*b) {
+                        ips.push(std::net::IpAddr::from(v6));
+                    }
+                }
+                _ => {}
             }
         }
     }
     Ok((
         names,
+        ips,
         validity.not_before.timestamp(),
         validity.not_after.timestamp(),
     ))

@@ -37,6 +37,8 @@ pub struct TlsClient {
     suites: Option<Vec<rustls::SupportedCipherSuite>>,
     /// Key-exchange groups offered, most preferred first; None: the provider's defaults.
     kx: Option<Vec<&'static dyn rustls::crypto::SupportedKxGroup>>,
+    /// Verify the server's chain but not its names (see [`TlsClient::any_server_name`]).
+    any_server_name: bool,
 }
 
 impl TlsClient {
@@ -48,7 +50,16 @@ impl TlsClient {
             identity: None,
             suites: None,
             kx: None,
+            any_server_name: false,
         }
+    }
+
+    /// Verify the server's chain to the test CA but accept a certificate that does not
+    /// name the server: what an agent that pins the gateway's certificate does, and the
+    /// only way to reach a listener whose certificate carries no names.
+    pub fn any_server_name(mut self) -> Self {
+        self.any_server_name = true;
+        self
     }
 
     /// Offer exactly these key-exchange groups, in this order.
@@ -105,10 +116,22 @@ impl TlsClient {
         for r in &self.roots {
             roots.add(r.clone()).expect("add root");
         }
-        let builder = ClientConfig::builder_with_provider(provider)
+        let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&self.versions)
-            .expect("protocol versions")
-            .with_root_certificates(roots);
+            .expect("protocol versions");
+        let builder = if self.any_server_name {
+            let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .expect("server verifier");
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(ChainOnly(webpki)))
+        } else {
+            builder.with_root_certificates(roots)
+        };
         let mut cfg = match &self.identity {
             Some(id) => builder
                 .with_client_auth_cert(id.chain.clone(), id.key())
@@ -162,6 +185,54 @@ impl TlsClient {
         tokio::time::timeout(Duration::from_secs(20), connector.connect(name, tcp))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
+    }
+}
+
+/// A server certificate verifier that checks the chain (and signatures) but not the name.
+#[derive(Debug)]
+struct ChainOnly(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl rustls::client::danger::ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                NotValidForName | NotValidForNameContext { .. },
+            )) => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
     }
 }
 
@@ -279,21 +350,43 @@ pub fn h2_request(method: &str, authority: &str, path: &str) -> http::request::B
 
 /// TLS (default client, SNI localhost) + HTTP/1.1 handshake; panics on failure.
 pub async fn connect_h1(pki: &Pki, addr: SocketAddr) -> H1 {
-    let tls = TlsClient::new(pki)
-        .connect(addr, "localhost")
+    H1::handshake(tls_as(&TlsClient::new(pki), addr, "localhost").await)
         .await
-        .unwrap_or_else(|e| panic!("TLS connect to {addr}: {e}"));
-    H1::handshake(tls).await.unwrap()
+        .unwrap()
 }
 
 /// TLS (default client, ALPN h2, SNI localhost) + HTTP/2 handshake; panics on failure.
 pub async fn connect_h2(pki: &Pki, addr: SocketAddr) -> H2 {
-    let tls = TlsClient::new(pki)
-        .h2()
-        .connect(addr, "localhost")
+    H2::handshake(tls_as(&TlsClient::new(pki).h2(), addr, "localhost").await)
         .await
-        .unwrap_or_else(|e| panic!("TLS connect to {addr}: {e}"));
-    H2::handshake(tls).await.unwrap()
+        .unwrap()
+}
+
+/// TLS dialled by address (127.0.0.1: no SNI, the certificate's IP SAN is verified) +
+/// HTTP/1.1, as a client reaching the gateway by address does: no SNI ties the connection
+/// to a name, so any name the listener serves may be sent as Host.
+pub async fn connect_h1_by_address(pki: &Pki, addr: SocketAddr) -> H1 {
+    let ip = addr.ip().to_string();
+    H1::handshake(tls_as(&TlsClient::new(pki), addr, &ip).await)
+        .await
+        .unwrap()
+}
+
+/// [`connect_h1_by_address`] with ALPN h2 and HTTP/2.
+pub async fn connect_h2_by_address(pki: &Pki, addr: SocketAddr) -> H2 {
+    let ip = addr.ip().to_string();
+    H2::handshake(tls_as(&TlsClient::new(pki).h2(), addr, &ip).await)
+        .await
+        .unwrap()
+}
+
+/// `client`'s TLS to `addr` asking for `server_name` (an IP address: no SNI); panics on
+/// failure.
+pub async fn tls_as(client: &TlsClient, addr: SocketAddr, server_name: &str) -> Tls {
+    client
+        .connect(addr, server_name)
+        .await
+        .unwrap_or_else(|e| panic!("TLS connect to {addr} as {server_name}: {e}"))
 }
 
 /// One request on a fresh HTTP/1.1 connection; panics if no response comes back.

@@ -26,8 +26,8 @@ use http_body_util::BodyExt;
 
 pub use admin::Admin;
 pub use client::{
-    H1, H2, TestResponse, Tls, TlsClient, connect_h1, connect_h2, get, h2_request, request,
-    send_one,
+    H1, H2, TestResponse, Tls, TlsClient, connect_h1, connect_h1_by_address, connect_h2,
+    connect_h2_by_address, get, h2_request, request, send_one, tls_as,
 };
 pub use faulty::{Faulty, Mode};
 pub use gateway::{

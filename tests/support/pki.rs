@@ -239,6 +239,22 @@ impl Pki {
         self.write("expired-server.key", &key.serialize_pem());
     }
 
+    /// Writes `<stem>.pem`/`<stem>.key`: a server certificate from the CA with exactly
+    /// `sans` (DNS names, `*.` wildcards, IP addresses; none at all for an empty slice).
+    pub fn server_named(&self, stem: &str, sans: &[&str]) {
+        let key = KeyPair::generate().expect("key");
+        let cert = leaf(
+            &self.issuer,
+            &key,
+            stem,
+            sans,
+            ExtendedKeyUsagePurpose::ServerAuth,
+            Validity::Current,
+        );
+        self.write(&format!("{stem}.pem"), &cert.pem());
+        self.write(&format!("{stem}.key"), &key.serialize_pem());
+    }
+
     /// Writes `renewed-server.pem`/`.key`: a new key and certificate for localhost/127.0.0.1
     /// from the same CA, as a renewal would bring; returns the certificate.
     pub fn renewed_server(&self) -> CertificateDer<'static> {

@@ -129,11 +129,12 @@ pub async fn read_to_end_within<S: AsyncRead + Unpin>(
 
 /// A TLS connection (TLS 1.2/1.3, ALPN http/1.1, SNI localhost) for raw HTTP/1.1.
 pub async fn raw_tls(pki: &Pki, addr: SocketAddr) -> RawConn<Tls> {
-    let tls = TlsClient::new(pki)
-        .connect(addr, "localhost")
-        .await
-        .unwrap_or_else(|e| panic!("TLS connect to {addr}: {e}"));
-    RawConn::new(tls)
+    raw_tls_as(pki, addr, "localhost").await
+}
+
+/// A raw connection whose TLS asked for `server_name` (an IP address: no SNI at all).
+pub async fn raw_tls_as(pki: &Pki, addr: SocketAddr, server_name: &str) -> RawConn<Tls> {
+    RawConn::new(super::client::tls_as(&TlsClient::new(pki), addr, server_name).await)
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
