@@ -4,6 +4,9 @@
 #   benches/shared-bench.sh full          # mTLS + pin + IP allowlist + license + JWT
 #   benches/shared-bench.sh tls-upstream  # bare, upstream over TLS (HTTP/1.1), verified
 #   benches/shared-bench.sh h2-upstream   # bare, upstream over TLS with HTTP/2 (ALPN h2)
+#   benches/shared-bench.sh pq            # bare; every tlsload client offers the post-quantum
+#                                         # hybrid (X25519MLKEM768, then X25519) instead of the
+#                                         # bench's classic default, to price the hybrid handshake
 #   QUICK=1 TESTS="ka-tls13 close-tls13" benches/shared-bench.sh full
 # Extra variables (QUICK, TESTS, SETUPS, REPS, DURATION, ...) pass through to run.sh.
 #
@@ -14,7 +17,7 @@
 # upstream, on the load generator's CPU). nginx cannot speak HTTP/2 to an upstream, so in
 # h2-upstream its row is HTTP/1.1 over TLS.
 set -euo pipefail
-mode=${1:?usage: shared-bench.sh bare|full|tls-upstream|h2-upstream}
+mode=${1:?usage: shared-bench.sh bare|full|tls-upstream|h2-upstream|pq}
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bench="${SHARED_BENCH:-$root/../shared/bench/run.sh}"
 cd "$root"
@@ -32,9 +35,22 @@ export SETUPS="${SETUPS:-nginx1 haproxy1 gateway}"
 
 case "$mode" in
   bare|full) exec "$bench" ;;
+  pq)
+    # The shared bench has no key-exchange setting: run a copy whose tlsload calls add
+    # --kx x25519mlkem768 (the gateway runs its bare config, hybrid first by default).
+    export GATEWAY_CMD="$root/benches/gateway.sh bare"
+    copy="$work/shared-bench-pq"
+    rm -rf "$copy" && mkdir -p "$copy"
+    (cd "$(dirname "$bench")" && tar --exclude=./results --exclude=./run --exclude=./pki -cf - .) \
+      | tar -xf - -C "$copy"
+    sed -i 's|"$BIN/tlsload" --json|"$BIN/tlsload" --kx x25519mlkem768 --json|' "$copy/run.sh"
+    grep -q -- '--kx x25519mlkem768' "$copy/run.sh" || { echo "could not set --kx in $copy/run.sh" >&2; exit 1; }
+    "$copy/run.sh"
+    echo "results: $copy/results/latest/summary.md" >&2
+    exit 0 ;;
   tls-upstream) alpn=http/1.1; proto=http1 ;;
   h2-upstream) alpn=h2; proto=h2 ;;
-  *) echo "unknown mode $mode (bare, full, tls-upstream, h2-upstream)" >&2; exit 2 ;;
+  *) echo "unknown mode $mode (bare, full, tls-upstream, h2-upstream, pq)" >&2; exit 2 ;;
 esac
 
 cargo build --release --locked --example bench_upstream
