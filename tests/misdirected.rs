@@ -1,5 +1,6 @@
 //! Proves a listener answers only under the host names it serves (its certificates' DNS and
-//! IP names, or its `hosts`) and only under the name its TLS connection was opened for: any
+//! IP names, or its `hosts`) and only under names of the certificate its TLS connection was
+//! opened for (SNI): any
 //! other Host, absolute-form authority or HTTP/2 `:authority` gets 421 `misdirected_request`
 //! (JSON, request id, counted) before routing, so a catch-all route cannot be reached under
 //! another name. Real sockets, certificates made at test time.
@@ -50,10 +51,11 @@ async fn h1_as(client: &TlsClient, addr: SocketAddr, server_name: &str) -> H1 {
 /// A catch-all gateway whose one listener serves a certificate for `a.example.com` and
 /// `b.example.com`.
 async fn two_names(pki: &Pki) -> (Gateway, Upstream) {
-    pki.server_named("two", &["a.example.com", "b.example.com"]);
+    pki.server_named("a", &["a.example.com"]);
+    pki.server_named("b", &["b.example.com"]);
     catch_all(
         pki,
-        &listener_with_certs("public", "", &[("two.pem", "two.key")]),
+        &listener_with_certs("public", "", &[("a.pem", "a.key"), ("b.pem", "b.key")]),
     )
     .await
 }
@@ -148,7 +150,7 @@ async fn a_name_under_a_wildcard_certificate_is_served_and_one_outside_it_is_not
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_host_other_than_the_sni_gets_421_even_when_the_listener_serves_both() {
+async fn a_host_of_another_certificate_than_the_snis_gets_421_even_when_the_listener_serves_both() {
     let pki = Pki::generate();
     let (gw, up) = two_names(&pki).await;
     let client = TlsClient::new(&pki);
@@ -161,6 +163,20 @@ async fn a_host_other_than_the_sni_gets_421_even_when_the_listener_serves_both()
     assert_eq!(status(&mut b, "b.example.com").await, 200);
     assert_eq!(up.request_count(), 2);
     assert_eq!(gw.denial_count(Denial::MisdirectedRequest), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_serves_every_name_its_certificate_carries_as_browsers_reuse_it() {
+    let pki = Pki::generate();
+    pki.server_named("two", &["a.example.com", "b.example.com"]);
+    let (gw, up) = catch_all(
+        &pki,
+        &listener_with_certs("public", "", &[("two.pem", "two.key")]),
+    )
+    .await;
+    let mut c = h1_as(&TlsClient::new(&pki), gw.addr(), "a.example.com").await;
+    assert_eq!(status(&mut c, "b.example.com").await, 200);
+    assert_eq!(up.request_count(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

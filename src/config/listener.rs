@@ -260,14 +260,19 @@ fn host_names(
     certs_complete: bool,
 ) -> Option<HostNames> {
     let mut from_certs = HostNames::default();
+    let mut each = Vec::with_capacity(certs.len());
     for c in certs {
+        let mut own = HostNames::default();
         // A SAN no client could match (a partial wildcard, say) is no name to serve.
         for name in c.names.iter().filter_map(|n| Name::parse(n).ok()) {
-            from_certs.insert(name);
+            from_certs.insert(name.clone());
+            own.insert(name);
         }
         for ip in &c.ips {
             from_certs.insert(Name::Ip(ip.to_canonical()));
+            own.insert(Name::Ip(ip.to_canonical()));
         }
+        each.push(own);
     }
     let Some(hosts) = hosts else {
         if certs_complete && !certs.is_empty() && from_certs.is_empty() {
@@ -276,6 +281,7 @@ fn host_names(
                 "not set, and the certificates carry no DNS or IP names: requests naming any host are served; list the names served (others get 421)",
             );
         }
+        each.into_iter().for_each(|c| from_certs.add_certificate(c));
         return Some(from_certs);
     };
     if hosts.is_empty() {
@@ -304,6 +310,7 @@ fn host_names(
             }
         }
     }
+    each.into_iter().for_each(|c| names.add_certificate(c));
     ok.then_some(names)
 }
 

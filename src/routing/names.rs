@@ -71,9 +71,18 @@ pub struct HostNames {
     /// Parents of `*.` wildcards.
     wildcard_parents: HashSet<Box<str>>,
     ips: Vec<IpAddr>,
+    /// Each certificate's own names: a Host other than the SNI is served when one
+    /// certificate carries both (RFC 9113 9.1.1: the connection is authoritative for every
+    /// name of its certificate, so browsers reuse it for them).
+    certificates: Vec<HostNames>,
 }
 
 impl HostNames {
+    /// Record the names one certificate carries together.
+    pub fn add_certificate(&mut self, names: HostNames) {
+        self.certificates.push(names);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.exact.is_empty() && self.wildcard_parents.is_empty() && self.ips.is_empty()
     }
@@ -125,8 +134,8 @@ pub fn ip_literal(host: &str) -> Option<IpAddr> {
 }
 
 /// Refuses (421 `misdirected_request`) a request whose canonical host is not one of the
-/// listener's `names` (when it has any) or is not the name the client asked TLS for (`sni`,
-/// when it sent one). A request that names no host (HTTP/1.0 without Host) names no other
+/// listener's `names` (when it has any) or is neither the name the client asked TLS for
+/// (`sni`, when it sent one) nor another name of a certificate carrying that one. A request that names no host (HTTP/1.0 without Host) names no other
 /// one and passes. Ports are not compared: a listener is often reached through another port
 /// (a balancer, NAT, a container's port map), and routing ignores ports, so a port cannot
 /// lead to another route.
@@ -134,13 +143,16 @@ pub fn check(names: &HostNames, sni: Option<&str>, host: Option<&str>) -> Result
     let Some(host) = host else {
         return Ok(());
     };
-    if let Some(sni) = sni
-        && !sni
-            .strip_suffix('.')
-            .unwrap_or(sni)
-            .eq_ignore_ascii_case(host)
-    {
-        return Err(Denial::MisdirectedRequest);
+    if let Some(sni) = sni {
+        let sni = sni.strip_suffix('.').unwrap_or(sni);
+        if !sni.eq_ignore_ascii_case(host)
+            && !names
+                .certificates
+                .iter()
+                .any(|c| c.contains(sni) && c.contains(host))
+        {
+            return Err(Denial::MisdirectedRequest);
+        }
     }
     if !names.is_empty() && !names.contains(host) {
         return Err(Denial::MisdirectedRequest);
@@ -199,6 +211,20 @@ mod tests {
         ] {
             assert_eq!(Name::parse(entry), Err(why), "{entry}");
         }
+    }
+
+    #[test]
+    fn a_host_unlike_the_sni_is_served_only_when_one_certificate_carries_both() {
+        let mut n = names(&["localhost", "127.0.0.1", "api.example.com"]);
+        n.add_certificate(names(&["localhost", "127.0.0.1"]));
+        n.add_certificate(names(&["api.example.com"]));
+        // The connection's certificate is valid for the address as well as the name.
+        assert_eq!(check(&n, Some("localhost"), Some("127.0.0.1")), Ok(()));
+        // Another certificate's name is not reached over this one's connection.
+        assert_eq!(
+            check(&n, Some("localhost"), Some("api.example.com")),
+            Err(Denial::MisdirectedRequest)
+        );
     }
 
     #[test]

@@ -12,9 +12,6 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 mod admin;
-mod admin_access;
-mod admin_audit;
-mod admin_issuer;
 mod config_watch;
 mod connection;
 mod h1;

@@ -16,7 +16,7 @@ use http::{HeaderValue, Method, Request, StatusCode, header};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
-use super::admin::{AdminResponse, AuditTarget, error, json, read_body};
+use super::{AdminResponse, AuditTarget, error, json, read_body};
 use crate::issuer::Issuer;
 use crate::issuer::clients::{self, NewClient, RegistryError};
 use crate::request_id::RequestId;

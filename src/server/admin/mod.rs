@@ -1,6 +1,12 @@
-//! The admin listener: `GET /metrics`, `/healthz`, `/readyz`, `/config`, `POST /reload`.
-//! A separate listener (loopback by default; TLS with client certificates and/or a bearer
-//! token elsewhere). Its refusals use the gateway's JSON shape.
+//! The admin listener: `GET /metrics`, `/healthz`, `/readyz`, `/config`, `/upstreams`,
+//! `POST /reload`, licenses, and the issuer's clients and keys (`issuer.rs`). A separate
+//! listener (loopback by default; TLS with client certificates and/or tokens elsewhere).
+//! Each request is checked for its origin, then its identity and role (`access.rs`); every
+//! change tried is audited (`audit.rs`). Its refusals use the gateway's JSON shape.
+
+mod access;
+mod audit;
+mod issuer;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,8 +22,6 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use super::admin_access;
-use super::admin_audit as audit;
 use crate::identity::ClientIdentity;
 use crate::request_id::{RequestId, X_REQUEST_ID};
 use crate::server::Gateway;
@@ -153,7 +157,7 @@ async fn handle(gateway: &Gateway, req: Request<Incoming>, at: &Peer) -> AdminRe
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, t)| t.trim());
         let identities = admin.map(|a| a.identities.as_slice()).unwrap_or_default();
-        let caller = admin_access::authenticate(identities, bearer, at.cert.as_ref());
+        let caller = access::authenticate(identities, bearer, at.cert.as_ref());
         (own, caller, admin.and_then(|a| a.audit_log.clone()))
     };
     if let Err(refusal) = check_origin(&own, &req) {
@@ -168,10 +172,10 @@ async fn handle(gateway: &Gateway, req: Request<Incoming>, at: &Peer) -> AdminRe
         );
         return resp;
     };
-    let audited = admin_access::changes(req.method());
-    let (action, path_target) = admin_access::action(req.method(), req.uri().path());
+    let audited = access::changes(req.method());
+    let (action, path_target) = access::action(req.method(), req.uri().path());
     let path_target = path_target.map(|t| audit::bounded(t).to_owned());
-    let resp = if caller.role < admin_access::required_role(req.method(), req.uri().path()) {
+    let resp = if caller.role < access::required_role(req.method(), req.uri().path()) {
         shared
             .metrics
             .admin_request(caller.role.label(), "forbidden");
@@ -332,7 +336,7 @@ async fn route(gateway: &Gateway, id: &RequestId, req: Request<Incoming>) -> Adm
             if path == "/clients" || path.starts_with("/clients/") || path == "/keys/rotate" =>
         {
             let issuer = shared.generation.load().issuer.clone();
-            super::admin_issuer::handle(issuer, &id, req, shared.clock.now()).await
+            issuer::handle(issuer, &id, req, shared.clock.now()).await
         }
         _ => error(&id, StatusCode::NOT_FOUND, "not_found"),
     }
