@@ -182,6 +182,10 @@ pub struct Exchange<'g> {
     pub host: Option<HeaderValue>,
     /// Index of the route's target the request went to.
     pub target: Option<usize>,
+    /// Attempts sent upstream (retries and failovers are the attempts past the first).
+    pub attempts: u32,
+    /// From the last attempt's send to its response head (or its failure).
+    pub upstream_time: Option<std::time::Duration>,
     /// Request body bytes streamed upstream (absent: the request has no body).
     pub bytes_in: Option<Arc<AtomicU64>>,
     /// In-flight slots the limits stage took, held until the response body is done.
@@ -213,6 +217,8 @@ impl<'g> Exchange<'g> {
             canonical_path: None,
             host: None,
             target: None,
+            attempts: 0,
+            upstream_time: None,
             bytes_in: None,
             slots: Vec::new(),
         }
@@ -225,27 +231,37 @@ impl<'g> Exchange<'g> {
             .or_else(|| self.issuer.clone())
     }
 
-    /// The access-log line, once the response status is known.
+    /// The access-log line, once the response status is known. The request's usage is
+    /// counted in `usage` when it has a license or a token client.
     pub fn into_access_line(
         self,
-        listener: Arc<str>,
+        conn: &Arc<ConnContext>,
         status: u16,
         denial: Option<crate::denial::Denial>,
+        usage: &Arc<crate::usage::Usage>,
     ) -> AccessLine {
+        let counted = self.license_id.is_some()
+            || self.claims.as_ref().is_some_and(|c| c.client_id.is_some());
         AccessLine {
             route: self.route_name(),
             request_id: self.request_id,
-            listener,
+            conn: Arc::clone(conn),
             method: self.method,
             path: self.path,
+            host: self.host,
             status,
             denial,
             started: self.started,
             client_ip: self.client.ip,
+            license_id: self.license_id,
+            claims: self.claims,
             target: self.target,
+            attempts: self.attempts,
+            upstream_time: self.upstream_time,
             bytes_in: self.bytes_in,
             bytes_out: 0,
             grpc_status: None,
+            usage: counted.then(|| Arc::clone(usage)),
         }
     }
 }

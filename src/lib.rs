@@ -54,4 +54,5 @@ pub mod state;
 mod tls;
 pub mod token;
 mod upstream;
+pub mod usage;
 pub mod vault;

@@ -26,6 +26,9 @@ struct Cli {
 enum LogFormat {
     Text,
     Json,
+    /// `key=value` pairs (values quoted and escaped where needed), as log shippers such as
+    /// Loki and Vector read them.
+    Logfmt,
 }
 
 #[derive(Subcommand)]
@@ -203,6 +206,18 @@ fn init_logging(format: LogFormat) {
                 tracing_subscriber::fmt::layer()
                     .json()
                     .flatten_event(true)
+                    .with_writer(std::io::stderr)
+                    .with_filter(flood),
+            )
+            .init(),
+        // tracing-logfmt (Embark Studios) quotes and escapes values, which the text format's
+        // `key=value` does not promise; writing logfmt ourselves would redo that escaping.
+        LogFormat::Logfmt => registry
+            .with(
+                tracing_logfmt::builder()
+                    .with_span_name(false)
+                    .with_span_path(false)
+                    .layer()
                     .with_writer(std::io::stderr)
                     .with_filter(flood),
             )

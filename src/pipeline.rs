@@ -205,7 +205,7 @@ pub async fn handle(
     generation: Arc<Generation>,
     metrics: &Metrics,
     clock: &crate::clock::Clock,
-    conn: &ConnContext,
+    conn: &Arc<ConnContext>,
     mut req: Request<Incoming>,
 ) -> Response<ResponseBody> {
     let now = clock.now();
@@ -296,7 +296,7 @@ pub async fn handle(
     let status = response.status().as_u16();
     // In-flight slots are held until the client has the whole body.
     response.body_mut().hold_slots(std::mem::take(&mut x.slots));
-    let mut line = x.into_access_line(conn.listener.clone(), status, denial);
+    let mut line = x.into_access_line(conn, status, denial, &metrics.usage);
     line.grpc_status = crate::record::grpc_status(response.headers());
     response.body_mut().attach_log(line);
     response
@@ -307,7 +307,7 @@ pub async fn handle(
 /// unknown (the head may not even have a request line), so the line says `-`.
 pub fn refused_head(
     metrics: &Metrics,
-    conn: &ConnContext,
+    conn: &Arc<ConnContext>,
     denial: Denial,
 ) -> (Response<bytes::Bytes>, crate::record::AccessLine) {
     let method = http::Method::from_bytes(b"-").unwrap_or_default();
@@ -316,6 +316,6 @@ pub fn refused_head(
     let response = denial.response(&x.request_id);
     metrics.request("-", &x.method, response.status(), x.started.elapsed());
     let status = response.status().as_u16();
-    let line = x.into_access_line(conn.listener.clone(), status, Some(denial));
+    let line = x.into_access_line(conn, status, Some(denial), &metrics.usage);
     (response, line)
 }

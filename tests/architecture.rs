@@ -38,6 +38,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("upstream", 4),
     ("issuer", 4),
     ("record", 4),
+    ("usage", 4),
     ("metrics", 4),
     // 5. the server
     ("server", 5),

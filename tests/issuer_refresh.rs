@@ -74,6 +74,14 @@ async fn presenting_a_retired_refresh_token_revokes_the_family_and_its_access_to
     .await
     .echo();
     Tokens::from(&refresh(&pki, gw.addr(), "erp-1", &secret, &other_family.refresh).await);
+
+    // The token endpoint's own metrics saw it all.
+    let m = gw.metrics();
+    let event = |e: &str| m.value("portcullis_issuer_events_total", &[("event", e)]);
+    assert_eq!(event("issued"), Some(2.0));
+    assert_eq!(event("refreshed"), Some(2.0));
+    assert_eq!(event("reuse_detected"), Some(1.0));
+    assert_eq!(event("refresh_refused"), Some(1.0));
 }
 
 #[tokio::test]

@@ -82,6 +82,10 @@ async fn revoking_a_refresh_token_ends_its_family_and_its_access_tokens() {
     assert_oauth_error(&again, 400, "invalid_grant");
     let resp = send_one(&pki, gw.addr(), get_with_token("/api/x", &t.access)).await;
     resp.assert_denied(401, "token_invalid");
+    let revoked = gw
+        .metrics()
+        .value("portcullis_issuer_events_total", &[("event", "revoked")]);
+    assert_eq!(revoked, Some(1.0), "the revocation is a metric");
 }
 
 #[tokio::test]

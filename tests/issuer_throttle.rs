@@ -61,6 +61,12 @@ async fn five_wrong_secrets_throttle_the_client_id_with_429_and_retry_after() {
     .await;
     assert_eq!(resp.status, 429);
 
+    // The token endpoint's metrics count both, with no client id in a label.
+    let m = gw.metrics();
+    let event = |e: &str| m.value("portcullis_issuer_events_total", &[("event", e)]);
+    assert_eq!(event("auth_failed"), Some(5.0));
+    assert_eq!(event("throttled"), Some(2.0));
+
     // Other clients from the same address are not affected.
     client_credentials(&pki, gw.addr(), "other", &other).await;
     // When the window ends, the client is free again.

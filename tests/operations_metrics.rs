@@ -564,7 +564,17 @@ async fn the_exposition_is_valid_prometheus_text_and_no_label_carries_an_address
                 "target" => toml.contains(&format!("\"http://{v}\"")),
                 "listener" => v == "public",
                 "backend" => ["embedded", "redis"].contains(&v.as_str()),
-                "source" => ["rustls", "h2", "hyper"].contains(&v.as_str()),
+                "source" => ["rustls", "h2", "hyper", "connection"].contains(&v.as_str()),
+                "event" => [
+                    "issued",
+                    "refreshed",
+                    "refresh_refused",
+                    "reuse_detected",
+                    "revoked",
+                    "auth_failed",
+                    "throttled",
+                ]
+                .contains(&v.as_str()),
                 "le" => v == "+Inf" || v.parse::<f64>().is_ok(),
                 _ => false,
             };

@@ -31,6 +31,7 @@
 pub mod clients;
 pub(crate) use crate::config::issuer as config;
 mod endpoints;
+pub mod events;
 mod fleet;
 pub(crate) mod keys;
 // `pub(crate)`: the fuzzing facade reaches the form parser.
@@ -98,6 +99,8 @@ struct Inner {
     keys_lock: Mutex<()>,
     /// A fleet resync is running (one at a time).
     resyncing: std::sync::atomic::AtomicBool,
+    /// What the token endpoint did, for the metrics.
+    events: Arc<events::Events>,
 }
 
 pub(crate) fn unix(t: SystemTime) -> u64 {
@@ -192,6 +195,7 @@ impl Issuer {
                 last_prune: AtomicU64::new(unix(now)),
                 keys_lock: Mutex::new(()),
                 resyncing: std::sync::atomic::AtomicBool::new(false),
+                events: Arc::default(),
             }),
         };
         issuer.publish()?;
@@ -229,6 +233,15 @@ impl Issuer {
     }
 
     /// The settings in force.
+    /// The token endpoint's event counts (shared: the metrics read them when scraped).
+    pub fn events(&self) -> &Arc<events::Events> {
+        &self.inner.events
+    }
+
+    pub(crate) fn count(&self, e: events::Event) {
+        self.inner.events.count(e);
+    }
+
     pub fn settings(&self) -> Arc<OwnIssuerSettings> {
         self.inner.settings.load_full()
     }

@@ -7,7 +7,7 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Counter, LabelPair, Metric, MetricFamily, MetricType};
 
 const NAME: &str = "portcullis_log_lines_suppressed_total";
-const HELP: &str = "Log lines from rustls, h2 or hyper (which a client can cause) left out of the log: one per source per minute is written.";
+const HELP: &str = "Log lines a client can cause left out of the log: from rustls, h2 or hyper one per source per minute is written, of refused connections 100 a second.";
 
 pub(super) struct LogFloodCollector {
     desc: Desc,
@@ -32,24 +32,39 @@ impl Collector for LogFloodCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let metrics = crate::record::flood::suppressed()
-            .map(|(source, n)| {
-                let mut label = LabelPair::default();
-                label.set_name("source".into());
-                label.set_value(source.into());
-                let mut c = Counter::default();
-                c.set_value(n as f64);
-                let mut m = Metric::default();
-                m.set_label(vec![label]);
-                m.set_counter(c);
-                m
-            })
-            .collect();
-        let mut f = MetricFamily::default();
-        f.set_name(NAME.into());
-        f.set_help(HELP.into());
-        f.set_field_type(MetricType::COUNTER);
-        f.set_metric(metrics);
-        vec![f]
+        vec![counter_family(
+            NAME,
+            HELP,
+            "source",
+            crate::record::flood::suppressed(),
+        )]
     }
+}
+
+/// A counter family with one label, from `(label value, count)` pairs read at scrape time.
+pub(super) fn counter_family<'a>(
+    name: &str,
+    help: &str,
+    label: &str,
+    counts: impl Iterator<Item = (&'a str, u64)>,
+) -> MetricFamily {
+    let metrics = counts
+        .map(|(value, n)| {
+            let mut pair = LabelPair::default();
+            pair.set_name(label.into());
+            pair.set_value(value.into());
+            let mut c = Counter::default();
+            c.set_value(n as f64);
+            let mut m = Metric::default();
+            m.set_label(vec![pair]);
+            m.set_counter(c);
+            m
+        })
+        .collect();
+    let mut f = MetricFamily::default();
+    f.set_name(name.into());
+    f.set_help(help.into());
+    f.set_field_type(MetricType::COUNTER);
+    f.set_metric(metrics);
+    f
 }

@@ -21,6 +21,7 @@ pub use labels::{RouteSeries, UpstreamError};
 
 use labels::{CLASSES, H2_REASONS, METHODS, Resolved, class_index, h2_reason_label, method_index};
 
+mod issuer;
 mod labels;
 mod logs;
 mod state;
@@ -72,6 +73,10 @@ pub struct Metrics {
     token_cache_seen: Mutex<(usize, u64, u64)>,
     /// The shared store's series, read from the store when scraped.
     state: std::sync::Arc<state::StateCollector>,
+    /// The token endpoint's counts, read from the issuer in force when scraped.
+    issuer: std::sync::Arc<issuer::IssuerCollector>,
+    /// Usage per license and per token client (`GET /usage`), counted by the access line.
+    pub usage: std::sync::Arc<crate::usage::Usage>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -324,6 +329,8 @@ impl Metrics {
         let state = std::sync::Arc::new(state::StateCollector::new()?);
         registry.register(Box::new(SharedCollector(std::sync::Arc::clone(&state))))?;
         registry.register(Box::new(logs::LogFloodCollector::new()?))?;
+        let issuer = std::sync::Arc::new(issuer::IssuerCollector::new()?);
+        registry.register(Box::new(SharedCollector(std::sync::Arc::clone(&issuer))))?;
         Ok(Metrics {
             registry,
             denials,
@@ -358,6 +365,8 @@ impl Metrics {
             tokens_cached,
             token_cache_seen: Mutex::new((0, 0, 0)),
             state,
+            issuer,
+            usage: std::sync::Arc::new(crate::usage::Usage::new()),
         })
     }
 
@@ -628,12 +637,18 @@ impl Metrics {
         }
         out
     }
+
+    /// The issuer's token endpoint whose counts the next scrape reads (`None`: no issuer).
+    pub fn set_issuer(&self, issuer: Option<&crate::issuer::Issuer>) {
+        self.issuer.set(issuer.map(crate::issuer::Issuer::events));
+    }
 }
 
-/// The registry owns its collectors; this lends it the one `Metrics` also keeps.
-struct SharedCollector(std::sync::Arc<state::StateCollector>);
+/// The registry owns its collectors; this lends it one that `Metrics` also keeps (to tell
+/// it, at scrape time or on reload, what to read).
+struct SharedCollector<C>(std::sync::Arc<C>);
 
-impl prometheus::core::Collector for SharedCollector {
+impl<C: prometheus::core::Collector> prometheus::core::Collector for SharedCollector<C> {
     fn desc(&self) -> Vec<&prometheus::core::Desc> {
         self.0.desc()
     }

@@ -51,6 +51,14 @@ pub(crate) async fn accept_loop(
     accept_until(tcp, &label, stop, this_listener_stop, |stream, peer| {
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             shared.metrics.refused(ConnRefusal::Limit);
+            crate::record::conn::Refused {
+                listener: &name,
+                peer,
+                origin: peer,
+                reason: ConnRefusal::Limit,
+                handshake: None,
+            }
+            .write(crate::clock::mono_at(Instant::now()) / 1_000_000);
             return;
         };
         let generation = shared.generation.load();
@@ -230,30 +238,36 @@ async fn establish(
 )> {
     let _ = stream.set_nodelay(true);
     let local = stream.local_addr().unwrap_or(peer);
-    let refuse = |why: ConnRefusal| {
-        shared.metrics.refused(why);
-        tracing::debug!(listener = &*policy.name, %peer, reason = why.label(), "connection refused");
-    };
-
     let mut origin = peer;
+    let refuse = |why: ConnRefusal, origin: SocketAddr, handshake: Option<HandshakeFailure>| {
+        shared.metrics.refused(why);
+        crate::record::conn::Refused {
+            listener: &policy.name,
+            peer,
+            origin,
+            reason: why,
+            handshake,
+        }
+        .write(crate::clock::mono_at(Instant::now()) / 1_000_000);
+    };
     let mut proxy_spoke_for_itself = false;
     if policy.proxy_protocol {
         if !policy.ip.trusted_proxies.contains(peer.ip()) {
-            refuse(ConnRefusal::ProxyProtocol);
+            refuse(ConnRefusal::ProxyProtocol, origin, None);
             return None;
         }
         match tokio::time::timeout_at(deadline, proxy_protocol::read_header(&mut stream)).await {
             Ok(Ok(Some(src))) => origin = src,
             Ok(Ok(None)) => proxy_spoke_for_itself = true,
             Ok(Err(_)) | Err(_) => {
-                refuse(ConnRefusal::ProxyProtocol);
+                refuse(ConnRefusal::ProxyProtocol, origin, None);
                 return None;
             }
         }
     }
     if !ip_filter::admits_connection(&policy.ip, origin.ip()) {
         // Closed before a single TLS byte: an unwanted peer costs no handshake.
-        refuse(ConnRefusal::IpNotAllowed);
+        refuse(ConnRefusal::IpNotAllowed, origin, None);
         return None;
     }
     // Flood control, also before TLS: one address opening connections too fast, or holding
@@ -265,7 +279,7 @@ async fn establish(
     {
         Ok(slot) => slot,
         Err(why) => {
-            refuse(why);
+            refuse(why, origin, None);
             return None;
         }
     };
@@ -276,13 +290,18 @@ async fn establish(
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             tracing::debug!(listener = &*policy.name, %peer, error = %e, "TLS handshake failed");
-            shared.metrics.handshake_failed(HandshakeFailure::of(&e));
-            refuse(ConnRefusal::Handshake);
+            let failure = HandshakeFailure::of(&e);
+            shared.metrics.handshake_failed(failure);
+            refuse(ConnRefusal::Handshake, origin, Some(failure));
             return None;
         }
         Err(_) => {
             shared.metrics.handshake_failed(HandshakeFailure::Timeout);
-            refuse(ConnRefusal::Handshake);
+            refuse(
+                ConnRefusal::Handshake,
+                origin,
+                Some(HandshakeFailure::Timeout),
+            );
             return None;
         }
     };

@@ -2,6 +2,7 @@
 //! idle release of its buffers, and the gateway's own answer to a head the framing scanner
 //! refused.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -32,7 +33,7 @@ pub(super) async fn serve_h1<S>(
     builder: &http1::Builder,
     mut io: H1Io,
     service: S,
-    conn: &ConnContext,
+    conn: &Arc<ConnContext>,
     idle: IdleRelease,
     mut signals: Signals,
     shared: &Shared,
@@ -143,7 +144,7 @@ pub(super) async fn serve_h1<S>(
 async fn answer_refused_head(
     mut io: H1Io,
     denial: crate::denial::Denial,
-    conn: &ConnContext,
+    conn: &Arc<ConnContext>,
     shared: &Shared,
 ) {
     use tokio::io::AsyncWriteExt;

@@ -245,6 +245,9 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
     });
     shared
         .metrics
+        .set_issuer(shared.generation.load().issuer.as_deref());
+    shared
+        .metrics
         .config_loaded(&shared.generation.load().snapshot, SystemTime::now());
     let quota_writer = spawn_quota_writer(Arc::clone(&shared), stop_rx.clone());
     crate::server::memory::spawn_trimmer(

@@ -222,6 +222,8 @@ impl Gateway {
             shared_state,
             Some(&previous),
         );
+        // The token endpoint's counts come from the issuer in force.
+        self.shared.metrics.set_issuer(generation.issuer.as_deref());
         self.shared.generation.store(Arc::new(generation));
         let mut closed = Vec::new();
         if let Ok(mut handles) = self.listeners.lock() {

@@ -369,6 +369,7 @@ pub async fn forward(
         };
         tried |= 1u64.checked_shl(index as u32).unwrap_or(0);
         x.target = Some(index);
+        x.attempts += 1;
         let target = &upstream.targets[index];
         let Some(mut req) = next.take().or_else(|| replay.as_ref().map(Head::request)) else {
             return Err(Denial::UpstreamUnavailable);
@@ -399,6 +400,7 @@ pub async fn forward(
             pool::send(&target.pool, &to, settings.connect_timeout, req, busy),
         )
         .await;
+        x.upstream_time = Some(sent_at.elapsed());
         let record = |outcome| {
             metrics.upstream(&route_parts.series, &route.name, sent_at.elapsed(), outcome)
         };

@@ -92,8 +92,9 @@ impl LogLine {
     }
 }
 
-/// Parse one line of `--log-format json` (flattened events) or the default text format
-/// (`<time> <LEVEL> <target>: <message> key=value ...`); `None` if it is neither.
+/// Parse one line of `--log-format json` (flattened events), `--log-format logfmt`
+/// (`ts=... level=info target=... key=value ...`) or the default text format
+/// (`<time> <LEVEL> <target>: <message> key=value ...`); `None` if it is none of them.
 pub fn parse_log_line(line: &str) -> Option<LogLine> {
     let trimmed = line.trim();
     if trimmed.starts_with('{') {
@@ -113,6 +114,27 @@ pub fn parse_log_line(line: &str) -> Option<LogLine> {
         return Some(LogLine {
             raw: line.to_owned(),
             json: true,
+            level,
+            target,
+            message,
+            fields,
+        });
+    }
+    if trimmed.starts_with("ts=") {
+        // `--log-format logfmt`: every part is `key=value`, the level lower-case.
+        let (_, mut fields) = parse_text_fields(trimmed);
+        let mut take = |k: &str| match fields.remove(k) {
+            Some(Value::String(s)) => s,
+            Some(other) => other.to_string(),
+            None => String::new(),
+        };
+        let level = take("level").to_ascii_uppercase();
+        let target = take("target");
+        let message = take("message");
+        take("ts");
+        return Some(LogLine {
+            raw: line.to_owned(),
+            json: false,
             level,
             target,
             message,

@@ -8,6 +8,7 @@ use crate::identity::ClientIdentity;
 use crate::issuer::Issuer;
 use crate::issuer::clients::{cert_matches, verify_secret};
 use crate::issuer::config::is_label;
+use crate::issuer::events::Event;
 use crate::issuer::request::{Credentials, OAuthError, Params, credentials};
 use crate::state::issuer::ClientRecord;
 
@@ -47,6 +48,7 @@ pub(super) async fn authenticate(
         .map_err(|retry| {
             // No client id: a throttled "id" may be anything, a pasted secret included.
             tracing::info!(%peer, retry_after_s = retry.as_secs(), "client authentication throttled");
+            issuer.count(Event::Throttled);
             OAuthError::throttled(retry)
         })?;
     let record = match &id {
@@ -97,6 +99,7 @@ pub(super) async fn authenticate(
                 %peer,
                 "client authentication failed"
             );
+            issuer.count(Event::AuthFailed);
             Err(OAuthError::invalid_client())
         }
     }

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::auth::authenticate;
 use super::{Resp, blocking};
 use crate::identity::ClientIdentity;
+use crate::issuer::events::Event;
 use crate::issuer::request::{OAuthError, json_response, read_params};
 use crate::issuer::tokens;
 use crate::issuer::{Issuer, unix};
@@ -81,6 +82,7 @@ where
             blocking(move || tokens::revoke_access(i.store(), &j, exp)).await??;
             issuer.revoked(&[(jti.clone(), exp)]);
             tracing::info!(client = %client_id, %jti, "access token revoked");
+            issuer.count(Event::Revoked);
         }
     } else {
         let i = issuer.clone();
@@ -89,6 +91,7 @@ where
         if let Some(r) = revoked {
             issuer.revoked(&r.access);
             tracing::info!(client = %client_id, family = %r.family, access_tokens_revoked = r.access.len(), "refresh token family revoked");
+            issuer.count(Event::Revoked);
         }
     }
     let mut resp = Response::new(Full::new(Bytes::new()));

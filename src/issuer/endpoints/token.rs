@@ -10,6 +10,7 @@ use serde_json::json;
 use super::auth::authenticate;
 use super::{Resp, blocking};
 use crate::identity::ClientIdentity;
+use crate::issuer::events::Event;
 use crate::issuer::request::{OAuthError, json_response, read_params, scope_list};
 use crate::issuer::tokens::{self, Minted, RefreshRefusal};
 use crate::issuer::{Issuer, unix};
@@ -97,6 +98,10 @@ where
         }
         Some(_) => return Err(OAuthError::unsupported_grant_type()),
     };
+    issuer.count(match params.get("grant_type") {
+        Some("refresh_token") => Event::Refreshed,
+        _ => Event::Issued,
+    });
     tracing::info!(
         client = %auth.client.id,
         grant = params.get("grant_type").unwrap_or(""),
@@ -114,6 +119,7 @@ fn refused(issuer: &Issuer, client: &ClientRecord, refusal: RefreshRefusal) -> O
     match refusal {
         RefreshRefusal::Invalid(why) => {
             tracing::info!(client = %client.id, reason = why, "refresh token refused");
+            issuer.count(Event::RefreshRefused);
             OAuthError::invalid_grant("the refresh token is invalid, expired or revoked")
         }
         RefreshRefusal::Reused {
@@ -121,6 +127,7 @@ fn refused(issuer: &Issuer, client: &ClientRecord, refusal: RefreshRefusal) -> O
             revoked_jtis,
         } => {
             issuer.revoked(&revoked_jtis);
+            issuer.count(Event::ReuseDetected);
             tracing::warn!(
                 client = %client.id,
                 %family,

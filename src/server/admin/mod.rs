@@ -326,7 +326,8 @@ async fn route(gateway: &Gateway, id: &RequestId, req: Request<Incoming>) -> Adm
                 )
             }
         },
-        (_, "/healthz" | "/readyz" | "/metrics" | "/config" | "/reload") => {
+        (&Method::GET, "/usage") => usage(&id, &shared.metrics.usage, req.uri().query()),
+        (_, "/healthz" | "/readyz" | "/metrics" | "/config" | "/reload" | "/usage") => {
             error(&id, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
         }
         (_, path) if path == "/licenses" || path.starts_with("/licenses/") => {
@@ -340,6 +341,39 @@ async fn route(gateway: &Gateway, id: &RequestId, req: Request<Incoming>) -> Adm
         }
         _ => error(&id, StatusCode::NOT_FOUND, "not_found"),
     }
+}
+
+/// `GET /usage?by=license|client`: requests, refusals and bytes per caller over the last
+/// minute, hour and day (see `crate::usage`), busiest first. The wall clock here and in the
+/// access line that counts them.
+fn usage(id: &RequestId, usage: &crate::usage::Usage, query: Option<&str>) -> AdminResponse {
+    let by = query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("by="))
+        .unwrap_or("license");
+    let Some(by) = crate::usage::By::parse(by) else {
+        return json(
+            id,
+            StatusCode::BAD_REQUEST,
+            &serde_json::json!({
+                "error": "bad_request",
+                "request_id": id.as_str(),
+                "detail": "by must be license or client",
+            }),
+        );
+    };
+    let now = crate::clock::unix_now();
+    json(
+        id,
+        StatusCode::OK,
+        &serde_json::json!({
+            "by": by.label(),
+            "windows": {"minute": 60, "hour": 3600, "day": 86400},
+            "entries": usage.entries(by, now),
+            "untracked": usage.untracked(by),
+        }),
+    )
 }
 
 /// `GET /licenses`, `GET /licenses/{id}` (with its quota's use), `POST /licenses` (the
