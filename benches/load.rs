@@ -13,6 +13,8 @@
 //! "full_limits": the full policy plus two rate limits that never refuse; "full_cred": the
 //! full policy plus an API key from the vault injected upstream; "tls_up" and
 //! "h2_up": no policy, the upstream over TLS with HTTP/1.1 or HTTP/2, against "bare").
+//! LOAD_LOG=json|text: access lines on, formatted as the binary formats them and written
+//! to a sink (what a line costs to make, without a disk's cost); default off.
 
 // Bench set-up may panic: it is measurement code, never run on input.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -241,8 +243,18 @@ fn main() {
     let secs = if quick { 1 } else { env("LOAD_SECS", 5) };
     let conns = env("LOAD_CONNS", 32) as usize;
     let modes = std::env::var("LOAD_MODES").unwrap_or_else(|_| "full bare".into());
+    let log = std::env::var("LOAD_LOG").unwrap_or_default();
+    let sink = tracing_subscriber::fmt()
+        .with_env_filter("portcullis::access=info")
+        .with_writer(std::io::sink);
+    match log.as_str() {
+        "json" => sink.json().flatten_event(true).init(),
+        "text" => sink.init(),
+        _ => {}
+    }
     println!(
-        "portcullis load bench: {conns} keep-alive mTLS connections, {secs} s per mode, gateway on 1 thread"
+        "portcullis load bench: {conns} keep-alive mTLS connections, {secs} s per mode, gateway on 1 thread, access log {}",
+        if log.is_empty() { "off" } else { &log }
     );
     for mode in modes.split_whitespace() {
         run(mode, secs, conns);
