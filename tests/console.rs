@@ -3,8 +3,9 @@
 //! like every admin path (401 without credentials, the browser's own sign-in for a token);
 //! it shows the routes, marks an upstream target down once its health checks fail, drops a
 //! license revoked through the admin API from the active ones, and keeps updating, all from
-//! the admin JSON endpoints; a viewer sees it and its reload or revoke gets the API's 403; the
-//! page logs no error and breaks no policy. Screenshots go to `target/console-screenshots/`.
+//! the admin JSON endpoints; it shows each license's usage when `/usage` answers and "—" when
+//! it is 404; a viewer sees it and its reload or revoke gets the API's 403; the page logs no
+//! error and breaks no policy. Screenshots go to `target/console-screenshots/`.
 //!
 //! Measured, printed with `--nocapture`, never asserted (shared machines make timed asserts
 //! flake): the page's load from a cold gateway and browser (Navigation Timing), and the
@@ -474,6 +475,41 @@ async fn a_viewer_sees_the_console_and_its_reload_and_revoke_get_the_apis_403() 
     assert!(found.is_empty(), "the console logged problems: {found:#?}");
     s.close().await;
     drop(lab);
+}
+
+/// Answers the console's `GET /usage?by=license` in the page itself, in the shape the
+/// gateway's `/usage` endpoint is being given (it does not exist on this branch's gateway).
+const USAGE_200: &str = "const real = window.fetch; window.fetch = (u, o) => \
+     String(u).includes('/usage?by=license') \
+       ? Promise.resolve(new Response(JSON.stringify({by: 'license', entries: [{key: 'L-1', \
+           minute: {requests: 4, refusals: 0, bytes_in: 10, bytes_out: 20}, \
+           hour: {requests: 50, refusals: 1, bytes_in: 100, bytes_out: 200}, \
+           day: {requests: 700, refusals: 9, bytes_in: 1000, bytes_out: 2000}}]}), \
+           {status: 200, headers: {'content-type': 'application/json'}})) \
+       : real(u, o);";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_shows_each_licenses_usage_when_the_gateway_answers_usage() {
+    let Some((driver_bin, browser)) = browser_or_skip("console: usage") else {
+        return;
+    };
+    let lab = Lab::start().await;
+    let driver = Driver::start(&driver_bin).await;
+    let s = driver.session(&browser).await;
+    s.before_each_page(USAGE_200).await;
+    s.goto(&lab.console_url(VIEWER)).await;
+    s.wait_for(
+        "L-1's requests per minute, hour and day, and its refusals of the day",
+        "const r = document.querySelector('#licenses tr[data-license=\"L-1\"]'); \
+         return !!r && r.children[5].textContent === '4 / 50 / 700' && r.children[6].textContent === '9'",
+    )
+    .await;
+    // A license the answer does not list has no figures, not zeros.
+    let l2 = s
+        .eval("return document.querySelector('#licenses tr[data-license=\"L-2\"]').children[5].textContent")
+        .await;
+    assert_eq!(l2, "—");
+    s.close().await;
 }
 
 /// The gateway's CPU time so far, in nanoseconds: the sum of its threads' time on a CPU
