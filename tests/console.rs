@@ -305,6 +305,17 @@ async fn the_console_is_served_from_the_binary_with_its_policy_and_needs_an_iden
     routes.sort_unstable();
     assert_eq!(routes, ["api", "orders"]);
     assert!(!status.text().contains(VIEWER));
+
+    // A reload the file refuses is among the last reloads with its count of errors (their
+    // text names files: it stays in the log and in the answer to POST /reload).
+    std::fs::write(&gw.config, "[server\n").unwrap();
+    let refused = call(admin, OPERATOR, "POST", "/reload", empty()).await;
+    assert_eq!(refused.status, 400);
+    let s = call(admin, VIEWER, "GET", "/status", empty()).await.json();
+    assert_eq!(s["reloads"][0]["result"], "failed");
+    assert!(s["reloads"][0]["errors"].as_u64().unwrap() >= 1);
+    assert_eq!(s["audit"][0]["action"], "reload");
+    assert_eq!(s["audit"][0]["result"], "reload_failed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
