@@ -17,10 +17,12 @@ use crate::config::Snapshot;
 
 use crate::denial::Denial;
 pub use crate::denial::{ConnRefusal, HandshakeFailure};
+pub use figures::{Latency, RouteFigures};
 pub use labels::{RouteSeries, UpstreamError};
 
 use labels::{CLASSES, H2_REASONS, METHODS, Resolved, class_index, h2_reason_label, method_index};
 
+mod figures;
 mod issuer;
 mod labels;
 mod logs;

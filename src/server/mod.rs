@@ -110,6 +110,8 @@ pub struct Gateway {
     me: std::sync::Weak<Gateway>,
     /// Accept loops stopped by reloads, awaited at shutdown like the live ones.
     retired: Mutex<Vec<JoinHandle<()>>>,
+    /// The last reloads and admin changes, for `GET /status`.
+    history: admin::History,
 }
 
 /// A started gateway.
@@ -269,6 +271,7 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
         stop: Arc::new(stop_tx),
         admin: Mutex::new(None),
         retired: Mutex::new(Vec::new()),
+        history: admin::History::default(),
     });
     for (policy, tcp, local) in bound {
         gateway.spawn_listener(&policy, tcp, local);
@@ -404,6 +407,11 @@ impl Gateway {
     /// The admin listener's bound address, if one runs.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.lock().ok()?.as_ref().map(|h| h.local)
+    }
+
+    /// The last reloads and admin changes (bounded).
+    pub(crate) fn history(&self) -> &admin::History {
+        &self.history
     }
 
     fn spawn_admin(self: &Arc<Self>, tcp: TcpListener, bind: SocketAddr, local: SocketAddr) {

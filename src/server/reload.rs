@@ -62,6 +62,26 @@ impl Gateway {
     pub async fn reload(&self) -> Result<ReloadSummary, ReloadError> {
         let result = self.reload_inner().await;
         let now = SystemTime::now();
+        let time = crate::license::dates::rfc3339(crate::license::dates::unix(now));
+        self.history().reload(match &result {
+            Ok(s) => super::admin::ReloadRecord {
+                time,
+                result: "ok",
+                listeners: s.listeners,
+                routes: s.routes,
+                errors: 0,
+            },
+            Err(e) => super::admin::ReloadRecord {
+                time,
+                result: "failed",
+                listeners: 0,
+                routes: 0,
+                errors: match e {
+                    ReloadError::Config(c) => c.0.len(),
+                    _ => 1,
+                },
+            },
+        });
         match &result {
             Ok(s) => {
                 self.shared.metrics.reload(true, now);

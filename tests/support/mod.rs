@@ -18,6 +18,7 @@ pub mod raw;
 pub mod redis;
 pub mod upstream;
 pub mod vault;
+pub mod webdriver;
 
 use std::convert::Infallible;
 

@@ -5,6 +5,7 @@
 //! identity of a set-up that asks for nothing. Each endpoint needs one role; the roles nest
 //! (viewer < operator < admin).
 
+use base64::Engine as _;
 use http::Method;
 
 use crate::config::{AdminCredential, AdminIdentity, AdminRole};
@@ -66,6 +67,26 @@ pub(super) fn authenticate(
         .iter()
         .find(|i| i.credential == AdminCredential::Loopback)
         .map(Caller::of)
+}
+
+/// The token an `Authorization` header presents: `Bearer <token>`, or `Basic` with the token
+/// as the password. Basic is how a browser asks for it: its own sign-in prompt on the
+/// console's 401, the token kept by the browser (not by the page's script) for the session
+/// and sent with the console's requests to this origin only. The user name is not checked.
+pub(super) fn presented_token(authorization: Option<&str>) -> Option<String> {
+    let (scheme, value) = authorization?.split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(value.trim().to_owned());
+    }
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    text.split_once(':')
+        .map(|(_, password)| password.to_owned())
 }
 
 /// The role `method path` needs. Reading is for viewers; reload and licenses for operators;
@@ -185,12 +206,28 @@ mod tests {
     }
 
     #[test]
+    fn a_token_is_presented_as_bearer_or_as_a_basic_password() {
+        assert_eq!(presented_token(Some("Bearer abc ")).as_deref(), Some("abc"));
+        // "anyone:abc"
+        assert_eq!(
+            presented_token(Some("Basic YW55b25lOmFiYw==")).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(presented_token(Some("Basic !!!")), None);
+        assert_eq!(presented_token(Some("Digest x")), None);
+        assert_eq!(presented_token(None), None);
+    }
+
+    #[test]
     fn each_endpoint_needs_the_role_the_readme_gives_it() {
         let cases = [
             (Method::GET, "/metrics", AdminRole::Viewer),
             (Method::GET, "/config", AdminRole::Viewer),
             (Method::GET, "/licenses", AdminRole::Viewer),
             (Method::GET, "/clients", AdminRole::Viewer),
+            (Method::GET, "/status", AdminRole::Viewer),
+            (Method::GET, "/ui", AdminRole::Viewer),
+            (Method::GET, "/ui/console.js", AdminRole::Viewer),
             (Method::POST, "/reload", AdminRole::Operator),
             (Method::POST, "/licenses", AdminRole::Operator),
             (Method::DELETE, "/licenses/L-1", AdminRole::Operator),

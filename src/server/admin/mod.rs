@@ -6,7 +6,12 @@
 
 mod access;
 mod audit;
+mod console;
+mod history;
 mod issuer;
+mod status;
+
+pub(crate) use history::{History, ReloadRecord};
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -149,15 +154,13 @@ async fn handle(gateway: &Gateway, req: Request<Incoming>, at: &Peer) -> AdminRe
             local: at.local,
             hosts: admin.map(|a| a.hosts.clone()).unwrap_or_default(),
         };
-        let bearer = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t.trim());
+        let token = access::presented_token(
+            req.headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok()),
+        );
         let identities = admin.map(|a| a.identities.as_slice()).unwrap_or_default();
-        let caller = access::authenticate(identities, bearer, at.cert.as_ref());
+        let caller = access::authenticate(identities, token.as_deref(), at.cert.as_ref());
         (own, caller, admin.and_then(|a| a.audit_log.clone()))
     };
     if let Err(refusal) = check_origin(&own, &req) {
@@ -170,6 +173,15 @@ async fn handle(gateway: &Gateway, req: Request<Incoming>, at: &Peer) -> AdminRe
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer realm=\"portcullis-admin\""),
         );
+        if console::is_console(req.uri().path()) {
+            // A browser opening the console shows its sign-in prompt for this challenge
+            // (the token is the password); it never does for Bearer.
+            resp.headers_mut().append(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"portcullis-admin\", charset=\"UTF-8\""),
+            );
+            console::secure(resp.headers_mut());
+        }
         return resp;
     };
     let audited = access::changes(req.method());
@@ -182,7 +194,7 @@ async fn handle(gateway: &Gateway, req: Request<Incoming>, at: &Peer) -> AdminRe
         error(&id, StatusCode::FORBIDDEN, "forbidden_for_role")
     } else {
         shared.metrics.admin_request(caller.role.label(), "allowed");
-        route(gateway, &id, req).await
+        route(gateway, &id, req, &caller).await
     };
     if audited {
         let target = resp
@@ -205,6 +217,16 @@ async fn handle(gateway: &Gateway, req: Request<Incoming>, at: &Peer) -> AdminRe
             request_id: id.as_str(),
             peer: at.peer.to_string(),
         };
+        gateway.history().audit(history::AuditRecord {
+            time: entry.time.clone(),
+            identity: caller.name.clone(),
+            role: caller.role.label(),
+            action,
+            target: target.map(Into::into),
+            result: result.into(),
+            status: entry.status,
+            request_id: id.as_str().into(),
+        });
         if let Err(e) = audit::record(audit_log.as_deref(), &entry).await {
             shared.metrics.audit_failed();
             tracing::error!(error = %e, request_id = id.as_str(), "the audit_log file did not take an entry");
@@ -223,10 +245,17 @@ pub(super) struct AuditTarget(pub Box<str>);
 struct ErrorReason(Box<str>);
 
 /// Route an authorized admin request.
-async fn route(gateway: &Gateway, id: &RequestId, req: Request<Incoming>) -> AdminResponse {
+async fn route(
+    gateway: &Gateway,
+    id: &RequestId,
+    req: Request<Incoming>,
+    caller: &access::Caller,
+) -> AdminResponse {
     let id = *id;
     let shared = gateway.shared();
     match (req.method(), req.uri().path()) {
+        (&Method::GET, "/status") => json(&id, StatusCode::OK, &status::view(gateway, caller)),
+        (&Method::GET, path) if console::is_console(path) => console::serve(&id, path),
         (&Method::GET, "/healthz") => {
             json(&id, StatusCode::OK, &serde_json::json!({"status": "ok"}))
         }
@@ -327,11 +356,14 @@ async fn route(gateway: &Gateway, id: &RequestId, req: Request<Incoming>) -> Adm
             }
         },
         (&Method::GET, "/usage") => usage(&id, &shared.metrics.usage, req.uri().query()),
-        (_, "/healthz" | "/readyz" | "/metrics" | "/config" | "/reload" | "/usage") => {
+        (_, "/healthz" | "/readyz" | "/metrics" | "/config" | "/reload" | "/status" | "/usage") => {
             error(&id, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
         }
         (_, path) if path == "/licenses" || path.starts_with("/licenses/") => {
             licenses(gateway, &id, req).await
+        }
+        (_, path) if console::is_console(path) => {
+            error(&id, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
         }
         (_, path)
             if path == "/clients" || path.starts_with("/clients/") || path == "/keys/rotate" =>
