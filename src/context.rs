@@ -186,6 +186,9 @@ pub struct Exchange<'g> {
     pub bytes_in: Option<Arc<AtomicU64>>,
     /// In-flight slots the limits stage took, held until the response body is done.
     pub slots: Vec<crate::limits::InFlightSlot>,
+    /// The request's span and trace context, with `[tracing]` on (boxed: one pointer in
+    /// the exchange when off).
+    pub trace: Option<Box<crate::telemetry::RequestSpan>>,
 }
 
 impl<'g> Exchange<'g> {
@@ -215,6 +218,7 @@ impl<'g> Exchange<'g> {
             target: None,
             bytes_in: None,
             slots: Vec::new(),
+            trace: None,
         }
     }
 
@@ -246,6 +250,7 @@ impl<'g> Exchange<'g> {
             bytes_in: self.bytes_in,
             bytes_out: 0,
             grpc_status: None,
+            trace_id: self.trace.as_ref().map(|t| t.context.trace_id),
         }
     }
 }

@@ -38,6 +38,8 @@ pub struct AccessLine {
     /// gRPC: the `grpc-status` of the response, from its headers (a trailers-only answer) or
     /// its trailers.
     pub grpc_status: Option<u16>,
+    /// The W3C trace id, with `[tracing]` on.
+    pub trace_id: Option<crate::trace_context::TraceId>,
 }
 
 impl AccessLine {
@@ -60,6 +62,7 @@ impl AccessLine {
             bytes_in = self.bytes_in.as_ref().map_or(0, |b| b.load(Ordering::Relaxed)),
             bytes_out = self.bytes_out,
             grpc_status = %GrpcStatus(self.grpc_status),
+            trace_id = %TraceIdOr(self.trace_id),
         );
     }
 }
@@ -84,6 +87,18 @@ pub fn grpc_status(h: &http::HeaderMap) -> Option<u16> {
         .parse()
         .ok()
         .filter(|s| *s <= 16)
+}
+
+/// A trace id, or `-`.
+struct TraceIdOr(Option<crate::trace_context::TraceId>);
+
+impl std::fmt::Display for TraceIdOr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(t) => t.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
 }
 
 /// `route#target-index`, or `-`.

@@ -296,6 +296,10 @@ pub fn build_snapshot(
         }
     }
     let shared_state = super::state::state(&mut r, file, vault.as_ref());
+    let tracing = file
+        .tracing
+        .as_ref()
+        .and_then(|t| super::tracing::tracing(&mut r, t));
     let inputs = RouteInputs {
         listeners: &declared,
         file,
@@ -424,6 +428,7 @@ pub fn build_snapshot(
             quota_store,
             shared_state,
             issuer: own_issuer,
+            tracing,
             redacted: super::redact::redacted(file),
         },
         warnings: r.warnings,
