@@ -3,11 +3,14 @@
 //! a trusted caller's trace is continued, the upstream's parent is the exported span, the
 //! span carries the request id; an untrusted caller's `traceparent` is not adopted;
 //! sampling 0 exports nothing yet still propagates; an unreachable collector fails no
-//! request; a refusal's span names its reason; a reload changes the sampling ratio.
+//! request; a refusal's span names its reason; a reload changes the sampling ratio; the
+//! binary's access line carries the trace id.
 
 // Test set-up may panic: a failed step fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/ops.rs"]
+mod ops;
 mod support;
 
 use std::net::SocketAddr;
@@ -445,4 +448,33 @@ async fn a_reload_changes_the_sampling_ratio() {
     let spans = t.received.wait_for(1).await;
     assert_eq!(hex(&spans[0].trace_id), trace);
     assert_eq!(hex(&spans[0].span_id), parent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_line_carries_the_trace_id() {
+    let pki = Pki::generate();
+    let up = Upstream::echo("app").await;
+    let (at, _received) = collector(Proto::Http).await;
+    let toml = format!(
+        "{}{}[tracing]\n{}",
+        listener("public", "trusted_proxies = [\"127.0.0.1/32\"]"),
+        route("app", "/", &[&up.url()], ""),
+        tracing_to(&format!("http://{at}"), Proto::Http, 0.0)
+    );
+    let mut proc = ops::Proc::spawn(&write_config(pki.dir(), &toml), "json");
+    let addr = proc.listener_addr("public").await;
+    let req = request("GET", "/a")
+        .header("traceparent", traceparent())
+        .body(support::empty())
+        .unwrap();
+    let resp = send_one(&pki, addr, req).await;
+    let id = resp.headers.get("x-request-id").unwrap().to_str().unwrap();
+    let line = proc
+        .wait_for_line("the access line", |l| {
+            l.is_access() && l.str("request_id") == Some(id)
+        })
+        .await;
+    assert_eq!(line.str("trace_id"), Some(TRACE), "{}", line.raw);
+    proc.signal("TERM");
+    proc.wait_exit(Duration::from_secs(20)).await;
 }
