@@ -1029,6 +1029,14 @@ fn bad_tracing_values_are_refused_with_the_key_and_the_reason() {
         )
         .unwrap();
     assert!(on.snapshot.tracing.is_some());
+    // The default trust with no trusted proxy anywhere adopts no caller's trace: said once.
+    assert!(
+        on.warnings
+            .iter()
+            .any(|w| w.key == "tracing.trust_incoming" && w.message.contains("new trace")),
+        "{:?}",
+        on.warnings
+    );
     assert!(
         files
             .load(VALID, in_2030())
