@@ -11,7 +11,8 @@
 //! from /proc for the gateway thread only; a counting allocator counts only on that thread.
 //! Knobs: LOAD_SECS (default 5), LOAD_CONNS (default 32), LOAD_MODES ("full bare"; also
 //! "full_limits": the full policy plus two rate limits that never refuse; "full_cred": the
-//! full policy plus an API key from the vault injected upstream; "tls_up" and
+//! full policy plus an API key from the vault injected upstream; "full_traced": the full
+//! policy with `[tracing]` sampling 1% of requests to an OTLP/HTTP sink; "tls_up" and
 //! "h2_up": no policy, the upstream over TLS with HTTP/1.1 or HTTP/2, against "bare").
 //! LOAD_LOG=json|text: access lines on, formatted as the binary formats them and written
 //! to a sink (what a line costs to make, without a disk's cost); default off.

@@ -190,6 +190,9 @@ pub struct Exchange<'g> {
     pub bytes_in: Option<Arc<AtomicU64>>,
     /// In-flight slots the limits stage took, held until the response body is done.
     pub slots: Vec<crate::limits::InFlightSlot>,
+    /// The request's span and trace context, with `[tracing]` on (boxed: one pointer in
+    /// the exchange when off).
+    pub trace: Option<Box<crate::telemetry::RequestSpan>>,
 }
 
 impl<'g> Exchange<'g> {
@@ -221,6 +224,7 @@ impl<'g> Exchange<'g> {
             upstream_time: None,
             bytes_in: None,
             slots: Vec::new(),
+            trace: None,
         }
     }
 
@@ -262,6 +266,7 @@ impl<'g> Exchange<'g> {
             bytes_out: 0,
             grpc_status: None,
             usage: counted.then(|| Arc::clone(usage)),
+            trace_id: self.trace.as_ref().map(|t| t.context.trace_id),
         }
     }
 }

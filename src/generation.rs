@@ -50,6 +50,8 @@ pub struct Generation {
     /// The HTTP/1.1 + HTTP/2 server settings every new connection is served with (shared
     /// with the connections, which outlive a reload; the rest of a generation does not).
     pub http: Arc<HttpBuilders>,
+    /// `[tracing]`: the tracer requests start their spans with; `None`: tracing is off.
+    pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
 }
 
 /// What a route runs with besides its policy.
@@ -71,6 +73,7 @@ impl Generation {
         issuer: Option<Arc<Issuer>>,
         quota_file: Option<Arc<EmbeddedQuotas>>,
         shared_state: Option<Arc<RedisStore>>,
+        telemetry: Option<Arc<crate::telemetry::Telemetry>>,
         previous: Option<&Generation>,
     ) -> Self {
         let warm: Vec<&Arc<Upstream>> = previous.map(|p| p.upstreams()).unwrap_or_default();
@@ -148,6 +151,7 @@ impl Generation {
             issuer,
             routes,
             token_sources,
+            telemetry,
         }
     }
 
@@ -175,6 +179,7 @@ impl Generation {
             shared_limits: self.shared_limits.clone(),
             shared_quotas: self.shared_quotas.clone(),
             http: Arc::clone(&self.http),
+            telemetry: self.telemetry.clone(),
         }
     }
 
@@ -244,6 +249,25 @@ pub fn open_shared_state(
     let store = Arc::new(RedisStore::connect(settings.clone())?);
     store.watch();
     Ok(Some(store))
+}
+
+/// The tracer of `snapshot`'s `[tracing]`: the running one when `previous` runs the same
+/// section, else started now (inside the runtime). The caller shuts a replaced one down.
+pub fn open_telemetry(
+    snapshot: &crate::config::Snapshot,
+    previous: Option<&Generation>,
+) -> Result<Option<Arc<crate::telemetry::Telemetry>>, crate::telemetry::TelemetryError> {
+    let Some(settings) = &snapshot.tracing else {
+        return Ok(None);
+    };
+    if let Some(running) = previous.and_then(|p| p.telemetry.as_ref())
+        && running.settings() == settings
+    {
+        return Ok(Some(Arc::clone(running)));
+    }
+    Ok(Some(Arc::new(crate::telemetry::Telemetry::start(
+        settings,
+    )?)))
 }
 
 /// The `[limits] quota_store` file of `snapshot`: the running one when `previous` has it open

@@ -8,10 +8,10 @@
 //! | floor | modules |
 //! |---|---|
 //! | 0. vocabulary | [`request_id`], [`clock`], [`report`], [`denial`] |
-//! | 1. pure stages | [`tls`], [`identity`], [`ip_filter`], [`routing`], [`license`], [`token`], [`framing`] |
+//! | 1. pure stages | [`tls`], [`identity`], [`ip_filter`], [`routing`], [`license`], [`token`], [`framing`], [`trace_context`] |
 //! | 2. stores | [`state`] |
 //! | 3. config | [`config`] |
-//! | 4. request path | [`generation`], [`context`], [`pipeline`], [`upstream`], [`issuer`], [`record`], [`metrics`] |
+//! | 4. request path | [`generation`], [`context`], [`pipeline`], [`upstream`], [`issuer`], [`record`], [`metrics`], `telemetry` |
 //! | 5. the server | [`server`] |
 //! | 6. entry points | `main.rs`, [`cli`], [`demo`], `fuzzing` (the fuzz targets' way in) |
 //!
@@ -51,8 +51,10 @@ pub mod request_id;
 pub mod routing;
 pub mod server;
 pub mod state;
+mod telemetry;
 mod tls;
 pub mod token;
+pub mod trace_context;
 mod upstream;
 pub mod usage;
 pub mod vault;

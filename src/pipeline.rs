@@ -217,7 +217,16 @@ pub async fn handle(
     );
     x.mono_ns = clock.mono_ns();
     let result = async {
-        let admitted = admit(&generation, conn, &req, now, &mut x).await?;
+        let admitted = admit(&generation, conn, &req, now, &mut x).await;
+        // After admission, which judged whether the caller is a trusted proxy; before the
+        // upstream, which is told the trace. Off: one Option check.
+        if let Some(telemetry) = &generation.telemetry {
+            let mut span = telemetry.begin(req.headers(), x.client.via_trusted_proxy, now);
+            let route = x.route.map(|(r, _)| &*r.name);
+            span.verdict(route, admitted.as_ref().err().map(|d| d.reason()));
+            x.trace = Some(Box::new(span));
+        }
+        let admitted = admitted?;
         // Whoever answers, it acts on the path the stages judged.
         apply_path(x.canonical_path.take(), req.uri_mut());
         match admitted {
@@ -296,8 +305,27 @@ pub async fn handle(
     let status = response.status().as_u16();
     // In-flight slots are held until the client has the whole body.
     response.body_mut().hold_slots(std::mem::take(&mut x.slots));
+    // The span ends with the body, as the access line is written; both carry the trace id.
+    let span = x.trace.take().map(|mut span| {
+        let route = x.route_name();
+        span.finish(&crate::telemetry::Finished {
+            request_id: x.request_id.as_str(),
+            method: &x.method,
+            path: x.path.as_ref().map(|p| p.path()),
+            route: route.as_deref(),
+            target: x.target,
+            client_ip: x.client.ip,
+            status,
+            denial: denial.map(Denial::reason),
+        });
+        span
+    });
     let mut line = x.into_access_line(conn, status, denial, &metrics.usage);
     line.grpc_status = crate::record::grpc_status(response.headers());
+    if let Some(span) = span {
+        line.trace_id = Some(span.context.trace_id);
+        response.body_mut().attach_span(span);
+    }
     response.body_mut().attach_log(line);
     response
 }

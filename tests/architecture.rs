@@ -26,6 +26,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("token", 1),
     ("limits", 1),
     ("framing", 1),
+    ("trace_context", 1),
     // 2. stores
     ("state", 2),
     ("vault", 2),
@@ -40,6 +41,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("record", 4),
     ("usage", 4),
     ("metrics", 4),
+    ("telemetry", 4),
     // 5. the server
     ("server", 5),
     // 6. entry points

@@ -976,3 +976,73 @@ fn admin_identities_are_validated_entry_by_entry() {
         .load(&public, in_2030())
         .expect("token identities authenticate a public bind");
 }
+
+#[test]
+fn bad_tracing_values_are_refused_with_the_key_and_the_reason() {
+    let files = Files::new();
+    let with = |section: &str| format!("{VALID}\n[tracing]\n{section}\n");
+    for (section, key, needle) in [
+        ("protocol = \"grpc\"", "tracing.otlp_endpoint", "missing"),
+        (
+            "otlp_endpoint = \"collector:4317\"",
+            "tracing.otlp_endpoint",
+            "http://",
+        ),
+        (
+            "otlp_endpoint = \"http://127.0.0.1:4318\"\nprotocol = \"thrift\"",
+            "tracing.protocol",
+            "\"thrift\" is not one of",
+        ),
+        (
+            "otlp_endpoint = \"http://127.0.0.1:4318\"\nsampling_ratio = 1.5",
+            "tracing.sampling_ratio",
+            "must be 0.0 to 1.0",
+        ),
+        (
+            "otlp_endpoint = \"http://127.0.0.1:4318\"\nsampling_ratio = -0.1",
+            "tracing.sampling_ratio",
+            "must be 0.0 to 1.0",
+        ),
+        (
+            "otlp_endpoint = \"http://127.0.0.1:4318\"\ntrust_incoming = \"everyone\"",
+            "tracing.trust_incoming",
+            "\"trusted_proxies\", \"all\", \"none\"",
+        ),
+        (
+            "otlp_endpoint = \"http://127.0.0.1:4318\"\nservice_name = \" \"",
+            "tracing.service_name",
+            "not blank",
+        ),
+        (
+            "otlp_endpoint = \"http://127.0.0.1:4317/traces\"\nprotocol = \"grpc\"",
+            "tracing.otlp_endpoint",
+            "host and port only",
+        ),
+    ] {
+        assert_error(&files, &with(section), key, needle);
+    }
+    // A good section loads, and its absence is tracing off.
+    let on = files
+        .load(
+            &with("otlp_endpoint = \"http://127.0.0.1:4317\"\nprotocol = \"grpc\""),
+            in_2030(),
+        )
+        .unwrap();
+    assert!(on.snapshot.tracing.is_some());
+    // The default trust with no trusted proxy anywhere adopts no caller's trace: said once.
+    assert!(
+        on.warnings
+            .iter()
+            .any(|w| w.key == "tracing.trust_incoming" && w.message.contains("new trace")),
+        "{:?}",
+        on.warnings
+    );
+    assert!(
+        files
+            .load(VALID, in_2030())
+            .unwrap()
+            .snapshot
+            .tracing
+            .is_none()
+    );
+}

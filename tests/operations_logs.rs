@@ -430,6 +430,7 @@ async fn json_logs_give_every_access_line_its_fields_and_no_secret_reaches_stder
             ("upstream", Value::is_string),
             ("bytes_in", Value::is_u64),
             ("bytes_out", Value::is_u64),
+            ("trace_id", Value::is_string),
         ] {
             let v = l
                 .fields

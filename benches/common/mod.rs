@@ -130,6 +130,13 @@ pub fn config(dir: &Path, mode: &str, upstream: &str) -> String {
         write(dir, "hs256.secret", SECRET);
     }
     c.push_str(&named);
+    // "full_traced": the full policy with [tracing] on at 1% (HTTP/protobuf export to the
+    // bench upstream, which answers POST /v1/traces like any POST).
+    if mode == "full_traced" {
+        c.push_str(&format!(
+            "\n[tracing]\notlp_endpoint = \"http://{upstream}\"\nprotocol = \"http\"\nsampling_ratio = 0.01\n"
+        ));
+    }
     if mode == "full_cred" {
         c.push_str("\n[vault]\nfile = \"vault.json\"\nmaster_key_file = \"master.key\"\n");
         vault::vault_with(dir, &[("api", "api_key", "bench-api-key-0123456789abcdef")]);

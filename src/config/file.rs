@@ -42,6 +42,25 @@ pub struct FileConfig {
     pub limits: Option<LimitsSection>,
     /// Where shared state lives: `embedded` (default) or `redis` for a fleet.
     pub state: Option<StateSection>,
+    /// Trace context and span export over OpenTelemetry OTLP. Absent: off.
+    pub tracing: Option<TracingSection>,
+}
+
+/// `[tracing]`: W3C trace context to upstreams, spans to an OTLP collector.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingSection {
+    /// The collector: `http://host:4317` (gRPC) or `http://host:4318` (HTTP; the path
+    /// `/v1/traces` is added when the URL has none). Required.
+    pub otlp_endpoint: Option<String>,
+    /// `"http"` (default: HTTP/protobuf, as the OTLP exporter spec says) or `"grpc"`.
+    pub protocol: Option<String>,
+    /// The share of new traces exported, 0.0 to 1.0. Default 0.01.
+    pub sampling_ratio: Option<f64>,
+    /// The `service.name` spans carry. Default "portcullis".
+    pub service_name: Option<String>,
+    /// Whose `traceparent` is adopted: `"trusted_proxies"` (default), `"all"` or `"none"`.
+    pub trust_incoming: Option<String>,
 }
 
 /// `[state]`: the backend of the state a fleet shares.

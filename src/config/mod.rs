@@ -12,6 +12,7 @@ mod rewrite;
 mod route;
 mod server;
 pub mod state;
+pub mod tracing;
 mod validate;
 
 use std::net::SocketAddr;
@@ -69,6 +70,8 @@ pub struct Snapshot {
     /// `[state] backend = "redis"`: the server the fleet shares state through; `None` for the
     /// embedded backend.
     pub shared_state: Option<crate::state::redis::RedisSettings>,
+    /// `[tracing]`: span export and trace context; `None` (the default): off.
+    pub tracing: Option<tracing::TracingSettings>,
     /// The config file as parsed, secrets redacted, for `GET /config`.
     pub redacted: serde_json::Value,
 }

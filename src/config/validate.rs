@@ -296,6 +296,24 @@ pub fn build_snapshot(
         }
     }
     let shared_state = super::state::state(&mut r, file, vault.as_ref());
+    let tracing = file
+        .tracing
+        .as_ref()
+        .and_then(|t| super::tracing::tracing(&mut r, t));
+    // Not an error: it is the safe outcome, but likely not what was meant.
+    if tracing
+        .as_ref()
+        .is_some_and(|t| t.trust_incoming == super::tracing::TrustIncoming::TrustedProxies)
+        && file
+            .listeners
+            .iter()
+            .all(|l| l.trusted_proxies.as_ref().is_none_or(Vec::is_empty))
+    {
+        r.warn(
+            "tracing.trust_incoming",
+            "\"trusted_proxies\" but no listener names trusted_proxies: every request starts a new trace",
+        );
+    }
     let inputs = RouteInputs {
         listeners: &declared,
         file,
@@ -424,6 +442,7 @@ pub fn build_snapshot(
             quota_store,
             shared_state,
             issuer: own_issuer,
+            tracing,
             redacted: super::redact::redacted(file),
         },
         warnings: r.warnings,

@@ -63,6 +63,8 @@ pub struct AccessLine {
     pub grpc_status: Option<u16>,
     /// Where the request's usage is counted, when it has a license or a token client.
     pub usage: Option<Arc<Usage>>,
+    /// The W3C trace id, with `[tracing]` on.
+    pub trace_id: Option<crate::trace_context::TraceId>,
 }
 
 impl AccessLine {
@@ -116,6 +118,7 @@ impl AccessLine {
             bytes_in,
             bytes_out = self.bytes_out,
             grpc_status = %GrpcStatus(self.grpc_status),
+            trace_id = %TraceIdOr(self.trace_id),
         );
     }
 }
@@ -182,6 +185,18 @@ pub fn grpc_status(h: &http::HeaderMap) -> Option<u16> {
         .parse()
         .ok()
         .filter(|s| *s <= 16)
+}
+
+/// A trace id, or `-`.
+struct TraceIdOr(Option<crate::trace_context::TraceId>);
+
+impl std::fmt::Display for TraceIdOr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(t) => t.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
 }
 
 /// `route#target-index`, or `-`.

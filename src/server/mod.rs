@@ -71,6 +71,9 @@ pub enum StartError {
     /// `[state]`'s Redis client could not be set up.
     #[error("{0}")]
     SharedState(#[from] crate::state::redis::StoreError),
+    /// `[tracing]`'s exporter could not be set up.
+    #[error("{0}")]
+    Telemetry(#[from] crate::telemetry::TelemetryError),
 }
 
 /// Starts a graceful shutdown when triggered. Cheap to clone.
@@ -206,6 +209,7 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
     };
     let quota_file = crate::generation::open_quota_file(&snapshot, None, unix_now)
         .map_err(|e| StartError::QuotaStore(Box::new(e)))?;
+    let telemetry = crate::generation::open_telemetry(&snapshot, None)?;
     // Opening fills the link the snapshot's verifier was built with: keys and revocations
     // are in place before the first request.
     let issuer = match &snapshot.issuer {
@@ -238,6 +242,7 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
             issuer,
             quota_file,
             shared_state,
+            telemetry,
             None,
         )),
         metrics: Metrics::new(prometheus::Registry::new())?,
@@ -346,6 +351,10 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
         let _ = quota_writer.await;
         flush_quotas(&g.shared);
         let closing = g.shared.generation.load().without_stores();
+        // The last spans go to the collector (bounded: an unreachable one holds nothing).
+        if let Some(t) = closing.telemetry.clone() {
+            t.shutdown().await;
+        }
         g.shared.generation.store(Arc::new(closing));
     });
 

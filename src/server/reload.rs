@@ -39,6 +39,9 @@ pub enum ReloadError {
     /// `[state]`'s Redis client could not be set up.
     #[error("{0}")]
     SharedState(#[from] crate::state::redis::StoreError),
+    /// `[tracing]`'s new exporter could not be set up.
+    #[error("{0}")]
+    Telemetry(#[from] crate::telemetry::TelemetryError),
 }
 
 /// What a successful reload did.
@@ -220,6 +223,9 @@ impl Gateway {
             },
         };
 
+        // A changed [tracing] starts its exporter now; the old one is flushed after the swap.
+        let telemetry = crate::generation::open_telemetry(&snapshot, Some(&previous))?;
+
         // Commit: swap, then start new loops and stop the ones no longer wanted. The old
         // verifier's cache counts are folded in first so the counters lose nothing.
         self.shared
@@ -240,11 +246,22 @@ impl Gateway {
             issuer,
             quota_file,
             shared_state,
+            telemetry,
             Some(&previous),
         );
         // The token endpoint's counts come from the issuer in force.
         self.shared.metrics.set_issuer(generation.issuer.as_deref());
+        let replaced = previous.telemetry.clone().filter(|old| {
+            generation
+                .telemetry
+                .as_ref()
+                .is_none_or(|new| !Arc::ptr_eq(old, new))
+        });
         self.shared.generation.store(Arc::new(generation));
+        if let Some(old) = replaced {
+            // Spans of requests still in flight on the old generation may be lost.
+            tokio::spawn(old.shutdown());
+        }
         let mut closed = Vec::new();
         if let Ok(mut handles) = self.listeners.lock() {
             let (stay, go): (Vec<_>, Vec<_>) = handles

@@ -147,6 +147,8 @@ pub struct ResponseBody {
     in_flight: Option<crate::context::InFlight>,
     /// The limits' in-flight slots, given back when this is dropped.
     slots: Vec<crate::limits::InFlightSlot>,
+    /// The request's span, ended when the body is done (like the access line).
+    span: Option<Box<crate::telemetry::RequestSpan>>,
 }
 
 enum Kind {
@@ -210,12 +212,18 @@ impl ResponseBody {
             log: None,
             in_flight: None,
             slots: Vec::new(),
+            span: None,
         }
     }
 
     /// Attach the access-log line; it is written when this body is dropped.
     pub fn attach_log(&mut self, line: AccessLine) {
         self.log = Some(line);
+    }
+
+    /// Attach the request's span; it ends when this body is dropped.
+    pub fn attach_span(&mut self, span: Box<crate::telemetry::RequestSpan>) {
+        self.span = Some(span);
     }
 
     /// Hold the limits' in-flight slots until this body is dropped.
@@ -252,6 +260,7 @@ impl From<Bytes> for ResponseBody {
             log: None,
             in_flight: None,
             slots: Vec::new(),
+            span: None,
         }
     }
 }

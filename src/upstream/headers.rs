@@ -241,6 +241,20 @@ pub fn add_forwarding(
         }
     }
     h.insert(X_REQUEST_ID, x.request_id_header.clone());
+    if let Some(t) = &x.trace {
+        // With tracing on the caller's trace headers never pass as sent: the upstream's
+        // parent is the gateway's span, in the caller's trace only if it was adopted.
+        use crate::trace_context::{TRACEPARENT, TRACESTATE};
+        h.insert(TRACEPARENT, t.context.traceparent());
+        match &t.context.tracestate {
+            Some(state) => {
+                h.insert(TRACESTATE, state.clone());
+            }
+            None => {
+                h.remove(TRACESTATE);
+            }
+        }
+    }
     write_identity(h, &snapshot.identity_headers, conn.identity_values.as_ref());
     write_claims(h, x.claims.as_deref(), &snapshot.claim_headers);
 }

@@ -35,6 +35,7 @@ use crate::context::{ConnContext, Exchange};
 use crate::denial::Denial;
 use crate::metrics::Metrics;
 use crate::metrics::{UpstreamError, UpstreamEvent};
+use crate::telemetry::Attempt;
 
 // === Upstream ===
 
@@ -439,6 +440,7 @@ pub async fn forward(
         };
         let denial = match sent {
             Err(_elapsed) => {
+                traced(&mut x.trace, &route.name, index, sent_at, Attempt::Timeout);
                 record(Err(UpstreamError::Timeout));
                 outlier(true);
                 tracing::warn!(route = &*route.name, request_id = %x.request_id, target = index, "no response head in time");
@@ -452,6 +454,8 @@ pub async fn forward(
                     metrics.upstream_tls_handshake(&route.name);
                 }
                 let status = resp.status();
+                let outcome = Attempt::Status(status.as_u16());
+                traced(&mut x.trace, &route.name, index, sent_at, outcome);
                 outlier(status.is_server_error());
                 if status == http::StatusCode::UNAUTHORIZED
                     && let (Some(t), Some(spent)) = (token, bearer.as_ref().map(|b| b.serial))
@@ -487,6 +491,13 @@ pub async fn forward(
                 ));
             }
             Ok(Err(pool::Failed { error, unsent })) => {
+                let outcome = match &error {
+                    pool::SendError::Overloaded => Attempt::Overloaded,
+                    pool::SendError::Tls(_) => Attempt::Tls,
+                    pool::SendError::Connect(_) => Attempt::Connect,
+                    pool::SendError::Exchange(_) => Attempt::Exchange,
+                };
+                traced(&mut x.trace, &route.name, index, sent_at, outcome);
                 let denial = match error {
                     pool::SendError::Overloaded => {
                         target.stats.overloaded.fetch_add(1, Ordering::Relaxed);
@@ -547,6 +558,19 @@ pub async fn forward(
             }
         };
         return Err(denial);
+    }
+}
+
+/// One attempt, as an event of the request's span (with `[tracing]` on).
+fn traced(
+    trace: &mut Option<Box<crate::telemetry::RequestSpan>>,
+    route: &str,
+    index: usize,
+    sent_at: Instant,
+    outcome: Attempt,
+) {
+    if let Some(t) = trace {
+        t.attempt(route, index, sent_at, outcome);
     }
 }
 

@@ -1,0 +1,358 @@
+//! `[tracing]`'s running part: the OpenTelemetry tracer and its OTLP exporter, and the span
+//! each request gets. The server starts one per config (a reload with the same section
+//! keeps it) and flushes it at shutdown.
+//!
+//! Export never blocks a request: a span ends into the SDK's batch span processor (a
+//! bounded queue, `try_send`; full means the span is dropped), whose task sends batches
+//! from the Tokio runtime (the tonic and hyper clients need one). Only sampled spans carry
+//! attributes and events; an unsampled request costs one span context (ids and a sampling
+//! decision), which it needs anyway to tell the upstream its trace.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use http::HeaderMap;
+use opentelemetry::trace::{
+    Span as _, SpanContext, SpanKind, Status, TraceContextExt as _, TraceFlags, TraceState,
+    Tracer as _, TracerProvider as _,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, Sampler, SdkTracer, SdkTracerProvider, SpanData, SpanExporter,
+};
+
+use crate::config::tracing::{OtlpProtocol, TracingSettings, TrustIncoming};
+use crate::trace_context::{self, SpanId, TraceContext, TraceId};
+
+/// How long one export may take, and a shutdown's flush at most.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Spans waiting for export at most; more are dropped (counted in the warning).
+const MAX_QUEUE: usize = 4096;
+
+/// Why the exporter could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("tracing.otlp_endpoint: cannot set up the OTLP exporter: {0}")]
+    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+}
+
+/// The tracer of one `[tracing]` section.
+pub struct Telemetry {
+    settings: TracingSettings,
+    provider: SdkTracerProvider,
+    tracer: SdkTracer,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+impl Telemetry {
+    /// Set up the exporter and the tracer. Call inside the Tokio runtime: the batch
+    /// processor's task is spawned on it.
+    pub fn start(settings: &TracingSettings) -> Result<Self, TelemetryError> {
+        let exporter = match settings.protocol {
+            OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(settings.endpoint.clone())
+                .with_timeout(EXPORT_TIMEOUT)
+                .build()?,
+            OtlpProtocol::Http => opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_endpoint(settings.endpoint.clone())
+                .with_timeout(EXPORT_TIMEOUT)
+                .build()?,
+        };
+        let batches = BatchConfigBuilder::default()
+            .with_max_queue_size(MAX_QUEUE)
+            // Spans reach the collector within a second or so; batches stay small.
+            .with_scheduled_delay(Duration::from_secs(1))
+            .with_max_export_timeout(EXPORT_TIMEOUT)
+            .build();
+        let processor =
+            opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor::builder(
+                Reported::new(exporter, &settings.endpoint),
+                opentelemetry_sdk::runtime::Tokio,
+            )
+            .with_batch_config(batches)
+            .build();
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(processor)
+            // A trusted caller's sampling decision stands; new traces are sampled by ratio.
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                settings.sampling_ratio,
+            ))))
+            .with_resource(
+                opentelemetry_sdk::Resource::builder_empty()
+                    .with_service_name(settings.service_name.clone())
+                    .build(),
+            )
+            .build();
+        let tracer = provider.tracer("portcullis");
+        Ok(Telemetry {
+            settings: settings.clone(),
+            provider,
+            tracer,
+        })
+    }
+
+    pub fn settings(&self) -> &TracingSettings {
+        &self.settings
+    }
+
+    /// The span of a request: a child of the caller's `traceparent` when `via_trusted_proxy`
+    /// (the IP stage's verdict on the caller) and the section trust it, else a new trace.
+    pub fn begin(
+        &self,
+        headers: &HeaderMap,
+        via_trusted_proxy: bool,
+        at: SystemTime,
+    ) -> RequestSpan {
+        let trusted = match self.settings.trust_incoming {
+            TrustIncoming::All => true,
+            TrustIncoming::TrustedProxies => via_trusted_proxy,
+            TrustIncoming::None => false,
+        };
+        let parent = trusted
+            .then(|| headers.get(trace_context::TRACEPARENT))
+            .flatten()
+            .and_then(|v| trace_context::parse(v.as_bytes()));
+        let cx = match &parent {
+            Some(p) => Context::new().with_remote_span_context(SpanContext::new(
+                opentelemetry::TraceId::from_bytes(p.trace_id.0),
+                opentelemetry::SpanId::from_bytes(p.parent_id.0),
+                TraceFlags::new(p.flags),
+                true,
+                TraceState::NONE,
+            )),
+            None => Context::new(),
+        };
+        // A fixed name: the sampler sees it, and a span not sampled costs no string.
+        let builder = self
+            .tracer
+            .span_builder("request")
+            .with_kind(SpanKind::Server)
+            .with_start_time(at);
+        let span = self.tracer.build_with_context(builder, &cx);
+        let sc = span.span_context();
+        let context = TraceContext {
+            trace_id: TraceId(sc.trace_id().to_bytes()),
+            span_id: SpanId(sc.span_id().to_bytes()),
+            sampled: sc.is_sampled(),
+            tracestate: parent.and_then(|_| {
+                trace_context::tracestate(headers.get_all(trace_context::TRACESTATE))
+            }),
+        };
+        RequestSpan { context, span }
+    }
+
+    /// Send what is queued and stop, within [`EXPORT_TIMEOUT`] (an unreachable collector
+    /// does not hold a shutdown or a reload longer). Off the async workers: the SDK waits
+    /// for its batch task by blocking.
+    pub async fn shutdown(self: Arc<Self>) {
+        let flush = tokio::task::spawn_blocking(move || self.provider.shutdown());
+        match tokio::time::timeout(EXPORT_TIMEOUT + Duration::from_secs(1), flush).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "tracing: spans not flushed at shutdown"),
+            Ok(Err(_)) | Err(_) => tracing::warn!("tracing: the span flush did not finish in time"),
+        }
+    }
+}
+
+/// One request's span and the trace context it gives the upstream.
+pub struct RequestSpan {
+    pub context: TraceContext,
+    span: opentelemetry_sdk::trace::Span,
+}
+
+impl std::fmt::Debug for RequestSpan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestSpan")
+            .field("context", &self.context)
+            .finish()
+    }
+}
+
+/// What came of one attempt to reach a target.
+#[derive(Debug, Clone, Copy)]
+pub enum Attempt {
+    Status(u16),
+    Timeout,
+    Overloaded,
+    Connect,
+    Tls,
+    Exchange,
+}
+
+/// What a finished request was, for its span.
+pub struct Finished<'a> {
+    pub request_id: &'a str,
+    pub method: &'a http::Method,
+    pub path: Option<&'a str>,
+    pub route: Option<&'a str>,
+    pub target: Option<usize>,
+    pub client_ip: std::net::IpAddr,
+    pub status: u16,
+    pub denial: Option<&'static str>,
+}
+
+impl RequestSpan {
+    /// Whether this span is exported (attributes and events are kept only then).
+    pub fn is_recording(&self) -> bool {
+        self.span.is_recording()
+    }
+
+    /// The policy stages' verdict: admitted on `route`, or refused for `reason`.
+    pub fn verdict(&mut self, route: Option<&str>, denial: Option<&'static str>) {
+        if !self.is_recording() {
+            return;
+        }
+        let mut attrs = Vec::with_capacity(2);
+        if let Some(r) = route {
+            attrs.push(KeyValue::new("portcullis.route", r.to_owned()));
+        }
+        match denial {
+            Some(reason) => {
+                attrs.push(KeyValue::new("portcullis.denial", reason));
+                self.span.add_event("policy refused", attrs);
+            }
+            None => self.span.add_event("policy admitted", attrs),
+        }
+    }
+
+    /// One attempt to reach target `index` of `route`, sent at `sent_at`.
+    pub fn attempt(
+        &mut self,
+        route: &str,
+        index: usize,
+        sent_at: std::time::Instant,
+        outcome: Attempt,
+    ) {
+        if !self.is_recording() {
+            return;
+        }
+        let outcome = match outcome {
+            Attempt::Status(s) => KeyValue::new("http.response.status_code", i64::from(s)),
+            Attempt::Timeout => KeyValue::new("error.type", "timeout"),
+            Attempt::Overloaded => KeyValue::new("error.type", "overloaded"),
+            Attempt::Connect => KeyValue::new("error.type", "connect"),
+            Attempt::Tls => KeyValue::new("error.type", "tls"),
+            Attempt::Exchange => KeyValue::new("error.type", "exchange"),
+        };
+        self.span.add_event(
+            "upstream attempt",
+            vec![
+                // route#index, as the access line names it: never the internal address.
+                KeyValue::new("portcullis.upstream", format!("{route}#{index}")),
+                KeyValue::new("duration_us", sent_at.elapsed().as_micros() as i64),
+                outcome,
+            ],
+        );
+    }
+
+    /// The request's attributes, once its response head is known. No query string, no
+    /// header, no token: what the access line shows.
+    pub fn finish(&mut self, f: &Finished<'_>) {
+        if !self.is_recording() {
+            return;
+        }
+        let name = match f.route {
+            Some(r) => format!("{} {r}", f.method),
+            None => f.method.to_string(),
+        };
+        self.span.update_name(Cow::Owned(name));
+        let mut attrs = vec![
+            KeyValue::new("portcullis.request_id", f.request_id.to_owned()),
+            KeyValue::new("http.request.method", f.method.to_string()),
+            KeyValue::new("http.response.status_code", i64::from(f.status)),
+            KeyValue::new("client.address", f.client_ip.to_string()),
+        ];
+        if let Some(p) = f.path {
+            attrs.push(KeyValue::new("url.path", p.to_owned()));
+        }
+        if let Some(r) = f.route {
+            attrs.push(KeyValue::new("http.route", r.to_owned()));
+            if let Some(i) = f.target {
+                attrs.push(KeyValue::new("portcullis.upstream", format!("{r}#{i}")));
+            }
+        }
+        if let Some(d) = f.denial {
+            attrs.push(KeyValue::new("portcullis.denial", d));
+        }
+        self.span.set_attributes(attrs);
+        // A server span is an error on 5xx only (OpenTelemetry HTTP conventions): a 4xx is
+        // the client's.
+        if f.status >= 500 {
+            self.span
+                .set_status(Status::error(f.denial.unwrap_or("upstream error")));
+        }
+    }
+
+    /// End the span now (when the response body is done).
+    pub fn end(mut self) {
+        self.span.end();
+    }
+}
+
+/// The exporter, with its failures reported: the first at once, then at most one warning a
+/// minute with the count, so an unreachable collector shows in the log without filling it.
+#[derive(Debug)]
+struct Reported<E> {
+    inner: E,
+    endpoint: Arc<str>,
+    failures: AtomicU64,
+    last_warned_ms: AtomicU64,
+}
+
+impl<E> Reported<E> {
+    fn new(inner: E, endpoint: &str) -> Self {
+        Reported {
+            inner,
+            endpoint: Arc::from(endpoint),
+            failures: AtomicU64::new(0),
+            last_warned_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<E: SpanExporter> SpanExporter for Reported<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let spans = batch.len();
+        let result = self.inner.export(batch).await;
+        if let Err(e) = &result {
+            let failed = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+            let now = crate::upstream::epoch_ms().max(1);
+            let last = self.last_warned_ms.load(Ordering::Relaxed);
+            if (last == 0 || now.saturating_sub(last) >= 60_000)
+                && self
+                    .last_warned_ms
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                tracing::warn!(endpoint = &*self.endpoint, spans, failed_exports = failed, error = %e, "tracing: spans could not be exported");
+            }
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.inner.set_resource(resource);
+    }
+}
