@@ -224,6 +224,7 @@ pub async fn start(opts: &DemoOptions) -> Result<crate::server::Running, DemoErr
   mutual TLS    https://{host}:{mtls}   (client certificate required)
   upstream      a built-in echo server that answers with the request it received
   admin         http://127.0.0.1:{admin}  (metrics, health, reload; loopback only)
+  console       http://127.0.0.1:{admin}/ui  (open it in a browser: routes, upstreams, licenses, live)
 
 Try (from this folder):
   curl --cacert {ca} https://{host}:{public}/hello
@@ -235,6 +236,7 @@ Try (from this folder):
 
 Operate it:
   curl http://127.0.0.1:{admin}/metrics
+  curl http://127.0.0.1:{admin}/status              # what the console shows, as JSON
   curl -X POST http://127.0.0.1:{admin}/reload      # or edit {d}/portcullis.toml: it reloads by itself
 Check the config: {exe} check --config {d}/portcullis.toml
 Stop with Ctrl-C."#,

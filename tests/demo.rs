@@ -75,7 +75,7 @@ fn the_demo_prints_curl_commands_that_work_as_printed() {
         .map(|l| l.trim())
         .filter(|l| l.starts_with("curl http") || l.starts_with("curl -X POST http"))
         .collect();
-    assert_eq!(admin.len(), 2, "{text}");
+    assert_eq!(admin.len(), 3, "{text}");
     for cmd in &admin {
         let cmd = cmd.split(" #").next().unwrap_or(cmd).trim();
         let out = Command::new("sh")
