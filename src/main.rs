@@ -105,6 +105,13 @@ enum Command {
         #[command(subcommand)]
         command: portcullis::cli::state::StateCommand,
     },
+    /// Machine enrollment (EST): `token` makes a one-time enrollment token (printed once).
+    /// Through a running gateway's [admin] API when it answers, else on the [enrollment]
+    /// tokens file directly.
+    Enroll {
+        #[command(subcommand)]
+        command: portcullis::cli::enroll::EnrollCommand,
+    },
     /// The token issuer's signing keys: rotate. Like `client`: through a running gateway's
     /// [admin] API when it answers, else on the store directly.
     Keys {
@@ -122,6 +129,9 @@ fn main() -> ExitCode {
             command,
             SystemTime::now(),
         )),
+        Command::Enroll { command } => {
+            printed(portcullis::cli::enroll::run(command, SystemTime::now()))
+        }
         Command::State { command } => printed(portcullis::cli::state::run(command)),
         Command::DevPki { root } => printed(portcullis::cli::dev::run(&root)),
         Command::Keys { command } => printed(portcullis::cli::issuer::run_keys(

@@ -61,7 +61,7 @@ fn sections(extra: &str) -> String {
 /// required) on `api`, and the admin API.
 fn config(upstream: &str, extra: &str) -> String {
     format!(
-        "{}[admin]\nbind = \"127.0.0.1:0\"\n\n{}{}{}{}",
+        "{}[admin]\nbind = \"127.0.0.1:0\"\naudit_log = \"audit.log\"\n\n{}{}{}{}",
         server("watch_config = false"),
         sections(extra),
         listener("est", ""),
@@ -216,4 +216,137 @@ fn each_bad_enrollment_value_is_refused_at_its_key_with_the_reason() {
         assert!(base.contains(from), "test bug: {from} is not in the config");
         assert_refused(dir, &base.replacen(from, to, 1), key, needle);
     }
+}
+
+/// A running gateway with enrollment, its upstream and its admin API.
+struct Lab {
+    pki: Pki,
+    _up: Upstream,
+    gw: Gateway,
+    admin: Admin,
+}
+
+impl Lab {
+    async fn start() -> Lab {
+        let pki = Pki::generate();
+        enrollment_files(pki.dir());
+        let up = Upstream::echo("licensed").await;
+        let gw = Gateway::start(pki.dir(), &config(&up.url(), "")).await;
+        let admin = Admin::new(gw.admin_addr());
+        Lab {
+            pki,
+            _up: up,
+            gw,
+            admin,
+        }
+    }
+
+    /// A token for `machine` from `POST /enrollment/tokens`.
+    async fn token(&self, machine: &str, expires: &str) -> String {
+        let body = serde_json::json!({"machine": machine, "template": "agent", "expires": expires});
+        let r = self
+            .admin
+            .post("/enrollment/tokens", body.to_string())
+            .await;
+        assert_eq!(r.status, 201, "POST /enrollment/tokens: {}", r.text());
+        assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
+        r.json()["token"].as_str().expect("a token").to_owned()
+    }
+
+    fn audit(&self) -> String {
+        std::fs::read_to_string(self.pki.path("audit.log")).unwrap_or_default()
+    }
+}
+
+#[tokio::test]
+async fn the_admin_api_makes_a_one_time_token_shown_once_and_audited_and_revokes_it() {
+    let lab = Lab::start().await;
+    let token = lab.token("m1", "24h").await;
+    assert!(token.starts_with("pce_") && token.len() == 47, "{token}");
+    let again = lab.token("m1", "24h").await;
+    assert_ne!(token, again, "each token is new randomness");
+
+    // Refusals say what was wrong.
+    for (body, needle) in [
+        (
+            serde_json::json!({"machine": "m 1", "template": "agent"}),
+            "machine",
+        ),
+        (
+            serde_json::json!({"machine": "m1", "template": "nope"}),
+            "template",
+        ),
+        (
+            serde_json::json!({"machine": "m1", "template": "agent", "expires": "90d"}),
+            "expires",
+        ),
+    ] {
+        let r = lab.admin.post("/enrollment/tokens", body.to_string()).await;
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(
+            r.json()["message"].as_str().unwrap().contains(needle),
+            "{}",
+            r.text()
+        );
+        assert!(r.json()["request_id"].is_string());
+    }
+
+    let r = lab.admin.delete("/enrollment/tokens/m1").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["revoked"], 2);
+
+    let audit = lab.audit();
+    assert!(audit.contains("\"action\":\"enrollment.token\""), "{audit}");
+    assert!(
+        audit.contains("\"action\":\"enrollment.token_revoke\""),
+        "{audit}"
+    );
+    assert!(audit.contains("\"target\":\"m1\""), "{audit}");
+    assert!(
+        !audit.contains(&token) && !audit.contains(&again),
+        "no token in the audit trail"
+    );
+    drop(lab.gw);
+    // The store holds hashes only.
+    let store = std::fs::read(lab.pki.path("enroll.redb")).expect("the token store");
+    for t in [&token, &again] {
+        assert!(
+            !store.windows(t.len()).any(|w| w == t.as_bytes()),
+            "a token in the store"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_command_line_makes_a_token_on_the_store_of_a_stopped_gateway() {
+    let pki = Pki::generate();
+    enrollment_files(pki.dir());
+    let config_path = write_config(pki.dir(), &config("http://127.0.0.1:9", ""));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["enroll", "token", "--config"])
+        .arg(&config_path)
+        .args([
+            "--machine",
+            "m7",
+            "--license-template",
+            "agent",
+            "--expires",
+            "2h",
+        ])
+        .output()
+        .expect("run portcullis enroll token");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = stdout.lines().next().unwrap();
+    assert!(token.starts_with("pce_"), "{stdout}");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains(token),
+        "the token is not logged"
+    );
+    let store = std::fs::read(pki.path("enroll.redb")).expect("the token store");
+    assert!(!store.windows(token.len()).any(|w| w == token.as_bytes()));
 }

@@ -1,11 +1,13 @@
 //! The admin listener: `GET /metrics`, `/healthz`, `/readyz`, `/config`, `/upstreams`,
-//! `POST /reload`, licenses, and the issuer's clients and keys (`issuer.rs`). A separate
+//! `POST /reload`, licenses, the issuer's clients and keys (`issuer.rs`), enrollment tokens
+//! (`enrollment.rs`). A separate
 //! listener (loopback by default; TLS with client certificates and/or tokens elsewhere).
 //! Each request is checked for its origin, then its identity and role (`access.rs`); every
 //! change tried is audited (`audit.rs`). Its refusals use the gateway's JSON shape.
 
 mod access;
 mod audit;
+mod enrollment;
 mod issuer;
 
 use std::convert::Infallible;
@@ -332,6 +334,10 @@ async fn route(gateway: &Gateway, id: &RequestId, req: Request<Incoming>) -> Adm
         }
         (_, path) if path == "/licenses" || path.starts_with("/licenses/") => {
             licenses(gateway, &id, req).await
+        }
+        (_, path) if path == "/enrollment/tokens" || path.starts_with("/enrollment/tokens/") => {
+            let enrollment = shared.generation.load().enrollment.clone();
+            enrollment::handle(enrollment, &id, req, shared.clock.now()).await
         }
         (_, path)
             if path == "/clients" || path.starts_with("/clients/") || path == "/keys/rotate" =>

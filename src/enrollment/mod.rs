@@ -1,0 +1,42 @@
+//! Machine enrollment: one-time tokens, and the EST (RFC 7030) endpoints that turn a token and
+//! a PKCS#10 CSR into a client certificate from the enrollment CA and a machine license bound
+//! to that certificate's key.
+//!
+//! # Files
+//! `tokens.rs` (making a token: what the admin API and `portcullis enroll token` share),
+//! `csr.rs` (the CSR: signature, key type), `certificate.rs` (the certificate the gateway
+//! signs), `pkcs7.rs` (the certs-only PKCS#7 EST answers with), `license.rs` (the machine
+//! license from a template), `endpoints.rs` (the handlers). The token store is
+//! `crate::state::enrollment`.
+//!
+//! Tokens, keys and CSRs are never logged: logs name machines, templates and license ids.
+
+pub mod tokens;
+
+use std::sync::Arc;
+
+pub use crate::config::enrollment::{EnrollmentSettings, KeyType, Template};
+pub use crate::state::enrollment::{EnrollmentTokens, StoreError, TokenRecord, TokenRefusal};
+pub use tokens::{MintError, Minted, mint};
+
+/// The running enrollment: its settings and the open token store. Cheap to share.
+#[derive(Debug)]
+pub struct Enrollment {
+    pub settings: EnrollmentSettings,
+    pub tokens: Arc<EnrollmentTokens>,
+}
+
+impl Enrollment {
+    /// Open the token store, or keep `previous`'s when it is the same file (redb allows one
+    /// opener, and a reload must not lose the tokens in flight).
+    pub fn open(
+        settings: EnrollmentSettings,
+        previous: Option<&Enrollment>,
+    ) -> Result<Enrollment, StoreError> {
+        let tokens = match previous {
+            Some(p) if p.tokens.path() == settings.tokens => Arc::clone(&p.tokens),
+            _ => Arc::new(EnrollmentTokens::open(&settings.tokens)?),
+        };
+        Ok(Enrollment { settings, tokens })
+    }
+}

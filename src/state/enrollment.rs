@@ -1,0 +1,329 @@
+//! One-time enrollment tokens on disk: a redb file (mode 0600), one table
+//! `enrollment_tokens_v1` of `SHA-256(token) -> record` (JSON: machine, template, times).
+//!
+//! A token is `pce_` and 32 random bytes in base64url, shown once when it is made; only its
+//! hash is stored, so the file (or a backup of it) enrolls nobody. Spending is one write
+//! transaction: two requests with one token cannot both succeed.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+const TOKENS: TableDefinition<&[u8], &str> = TableDefinition::new("enrollment_tokens_v1");
+
+/// What every token starts with, so a leaked one is recognisable (secret scanners) and a
+/// bearer token of another kind is told apart.
+pub const PREFIX: &str = "pce_";
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the enrollment token store {}: {source}", path.display())]
+    Open { path: PathBuf, source: redb::Error },
+    #[error("the enrollment token store {} failed: {source}", path.display())]
+    Io { path: PathBuf, source: redb::Error },
+    #[error("the enrollment token store {} holds a record that cannot be read: {what}", path.display())]
+    Corrupt { path: PathBuf, what: String },
+    #[error("no random bytes for a token")]
+    Random,
+}
+
+impl From<redb::TransactionError> for Failure {
+    fn from(e: redb::TransactionError) -> Self {
+        Failure::Db(e.into())
+    }
+}
+impl From<redb::TableError> for Failure {
+    fn from(e: redb::TableError) -> Self {
+        Failure::Db(e.into())
+    }
+}
+impl From<redb::StorageError> for Failure {
+    fn from(e: redb::StorageError) -> Self {
+        Failure::Db(e.into())
+    }
+}
+impl From<redb::CommitError> for Failure {
+    fn from(e: redb::CommitError) -> Self {
+        Failure::Db(e.into())
+    }
+}
+
+/// Inside a transaction: the database failed, or a record did not parse.
+enum Failure {
+    Db(redb::Error),
+    Corrupt(String),
+}
+
+/// One token, as stored (never the token itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub machine: String,
+    pub template: String,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// The last second the token can be spent.
+    pub expires_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spent_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<u64>,
+}
+
+/// Why a token does not enroll. One refusal for the client (401); the log tells these apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenRefusal {
+    #[error("not a token this gateway made")]
+    Unknown,
+    #[error("already spent")]
+    Spent,
+    #[error("revoked")]
+    Revoked,
+    #[error("expired")]
+    Expired,
+}
+
+impl TokenRefusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenRefusal::Unknown => "unknown",
+            TokenRefusal::Spent => "spent",
+            TokenRefusal::Revoked => "revoked",
+            TokenRefusal::Expired => "expired",
+        }
+    }
+}
+
+impl TokenRecord {
+    /// Whether the record can be spent at `now`.
+    pub fn check(&self, now: u64) -> Result<(), TokenRefusal> {
+        if self.revoked_at.is_some() {
+            Err(TokenRefusal::Revoked)
+        } else if self.spent_at.is_some() {
+            Err(TokenRefusal::Spent)
+        } else if now > self.expires_at {
+            Err(TokenRefusal::Expired)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A new token and the hash it is stored under.
+pub fn new_token() -> Result<(zeroize::Zeroizing<String>, [u8; 32]), StoreError> {
+    let mut raw = zeroize::Zeroizing::new([0u8; 32]);
+    aws_lc_rs::rand::SecureRandom::fill(&aws_lc_rs::rand::SystemRandom::new(), &mut *raw)
+        .map_err(|_| StoreError::Random)?;
+    let token = zeroize::Zeroizing::new(format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(*raw)));
+    let hash = hash(&token);
+    Ok((token, hash))
+}
+
+/// The key a token is stored under.
+pub fn hash(token: &str) -> [u8; 32] {
+    crate::identity::sha256(token.as_bytes())
+}
+
+/// The redb file of enrollment tokens (its path, for messages; the database).
+pub struct EnrollmentTokens {
+    path: PathBuf,
+    db: Database,
+}
+
+impl std::fmt::Debug for EnrollmentTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollmentTokens")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EnrollmentTokens {
+    /// Open the store at `path`, creating it (mode 0600) if missing. redb locks the file: a
+    /// second opener, in this process or another, fails.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let opened = crate::state::db::open_private(path, 4 * 1024 * 1024);
+        let db = opened.map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let store = EnrollmentTokens {
+            db,
+            path: path.to_path_buf(),
+        };
+        store.write(|_| Ok(()))?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Store a new token's record.
+    pub fn insert(&self, hash: &[u8; 32], record: &TokenRecord) -> Result<(), StoreError> {
+        let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt {
+            path: self.path.clone(),
+            what: e.to_string(),
+        })?;
+        self.write(|t| {
+            t.insert(hash.as_slice(), json.as_str())?;
+            Ok(())
+        })
+    }
+
+    /// The record of `hash`, if it can be spent at `now` (nothing is changed).
+    pub fn peek(
+        &self,
+        hash: &[u8; 32],
+        now: u64,
+    ) -> Result<Result<TokenRecord, TokenRefusal>, StoreError> {
+        let read = || -> Result<Option<String>, Failure> {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(TOKENS)?;
+            Ok(table.get(hash.as_slice())?.map(|v| v.value().to_owned()))
+        };
+        let found = read().map_err(|f| self.failed(f))?;
+        let Some(json) = found else {
+            return Ok(Err(TokenRefusal::Unknown));
+        };
+        let record = self.parse(&json)?;
+        Ok(record.check(now).map(|()| record))
+    }
+
+    /// Spend `hash` at `now`: in one write transaction, check it and mark it spent.
+    pub fn spend(
+        &self,
+        hash: &[u8; 32],
+        now: u64,
+    ) -> Result<Result<TokenRecord, TokenRefusal>, StoreError> {
+        self.write(|t| {
+            let Some(json) = t.get(hash.as_slice())?.map(|v| v.value().to_owned()) else {
+                return Ok(Err(TokenRefusal::Unknown));
+            };
+            let mut record: TokenRecord =
+                serde_json::from_str(&json).map_err(|e| Failure::Corrupt(e.to_string()))?;
+            if let Err(why) = record.check(now) {
+                return Ok(Err(why));
+            }
+            record.spent_at = Some(now);
+            let json =
+                serde_json::to_string(&record).map_err(|e| Failure::Corrupt(e.to_string()))?;
+            t.insert(hash.as_slice(), json.as_str())?;
+            Ok(Ok(record))
+        })
+    }
+
+    /// Revoke every unspent, unrevoked token of `machine`; how many.
+    pub fn revoke_machine(&self, machine: &str, now: u64) -> Result<usize, StoreError> {
+        self.write(|t| {
+            let mut changed = Vec::new();
+            for row in t.iter()? {
+                let (k, v) = row?;
+                let mut record: TokenRecord =
+                    serde_json::from_str(v.value()).map_err(|e| Failure::Corrupt(e.to_string()))?;
+                if record.machine == machine
+                    && record.spent_at.is_none()
+                    && record.revoked_at.is_none()
+                {
+                    record.revoked_at = Some(now);
+                    let json = serde_json::to_string(&record)
+                        .map_err(|e| Failure::Corrupt(e.to_string()))?;
+                    changed.push((k.value().to_vec(), json));
+                }
+            }
+            for (k, json) in &changed {
+                t.insert(k.as_slice(), json.as_str())?;
+            }
+            Ok(changed.len())
+        })
+    }
+
+    fn parse(&self, json: &str) -> Result<TokenRecord, StoreError> {
+        serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
+            path: self.path.clone(),
+            what: e.to_string(),
+        })
+    }
+
+    fn failed(&self, f: Failure) -> StoreError {
+        match f {
+            Failure::Db(source) => StoreError::Io {
+                path: self.path.clone(),
+                source,
+            },
+            Failure::Corrupt(what) => StoreError::Corrupt {
+                path: self.path.clone(),
+                what,
+            },
+        }
+    }
+
+    /// Run `f` in one write transaction; commit only if it returns Ok.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&mut redb::Table<'_, &[u8], &str>) -> Result<T, Failure>,
+    ) -> Result<T, StoreError> {
+        let run = || -> Result<T, Failure> {
+            let txn = self.db.begin_write()?;
+            let out = {
+                let mut table = txn.open_table(TOKENS)?;
+                f(&mut table)?
+            };
+            txn.commit()?;
+            Ok(out)
+        };
+        run().map_err(|f| self.failed(f))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn record(expires_at: u64) -> TokenRecord {
+        TokenRecord {
+            machine: "m1".into(),
+            template: "agent".into(),
+            created_at: 100,
+            expires_at,
+            spent_at: None,
+            revoked_at: None,
+        }
+    }
+
+    #[test]
+    fn a_token_is_spent_once_and_its_store_holds_only_the_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.redb");
+        let store = EnrollmentTokens::open(&path).unwrap();
+        let (token, h) = new_token().unwrap();
+        assert!(token.starts_with(PREFIX) && token.len() == PREFIX.len() + 43);
+        store.insert(&h, &record(1000)).unwrap();
+        assert!(store.peek(&h, 500).unwrap().is_ok());
+        assert_eq!(store.spend(&h, 500).unwrap().unwrap().spent_at, Some(500));
+        assert_eq!(store.spend(&h, 501).unwrap(), Err(TokenRefusal::Spent));
+        drop(store);
+        let bytes = std::fs::read(&path).unwrap();
+        let text = token.as_bytes();
+        assert!(!bytes.windows(text.len()).any(|w| w == text));
+    }
+
+    #[test]
+    fn expired_revoked_and_unknown_tokens_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EnrollmentTokens::open(&dir.path().join("t.redb")).unwrap();
+        let (_, a) = new_token().unwrap();
+        let (_, b) = new_token().unwrap();
+        let (_, c) = new_token().unwrap();
+        store.insert(&a, &record(1000)).unwrap();
+        store.insert(&b, &record(1000)).unwrap();
+        assert_eq!(store.spend(&a, 1001).unwrap(), Err(TokenRefusal::Expired));
+        assert_eq!(store.revoke_machine("m1", 10).unwrap(), 2);
+        assert_eq!(store.spend(&b, 500).unwrap(), Err(TokenRefusal::Revoked));
+        assert_eq!(store.spend(&c, 500).unwrap(), Err(TokenRefusal::Unknown));
+    }
+}
