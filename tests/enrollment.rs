@@ -350,3 +350,258 @@ async fn the_command_line_makes_a_token_on_the_store_of_a_stopped_gateway() {
     let store = std::fs::read(pki.path("enroll.redb")).expect("the token store");
     assert!(!store.windows(token.len()).any(|w| w == token.as_bytes()));
 }
+
+/// A machine's key and a CSR for it that asks for `CN=admin` and a SAN of its choosing.
+fn key_and_csr(alg: &'static rcgen::SignatureAlgorithm) -> (KeyPair, Vec<u8>) {
+    let key = KeyPair::generate_for(alg).expect("machine key");
+    let mut params = CertificateParams::new(vec!["admin.example".to_owned()]).expect("params");
+    params.distinguished_name.push(DnType::CommonName, "admin");
+    let csr = params.serialize_request(&key).expect("CSR");
+    (key, csr.der().to_vec())
+}
+
+/// `POST /.well-known/est/simpleenroll` on the `est` listener with `auth` and `der` in base64.
+async fn simpleenroll(lab: &Lab, auth: &str, der: &[u8]) -> TestResponse {
+    use base64::Engine as _;
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let req = request("POST", "/.well-known/est/simpleenroll")
+        .header("authorization", auth)
+        .header("content-type", "application/pkcs10")
+        .body(support::full(body))
+        .unwrap();
+    send_one(&lab.pki, lab.gw.addr_of("est"), req).await
+}
+
+/// The certificates of a base64 PKCS#7 certs-only body, as `openssl pkcs7` reads them.
+fn openssl_certs(dir: &Path, body: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use base64::Engine as _;
+    use rustls::pki_types::pem::PemObject as _;
+    let compact: Vec<u8> = body
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .expect("base64 body");
+    let path = dir.join("answer.p7b");
+    std::fs::write(&path, der).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["pkcs7", "-inform", "DER", "-print_certs", "-in"])
+        .arg(&path)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    rustls::pki_types::CertificateDer::pem_slice_iter(&out.stdout)
+        .map(|c| c.expect("a PEM certificate"))
+        .collect()
+}
+
+/// Enroll with `token`: the machine's identity (certificate and key) and the license text.
+async fn enroll(lab: &Lab, token: &str) -> (Identity, String) {
+    let (key, csr) = key_and_csr(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let r = simpleenroll(lab, &format!("Bearer {token}"), &csr).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/pkcs7-mime; smime-type=certs-only")
+    );
+    assert_eq!(
+        r.header("content-transfer-encoding").as_deref(),
+        Some("base64")
+    );
+    let certs = openssl_certs(lab.pki.dir(), &r.body);
+    assert_eq!(certs.len(), 1);
+    let license = r
+        .header("x-portcullis-license")
+        .expect("the license header");
+    (
+        Identity::from_parts(certs[0].clone(), key.serialize_der()),
+        license,
+    )
+}
+
+/// `GET /orders` on the `api` listener (client certificates required) as `machine`.
+async fn orders_as(lab: &Lab, machine: &Identity) -> TestResponse {
+    let client = TlsClient::new(&lab.pki).identity(machine);
+    let tls = tls_as(&client, lab.gw.addr_of("api"), "localhost").await;
+    let mut h1 = H1::handshake(tls).await.expect("HTTP/1.1");
+    h1.call(get("/orders")).await.expect("GET /orders")
+}
+
+#[tokio::test]
+async fn cacerts_is_the_enrollment_ca_as_pkcs7_certs_only() {
+    let lab = Lab::start().await;
+    let r = send_one(
+        &lab.pki,
+        lab.gw.addr_of("est"),
+        get("/.well-known/est/cacerts"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/pkcs7-mime")
+    );
+    assert_eq!(
+        r.header("content-transfer-encoding").as_deref(),
+        Some("base64")
+    );
+    let certs = openssl_certs(lab.pki.dir(), &r.body);
+    let ca_pem = std::fs::read(lab.pki.path("enroll-ca.pem")).unwrap();
+    use rustls::pki_types::pem::PemObject as _;
+    let ca = rustls::pki_types::CertificateDer::from_pem_slice(&ca_pem).unwrap();
+    assert_eq!(certs, vec![ca]);
+}
+
+#[tokio::test]
+async fn an_enrolled_machine_is_admitted_at_once_on_a_licensed_mutual_tls_route() {
+    let lab = Lab::start().await;
+    let token = lab.token("m1", "24h").await;
+    let (machine, license) = enroll(&lab, &token).await;
+    assert!(license.starts_with("PCL1."), "{license}");
+
+    // The gateway's subject, not the CSR's CN=admin, and its URI SAN.
+    let id = portcullis::identity::ClientIdentity::from_der(machine.cert().as_ref()).unwrap();
+    assert_eq!(id.common_name.as_deref(), Some("m1"));
+    assert!(!id.subject.contains("admin"), "{}", id.subject);
+    let (_, cert) = x509_parser::parse_x509_certificate(machine.cert().as_ref()).unwrap();
+    let sans = cert
+        .subject_alternative_name()
+        .unwrap()
+        .expect("a SAN")
+        .value;
+    assert_eq!(
+        format!("{:?}", sans.general_names),
+        "[URI(\"urn:portcullis:machine:m1\")]"
+    );
+    let eku = cert.extended_key_usage().unwrap().expect("an EKU").value;
+    assert!(eku.client_auth && !eku.server_auth);
+    let lifetime = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
+    assert_eq!(lifetime, 7 * 86_400 + 300, "7 days from 5 minutes back");
+
+    // No reload, no admin call: the license is in the book.
+    let r = orders_as(&lab, &machine).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let listed = lab.admin.get("/licenses").await.json();
+    assert_eq!(listed["licenses"][0]["machine_id"], "m1", "{listed}");
+
+    // A certificate of the same CA that did not enroll has no license.
+    let r = orders_as(&lab, &unenrolled(&lab)).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["error"], "license_missing");
+}
+
+/// A client certificate signed by the enrollment CA outside enrollment.
+fn unenrolled(lab: &Lab) -> Identity {
+    let read = |name: &str| std::fs::read_to_string(lab.pki.path(name)).unwrap();
+    let ca_key = KeyPair::from_pem(&read("enroll-ca.key")).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&read("enroll-ca.pem"), ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, "m9");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    Identity::from_parts(cert.der().clone(), key.serialize_der())
+}
+
+#[tokio::test]
+async fn a_token_is_refused_once_spent_expired_or_revoked_and_http_basic_carries_it() {
+    let lab = Lab::start().await;
+    let token = lab.token("m1", "24h").await;
+    let basic = {
+        use base64::Engine as _;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("m1:{token}"))
+        )
+    };
+    let (_, csr) = key_and_csr(&rcgen::PKCS_ED25519);
+    assert_eq!(simpleenroll(&lab, &basic, &csr).await.status, 200);
+    let again = simpleenroll(&lab, &format!("Bearer {token}"), &csr).await;
+    assert_eq!(again.status, 401, "{}", again.text());
+    assert_eq!(again.json()["error"], "enrollment_token_refused");
+    assert!(again.json()["request_id"].is_string());
+    assert!(!again.text().contains(&token));
+
+    let short = lab.token("m2", "1h").await;
+    lab.gw
+        .shared()
+        .clock
+        .advance(std::time::Duration::from_secs(3601));
+    assert_eq!(
+        simpleenroll(&lab, &format!("Bearer {short}"), &csr)
+            .await
+            .status,
+        401
+    );
+
+    let revoked = lab.token("m3", "24h").await;
+    assert_eq!(lab.admin.delete("/enrollment/tokens/m3").await.status, 200);
+    assert_eq!(
+        simpleenroll(&lab, &format!("Bearer {revoked}"), &csr)
+            .await
+            .status,
+        401
+    );
+
+    let none = simpleenroll(&lab, "Bearer pce_made_up", &csr).await;
+    assert_eq!(none.status, 401);
+}
+
+#[tokio::test]
+async fn a_bad_signature_or_a_refused_key_type_is_400_and_leaves_the_token_unspent() {
+    let lab = Lab::start().await;
+    let token = lab.token("m1", "24h").await;
+    let bearer = format!("Bearer {token}");
+    let (_, mut csr) = key_and_csr(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let last = csr.len() - 1;
+    csr[last] ^= 0x01;
+    let r = simpleenroll(&lab, &bearer, &csr).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"], "csr_signature_invalid");
+
+    // RSA is not accepted by default; an RSA-1024 key never is.
+    let (_, rsa) = key_and_csr(&rcgen::PKCS_RSA_SHA256);
+    let r = simpleenroll(&lab, &bearer, &rsa).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"], "csr_key_type_refused");
+    let weak = openssl_rsa_1024_csr(lab.pki.dir());
+    let r = simpleenroll(&lab, &bearer, &weak).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.json()["message"].as_str().unwrap().contains("rsa-1024"),
+        "{}",
+        r.text()
+    );
+
+    let r = simpleenroll(&lab, &bearer, b"not a CSR").await;
+    assert_eq!(r.json()["error"], "csr_malformed");
+    // None of these spent the token.
+    let (_, good) = key_and_csr(&rcgen::PKCS_ECDSA_P384_SHA384);
+    assert_eq!(simpleenroll(&lab, &bearer, &good).await.status, 200);
+}
+
+/// An RSA-1024 CSR made by `openssl req` (rcgen does not generate RSA keys).
+fn openssl_rsa_1024_csr(dir: &Path) -> Vec<u8> {
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req", "-new", "-newkey", "rsa:1024", "-nodes", "-subj", "/CN=weak", "-outform", "DER",
+            "-keyout",
+        ])
+        .arg(dir.join("weak.key"))
+        .arg("-out")
+        .arg(dir.join("weak.csr"))
+        .output()
+        .expect("openssl req");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read(dir.join("weak.csr")).unwrap()
+}

@@ -11,12 +11,18 @@
 //!
 //! Tokens, keys and CSRs are never logged: logs name machines, templates and license ids.
 
+pub mod certificate;
+pub mod csr;
+mod endpoints;
+mod license;
+pub mod pkcs7;
 pub mod tokens;
 
 use std::sync::Arc;
 
 pub use crate::config::enrollment::{EnrollmentSettings, KeyType, Template};
 pub use crate::state::enrollment::{EnrollmentTokens, StoreError, TokenRecord, TokenRefusal};
+pub use endpoints::{CACERTS, LICENSE_HEADER, SIMPLEENROLL, handle, handles};
 pub use tokens::{MintError, Minted, mint};
 
 /// The running enrollment: its settings and the open token store. Cheap to share.

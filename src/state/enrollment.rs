@@ -31,13 +31,13 @@ pub enum StoreError {
     Random,
 }
 
-impl From<redb::TransactionError> for Failure {
-    fn from(e: redb::TransactionError) -> Self {
-        Failure::Db(e.into())
+impl From<redb::Error> for Failure {
+    fn from(e: redb::Error) -> Self {
+        Failure::Db(e)
     }
 }
-impl From<redb::TableError> for Failure {
-    fn from(e: redb::TableError) -> Self {
+impl From<redb::TransactionError> for Failure {
+    fn from(e: redb::TransactionError) -> Self {
         Failure::Db(e.into())
     }
 }
@@ -46,8 +46,8 @@ impl From<redb::StorageError> for Failure {
         Failure::Db(e.into())
     }
 }
-impl From<redb::CommitError> for Failure {
-    fn from(e: redb::CommitError) -> Self {
+impl From<redb::TableError> for Failure {
+    fn from(e: redb::TableError) -> Self {
         Failure::Db(e.into())
     }
 }
@@ -146,16 +146,15 @@ impl EnrollmentTokens {
     /// second opener, in this process or another, fails.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let opened = crate::state::db::open_private(path, 4 * 1024 * 1024);
-        let db = opened.map_err(|source| StoreError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
         let store = EnrollmentTokens {
-            db,
             path: path.to_path_buf(),
+            db: opened.map_err(|source| StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?,
         };
-        store.write(|_| Ok(()))?;
-        Ok(store)
+        // The table exists from the start: a read of an empty store is no special case.
+        store.write(|_| Ok(())).map(|()| store)
     }
 
     pub fn path(&self) -> &Path {
@@ -266,16 +265,7 @@ impl EnrollmentTokens {
         &self,
         f: impl FnOnce(&mut redb::Table<'_, &[u8], &str>) -> Result<T, Failure>,
     ) -> Result<T, StoreError> {
-        let run = || -> Result<T, Failure> {
-            let txn = self.db.begin_write()?;
-            let out = {
-                let mut table = txn.open_table(TOKENS)?;
-                f(&mut table)?
-            };
-            txn.commit()?;
-            Ok(out)
-        };
-        run().map_err(|f| self.failed(f))
+        crate::state::db::in_write(&self.db, TOKENS, f).map_err(|f| self.failed(f))
     }
 }
 

@@ -1,0 +1,302 @@
+//! The EST endpoints (RFC 7030), on `[enrollment] listener`, answered before routing:
+//!
+//! - `GET /.well-known/est/cacerts`: the enrollment CA, PKCS#7 certs-only, base64.
+//! - `POST /.well-known/est/simpleenroll`: authenticated by a one-time enrollment token
+//!   (`Authorization: Bearer <token>`, or HTTP Basic with the token as the password); the
+//!   body is a base64 DER PKCS#10 CSR (`Content-Type: application/pkcs10`). The answer is
+//!   the machine's certificate, PKCS#7 certs-only, base64
+//!   (`application/pkcs7-mime; smime-type=certs-only`), and its machine license, already
+//!   active, in the `X-Portcullis-License` header (a standard EST client ignores it).
+//!
+//! The token is checked first (401), then the CSR (400), then spent (one write transaction:
+//! of two requests with one token, one wins). A spent token cannot be used again even if
+//! the license could not be activated afterwards (500): make a new one.
+//!
+//! Refusals are JSON `{"error", "request_id", "message"?}`. Logs name the machine, the
+//! template, the license and the certificate serial, never the token or the CSR.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt as _, Full};
+
+use super::{Enrollment, TokenRecord};
+use crate::state::licenses::Licensing;
+
+pub const CACERTS: &str = "/.well-known/est/cacerts";
+pub const SIMPLEENROLL: &str = "/.well-known/est/simpleenroll";
+/// The header the machine's license text comes back in.
+pub const LICENSE_HEADER: &str = "x-portcullis-license";
+/// A CSR is a few KiB at most (an RSA-4096 one about 2 KiB of base64).
+const MAX_BODY: usize = 64 * 1024;
+
+type Resp = Response<Full<Bytes>>;
+
+/// Whether `path` is one of the EST endpoints (the `/.well-known/est/` space is the
+/// gateway's on the enrollment listener: unknown ones there get 404, not a route).
+pub fn handles(path: &str) -> bool {
+    path.starts_with("/.well-known/est/")
+}
+
+/// Answer one request to an EST path. `request_id` goes into refusals; `now` is the
+/// gateway's clock.
+pub async fn handle<B>(
+    enrollment: &Enrollment,
+    licensing: Option<&Arc<Licensing>>,
+    req: Request<B>,
+    request_id: &str,
+    now: SystemTime,
+) -> Resp
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let refuse = |status, reason: &str, message: Option<String>| {
+        let mut body = serde_json::json!({"error": reason, "request_id": request_id});
+        if let (Some(m), Some(o)) = (message, body.as_object_mut()) {
+            o.insert("message".into(), m.into());
+        }
+        respond(status, "application/json", Bytes::from(body.to_string()))
+    };
+    match (req.method().clone(), req.uri().path()) {
+        (Method::GET | Method::HEAD, CACERTS) => {
+            let p7 = super::pkcs7::certs_only(&[&enrollment.settings.ca_cert_der]);
+            pkcs7_response("application/pkcs7-mime", &p7)
+        }
+        (Method::POST, SIMPLEENROLL) => match simpleenroll(enrollment, licensing, req, now).await {
+            Ok(r) => r,
+            Err(Refusal(status, reason, message)) => refuse(status, reason, message),
+        },
+        (_, CACERTS | SIMPLEENROLL) => {
+            let mut r = refuse(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None);
+            r.headers_mut().insert(
+                header::ALLOW,
+                HeaderValue::from_static(if req.uri().path() == CACERTS {
+                    "GET, HEAD"
+                } else {
+                    "POST"
+                }),
+            );
+            r
+        }
+        _ => refuse(StatusCode::NOT_FOUND, "not_found", None),
+    }
+}
+
+/// A refusal: status, stable reason, and what a client can act on.
+struct Refusal(StatusCode, &'static str, Option<String>);
+
+impl Refusal {
+    fn token() -> Refusal {
+        Refusal(
+            StatusCode::UNAUTHORIZED,
+            "enrollment_token_refused",
+            Some("the enrollment token is unknown, spent, expired or revoked".into()),
+        )
+    }
+    fn internal(reason: &'static str) -> Refusal {
+        Refusal(StatusCode::INTERNAL_SERVER_ERROR, reason, None)
+    }
+}
+
+async fn simpleenroll<B>(
+    enrollment: &Enrollment,
+    licensing: Option<&Arc<Licensing>>,
+    req: Request<B>,
+    now: SystemTime,
+) -> Result<Resp, Refusal>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let at = crate::license::dates::unix(now);
+    let Some(hash) = bearer_token(req.headers()).map(|t| crate::state::enrollment::hash(&t)) else {
+        return Err(Refusal(
+            StatusCode::UNAUTHORIZED,
+            "enrollment_token_missing",
+            Some(
+                "send the enrollment token as a Bearer token or as the HTTP Basic password".into(),
+            ),
+        ));
+    };
+    let tokens = Arc::clone(&enrollment.tokens);
+    let record = blocking(move || tokens.peek(&hash, at)).await?;
+    let record = token_record(record, "peek")?;
+
+    let pkcs10 = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/pkcs10"))
+        });
+    if !pkcs10 {
+        return Err(Refusal(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            Some("send Content-Type: application/pkcs10".into()),
+        ));
+    }
+    let body = http_body_util::Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|_| Refusal(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", None))?
+        .to_bytes();
+    let der = decode_base64(&body).ok_or_else(|| {
+        let why = super::csr::CsrRefusal::Malformed;
+        Refusal(StatusCode::BAD_REQUEST, why.reason(), Some(why.to_string()))
+    })?;
+    let csr = super::csr::check(&der, &enrollment.settings.key_types).map_err(|why| {
+        tracing::info!(machine = %record.machine, reason = why.reason(), "enrollment CSR refused");
+        Refusal(StatusCode::BAD_REQUEST, why.reason(), Some(why.to_string()))
+    })?;
+
+    let tokens = Arc::clone(&enrollment.tokens);
+    let spent = blocking(move || tokens.spend(&hash, at)).await?;
+    let record = token_record(spent, "spend")?;
+    let settings = &enrollment.settings;
+    let Some(template) = settings.template(&record.template) else {
+        // A reload removed the template after the token was made.
+        tracing::warn!(machine = %record.machine, template = %record.template, "enrollment template no longer configured");
+        return Err(Refusal(
+            StatusCode::CONFLICT,
+            "enrollment_template_gone",
+            None,
+        ));
+    };
+    let cert = super::certificate::issue(
+        &settings.ca,
+        &csr.spki_der,
+        &record.machine,
+        settings.cert_lifetime,
+        now,
+    )
+    .map_err(|e| {
+        tracing::error!(machine = %record.machine, error = %e, "enrollment certificate not signed");
+        Refusal::internal("certificate_not_signed")
+    })?;
+    let pin = crate::identity::format_spki_pin(&crate::identity::sha256(&csr.spki_der));
+    let (license_id, text) = super::license::issue(
+        &settings.license_key,
+        template,
+        &record.machine,
+        pin,
+        at,
+    )
+    .map_err(|e| {
+        tracing::error!(machine = %record.machine, error = %e, "enrollment license not issued");
+        Refusal::internal("license_not_issued")
+    })?;
+    let Some(licensing) = licensing.cloned() else {
+        return Err(Refusal::internal("licenses_not_configured"));
+    };
+    let activated = {
+        let text = text.clone();
+        blocking(move || Ok(licensing.service.activate(&text, now))).await?
+    };
+    if let Err(e) = activated {
+        tracing::error!(machine = %record.machine, license = %license_id, error = %e, "enrollment license not activated");
+        return Err(Refusal::internal("license_not_activated"));
+    }
+    tracing::info!(
+        machine = %record.machine,
+        template = %record.template,
+        license = %license_id,
+        key_type = csr.key_type.as_str(),
+        "machine enrolled"
+    );
+    let mut resp = pkcs7_response(
+        "application/pkcs7-mime; smime-type=certs-only",
+        &super::pkcs7::certs_only(&[&cert]),
+    );
+    if let Ok(v) = HeaderValue::from_str(&text) {
+        resp.headers_mut().insert(LICENSE_HEADER, v);
+    }
+    Ok(resp)
+}
+
+/// The token's record, or the refusal (logged with the machine when the token is known).
+fn token_record(
+    found: Result<TokenRecord, super::TokenRefusal>,
+    step: &'static str,
+) -> Result<TokenRecord, Refusal> {
+    found.map_err(|why| {
+        tracing::info!(reason = why.as_str(), step, "enrollment token refused");
+        Refusal::token()
+    })
+}
+
+/// Run a store call off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, super::StoreError> + Send + 'static,
+) -> Result<T, Refusal> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "enrollment store failed");
+            Err(Refusal::internal("enrollment_store_failed"))
+        }
+        Err(_) => Err(Refusal::internal("internal_error")),
+    }
+}
+
+/// The token from `Authorization: Bearer <token>` or `Basic base64(<any user>:<token>)`.
+fn bearer_token(headers: &http::HeaderMap) -> Option<zeroize::Zeroizing<String>> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = value.split_once(' ')?;
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(zeroize::Zeroizing::new(rest.to_owned()));
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let decoded = zeroize::Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(rest)
+                .ok()?,
+        );
+        let text = std::str::from_utf8(&decoded).ok()?;
+        let (_, password) = text.split_once(':')?;
+        return Some(zeroize::Zeroizing::new(password.to_owned()));
+    }
+    None
+}
+
+/// Base64 with line breaks (RFC 2045, as EST clients send it).
+fn decode_base64(body: &[u8]) -> Option<Vec<u8>> {
+    let compact: Vec<u8> = body
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .ok()
+}
+
+fn pkcs7_response(content_type: &'static str, der: &[u8]) -> Resp {
+    let mut r = respond(
+        StatusCode::OK,
+        content_type,
+        Bytes::from(super::pkcs7::base64_lines(der)),
+    );
+    r.headers_mut().insert(
+        "content-transfer-encoding",
+        HeaderValue::from_static("base64"),
+    );
+    r
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Resp {
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}

@@ -1,0 +1,105 @@
+//! The EST answer format: a degenerate CMS SignedData ("certs-only", RFC 7030 4.1.3 and RFC
+//! 5652 5.1) carrying certificates and no signers, DER-encoded.
+//!
+//! Written by hand, not with the `cms` crate: its current release is a candidate
+//! (0.3.0-rc.0), and 0.2 would bring der, spki, x509-cert and const-oid for one fixed
+//! structure of five fields whose only variable part is the certificates, which are copied
+//! as they are.
+
+/// `1.2.840.113549.1.7.2` signedData.
+const OID_SIGNED_DATA: &[u8] = &[
+    0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02,
+];
+/// `1.2.840.113549.1.7.1` data.
+const OID_DATA: &[u8] = &[
+    0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01,
+];
+
+/// ContentInfo { signedData, [0] SignedData { version 1, digestAlgorithms {}, encap
+/// { data }, certificates [0] IMPLICIT `certs`, signerInfos {} } }.
+pub fn certs_only(certs: &[&[u8]]) -> Vec<u8> {
+    let mut signed = Vec::new();
+    signed.extend_from_slice(&[0x02, 0x01, 0x01]); // version 1
+    signed.extend_from_slice(&[0x31, 0x00]); // digestAlgorithms: none
+    signed.extend(tlv(0x30, OID_DATA)); // encapContentInfo, no content
+    signed.extend(tlv(0xa0, &certs.concat())); // certificates [0] IMPLICIT SET OF
+    signed.extend_from_slice(&[0x31, 0x00]); // signerInfos: none
+    let mut info = OID_SIGNED_DATA.to_vec();
+    info.extend(tlv(0xa0, &tlv(0x30, &signed)));
+    tlv(0x30, &info)
+}
+
+/// One DER element: `tag`, definite length, `content`.
+fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let len = content.len();
+    let mut out = vec![tag];
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let bytes = len.to_be_bytes();
+        let skip = bytes.iter().take_while(|b| **b == 0).count();
+        out.push(0x80 | (bytes.len() - skip) as u8);
+        out.extend_from_slice(&bytes[skip..]);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+/// Base64 in lines of 64 (RFC 2045 allows at most 76), as EST bodies are sent.
+pub fn base64_lines(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::with_capacity(b64.len() + b64.len() / 64 + 2);
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push_str("\r\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn lengths_use_the_shortest_definite_form() {
+        assert_eq!(tlv(0x04, &[0; 5])[..2], [0x04, 5]);
+        assert_eq!(tlv(0x04, &[0; 200])[..3], [0x04, 0x81, 200]);
+        assert_eq!(tlv(0x04, &[0; 300])[..4], [0x04, 0x82, 0x01, 0x2c]);
+    }
+
+    #[test]
+    fn openssl_reads_the_certificates_back() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec!["a.test".to_owned()]).unwrap();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "pkcs7 one");
+        let one = p.self_signed(&key).unwrap();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "pkcs7 two");
+        let two = p.self_signed(&key).unwrap();
+        let der = certs_only(&[one.der(), two.der()]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("certs.p7b");
+        std::fs::write(&path, &der).unwrap();
+        let out = std::process::Command::new("openssl")
+            .args(["pkcs7", "-inform", "DER", "-print_certs", "-in"])
+            .arg(&path)
+            .output()
+            .expect("openssl");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("CN = pkcs7 one") || text.contains("CN=pkcs7 one"),
+            "{text}"
+        );
+        assert!(text.contains("pkcs7 two"), "{text}");
+        assert_eq!(text.matches("BEGIN CERTIFICATE").count(), 2);
+    }
+}
