@@ -10,6 +10,8 @@
 // Test set-up may panic: a failed step fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/ops.rs"]
+mod ops;
 mod support;
 
 use std::path::Path;
@@ -362,6 +364,15 @@ fn key_and_csr(alg: &'static rcgen::SignatureAlgorithm) -> (KeyPair, Vec<u8>) {
 
 /// `POST /.well-known/est/simpleenroll` on the `est` listener with `auth` and `der` in base64.
 async fn simpleenroll(lab: &Lab, auth: &str, der: &[u8]) -> TestResponse {
+    simpleenroll_at(&lab.pki, lab.gw.addr_of("est"), auth, der).await
+}
+
+async fn simpleenroll_at(
+    pki: &Pki,
+    addr: std::net::SocketAddr,
+    auth: &str,
+    der: &[u8],
+) -> TestResponse {
     use base64::Engine as _;
     let body = base64::engine::general_purpose::STANDARD.encode(der);
     let req = request("POST", "/.well-known/est/simpleenroll")
@@ -369,7 +380,7 @@ async fn simpleenroll(lab: &Lab, auth: &str, der: &[u8]) -> TestResponse {
         .header("content-type", "application/pkcs10")
         .body(support::full(body))
         .unwrap();
-    send_one(&lab.pki, lab.gw.addr_of("est"), req).await
+    send_one(pki, addr, req).await
 }
 
 /// The certificates of a base64 PKCS#7 certs-only body, as `openssl pkcs7` reads them.
@@ -604,4 +615,50 @@ fn openssl_rsa_1024_csr(dir: &Path) -> Vec<u8> {
         String::from_utf8_lossy(&out.stderr)
     );
     std::fs::read(dir.join("weak.csr")).unwrap()
+}
+
+#[tokio::test]
+async fn the_running_binary_never_logs_a_token_or_a_csr() {
+    let pki = Pki::generate();
+    enrollment_files(pki.dir());
+    let up = Upstream::echo("licensed").await;
+    let config_path = write_config(pki.dir(), &config(&up.url(), ""));
+    let mut gw = ops::Proc::spawn(&config_path, "json");
+    let admin = gw.admin_addr().await;
+    let est = gw.listener_addr("est").await;
+    let body = serde_json::json!({"machine": "m1", "template": "agent"}).to_string();
+    let r = ops::admin_call(
+        admin,
+        "POST",
+        "/enrollment/tokens",
+        &[],
+        support::full(body),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let token = r.json()["token"].as_str().unwrap().to_owned();
+    let bearer = format!("Bearer {token}");
+
+    let (_, mut bad) = key_and_csr(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert_eq!(simpleenroll_at(&pki, est, &bearer, &bad).await.status, 400);
+    let (_, csr) = key_and_csr(&rcgen::PKCS_ECDSA_P256_SHA256);
+    assert_eq!(simpleenroll_at(&pki, est, &bearer, &csr).await.status, 200);
+    assert_eq!(simpleenroll_at(&pki, est, &bearer, &csr).await.status, 401);
+    gw.wait_for_line("machine enrolled", |l| l.message == "machine enrolled")
+        .await;
+    gw.wait_for_line("token refused", |l| l.message == "enrollment token refused")
+        .await;
+
+    let logs = gw.stderr() + &gw.logs();
+    use base64::Engine as _;
+    let secret_part = token.trim_start_matches("pce_");
+    assert!(!logs.contains(secret_part), "the token is in the log");
+    let csr_b64 = base64::engine::general_purpose::STANDARD.encode(&csr);
+    assert!(!logs.contains(&csr_b64[..40]), "the CSR is in the log");
+    assert!(
+        logs.contains("\"machine\":\"m1\""),
+        "the log names the machine"
+    );
 }
