@@ -248,6 +248,7 @@ pub async fn handle(
                     enrollment,
                     generation.licensing.as_ref(),
                     req,
+                    conn.identity.as_ref(),
                     id.as_str(),
                     now,
                 )

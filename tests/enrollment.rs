@@ -58,7 +58,8 @@ fn sections(extra: &str) -> String {
     )
 }
 
-/// Listener `est` (server TLS only: enrollment is authenticated by the token), listener
+/// Listener `est` (client certificates optional: enrollment is authenticated by the token,
+/// re-enrollment by the machine's certificate), listener
 /// `api` (client certificates of the enrollment CA required), route `orders` (license
 /// required) on `api`, and the admin API.
 fn config(upstream: &str, extra: &str) -> String {
@@ -66,7 +67,10 @@ fn config(upstream: &str, extra: &str) -> String {
         "{}[admin]\nbind = \"127.0.0.1:0\"\naudit_log = \"audit.log\"\n\n{}{}{}{}",
         server("watch_config = false"),
         sections(extra),
-        listener("est", ""),
+        listener(
+            "est",
+            "client_auth = \"optional\"\nclient_ca = \"enroll-ca.pem\""
+        ),
         listener(
             "api",
             "client_auth = \"required\"\nclient_ca = \"enroll-ca.pem\""
@@ -660,5 +664,110 @@ async fn the_running_binary_never_logs_a_token_or_a_csr() {
     assert!(
         logs.contains("\"machine\":\"m1\""),
         "the log names the machine"
+    );
+}
+
+/// `POST /.well-known/est/simplereenroll` over mutual TLS as `machine` (or without a
+/// certificate).
+async fn simplereenroll(lab: &Lab, machine: Option<&Identity>, der: &[u8]) -> TestResponse {
+    use base64::Engine as _;
+    let mut client = TlsClient::new(&lab.pki);
+    if let Some(m) = machine {
+        client = client.identity(m);
+    }
+    let tls = tls_as(&client, lab.gw.addr_of("est"), "localhost").await;
+    let mut h1 = H1::handshake(tls).await.expect("HTTP/1.1");
+    let req = request("POST", "/.well-known/est/simplereenroll")
+        .header("content-type", "application/pkcs10")
+        .body(support::full(
+            base64::engine::general_purpose::STANDARD.encode(der),
+        ))
+        .unwrap();
+    h1.call(req).await.expect("simplereenroll")
+}
+
+#[tokio::test]
+async fn re_enrollment_moves_the_license_to_the_new_key_and_refuses_the_old_certificate() {
+    let lab = Lab::start().await;
+    let (old, _) = enroll(&lab, &lab.token("m1", "24h").await).await;
+    assert_eq!(orders_as(&lab, &old).await.status, 200);
+
+    let (key, csr) = key_and_csr(&rcgen::PKCS_ED25519);
+    let r = simplereenroll(&lab, Some(&old), &csr).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let certs = openssl_certs(lab.pki.dir(), &r.body);
+    let new = Identity::from_parts(certs[0].clone(), key.serialize_der());
+    let id = portcullis::identity::ClientIdentity::from_der(new.cert().as_ref()).unwrap();
+    assert_eq!(id.common_name.as_deref(), Some("m1"));
+    assert!(r.header("x-portcullis-license").is_some());
+
+    assert_eq!(orders_as(&lab, &new).await.status, 200);
+    // The old license is revoked at once (no overlap yet).
+    let r = orders_as(&lab, &old).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["error"], "license_revoked");
+
+    // Only the current certificate re-enrolls, with a new key.
+    let (_, another) = key_and_csr(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let r = simplereenroll(&lab, Some(&old), &another).await;
+    assert_eq!(
+        (r.status.as_u16(), r.json()["error"].as_str()),
+        (401, Some("certificate_not_current"))
+    );
+    let r = simplereenroll(&lab, None, &another).await;
+    assert_eq!(
+        (r.status.as_u16(), r.json()["error"].as_str()),
+        (401, Some("client_certificate_required"))
+    );
+    let same = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .serialize_request(&key)
+        .unwrap();
+    let r = simplereenroll(&lab, Some(&new), same.der()).await;
+    assert_eq!(
+        (r.status.as_u16(), r.json()["error"].as_str()),
+        (400, Some("csr_same_key"))
+    );
+}
+
+#[tokio::test]
+async fn re_enrollment_with_an_expired_or_revoked_certificate_is_refused() {
+    let lab = Lab::start().await;
+    let (machine, license) = enroll(&lab, &lab.token("m1", "24h").await).await;
+    let (_, csr) = key_and_csr(&rcgen::PKCS_ECDSA_P256_SHA256);
+
+    // Revoked: its license revoked through the admin API.
+    let id = {
+        use base64::Engine as _;
+        let payload = license.split('.').nth(1).unwrap();
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&json).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(id.starts_with("enr-m1-"), "{id}");
+    assert_eq!(
+        lab.admin.delete(&format!("/licenses/{id}")).await.status,
+        200
+    );
+    let r = simplereenroll(&lab, Some(&machine), &csr).await;
+    assert_eq!(
+        (r.status.as_u16(), r.json()["error"].as_str()),
+        (401, Some("machine_not_licensed"))
+    );
+
+    // Expired: the gateway's clock past the certificate's 7 days.
+    let (machine, _) = enroll(&lab, &lab.token("m2", "24h").await).await;
+    lab.gw
+        .shared()
+        .clock
+        .advance(std::time::Duration::from_secs(8 * 86_400));
+    let r = simplereenroll(&lab, Some(&machine), &csr).await;
+    assert_eq!(
+        (r.status.as_u16(), r.json()["error"].as_str()),
+        (401, Some("certificate_expired"))
     );
 }

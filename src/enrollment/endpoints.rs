@@ -7,6 +7,11 @@
 //!   the machine's certificate, PKCS#7 certs-only, base64
 //!   (`application/pkcs7-mime; smime-type=certs-only`), and its machine license, already
 //!   active, in the `X-Portcullis-License` header (a standard EST client ignores it).
+//! - `POST /.well-known/est/simplereenroll`: over mutual TLS with the machine's current,
+//!   unexpired certificate (its CN names the machine, its key is the one last enrolled, its
+//!   license active); a CSR for a new key; the same answer. The license moves to the new
+//!   key's pin: the old license is revoked at once (the book has no scheduled revocation
+//!   yet, so `[enrollment] overlap` is not applied).
 //!
 //! The token is checked first (401), then the CSR (400), then spent (one write transaction:
 //! of two requests with one token, one wins). A spent token cannot be used again even if
@@ -23,17 +28,20 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Full};
 
+use super::issued::{issue, store_machine};
 use super::{Enrollment, TokenRecord};
+use crate::identity::ClientIdentity;
 use crate::state::licenses::Licensing;
 
 pub const CACERTS: &str = "/.well-known/est/cacerts";
 pub const SIMPLEENROLL: &str = "/.well-known/est/simpleenroll";
+pub const SIMPLEREENROLL: &str = "/.well-known/est/simplereenroll";
 /// The header the machine's license text comes back in.
 pub const LICENSE_HEADER: &str = "x-portcullis-license";
 /// A CSR is a few KiB at most (an RSA-4096 one about 2 KiB of base64).
 const MAX_BODY: usize = 64 * 1024;
 
-type Resp = Response<Full<Bytes>>;
+pub(super) type Resp = Response<Full<Bytes>>;
 
 /// Whether `path` is one of the EST endpoints (the `/.well-known/est/` space is the
 /// gateway's on the enrollment listener: unknown ones there get 404, not a route).
@@ -47,6 +55,7 @@ pub async fn handle<B>(
     enrollment: &Enrollment,
     licensing: Option<&Arc<Licensing>>,
     req: Request<B>,
+    identity: Option<&ClientIdentity>,
     request_id: &str,
     now: SystemTime,
 ) -> Resp
@@ -61,16 +70,26 @@ where
         }
         respond(status, "application/json", Bytes::from(body.to_string()))
     };
+    let est = Est {
+        enrollment,
+        licensing,
+        now,
+    };
     match (req.method().clone(), req.uri().path()) {
         (Method::GET | Method::HEAD, CACERTS) => {
             let p7 = super::pkcs7::certs_only(&[&enrollment.settings.ca_cert_der]);
             pkcs7_response("application/pkcs7-mime", &p7)
         }
-        (Method::POST, SIMPLEENROLL) => match simpleenroll(enrollment, licensing, req, now).await {
-            Ok(r) => r,
-            Err(Refusal(status, reason, message)) => refuse(status, reason, message),
-        },
-        (_, CACERTS | SIMPLEENROLL) => {
+        (Method::POST, SIMPLEENROLL | SIMPLEREENROLL) => {
+            let answer = if req.uri().path() == SIMPLEENROLL {
+                simpleenroll(est, req).await
+            } else {
+                super::reenroll::simplereenroll(est, req, identity).await
+            };
+            answer
+                .unwrap_or_else(|Refusal(status, reason, message)| refuse(status, reason, message))
+        }
+        (_, CACERTS | SIMPLEENROLL | SIMPLEREENROLL) => {
             let mut r = refuse(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None);
             r.headers_mut().insert(
                 header::ALLOW,
@@ -86,8 +105,18 @@ where
     }
 }
 
+/// What every EST handler works with.
+#[derive(Clone, Copy)]
+pub(super) struct Est<'a> {
+    pub enrollment: &'a Enrollment,
+    pub licensing: Option<&'a Arc<Licensing>>,
+    pub now: SystemTime,
+}
+
+pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A refusal: status, stable reason, and what a client can act on.
-struct Refusal(StatusCode, &'static str, Option<String>);
+pub(super) struct Refusal(pub StatusCode, pub &'static str, pub Option<String>);
 
 impl Refusal {
     fn token() -> Refusal {
@@ -97,21 +126,16 @@ impl Refusal {
             Some("the enrollment token is unknown, spent, expired or revoked".into()),
         )
     }
-    fn internal(reason: &'static str) -> Refusal {
+    pub(super) fn internal(reason: &'static str) -> Refusal {
         Refusal(StatusCode::INTERNAL_SERVER_ERROR, reason, None)
     }
 }
 
-async fn simpleenroll<B>(
-    enrollment: &Enrollment,
-    licensing: Option<&Arc<Licensing>>,
-    req: Request<B>,
-    now: SystemTime,
-) -> Result<Resp, Refusal>
+async fn simpleenroll<B>(est: Est<'_>, req: Request<B>) -> Result<Resp, Refusal>
 where
-    B: http_body::Body<Data = Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body<Data = Bytes, Error: Into<BoxError>>,
 {
+    let (enrollment, licensing, now) = (est.enrollment, est.licensing, est.now);
     let at = crate::license::dates::unix(now);
     let Some(hash) = bearer_token(req.headers()).map(|t| crate::state::enrollment::hash(&t)) else {
         return Err(Refusal(
@@ -125,16 +149,62 @@ where
     let tokens = Arc::clone(&enrollment.tokens);
     let record = blocking(move || tokens.peek(&hash, at)).await?;
     let record = token_record(record, "peek")?;
+    let csr = read_csr(enrollment, req, &record.machine).await?;
 
+    let tokens = Arc::clone(&enrollment.tokens);
+    let spent = blocking(move || tokens.spend(&hash, at)).await?;
+    let record = token_record(spent, "spend")?;
+    let licensing = licensing.ok_or_else(|| Refusal::internal("licenses_not_configured"))?;
+    let issued = issue(
+        enrollment,
+        licensing,
+        &record.machine,
+        &record.template,
+        &csr,
+        now,
+    )
+    .await?;
+    // A machine enrolling afresh (reinstalled, a new token) drops what it held before.
+    let (tokens, machine) = (Arc::clone(&enrollment.tokens), record.machine.clone());
+    let before = blocking(move || tokens.machine(&machine)).await?;
+    store_machine(
+        enrollment,
+        &record.machine,
+        &record.template,
+        &issued,
+        None,
+        at,
+    )
+    .await?;
+    if let Some(old) = before {
+        super::issued::revoke(licensing, &old.license_id, now).await;
+    }
+    tracing::info!(
+        machine = %record.machine,
+        template = %record.template,
+        license = %issued.license_id,
+        key_type = csr.key_type.as_str(),
+        "machine enrolled"
+    );
+    Ok(issued.response())
+}
+
+/// The CSR of an EST request: `application/pkcs10`, base64 DER, checked.
+pub(super) async fn read_csr<B>(
+    enrollment: &Enrollment,
+    req: Request<B>,
+    machine: &str,
+) -> Result<super::csr::CheckedCsr, Refusal>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let pkcs10 = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/pkcs10"))
-        });
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/pkcs10"));
     if !pkcs10 {
         return Err(Refusal(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -147,77 +217,13 @@ where
         .await
         .map_err(|_| Refusal(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", None))?
         .to_bytes();
-    let der = decode_base64(&body).ok_or_else(|| {
-        let why = super::csr::CsrRefusal::Malformed;
+    let checked = decode_base64(&body)
+        .ok_or(super::csr::CsrRefusal::Malformed)
+        .and_then(|der| super::csr::check(&der, &enrollment.settings.key_types));
+    checked.map_err(|why| {
+        tracing::info!(machine = %machine, reason = why.reason(), "enrollment CSR refused");
         Refusal(StatusCode::BAD_REQUEST, why.reason(), Some(why.to_string()))
-    })?;
-    let csr = super::csr::check(&der, &enrollment.settings.key_types).map_err(|why| {
-        tracing::info!(machine = %record.machine, reason = why.reason(), "enrollment CSR refused");
-        Refusal(StatusCode::BAD_REQUEST, why.reason(), Some(why.to_string()))
-    })?;
-
-    let tokens = Arc::clone(&enrollment.tokens);
-    let spent = blocking(move || tokens.spend(&hash, at)).await?;
-    let record = token_record(spent, "spend")?;
-    let settings = &enrollment.settings;
-    let Some(template) = settings.template(&record.template) else {
-        // A reload removed the template after the token was made.
-        tracing::warn!(machine = %record.machine, template = %record.template, "enrollment template no longer configured");
-        return Err(Refusal(
-            StatusCode::CONFLICT,
-            "enrollment_template_gone",
-            None,
-        ));
-    };
-    let cert = super::certificate::issue(
-        &settings.ca,
-        &csr.spki_der,
-        &record.machine,
-        settings.cert_lifetime,
-        now,
-    )
-    .map_err(|e| {
-        tracing::error!(machine = %record.machine, error = %e, "enrollment certificate not signed");
-        Refusal::internal("certificate_not_signed")
-    })?;
-    let pin = crate::identity::format_spki_pin(&crate::identity::sha256(&csr.spki_der));
-    let (license_id, text) = super::license::issue(
-        &settings.license_key,
-        template,
-        &record.machine,
-        pin,
-        at,
-    )
-    .map_err(|e| {
-        tracing::error!(machine = %record.machine, error = %e, "enrollment license not issued");
-        Refusal::internal("license_not_issued")
-    })?;
-    let Some(licensing) = licensing.cloned() else {
-        return Err(Refusal::internal("licenses_not_configured"));
-    };
-    let activated = {
-        let text = text.clone();
-        blocking(move || Ok(licensing.service.activate(&text, now))).await?
-    };
-    if let Err(e) = activated {
-        tracing::error!(machine = %record.machine, license = %license_id, error = %e, "enrollment license not activated");
-        return Err(Refusal::internal("license_not_activated"));
-    }
-    tracing::info!(
-        machine = %record.machine,
-        template = %record.template,
-        license = %license_id,
-        key_type = csr.key_type.as_str(),
-        "machine enrolled"
-    );
-    let mut resp = pkcs7_response(
-        "application/pkcs7-mime; smime-type=certs-only",
-        &super::pkcs7::certs_only(&[&cert]),
-    );
-    if let Ok(v) = HeaderValue::from_str(&text) {
-        resp.headers_mut().insert(LICENSE_HEADER, v);
-    }
-    Ok(resp)
+    })
 }
 
 /// The token's record, or the refusal (logged with the machine when the token is known).
@@ -232,7 +238,7 @@ fn token_record(
 }
 
 /// Run a store call off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, super::StoreError> + Send + 'static,
 ) -> Result<T, Refusal> {
     match tokio::task::spawn_blocking(f).await {
@@ -278,7 +284,7 @@ fn decode_base64(body: &[u8]) -> Option<Vec<u8>> {
         .ok()
 }
 
-fn pkcs7_response(content_type: &'static str, der: &[u8]) -> Resp {
+pub(super) fn pkcs7_response(content_type: &'static str, der: &[u8]) -> Resp {
     let mut r = respond(
         StatusCode::OK,
         content_type,

@@ -6,23 +6,28 @@
 //! `tokens.rs` (making a token: what the admin API and `portcullis enroll token` share),
 //! `csr.rs` (the CSR: signature, key type), `certificate.rs` (the certificate the gateway
 //! signs), `pkcs7.rs` (the certs-only PKCS#7 EST answers with), `license.rs` (the machine
-//! license from a template), `endpoints.rs` (the handlers). The token store is
-//! `crate::state::enrollment`.
+//! license from a template), `endpoints.rs` (the handlers and `simpleenroll`), `reenroll.rs`
+//! (`simplereenroll`), `issued.rs` (signing, licensing and recording what a machine holds).
+//! The token and machine store is `crate::state::enrollment`.
 //!
 //! Tokens, keys and CSRs are never logged: logs name machines, templates and license ids.
 
 pub mod certificate;
 pub mod csr;
 mod endpoints;
+mod issued;
 mod license;
 pub mod pkcs7;
+mod reenroll;
 pub mod tokens;
 
 use std::sync::Arc;
 
 pub use crate::config::enrollment::{EnrollmentSettings, KeyType, Template};
-pub use crate::state::enrollment::{EnrollmentTokens, StoreError, TokenRecord, TokenRefusal};
-pub use endpoints::{CACERTS, LICENSE_HEADER, SIMPLEENROLL, handle, handles};
+pub use crate::state::enrollment::{
+    EnrollmentTokens, MachineRecord, StoreError, TokenRecord, TokenRefusal,
+};
+pub use endpoints::{CACERTS, LICENSE_HEADER, SIMPLEENROLL, SIMPLEREENROLL, handle, handles};
 pub use tokens::{MintError, Minted, mint};
 
 /// The running enrollment: its settings and the open token store. Cheap to share.

@@ -1,5 +1,6 @@
-//! One-time enrollment tokens on disk: a redb file (mode 0600), one table
-//! `enrollment_tokens_v1` of `SHA-256(token) -> record` (JSON: machine, template, times).
+//! One-time enrollment tokens and enrolled machines on disk: a redb file (mode 0600), table
+//! `enrollment_tokens_v1` of `SHA-256(token) -> record` (JSON: machine, template, times) and
+//! table `enrolled_machines_v1` of `machine -> record` (template, current license, key pin).
 //!
 //! A token is `pce_` and 32 random bytes in base64url, shown once when it is made; only its
 //! hash is stored, so the file (or a backup of it) enrolls nobody. Spending is one write
@@ -13,6 +14,8 @@ use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition}
 use serde::{Deserialize, Serialize};
 
 const TOKENS: TableDefinition<&[u8], &str> = TableDefinition::new("enrollment_tokens_v1");
+/// `machine -> record` (JSON): what each enrolled machine holds now.
+const MACHINES: TableDefinition<&str, &str> = TableDefinition::new("enrolled_machines_v1");
 
 /// What every token starts with, so a leaked one is recognisable (secret scanners) and a
 /// bearer token of another kind is told apart.
@@ -71,6 +74,18 @@ pub struct TokenRecord {
     pub spent_at: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<u64>,
+}
+
+/// An enrolled machine: the template its licenses come from and what it holds now (the
+/// certificate key's pin and the license bound to it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineRecord {
+    pub template: String,
+    pub license_id: String,
+    /// `sha256/<base64>` of the current certificate's key.
+    pub pin: String,
+    /// Unix seconds of the last (re-)enrollment.
+    pub enrolled_at: u64,
 }
 
 /// Why a token does not enroll. One refusal for the client (401); the log tells these apart.
@@ -153,8 +168,9 @@ impl EnrollmentTokens {
                 source,
             })?,
         };
-        // The table exists from the start: a read of an empty store is no special case.
-        store.write(|_| Ok(())).map(|()| store)
+        // The tables exist from the start: a read of an empty store is no special case.
+        store.write(|_| Ok(()))?;
+        store.write_machines(|_| Ok(())).map(|()| store)
     }
 
     pub fn path(&self) -> &Path {
@@ -240,6 +256,62 @@ impl EnrollmentTokens {
         })
     }
 
+    /// The record of `machine`, if it enrolled.
+    pub fn machine(&self, machine: &str) -> Result<Option<MachineRecord>, StoreError> {
+        let read = || -> Result<Option<String>, Failure> {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(MACHINES)?;
+            Ok(table.get(machine)?.map(|v| v.value().to_owned()))
+        };
+        match read().map_err(|f| self.failed(f))? {
+            None => Ok(None),
+            Some(json) => serde_json::from_str(&json)
+                .map(Some)
+                .map_err(|e| self.failed(Failure::Corrupt(e.to_string()))),
+        }
+    }
+
+    /// Store `record` for `machine` if its current pin is `expected` (`None`: whatever it
+    /// is), in one write transaction; false, and nothing written, if another change came
+    /// first (two re-enrollments with one certificate: one wins).
+    pub fn set_machine(
+        &self,
+        machine: &str,
+        record: &MachineRecord,
+        expected: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        self.write_machines(|t| {
+            if let Some(pin) = expected {
+                let current = t.get(machine)?.map(|v| v.value().to_owned());
+                let current: Option<MachineRecord> = match current {
+                    Some(json) => Some(
+                        serde_json::from_str(&json).map_err(|e| Failure::Corrupt(e.to_string()))?,
+                    ),
+                    None => None,
+                };
+                if current.is_none_or(|c| c.pin != pin) {
+                    return Ok(false);
+                }
+            }
+            let json =
+                serde_json::to_string(record).map_err(|e| Failure::Corrupt(e.to_string()))?;
+            t.insert(machine, json.as_str())?;
+            Ok(true)
+        })
+    }
+
+    /// Forget `machine` (after its revocation); its record, if it had one.
+    pub fn remove_machine(&self, machine: &str) -> Result<Option<MachineRecord>, StoreError> {
+        self.write_machines(|t| {
+            let Some(json) = t.remove(machine)?.map(|v| v.value().to_owned()) else {
+                return Ok(None);
+            };
+            serde_json::from_str(&json)
+                .map(Some)
+                .map_err(|e| Failure::Corrupt(e.to_string()))
+        })
+    }
+
     fn parse(&self, json: &str) -> Result<TokenRecord, StoreError> {
         serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
             path: self.path.clone(),
@@ -266,6 +338,13 @@ impl EnrollmentTokens {
         f: impl FnOnce(&mut redb::Table<'_, &[u8], &str>) -> Result<T, Failure>,
     ) -> Result<T, StoreError> {
         crate::state::db::in_write(&self.db, TOKENS, f).map_err(|f| self.failed(f))
+    }
+
+    fn write_machines<T>(
+        &self,
+        f: impl FnOnce(&mut redb::Table<'_, &str, &str>) -> Result<T, Failure>,
+    ) -> Result<T, StoreError> {
+        crate::state::db::in_write(&self.db, MACHINES, f).map_err(|f| self.failed(f))
     }
 }
 
