@@ -105,7 +105,8 @@ enum Command {
         #[command(subcommand)]
         command: portcullis::cli::state::StateCommand,
     },
-    /// Machine enrollment (EST): `token` makes a one-time enrollment token (printed once).
+    /// Machine enrollment (EST): `token` makes a one-time enrollment token (printed once),
+    /// `revoke MACHINE` revokes an enrolled machine's license, tokens and record.
     /// Through a running gateway's [admin] API when it answers, else on the [enrollment]
     /// tokens file directly.
     Enroll {

@@ -234,10 +234,19 @@ struct Lab {
 
 impl Lab {
     async fn start() -> Lab {
+        Lab::start_with_admin("127.0.0.1:0").await
+    }
+
+    /// With the admin API on `bind` (a fixed port: the command line finds it in the config).
+    async fn start_with_admin(bind: &str) -> Lab {
         let pki = Pki::generate();
         enrollment_files(pki.dir());
         let up = Upstream::echo("licensed").await;
-        let gw = Gateway::start(pki.dir(), &config(&up.url(), "")).await;
+        let text = config(&up.url(), "").replace(
+            "[admin]\nbind = \"127.0.0.1:0\"",
+            &format!("[admin]\nbind = \"{bind}\""),
+        );
+        let gw = Gateway::start(pki.dir(), &text).await;
         let admin = Admin::new(gw.admin_addr());
         Lab {
             pki,
@@ -770,4 +779,85 @@ async fn re_enrollment_with_an_expired_or_revoked_certificate_is_refused() {
         (r.status.as_u16(), r.json()["error"].as_str()),
         (401, Some("certificate_expired"))
     );
+}
+
+#[tokio::test]
+async fn a_revoked_machine_is_refused_at_once_and_cannot_re_enroll() {
+    let lab = Lab::start().await;
+    let (machine, _) = enroll(&lab, &lab.token("m1", "24h").await).await;
+    let unspent = lab.token("m1", "24h").await;
+    assert_eq!(orders_as(&lab, &machine).await.status, 200);
+
+    let r = lab.admin.delete("/enrollment/machines/m1").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["license"].as_str().unwrap().starts_with("enr-m1-"));
+    assert_eq!(r.json()["tokens_revoked"], 1);
+    let r = orders_as(&lab, &machine).await;
+    assert_eq!(
+        (r.status.as_u16(), r.json()["error"].as_str()),
+        (403, Some("license_revoked"))
+    );
+    let (_, csr) = key_and_csr(&rcgen::PKCS_ECDSA_P256_SHA256);
+    assert_eq!(simplereenroll(&lab, Some(&machine), &csr).await.status, 401);
+    assert_eq!(
+        simpleenroll(&lab, &format!("Bearer {unspent}"), &csr)
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        lab.admin.delete("/enrollment/machines/m1").await.status,
+        404
+    );
+    assert!(lab.audit().contains("\"action\":\"enrollment.revoke\""));
+}
+
+#[tokio::test]
+async fn the_command_line_revokes_a_machine_through_the_running_gateway() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let lab = Lab::start_with_admin(&format!("127.0.0.1:{port}")).await;
+    let config_path = lab.pki.path("portcullis.toml");
+    let cli = |args: &[&str]| {
+        let config_path = config_path.clone();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+                    .arg("enroll")
+                    .args(&args)
+                    .arg("--config")
+                    .arg(&config_path)
+                    .output()
+                    .expect("run portcullis enroll")
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let out = cli(&["token", "--machine", "m1", "--license-template", "agent"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
+    let (machine, _) = enroll(&lab, &token).await;
+    assert_eq!(orders_as(&lab, &machine).await.status, 200);
+
+    let out = cli(&["revoke", "m1"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("enr-m1-"));
+    assert_eq!(orders_as(&lab, &machine).await.status, 403);
 }

@@ -1,8 +1,10 @@
-//! `portcullis enroll token`: a one-time enrollment token for a machine, printed once.
+//! `portcullis enroll token`: a one-time enrollment token for a machine, printed once;
+//! `portcullis enroll revoke MACHINE`: its license, unspent tokens and record revoked.
 //!
 //! Like `client add`: with `--config FILE` whose plain-HTTP `[admin]` listener answers, the
-//! running gateway makes it (`POST /enrollment/tokens`); otherwise the gateway is stopped
-//! and the command opens the `[enrollment] tokens` file itself (redb allows one opener).
+//! running gateway does it (`POST /enrollment/tokens`, `DELETE /enrollment/machines/{m}`);
+//! otherwise the gateway is stopped and the command opens the `[enrollment] tokens` file
+//! (and for `revoke` the `[licenses] store`) itself (redb allows one opener).
 
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -28,6 +30,15 @@ pub enum EnrollCommand {
         #[arg(long, default_value = "24h")]
         expires: String,
     },
+    /// Revoke an enrolled machine: its license (refused at once on licensed routes), its
+    /// unspent tokens, and its record (its certificate cannot re-enroll).
+    Revoke {
+        /// The gateway's config file.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// The machine's name.
+        machine: String,
+    },
 }
 
 /// Why a command failed (printed as `error: ...`, exit 1).
@@ -41,53 +52,113 @@ pub enum EnrollCliError {
     Mint(#[from] crate::enrollment::MintError),
     #[error(transparent)]
     Store(#[from] crate::enrollment::StoreError),
+    /// Boxed: a rare, large error.
+    #[error(transparent)]
+    Revoke(Box<crate::enrollment::RevokeMachineError>),
 }
 
 /// Run one `enroll` command as of `now`; the text to print.
 pub fn run(cmd: EnrollCommand, now: SystemTime) -> Result<String, EnrollCliError> {
-    let EnrollCommand::Token {
-        config,
-        machine,
-        template,
-        expires,
-    } = cmd;
-    let body = serde_json::json!({"machine": machine, "template": template, "expires": expires});
-    if let Some(target) = super::admin_api::target(&config)?
-        && let Some((status, v)) =
-            target.call(http::Method::POST, "/enrollment/tokens", Some(body))?
-    {
-        if status != http::StatusCode::CREATED {
-            let why = v["message"]
-                .as_str()
-                .or(v["error"].as_str())
-                .unwrap_or("refused");
-            return Err(EnrollCliError::Config(format!(
-                "the gateway's admin API at {} refused: {status} {why}",
-                target.addr
-            )));
+    match cmd {
+        EnrollCommand::Token {
+            config,
+            machine,
+            template,
+            expires,
+        } => {
+            let body =
+                serde_json::json!({"machine": machine, "template": template, "expires": expires});
+            if let Some(v) = through_admin(
+                &config,
+                http::Method::POST,
+                "/enrollment/tokens",
+                Some(body),
+            )? {
+                return Ok(printed(&v));
+            }
+            let loaded = load(&config, now)?;
+            let settings = enrollment_of(&config, &loaded)?;
+            let store = crate::enrollment::EnrollmentTokens::open(&settings.tokens)?;
+            let at = crate::license::dates::unix(now);
+            let minted =
+                crate::enrollment::mint(settings, &store, &machine, &template, &expires, at)?;
+            Ok(printed(&minted.to_json()))
         }
-        return Ok(printed(&v));
+        EnrollCommand::Revoke { config, machine } => {
+            let path = format!("/enrollment/machines/{machine}");
+            if let Some(v) = through_admin(&config, http::Method::DELETE, &path, None)? {
+                return Ok(format!("revoked {v}\n"));
+            }
+            let loaded = load(&config, now)?;
+            let settings = enrollment_of(&config, &loaded)?;
+            let snapshot = &loaded.snapshot;
+            let (Some(l), None) = (&snapshot.licenses, &snapshot.shared_state) else {
+                return Err(EnrollCliError::Config(
+                    "the licenses are on the fleet's Redis: revoke through a running gateway's admin API".into(),
+                ));
+            };
+            let tokens = crate::enrollment::EnrollmentTokens::open(&settings.tokens)?;
+            let licensing = crate::state::licenses::Licensing::open(
+                l,
+                snapshot.limit_keys,
+                crate::license::dates::unix(now),
+            )
+            .map_err(|e| EnrollCliError::Config(e.to_string()))?;
+            let done =
+                crate::enrollment::revoke_machine(&tokens, &licensing.service, &machine, now)
+                    .map_err(|e| EnrollCliError::Revoke(Box::new(e)))?;
+            if done.is_unknown() {
+                return Err(EnrollCliError::Config(format!(
+                    "no enrolled machine or token is named \"{machine}\""
+                )));
+            }
+            Ok(format!("revoked {}\n", done.to_json()))
+        }
     }
-    let text = std::fs::read_to_string(&config)
-        .map_err(|e| EnrollCliError::Config(format!("cannot read {}: {e}", config.display())))?;
-    let loaded = crate::config::load_str(&config, &text, now)
-        .map_err(|e| EnrollCliError::Config(e.to_string()))?;
-    let Some(settings) = loaded.snapshot.enrollment.as_ref() else {
-        return Err(EnrollCliError::Config(format!(
-            "{}: no [enrollment] section",
-            config.display()
-        )));
+}
+
+/// The running gateway's answer (2xx), or `None` when no admin API answers.
+fn through_admin(
+    config: &std::path::Path,
+    method: http::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<Option<serde_json::Value>, EnrollCliError> {
+    let Some(target) = super::admin_api::target(config)? else {
+        return Ok(None);
     };
-    let store = crate::enrollment::EnrollmentTokens::open(&settings.tokens)?;
-    let minted = crate::enrollment::mint(
-        settings,
-        &store,
-        &machine,
-        &template,
-        &expires,
-        crate::license::dates::unix(now),
-    )?;
-    Ok(printed(&minted.to_json()))
+    let Some((status, v)) = target.call(method, path, body)? else {
+        return Ok(None);
+    };
+    if !status.is_success() {
+        let why = v["message"]
+            .as_str()
+            .or(v["error"].as_str())
+            .unwrap_or("refused");
+        return Err(EnrollCliError::Config(format!(
+            "the gateway's admin API at {} refused: {status} {why}",
+            target.addr
+        )));
+    }
+    Ok(Some(v))
+}
+
+fn load(
+    config: &std::path::Path,
+    now: SystemTime,
+) -> Result<crate::config::Loaded, EnrollCliError> {
+    let text = std::fs::read_to_string(config)
+        .map_err(|e| EnrollCliError::Config(format!("cannot read {}: {e}", config.display())))?;
+    crate::config::load_str(config, &text, now).map_err(|e| EnrollCliError::Config(e.to_string()))
+}
+
+fn enrollment_of<'a>(
+    config: &std::path::Path,
+    loaded: &'a crate::config::Loaded,
+) -> Result<&'a crate::enrollment::EnrollmentSettings, EnrollCliError> {
+    loaded.snapshot.enrollment.as_ref().ok_or_else(|| {
+        EnrollCliError::Config(format!("{}: no [enrollment] section", config.display()))
+    })
 }
 
 /// The token alone on the first line (for scripts), then what it is for.

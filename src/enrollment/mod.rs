@@ -7,7 +7,8 @@
 //! `csr.rs` (the CSR: signature, key type), `certificate.rs` (the certificate the gateway
 //! signs), `pkcs7.rs` (the certs-only PKCS#7 EST answers with), `license.rs` (the machine
 //! license from a template), `endpoints.rs` (the handlers and `simpleenroll`), `reenroll.rs`
-//! (`simplereenroll`), `issued.rs` (signing, licensing and recording what a machine holds).
+//! (`simplereenroll`), `issued.rs` (signing, licensing and recording what a machine holds),
+//! `revoke.rs` (revoking a machine: license, tokens, record).
 //! The token and machine store is `crate::state::enrollment`.
 //!
 //! Tokens, keys and CSRs are never logged: logs name machines, templates and license ids.
@@ -19,6 +20,7 @@ mod issued;
 mod license;
 pub mod pkcs7;
 mod reenroll;
+pub mod revoke;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -28,6 +30,7 @@ pub use crate::state::enrollment::{
     EnrollmentTokens, MachineRecord, StoreError, TokenRecord, TokenRefusal,
 };
 pub use endpoints::{CACERTS, LICENSE_HEADER, SIMPLEENROLL, SIMPLEREENROLL, handle, handles};
+pub use revoke::{RevokeMachineError, Revoked, revoke_machine};
 pub use tokens::{MintError, Minted, mint};
 
 /// The running enrollment: its settings and the open token store. Cheap to share.

@@ -100,6 +100,9 @@ pub(super) fn action<'p>(method: &Method, path: &'p str) -> (&'static str, Optio
         Method::DELETE if rest("/enrollment/tokens/").is_some() => {
             ("enrollment.token_revoke", rest("/enrollment/tokens/"))
         }
+        Method::DELETE if rest("/enrollment/machines/").is_some() => {
+            ("enrollment.revoke", rest("/enrollment/machines/"))
+        }
         Method::POST => match rest("/clients/").and_then(|r| r.rsplit_once('/')) {
             Some((client, "disable")) => ("client.disable", Some(client)),
             Some((client, "rotate-secret")) => ("client.rotate_secret", Some(client)),
@@ -204,6 +207,7 @@ mod tests {
             (Method::POST, "/keys/rotate", AdminRole::Admin),
             (Method::POST, "/enrollment/tokens", AdminRole::Admin),
             (Method::DELETE, "/enrollment/tokens/m1", AdminRole::Admin),
+            (Method::DELETE, "/enrollment/machines/m1", AdminRole::Admin),
             (Method::PUT, "/anything", AdminRole::Admin),
         ];
         for (m, p, role) in cases {

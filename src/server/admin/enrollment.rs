@@ -5,7 +5,9 @@
 //!   `{"token", "machine", "template", "expires_at"}`, the token shown this once
 //!   (`Cache-Control: no-store`; only its hash is stored);
 //! - `DELETE /enrollment/tokens/{machine}`: revokes the machine's unspent tokens,
-//!   `{"machine", "revoked": n}`.
+//!   `{"machine", "revoked": n}`;
+//! - `DELETE /enrollment/machines/{machine}`: revokes the machine (its license, its unspent
+//!   tokens, its record), `{"machine", "license", "tokens_revoked"}`; 404 if unknown.
 //!
 //! Store calls run on the blocking pool.
 
@@ -31,6 +33,43 @@ struct NewToken {
 
 fn default_expires() -> String {
     "24h".to_owned()
+}
+
+/// `DELETE /enrollment/machines/{machine}`.
+pub(super) async fn revoke_machine(
+    enrollment: Option<Arc<Enrollment>>,
+    licensing: Option<Arc<crate::state::licenses::Licensing>>,
+    id: &RequestId,
+    req: Request<Incoming>,
+    now: std::time::SystemTime,
+) -> AdminResponse {
+    let (Some(enrollment), Some(licensing)) = (enrollment, licensing) else {
+        return error(id, StatusCode::NOT_FOUND, "enrollment_not_configured");
+    };
+    let machine = match (
+        req.method(),
+        req.uri().path().strip_prefix("/enrollment/machines/"),
+    ) {
+        (&Method::DELETE, Some(m)) if !m.is_empty() => m.to_owned(),
+        _ => return error(id, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+    };
+    let done = tokio::task::spawn_blocking(move || {
+        crate::enrollment::revoke_machine(&enrollment.tokens, &licensing.service, &machine, now)
+    })
+    .await;
+    match done {
+        Ok(Ok(r)) if r.is_unknown() => error(id, StatusCode::NOT_FOUND, "machine_not_found"),
+        Ok(Ok(r)) => json(id, StatusCode::OK, &r.to_json()),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "enrolled machine revocation could not be stored");
+            error(
+                id,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "enrollment_store_failed",
+            )
+        }
+        Err(_) => error(id, StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+    }
 }
 
 /// Route `/enrollment/tokens...`.

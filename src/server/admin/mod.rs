@@ -335,6 +335,11 @@ async fn route(gateway: &Gateway, id: &RequestId, req: Request<Incoming>) -> Adm
         (_, path) if path == "/licenses" || path.starts_with("/licenses/") => {
             licenses(gateway, &id, req).await
         }
+        (_, path) if path.starts_with("/enrollment/machines/") => {
+            let generation = shared.generation.load();
+            let (e, l) = (generation.enrollment.clone(), generation.licensing.clone());
+            enrollment::revoke_machine(e, l, &id, req, shared.clock.now()).await
+        }
         (_, path) if path == "/enrollment/tokens" || path.starts_with("/enrollment/tokens/") => {
             let enrollment = shared.generation.load().enrollment.clone();
             enrollment::handle(enrollment, &id, req, shared.clock.now()).await

@@ -1,0 +1,68 @@
+//! Revoking an enrolled machine: its license (refused at once on every licensed route), its
+//! unspent tokens, and its record (so its certificate cannot re-enroll). Shared by the admin
+//! API (`DELETE /enrollment/machines/{machine}`) and `portcullis enroll revoke`.
+//!
+//! The certificate itself stays valid until it expires (short-lived by design): it is not
+//! refused on routes without `license = "required"` (no pin denylist or CRL yet).
+
+use std::time::SystemTime;
+
+use super::{EnrollmentTokens, StoreError};
+use crate::state::licenses::{LicenseService, RevokeError};
+
+/// What a revocation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revoked {
+    pub machine: String,
+    /// The license revoked, if the machine had enrolled.
+    pub license: Option<String>,
+    pub tokens: usize,
+}
+
+impl Revoked {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({"machine": self.machine, "license": self.license, "tokens_revoked": self.tokens})
+    }
+
+    /// Nothing was known of this machine.
+    pub fn is_unknown(&self) -> bool {
+        self.license.is_none() && self.tokens == 0
+    }
+}
+
+/// Why a revocation failed part-way (what was done before is kept).
+#[derive(Debug, thiserror::Error)]
+pub enum RevokeMachineError {
+    #[error(transparent)]
+    Tokens(#[from] StoreError),
+    #[error(transparent)]
+    License(#[from] RevokeError),
+}
+
+/// Revoke `machine` at `now`: its license first (the part that admits it), then its tokens
+/// and its record.
+pub fn revoke_machine(
+    tokens: &EnrollmentTokens,
+    licenses: &LicenseService,
+    machine: &str,
+    now: SystemTime,
+) -> Result<Revoked, RevokeMachineError> {
+    let at = crate::license::dates::unix(now);
+    let record = tokens.machine(machine)?;
+    if let Some(r) = &record {
+        match licenses.revoke(&r.license_id, now) {
+            // Revoked already, or removed from the store by hand: nothing admits it.
+            Ok(_) | Err(RevokeError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let revoked_tokens = tokens.revoke_machine(machine, at)?;
+    tokens.remove_machine(machine)?;
+    let done = Revoked {
+        machine: machine.to_owned(),
+        license: record.map(|r| r.license_id),
+        tokens: revoked_tokens,
+    };
+    tracing::info!(machine, license = ?done.license, tokens = done.tokens, "enrolled machine revoked");
+    Ok(done)
+}
