@@ -861,3 +861,17 @@ async fn the_command_line_revokes_a_machine_through_the_running_gateway() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("enr-m1-"));
     assert_eq!(orders_as(&lab, &machine).await.status, 403);
 }
+
+#[tokio::test]
+async fn a_reload_keeps_the_token_store_open_and_its_tokens_spendable() {
+    let lab = Lab::start().await;
+    let token = lab.token("m1", "24h").await;
+    let summary = lab
+        .gw
+        .reload()
+        .await
+        .expect("reload with the same token file");
+    assert!(summary.warnings.is_empty(), "{:?}", summary.warnings);
+    let (machine, _) = enroll(&lab, &token).await;
+    assert_eq!(orders_as(&lab, &machine).await.status, 200);
+}
