@@ -696,7 +696,8 @@ async fn simplereenroll(lab: &Lab, machine: Option<&Identity>, der: &[u8]) -> Te
 }
 
 #[tokio::test]
-async fn re_enrollment_moves_the_license_to_the_new_key_and_refuses_the_old_certificate() {
+async fn re_enrollment_moves_the_license_to_the_new_key_and_refuses_the_old_certificate_after_the_overlap()
+ {
     let lab = Lab::start().await;
     let (old, _) = enroll(&lab, &lab.token("m1", "24h").await).await;
     assert_eq!(orders_as(&lab, &old).await.status, 200);
@@ -711,10 +712,19 @@ async fn re_enrollment_moves_the_license_to_the_new_key_and_refuses_the_old_cert
     assert!(r.header("x-portcullis-license").is_some());
 
     assert_eq!(orders_as(&lab, &new).await.status, 200);
-    // The old license is revoked at once (no overlap yet).
+    // The old certificate keeps its license for the overlap (1h), then is refused, and a
+    // reload (which rebuilds the book) does not bring it back.
+    assert_eq!(orders_as(&lab, &old).await.status, 200);
+    lab.gw
+        .shared()
+        .clock
+        .advance(std::time::Duration::from_secs(3600));
     let r = orders_as(&lab, &old).await;
     assert_eq!(r.status, 403, "{}", r.text());
     assert_eq!(r.json()["error"], "license_revoked");
+    lab.gw.reload().await.expect("reload");
+    assert_eq!(orders_as(&lab, &old).await.status, 403);
+    assert_eq!(orders_as(&lab, &new).await.status, 200);
 
     // Only the current certificate re-enrolls, with a new key.
     let (_, another) = key_and_csr(&rcgen::PKCS_ECDSA_P256_SHA256);

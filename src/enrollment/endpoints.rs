@@ -10,8 +10,7 @@
 //! - `POST /.well-known/est/simplereenroll`: over mutual TLS with the machine's current,
 //!   unexpired certificate (its CN names the machine, its key is the one last enrolled, its
 //!   license active); a CSR for a new key; the same answer. The license moves to the new
-//!   key's pin: the old license is revoked at once (the book has no scheduled revocation
-//!   yet, so `[enrollment] overlap` is not applied).
+//!   key's pin: the old license stops granting `[enrollment] overlap` later.
 //!
 //! The token is checked first (401), then the CSR (400), then spent (one write transaction:
 //! of two requests with one token, one wins). A spent token cannot be used again even if
@@ -173,11 +172,12 @@ where
         &record.template,
         &issued,
         None,
+        None,
         at,
     )
     .await?;
     if let Some(old) = before {
-        super::issued::revoke(licensing, &old.license_id, now).await;
+        super::issued::revoke_held(licensing, &old, now).await;
     }
     tracing::info!(
         machine = %record.machine,

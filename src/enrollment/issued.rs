@@ -6,8 +6,8 @@ use std::time::SystemTime;
 
 use http::{HeaderValue, StatusCode};
 
-use super::Enrollment;
 use super::endpoints::{LICENSE_HEADER, Refusal, Resp, blocking, pkcs7_response};
+use super::{Enrollment, MachineRecord, Retiring};
 use crate::state::licenses::Licensing;
 
 /// What an enrollment hands out.
@@ -97,13 +97,15 @@ pub(super) async fn store_machine(
     template: &str,
     issued: &Issued,
     expected: Option<&str>,
+    retiring: Option<Retiring>,
     at: u64,
 ) -> Result<bool, Refusal> {
-    let record = crate::state::enrollment::MachineRecord {
+    let record = MachineRecord {
         template: template.to_owned(),
         license_id: issued.license_id.clone(),
         pin: issued.pin.clone(),
         enrolled_at: at,
+        retiring,
     };
     let (tokens, machine, expected) = (
         Arc::clone(&enrollment.tokens),
@@ -111,6 +113,18 @@ pub(super) async fn store_machine(
         expected.map(str::to_owned),
     );
     blocking(move || tokens.set_machine(&machine, &record, expected.as_deref())).await
+}
+
+/// Revoke every license `record` holds (its current one and one still retiring).
+pub(super) async fn revoke_held(
+    licensing: &Arc<Licensing>,
+    record: &MachineRecord,
+    now: SystemTime,
+) {
+    revoke(licensing, &record.license_id, now).await;
+    if let Some(r) = &record.retiring {
+        revoke(licensing, &r.license_id, now).await;
+    }
 }
 
 /// Revoke license `id` (a replaced one); a failure is logged: the license expires anyway.

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 pub use crate::config::enrollment::{EnrollmentSettings, KeyType, Template};
 pub use crate::state::enrollment::{
-    EnrollmentTokens, MachineRecord, StoreError, TokenRecord, TokenRefusal,
+    EnrollmentTokens, MachineRecord, Retiring, StoreError, TokenRecord, TokenRefusal,
 };
 pub use endpoints::{CACERTS, LICENSE_HEADER, SIMPLEENROLL, SIMPLEREENROLL, handle, handles};
 pub use revoke::{RevokeMachineError, Revoked, revoke_machine};
@@ -52,5 +52,16 @@ impl Enrollment {
             _ => Arc::new(EnrollmentTokens::open(&settings.tokens)?),
         };
         Ok(Enrollment { settings, tokens })
+    }
+
+    /// Apply the machines' scheduled revocations (re-enrollment's overlap) to `book`, which
+    /// does not keep them across a rebuild: called whenever the book is new (start, reload).
+    pub fn apply_schedules(&self, book: &crate::license::LicenseBook) -> Result<(), StoreError> {
+        for (_, record) in self.tokens.machines()? {
+            if let Some(r) = record.retiring {
+                book.revoke_from(&r.license_id, r.revoke_at);
+            }
+        }
+        Ok(())
     }
 }

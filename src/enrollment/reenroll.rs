@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 
+use super::Retiring;
 use super::endpoints::{BoxError, Est, Refusal, Resp, blocking, read_csr};
 use super::issued::{issue, revoke, store_machine};
 use crate::identity::ClientIdentity;
@@ -13,7 +14,7 @@ use crate::license::LicenseState;
 
 /// Re-enrollment over mutual TLS with the machine's current certificate: a new certificate
 /// for a new key, the same machine and template; the license moves to the new key's pin and
-/// the old license is revoked at once (`overlap` is not applied yet).
+/// the old license stops granting `overlap` later.
 pub(super) async fn simplereenroll<B>(
     est: Est<'_>,
     req: Request<B>,
@@ -78,21 +79,41 @@ where
         now,
     )
     .await?;
-    if !store_machine(
+    // The old license grants for `overlap` more (the machine switches over, requests in
+    // flight finish), scheduled in the book and kept in the machine's record. On a fleet's
+    // store the other instances would not see an in-memory schedule: revoked at once there.
+    let overlap = enrollment.settings.overlap.as_secs();
+    let retiring = (overlap > 0 && licensing.shared.is_none()).then(|| Retiring {
+        license_id: current.license_id.clone(),
+        revoke_at: at.saturating_add(overlap),
+    });
+    let stored = store_machine(
         enrollment,
         &machine,
         &current.template,
         &issued,
         Some(&current.pin),
+        retiring.clone(),
         at,
-    )
-    .await?
-    {
+    );
+    if !stored.await? {
         // Another re-enrollment with this certificate won: this one's license goes.
         revoke(licensing, &issued.license_id, now).await;
         return Err(Refusal(StatusCode::CONFLICT, "reenrollment_conflict", None));
     }
-    revoke(licensing, &current.license_id, now).await;
+    // A license replaced twice is done with.
+    if let Some(r) = &current.retiring {
+        revoke(licensing, &r.license_id, now).await;
+    }
+    match retiring {
+        Some(r) => {
+            licensing
+                .service
+                .book()
+                .revoke_from(&r.license_id, r.revoke_at);
+        }
+        None => revoke(licensing, &current.license_id, now).await,
+    }
     tracing::info!(
         machine = %machine,
         license = %issued.license_id,

@@ -49,8 +49,11 @@ pub fn revoke_machine(
 ) -> Result<Revoked, RevokeMachineError> {
     let at = crate::license::dates::unix(now);
     let record = tokens.machine(machine)?;
-    if let Some(r) = &record {
-        match licenses.revoke(&r.license_id, now) {
+    let held = record.iter().flat_map(|r| {
+        std::iter::once(&r.license_id).chain(r.retiring.as_ref().map(|t| &t.license_id))
+    });
+    for id in held {
+        match licenses.revoke(id, now) {
             // Revoked already, or removed from the store by hand: nothing admits it.
             Ok(_) | Err(RevokeError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),

@@ -223,6 +223,10 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
         )),
         None => None,
     };
+    if let (Some(e), Some(l)) = (&enrollment, &licensing) {
+        e.apply_schedules(l.service.book())
+            .map_err(|e| StartError::Enrollment(Box::new(e)))?;
+    }
     // Remote JWKS are fetched before serving, so the first requests do not all fail; a
     // provider that does not answer in time is retried by the refresh task.
     let (stop_tx, stop_rx) = watch::channel(false);

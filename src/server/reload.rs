@@ -211,6 +211,11 @@ impl Gateway {
                     .map_err(|e| ReloadError::Enrollment(Box::new(e)))?,
             )),
         };
+        // The book was rebuilt: the overlaps of re-enrolled machines apply again.
+        if let (Some(e), Some(l)) = (&enrollment, &licensing) {
+            e.apply_schedules(l.service.book())
+                .map_err(|e| ReloadError::Enrollment(Box::new(e)))?;
+        }
 
         // Commit: swap, then start new loops and stop the ones no longer wanted. The old
         // verifier's cache counts are folded in first so the counters lose nothing.

@@ -86,6 +86,17 @@ pub struct MachineRecord {
     pub pin: String,
     /// Unix seconds of the last (re-)enrollment.
     pub enrolled_at: u64,
+    /// The license the last re-enrollment replaced, still granting until `overlap` ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retiring: Option<Retiring>,
+}
+
+/// A replaced license and when it stops granting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retiring {
+    pub license_id: String,
+    /// Unix seconds.
+    pub revoke_at: u64,
 }
 
 /// Why a token does not enroll. One refusal for the client (401); the log tells these apart.
@@ -265,10 +276,30 @@ impl EnrollmentTokens {
         };
         match read().map_err(|f| self.failed(f))? {
             None => Ok(None),
-            Some(json) => serde_json::from_str(&json)
-                .map(Some)
-                .map_err(|e| self.failed(Failure::Corrupt(e.to_string()))),
+            Some(json) => self.parse_machine(&json).map(Some),
         }
+    }
+
+    /// Every enrolled machine's record.
+    pub fn machines(&self) -> Result<Vec<(String, MachineRecord)>, StoreError> {
+        let read = || -> Result<Vec<(String, String)>, Failure> {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(MACHINES)?;
+            let mut out = Vec::new();
+            for row in table.iter()? {
+                let (k, v) = row?;
+                out.push((k.value().to_owned(), v.value().to_owned()));
+            }
+            Ok(out)
+        };
+        let rows = read().map_err(|f| self.failed(f))?;
+        rows.into_iter()
+            .map(|(machine, json)| self.parse_machine(&json).map(|r| (machine, r)))
+            .collect()
+    }
+
+    fn parse_machine(&self, json: &str) -> Result<MachineRecord, StoreError> {
+        serde_json::from_str(json).map_err(|e| self.failed(Failure::Corrupt(e.to_string())))
     }
 
     /// Store `record` for `machine` if its current pin is `expected` (`None`: whatever it
