@@ -244,6 +244,7 @@ pub async fn handle(
                     return Err(Denial::NoRoute);
                 };
                 let id = x.request_id;
+                let path = req.uri().path().to_owned();
                 let resp = crate::enrollment::handle(
                     enrollment,
                     generation.licensing.as_ref(),
@@ -253,6 +254,9 @@ pub async fn handle(
                     now,
                 )
                 .await;
+                if let Some(event) = crate::enrollment::event_of(&path, resp.status()) {
+                    metrics.enrollment(event);
+                }
                 Ok(own_answer(resp, &x).await)
             }
             Admitted::Route => {

@@ -792,7 +792,7 @@ async fn re_enrollment_with_an_expired_or_revoked_certificate_is_refused() {
 }
 
 #[tokio::test]
-async fn a_revoked_machine_is_refused_at_once_and_cannot_re_enroll() {
+async fn a_revoked_machine_is_refused_at_once_cannot_re_enroll_and_each_step_is_counted() {
     let lab = Lab::start().await;
     let (machine, _) = enroll(&lab, &lab.token("m1", "24h").await).await;
     let unspent = lab.token("m1", "24h").await;
@@ -820,6 +820,15 @@ async fn a_revoked_machine_is_refused_at_once_and_cannot_re_enroll() {
         404
     );
     assert!(lab.audit().contains("\"action\":\"enrollment.revoke\""));
+
+    // Counted, by event only (no machine names in labels).
+    let m = lab.admin.metrics().await;
+    let count = |event: &str| m.value("portcullis_enrollment_events_total", &[("event", event)]);
+    assert_eq!(count("token_made"), Some(2.0));
+    assert_eq!(count("enrolled"), Some(1.0));
+    assert_eq!(count("reenroll_refused"), Some(1.0));
+    assert_eq!(count("token_refused"), Some(1.0));
+    assert_eq!(count("machine_revoked"), Some(1.0));
 }
 
 #[tokio::test]

@@ -48,6 +48,24 @@ pub fn handles(path: &str) -> bool {
     path.starts_with("/.well-known/est/")
 }
 
+/// The `portcullis_enrollment_events_total` event of an answer to `path` (`None`: not one
+/// that changes anything).
+pub fn event_of(path: &str, status: StatusCode) -> Option<&'static str> {
+    let reenroll = match path {
+        SIMPLEENROLL => false,
+        SIMPLEREENROLL => true,
+        _ => return None,
+    };
+    Some(match (status.as_u16(), reenroll) {
+        (200, false) => "enrolled",
+        (200, true) => "reenrolled",
+        (401, false) => "token_refused",
+        (401, true) => "reenroll_refused",
+        (400 | 413 | 415, _) => "csr_refused",
+        _ => "failed",
+    })
+}
+
 /// Answer one request to an EST path. `request_id` goes into refusals; `now` is the
 /// gateway's clock.
 pub async fn handle<B>(

@@ -29,7 +29,9 @@ pub use crate::config::enrollment::{EnrollmentSettings, KeyType, Template};
 pub use crate::state::enrollment::{
     EnrollmentTokens, MachineRecord, Retiring, StoreError, TokenRecord, TokenRefusal,
 };
-pub use endpoints::{CACERTS, LICENSE_HEADER, SIMPLEENROLL, SIMPLEREENROLL, handle, handles};
+pub use endpoints::{
+    CACERTS, LICENSE_HEADER, SIMPLEENROLL, SIMPLEREENROLL, event_of, handle, handles,
+};
 pub use revoke::{RevokeMachineError, Revoked, revoke_machine};
 pub use tokens::{MintError, Minted, mint};
 

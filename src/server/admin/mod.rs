@@ -338,11 +338,19 @@ async fn route(gateway: &Gateway, id: &RequestId, req: Request<Incoming>) -> Adm
         (_, path) if path.starts_with("/enrollment/machines/") => {
             let generation = shared.generation.load();
             let (e, l) = (generation.enrollment.clone(), generation.licensing.clone());
-            enrollment::revoke_machine(e, l, &id, req, shared.clock.now()).await
+            let resp = enrollment::revoke_machine(e, l, &id, req, shared.clock.now()).await;
+            if resp.status() == StatusCode::OK {
+                shared.metrics.enrollment("machine_revoked");
+            }
+            resp
         }
         (_, path) if path == "/enrollment/tokens" || path.starts_with("/enrollment/tokens/") => {
             let enrollment = shared.generation.load().enrollment.clone();
-            enrollment::handle(enrollment, &id, req, shared.clock.now()).await
+            let resp = enrollment::handle(enrollment, &id, req, shared.clock.now()).await;
+            if resp.status() == StatusCode::CREATED {
+                shared.metrics.enrollment("token_made");
+            }
+            resp
         }
         (_, path)
             if path == "/clients" || path.starts_with("/clients/") || path == "/keys/rotate" =>
