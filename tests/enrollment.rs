@@ -894,3 +894,53 @@ async fn a_reload_keeps_the_token_store_open_and_its_tokens_spendable() {
     let (machine, _) = enroll(&lab, &token).await;
     assert_eq!(orders_as(&lab, &machine).await.status, 200);
 }
+
+#[tokio::test]
+async fn the_readme_walk_through_with_curl_and_openssl_enrolls_a_machine() {
+    let lab = Lab::start().await;
+    let token = lab.token("m1", "24h").await;
+    let dir = lab.pki.dir().to_path_buf();
+    let port = lab.gw.addr_of("est").port();
+    let token_for_curl = token.clone();
+    // The README's commands (openssl req, curl, openssl pkcs7), run off the async threads.
+    let (cert_pem, license, stderr) = tokio::task::spawn_blocking(move || {
+        let sh = format!(
+            "set -e; cd '{}'; \
+             openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=admin \
+               -keyout m1.key -outform DER 2>/dev/null | base64 > m1.csr.b64; \
+             curl -sS --fail --cacert ca.pem -H 'Authorization: Bearer {}' \
+               -H 'Content-Type: application/pkcs10' --data-binary @m1.csr.b64 \
+               -D headers https://localhost:{port}/.well-known/est/simpleenroll \
+               | base64 -d | openssl pkcs7 -inform DER -print_certs > m1.pem; \
+             grep -i '^x-portcullis-license:' headers | cut -d' ' -f2 | tr -d '\\r' > m1.license",
+            dir.display(),
+            token_for_curl
+        );
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(sh)
+            .output()
+            .expect("sh");
+        let read = |n: &str| std::fs::read_to_string(dir.join(n)).unwrap_or_default();
+        (
+            read("m1.pem"),
+            read("m1.license"),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(cert_pem.contains("BEGIN CERTIFICATE"), "{stderr}");
+    assert!(
+        cert_pem.contains("CN") && cert_pem.contains("m1"),
+        "{cert_pem}"
+    );
+    assert!(license.trim().starts_with("PCL1."), "{license:?} {stderr}");
+
+    // The machine's openssl key and the certificate admit it on the licensed route.
+    use rustls::pki_types::pem::PemObject as _;
+    let cert = rustls::pki_types::CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(lab.pki.path("m1.key")).unwrap();
+    let machine = Identity::from_parts(cert, key.secret_der().to_vec());
+    assert_eq!(orders_as(&lab, &machine).await.status, 200);
+}

@@ -45,14 +45,15 @@ fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Base64 in lines of 64 (RFC 2045 allows at most 76), as EST bodies are sent.
+/// Base64 in lines of 64 (RFC 2045 allows at most 76), as EST bodies are sent. Line ends
+/// are LF: RFC 8951 3.2.2 has EST peers ignore whitespace, and `base64 -d` refuses CR.
 pub fn base64_lines(der: &[u8]) -> String {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let mut out = String::with_capacity(b64.len() + b64.len() / 64 + 2);
     for chunk in b64.as_bytes().chunks(64) {
         out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
-        out.push_str("\r\n");
+        out.push('\n');
     }
     out
 }
