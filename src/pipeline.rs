@@ -58,6 +58,12 @@ pub async fn admit<'g, B>(
     // A listener removed by a reload stops serving routes at once; its socket goes later.
     let listener = snapshot.listener(&conn.listener).ok_or(Denial::NoRoute)?;
     crate::identity::check(&listener.pins, conn.identity.as_ref())?;
+    // A revoked enrolled machine's key, on every listener and route (its license too).
+    if let (Some(e), Some(id)) = (&generation.enrollment, conn.identity.as_ref())
+        && e.is_revoked_key(&id.spki_sha256)
+    {
+        return Err(Denial::License(crate::denial::LicenseDenial::Revoked));
+    }
     let origin = crate::ip_filter::Origin {
         ip: conn.origin.ip(),
         proxy_spoke_for_itself: conn.proxy_spoke_for_itself,

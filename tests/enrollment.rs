@@ -60,11 +60,11 @@ fn sections(extra: &str) -> String {
 
 /// Listener `est` (client certificates optional: enrollment is authenticated by the token,
 /// re-enrollment by the machine's certificate), listener
-/// `api` (client certificates of the enrollment CA required), route `orders` (license
-/// required) on `api`, and the admin API.
+/// `api` (client certificates of the enrollment CA required), routes `orders` (license
+/// required) and `open` (no license) on `api`, and the admin API.
 fn config(upstream: &str, extra: &str) -> String {
     format!(
-        "{}[admin]\nbind = \"127.0.0.1:0\"\naudit_log = \"audit.log\"\n\n{}{}{}{}",
+        "{}[admin]\nbind = \"127.0.0.1:0\"\naudit_log = \"audit.log\"\n\n{}{}{}{}{}",
         server("watch_config = false"),
         sections(extra),
         listener(
@@ -81,6 +81,7 @@ fn config(upstream: &str, extra: &str) -> String {
             &[upstream],
             "license = \"required\"\nlisteners = [\"api\"]"
         ),
+        route("open", "/open", &[upstream], "listeners = [\"api\"]"),
     )
 }
 
@@ -451,10 +452,15 @@ async fn enroll(lab: &Lab, token: &str) -> (Identity, String) {
 
 /// `GET /orders` on the `api` listener (client certificates required) as `machine`.
 async fn orders_as(lab: &Lab, machine: &Identity) -> TestResponse {
+    get_as(lab, machine, "/orders").await
+}
+
+/// `GET path` on the `api` listener as `machine`.
+async fn get_as(lab: &Lab, machine: &Identity, path: &str) -> TestResponse {
     let client = TlsClient::new(&lab.pki).identity(machine);
     let tls = tls_as(&client, lab.gw.addr_of("api"), "localhost").await;
     let mut h1 = H1::handshake(tls).await.expect("HTTP/1.1");
-    h1.call(get("/orders")).await.expect("GET /orders")
+    h1.call(get(path)).await.expect("GET on the api listener")
 }
 
 #[tokio::test]
@@ -797,6 +803,7 @@ async fn a_revoked_machine_is_refused_at_once_cannot_re_enroll_and_each_step_is_
     let (machine, _) = enroll(&lab, &lab.token("m1", "24h").await).await;
     let unspent = lab.token("m1", "24h").await;
     assert_eq!(orders_as(&lab, &machine).await.status, 200);
+    assert_eq!(get_as(&lab, &machine, "/open").await.status, 200);
 
     let r = lab.admin.delete("/enrollment/machines/m1").await;
     assert_eq!(r.status, 200, "{}", r.text());
@@ -807,8 +814,13 @@ async fn a_revoked_machine_is_refused_at_once_cannot_re_enroll_and_each_step_is_
         (r.status.as_u16(), r.json()["error"].as_str()),
         (403, Some("license_revoked"))
     );
+    // Its key is refused on routes without a license and on the EST listener too, and
+    // stays refused after a reload.
+    assert_eq!(get_as(&lab, &machine, "/open").await.status, 403);
+    lab.gw.reload().await.expect("reload");
+    assert_eq!(get_as(&lab, &machine, "/open").await.status, 403);
     let (_, csr) = key_and_csr(&rcgen::PKCS_ECDSA_P256_SHA256);
-    assert_eq!(simplereenroll(&lab, Some(&machine), &csr).await.status, 401);
+    assert_eq!(simplereenroll(&lab, Some(&machine), &csr).await.status, 403);
     assert_eq!(
         simpleenroll(&lab, &format!("Bearer {unspent}"), &csr)
             .await
@@ -826,7 +838,11 @@ async fn a_revoked_machine_is_refused_at_once_cannot_re_enroll_and_each_step_is_
     let count = |event: &str| m.value("portcullis_enrollment_events_total", &[("event", event)]);
     assert_eq!(count("token_made"), Some(2.0));
     assert_eq!(count("enrolled"), Some(1.0));
-    assert_eq!(count("reenroll_refused"), Some(1.0));
+    assert_eq!(
+        count("reenroll_refused"),
+        None,
+        "refused before the EST endpoint"
+    );
     assert_eq!(count("token_refused"), Some(1.0));
     assert_eq!(count("machine_revoked"), Some(1.0));
 }

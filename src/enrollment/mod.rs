@@ -35,11 +35,13 @@ pub use endpoints::{
 pub use revoke::{RevokeMachineError, Revoked, revoke_machine};
 pub use tokens::{MintError, Minted, mint};
 
-/// The running enrollment: its settings and the open token store. Cheap to share.
+/// The running enrollment: its settings, the open token store, and the keys of revoked
+/// machines (refused on every listener and route). Cheap to share.
 #[derive(Debug)]
 pub struct Enrollment {
     pub settings: EnrollmentSettings,
     pub tokens: Arc<EnrollmentTokens>,
+    revoked: arc_swap::ArcSwap<std::collections::HashSet<[u8; 32]>>,
 }
 
 impl Enrollment {
@@ -48,12 +50,31 @@ impl Enrollment {
     pub fn open(
         settings: EnrollmentSettings,
         previous: Option<&Enrollment>,
+        now: std::time::SystemTime,
     ) -> Result<Enrollment, StoreError> {
         let tokens = match previous {
             Some(p) if p.tokens.path() == settings.tokens => Arc::clone(&p.tokens),
             _ => Arc::new(EnrollmentTokens::open(&settings.tokens)?),
         };
-        Ok(Enrollment { settings, tokens })
+        let enrollment = Enrollment {
+            settings,
+            tokens,
+            revoked: arc_swap::ArcSwap::from_pointee(Default::default()),
+        };
+        enrollment.refresh_revoked(now)?;
+        Ok(enrollment)
+    }
+
+    /// Whether the certificate key `spki_sha256` belongs to a revoked machine.
+    pub fn is_revoked_key(&self, spki_sha256: &[u8; 32]) -> bool {
+        self.revoked.load().contains(spki_sha256)
+    }
+
+    /// Re-read the revoked keys still in force at `now` (after a revocation).
+    pub fn refresh_revoked(&self, now: std::time::SystemTime) -> Result<(), StoreError> {
+        let pins = self.tokens.revoked_pins(crate::license::dates::unix(now))?;
+        self.revoked.store(Arc::new(pins.into_iter().collect()));
+        Ok(())
     }
 
     /// Apply the machines' scheduled revocations (re-enrollment's overlap) to `book`, which

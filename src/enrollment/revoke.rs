@@ -1,9 +1,9 @@
 //! Revoking an enrolled machine: its license (refused at once on every licensed route), its
-//! unspent tokens, and its record (so its certificate cannot re-enroll). Shared by the admin
-//! API (`DELETE /enrollment/machines/{machine}`) and `portcullis enroll revoke`.
+//! certificate's key (refused on every listener and route until the certificate could have
+//! expired), its unspent tokens, and its record (so it cannot re-enroll). Shared by the
+//! admin API (`DELETE /enrollment/machines/{machine}`) and `portcullis enroll revoke`.
 //!
-//! The certificate itself stays valid until it expires (short-lived by design): it is not
-//! refused on routes without `license = "required"` (no pin denylist or CRL yet).
+//! Not in a CRL yet; a key replaced by re-enrollment is covered by its license only.
 
 use std::time::SystemTime;
 
@@ -58,6 +58,14 @@ pub fn revoke_machine(
             Ok(_) | Err(RevokeError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
+    }
+    if let Some(pin) = record
+        .as_ref()
+        .and_then(|r| crate::identity::parse_spki_pin(&r.pin).ok())
+    {
+        // Until the longest certificate the gateway can have signed for it has expired.
+        let until = at.saturating_add(crate::config::enrollment::MAX_CERT_LIFETIME.as_secs());
+        tokens.revoke_pin(&pin, until)?;
     }
     let revoked_tokens = tokens.revoke_machine(machine, at)?;
     tokens.remove_machine(machine)?;

@@ -218,7 +218,7 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
     };
     let enrollment = match &snapshot.enrollment {
         Some(e) => Some(Arc::new(
-            crate::enrollment::Enrollment::open(e.clone(), None)
+            crate::enrollment::Enrollment::open(e.clone(), None, clock.now())
                 .map_err(|e| StartError::Enrollment(Box::new(e)))?,
         )),
         None => None,

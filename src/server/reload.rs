@@ -207,8 +207,12 @@ impl Gateway {
         let enrollment = match &snapshot.enrollment {
             None => None,
             Some(e) => Some(Arc::new(
-                crate::enrollment::Enrollment::open(e.clone(), previous.enrollment.as_deref())
-                    .map_err(|e| ReloadError::Enrollment(Box::new(e)))?,
+                crate::enrollment::Enrollment::open(
+                    e.clone(),
+                    previous.enrollment.as_deref(),
+                    self.shared.clock.now(),
+                )
+                .map_err(|e| ReloadError::Enrollment(Box::new(e)))?,
             )),
         };
         // The book was rebuilt: the overlaps of re-enrolled machines apply again.

@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 const TOKENS: TableDefinition<&[u8], &str> = TableDefinition::new("enrollment_tokens_v1");
 /// `machine -> record` (JSON): what each enrolled machine holds now.
 const MACHINES: TableDefinition<&str, &str> = TableDefinition::new("enrolled_machines_v1");
+/// `SHA-256(SPKI) -> until` (Unix seconds): keys of revoked machines, refused everywhere
+/// until their certificates have expired.
+const REVOKED_PINS: TableDefinition<&[u8], u64> = TableDefinition::new("revoked_pins_v1");
 
 /// What every token starts with, so a leaked one is recognisable (secret scanners) and a
 /// bearer token of another kind is told apart.
@@ -181,7 +184,10 @@ impl EnrollmentTokens {
         };
         // The tables exist from the start: a read of an empty store is no special case.
         store.write(|_| Ok(()))?;
-        store.write_machines(|_| Ok(())).map(|()| store)
+        store.write_machines(|_| Ok(()))?;
+        crate::state::db::in_write(&store.db, REVOKED_PINS, |_| Ok(()))
+            .map_err(|f| store.failed(f))
+            .map(|()| store)
     }
 
     pub fn path(&self) -> &Path {
@@ -278,6 +284,36 @@ impl EnrollmentTokens {
             None => Ok(None),
             Some(json) => self.parse_machine(&json).map(Some),
         }
+    }
+
+    /// Refuse the key `spki_sha256` until `until` (Unix seconds; a later date wins).
+    pub fn revoke_pin(&self, spki_sha256: &[u8; 32], until: u64) -> Result<(), StoreError> {
+        crate::state::db::in_write(&self.db, REVOKED_PINS, |t| {
+            let before = t
+                .get(spki_sha256.as_slice())?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            t.insert(spki_sha256.as_slice(), before.max(until))?;
+            Ok(())
+        })
+        .map_err(|f| self.failed(f))
+    }
+
+    /// The revoked keys still in force at `now`.
+    pub fn revoked_pins(&self, now: u64) -> Result<Vec<[u8; 32]>, StoreError> {
+        let read = || -> Result<Vec<[u8; 32]>, Failure> {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(REVOKED_PINS)?;
+            let mut out = Vec::new();
+            for row in table.iter()? {
+                let (k, until) = row?;
+                if let (Ok(pin), true) = (<[u8; 32]>::try_from(k.value()), until.value() >= now) {
+                    out.push(pin);
+                }
+            }
+            Ok(out)
+        };
+        read().map_err(|f| self.failed(f))
     }
 
     /// Every enrolled machine's record.

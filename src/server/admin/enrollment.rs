@@ -54,7 +54,14 @@ pub(super) async fn revoke_machine(
         _ => return error(id, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
     };
     let done = tokio::task::spawn_blocking(move || {
-        crate::enrollment::revoke_machine(&enrollment.tokens, &licensing.service, &machine, now)
+        let done = crate::enrollment::revoke_machine(
+            &enrollment.tokens,
+            &licensing.service,
+            &machine,
+            now,
+        )?;
+        enrollment.refresh_revoked(now)?;
+        Ok::<_, crate::enrollment::RevokeMachineError>(done)
     })
     .await;
     match done {
