@@ -399,16 +399,8 @@ async fn simpleenroll_at(
 
 /// The certificates of a base64 PKCS#7 certs-only body, as `openssl pkcs7` reads them.
 fn openssl_certs(dir: &Path, body: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
-    use base64::Engine as _;
     use rustls::pki_types::pem::PemObject as _;
-    let compact: Vec<u8> = body
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(compact)
-        .expect("base64 body");
+    let der = portcullis::enrollment::pkcs7::decode_base64(body).expect("base64 body");
     let path = dir.join("answer.p7b");
     std::fs::write(&path, der).unwrap();
     let out = std::process::Command::new("openssl")
@@ -959,4 +951,69 @@ async fn the_readme_walk_through_with_curl_and_openssl_enrolls_a_machine() {
     let key = rustls::pki_types::PrivateKeyDer::from_pem_file(lab.pki.path("m1.key")).unwrap();
     let machine = Identity::from_parts(cert, key.secret_der().to_vec());
     assert_eq!(orders_as(&lab, &machine).await.status, 200);
+}
+
+/// `portcullis enroll agent` with `args`, the token (if any) in the environment.
+async fn agent(lab: &Lab, token: Option<&str>, args: &[&str]) -> std::process::Output {
+    let url = format!("https://localhost:{}", lab.gw.addr_of("est").port());
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    cmd.args(["enroll", "agent", "--url", &url, "--ca"])
+        .arg(lab.pki.path("ca.pem"))
+        .arg("--out")
+        .arg(lab.pki.path("agent"))
+        .args(args)
+        .env_remove("PORTCULLIS_ENROLL_TOKEN");
+    if let Some(t) = token {
+        cmd.env("PORTCULLIS_ENROLL_TOKEN", t);
+    }
+    tokio::task::spawn_blocking(move || cmd.output().expect("run the agent"))
+        .await
+        .unwrap()
+}
+
+/// The identity the agent wrote into its folder.
+fn agent_identity(lab: &Lab) -> Identity {
+    use rustls::pki_types::pem::PemObject as _;
+    let dir = lab.pki.path("agent");
+    let cert = rustls::pki_types::CertificateDer::from_pem_file(dir.join("machine.pem")).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(dir.join("machine.key")).unwrap();
+    Identity::from_parts(cert, key.secret_der().to_vec())
+}
+
+#[tokio::test]
+async fn the_reference_agent_enrolls_then_renews_with_its_certificate() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let lab = Lab::start().await;
+    let token = lab.token("m1", "24h").await;
+    let out = agent(&lab, Some(&token), &[]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = agent_identity(&lab);
+    assert_eq!(orders_as(&lab, &first).await.status, 200);
+    let dir = lab.pki.path("agent");
+    let mode = std::fs::metadata(dir.join("machine.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "the key is private");
+    let license = std::fs::read_to_string(dir.join("machine.license")).unwrap();
+    assert!(license.starts_with("PCL1."), "{license}");
+
+    let out = agent(&lab, None, &["--renew"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let second = agent_identity(&lab);
+    assert_ne!(first.cert(), second.cert());
+    assert_eq!(orders_as(&lab, &second).await.status, 200);
+
+    // The spent token enrolls nobody again.
+    let out = agent(&lab, Some(&token), &[]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
 }

@@ -30,6 +30,9 @@ pub enum EnrollCommand {
         #[arg(long, default_value = "24h")]
         expires: String,
     },
+    /// A reference EST client: make a key and a CSR here, enroll with a token (or re-enroll
+    /// with --renew), write machine.key, machine.pem and machine.license into --out.
+    Agent(super::agent::AgentArgs),
     /// Revoke an enrolled machine: its license (refused at once on licensed routes), its
     /// unspent tokens, and its record (its certificate cannot re-enroll).
     Revoke {
@@ -52,6 +55,8 @@ pub enum EnrollCliError {
     Mint(#[from] crate::enrollment::MintError),
     #[error(transparent)]
     Store(#[from] crate::enrollment::StoreError),
+    #[error(transparent)]
+    Agent(#[from] super::agent::AgentError),
     /// Boxed: a rare, large error.
     #[error(transparent)]
     Revoke(Box<crate::enrollment::RevokeMachineError>),
@@ -84,6 +89,7 @@ pub fn run(cmd: EnrollCommand, now: SystemTime) -> Result<String, EnrollCliError
                 crate::enrollment::mint(settings, &store, &machine, &template, &expires, at)?;
             Ok(printed(&minted.to_json()))
         }
+        EnrollCommand::Agent(args) => Ok(super::agent::run(args)?),
         EnrollCommand::Revoke { config, machine } => {
             let path = format!("/enrollment/machines/{machine}");
             if let Some(v) = through_admin(&config, http::Method::DELETE, &path, None)? {

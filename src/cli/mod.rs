@@ -2,6 +2,7 @@
 //! issuer's clients and keys, the credential vault, enrollment tokens.
 
 mod admin_api;
+pub mod agent;
 pub mod dev;
 pub mod enroll;
 pub mod issuer;

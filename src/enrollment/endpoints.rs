@@ -235,7 +235,7 @@ where
         .await
         .map_err(|_| Refusal(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", None))?
         .to_bytes();
-    let checked = decode_base64(&body)
+    let checked = super::pkcs7::decode_base64(&body)
         .ok_or(super::csr::CsrRefusal::Malformed)
         .and_then(|der| super::csr::check(&der, &enrollment.settings.key_types));
     checked.map_err(|why| {
@@ -288,18 +288,6 @@ fn bearer_token(headers: &http::HeaderMap) -> Option<zeroize::Zeroizing<String>>
         return Some(zeroize::Zeroizing::new(password.to_owned()));
     }
     None
-}
-
-/// Base64 with line breaks (RFC 2045, as EST clients send it).
-fn decode_base64(body: &[u8]) -> Option<Vec<u8>> {
-    let compact: Vec<u8> = body
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(compact)
-        .ok()
 }
 
 pub(super) fn pkcs7_response(content_type: &'static str, der: &[u8]) -> Resp {

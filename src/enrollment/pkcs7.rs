@@ -1,4 +1,4 @@
-//! The EST answer format: a degenerate CMS SignedData ("certs-only", RFC 7030 4.1.3 and RFC
+//! The EST answer format (written, and read back by the agent): a degenerate CMS SignedData ("certs-only", RFC 7030 4.1.3 and RFC
 //! 5652 5.1) carrying certificates and no signers, DER-encoded.
 //!
 //! Written by hand, not with the `cms` crate: its current release is a candidate
@@ -45,6 +45,76 @@ fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The certificates (DER) of a certs-only SignedData as [`certs_only`] writes it (and EST
+/// servers answer); `None` if it is not one.
+pub fn certificates(der: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let (info, _) = read(der, 0x30)?;
+    let (oid, rest) = read_any(info)?;
+    if oid != OID_SIGNED_DATA {
+        return None;
+    }
+    let (explicit, _) = read(rest, 0xa0)?;
+    let (signed, _) = read(explicit, 0x30)?;
+    let (_, rest) = read(signed, 0x02)?; // version
+    let (_, rest) = read(rest, 0x31)?; // digestAlgorithms
+    let (_, rest) = read(rest, 0x30)?; // encapContentInfo
+    let (mut certs, _) = read(rest, 0xa0)?;
+    let mut out = Vec::new();
+    while !certs.is_empty() {
+        let (whole, next) = read_any(certs)?;
+        out.push(whole.to_vec());
+        certs = next;
+    }
+    Some(out)
+}
+
+/// The content of the element at the start of `der` if its tag is `tag`, and what follows.
+fn read(der: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (&t, rest) = der.split_first()?;
+    if t != tag {
+        return None;
+    }
+    let (len, rest) = length(rest)?;
+    (rest.len() >= len).then(|| rest.split_at(len))
+}
+
+/// The whole element (tag, length, content) at the start of `der`, and what follows.
+fn read_any(der: &[u8]) -> Option<(&[u8], &[u8])> {
+    let rest = der.get(1..)?;
+    let (len, after_len) = length(rest)?;
+    let total = der.len() - after_len.len() + len;
+    (der.len() >= total).then(|| der.split_at(total))
+}
+
+/// A definite DER length and what follows it.
+fn length(der: &[u8]) -> Option<(usize, &[u8])> {
+    let (&first, rest) = der.split_first()?;
+    if first < 0x80 {
+        return Some((usize::from(first), rest));
+    }
+    let n = usize::from(first & 0x7f);
+    if n == 0 || n > 4 || rest.len() < n {
+        return None;
+    }
+    let len = rest[..n]
+        .iter()
+        .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+    Some((len, &rest[n..]))
+}
+
+/// The bytes of a base64 body with line breaks (RFC 2045, as EST peers send it).
+pub fn decode_base64(body: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    let compact: Vec<u8> = body
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .ok()
+}
+
 /// Base64 in lines of 64 (RFC 2045 allows at most 76), as EST bodies are sent. Line ends
 /// are LF: RFC 8951 3.2.2 has EST peers ignore whitespace, and `base64 -d` refuses CR.
 pub fn base64_lines(der: &[u8]) -> String {
@@ -62,6 +132,17 @@ pub fn base64_lines(der: &[u8]) -> String {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
+
+    #[test]
+    fn what_certs_only_writes_certificates_reads_back() {
+        let certs: [&[u8]; 2] = [&[0x30, 0x03, 1, 2, 3], &[0x30, 0x81, 0x80, 9]];
+        let mut long = certs[1].to_vec();
+        long.resize(3 + 0x80, 7);
+        let der = certs_only(&[certs[0], &long]);
+        assert_eq!(certificates(&der), Some(vec![certs[0].to_vec(), long]));
+        assert_eq!(certificates(&der[..der.len() - 1]), None);
+        assert_eq!(certificates(b"junk"), None);
+    }
 
     #[test]
     fn lengths_use_the_shortest_definite_form() {
