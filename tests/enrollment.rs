@@ -1017,3 +1017,29 @@ async fn the_reference_agent_enrolls_then_renews_with_its_certificate() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
 }
+
+#[tokio::test]
+async fn revoking_a_machine_during_its_overlap_refuses_both_its_keys_everywhere() {
+    let lab = Lab::start().await;
+    let (old, _) = enroll(&lab, &lab.token("m1", "24h").await).await;
+    let (key, csr) = key_and_csr(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let r = simplereenroll(&lab, Some(&old), &csr).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let new = Identity::from_parts(
+        openssl_certs(lab.pki.dir(), &r.body)[0].clone(),
+        key.serialize_der(),
+    );
+    assert_eq!(
+        get_as(&lab, &old, "/open").await.status,
+        200,
+        "within the overlap"
+    );
+    assert_eq!(
+        lab.admin.delete("/enrollment/machines/m1").await.status,
+        200
+    );
+    for machine in [&old, &new] {
+        assert_eq!(get_as(&lab, machine, "/open").await.status, 403);
+        assert_eq!(orders_as(&lab, machine).await.status, 403);
+    }
+}

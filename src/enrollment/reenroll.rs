@@ -85,6 +85,7 @@ where
     let overlap = enrollment.settings.overlap.as_secs();
     let retiring = (overlap > 0 && licensing.shared.is_none()).then(|| Retiring {
         license_id: current.license_id.clone(),
+        pin: current.pin.clone(),
         revoke_at: at.saturating_add(overlap),
     });
     let stored = store_machine(

@@ -59,12 +59,13 @@ pub fn revoke_machine(
             Err(e) => return Err(e.into()),
         }
     }
-    if let Some(pin) = record
-        .as_ref()
-        .and_then(|r| crate::identity::parse_spki_pin(&r.pin).ok())
-    {
-        // Until the longest certificate the gateway can have signed for it has expired.
-        let until = at.saturating_add(crate::config::enrollment::MAX_CERT_LIFETIME.as_secs());
+    // Its current key and one still in its overlap, until the longest certificate the
+    // gateway can have signed for them has expired.
+    let until = at.saturating_add(crate::config::enrollment::MAX_CERT_LIFETIME.as_secs());
+    let pins = record
+        .iter()
+        .flat_map(|r| std::iter::once(&r.pin).chain(r.retiring.as_ref().map(|t| &t.pin)));
+    for pin in pins.filter_map(|p| crate::identity::parse_spki_pin(p).ok()) {
         tokens.revoke_pin(&pin, until)?;
     }
     let revoked_tokens = tokens.revoke_machine(machine, at)?;

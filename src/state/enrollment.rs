@@ -98,6 +98,9 @@ pub struct MachineRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Retiring {
     pub license_id: String,
+    /// `sha256/<base64>` of the replaced certificate's key.
+    #[serde(default)]
+    pub pin: String,
     /// Unix seconds.
     pub revoke_at: u64,
 }
