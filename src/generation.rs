@@ -29,6 +29,8 @@ pub struct Generation {
     pub licensing: Option<Arc<Licensing>>,
     /// The gateway's own token issuer, when `[issuer]` is configured.
     pub issuer: Option<Arc<Issuer>>,
+    /// Machine enrollment (EST), when `[enrollment]` is configured. Set after `new`.
+    pub enrollment: Option<Arc<crate::enrollment::Enrollment>>,
     /// Each route's running parts, by [`Route::id`].
     routes: Vec<RouteParts>,
     /// The OAuth2 token sources, by the index a route's credential names; an unchanged one
@@ -149,10 +151,20 @@ impl Generation {
             snapshot: Arc::new(snapshot),
             licensing,
             issuer,
+            enrollment: None,
             routes,
             token_sources,
             telemetry,
         }
+    }
+
+    /// This generation with the running enrollment (opened by the server, like the issuer).
+    pub fn with_enrollment(
+        mut self,
+        enrollment: Option<Arc<crate::enrollment::Enrollment>>,
+    ) -> Self {
+        self.enrollment = enrollment;
+        self
     }
 
     /// The same generation without its stores, for the end of a shutdown: the license and
@@ -163,6 +175,7 @@ impl Generation {
             snapshot: Arc::clone(&self.snapshot),
             licensing: None,
             issuer: None,
+            enrollment: None,
             quotas: None,
             quota_file: None,
             routes: self

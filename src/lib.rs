@@ -34,6 +34,7 @@ pub mod config;
 pub mod context;
 pub mod demo;
 pub mod denial;
+pub mod enrollment;
 pub mod framing;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -105,6 +105,14 @@ enum Command {
         #[command(subcommand)]
         command: portcullis::cli::state::StateCommand,
     },
+    /// Machine enrollment (EST): `token` makes a one-time enrollment token (printed once),
+    /// `revoke MACHINE` revokes an enrolled machine's license, tokens and record.
+    /// Through a running gateway's [admin] API when it answers, else on the [enrollment]
+    /// tokens file directly.
+    Enroll {
+        #[command(subcommand)]
+        command: portcullis::cli::enroll::EnrollCommand,
+    },
     /// The token issuer's signing keys: rotate. Like `client`: through a running gateway's
     /// [admin] API when it answers, else on the store directly.
     Keys {
@@ -122,6 +130,9 @@ fn main() -> ExitCode {
             command,
             SystemTime::now(),
         )),
+        Command::Enroll { command } => {
+            printed(portcullis::cli::enroll::run(command, SystemTime::now()))
+        }
         Command::State { command } => printed(portcullis::cli::state::run(command)),
         Command::DevPki { root } => printed(portcullis::cli::dev::run(&root)),
         Command::Keys { command } => printed(portcullis::cli::issuer::run_keys(
@@ -190,6 +201,12 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
+    // The access line has its own writer (see `record::line`); it writes what the rest does.
+    portcullis::record::line::set_format(match format {
+        LogFormat::Text => portcullis::record::line::Format::Text,
+        LogFormat::Json => portcullis::record::line::Format::Json,
+        LogFormat::Logfmt => portcullis::record::line::Format::Logfmt,
+    });
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;

@@ -32,6 +32,8 @@ use crate::upstream::{self, ResponseBody};
 pub enum Admitted {
     /// The gateway's own token issuer answers it (listener policy passed).
     Issuer,
+    /// The EST enrollment endpoints answer it (listener policy passed).
+    Enrollment,
     /// The route's upstream (the route, client and claims are in the exchange).
     Route,
 }
@@ -56,6 +58,12 @@ pub async fn admit<'g, B>(
     // A listener removed by a reload stops serving routes at once; its socket goes later.
     let listener = snapshot.listener(&conn.listener).ok_or(Denial::NoRoute)?;
     crate::identity::check(&listener.pins, conn.identity.as_ref())?;
+    // A revoked enrolled machine's key, on every listener and route (its license too).
+    if let (Some(e), Some(id)) = (&generation.enrollment, conn.identity.as_ref())
+        && e.is_revoked_key(&id.spki_sha256)
+    {
+        return Err(Denial::License(crate::denial::LicenseDenial::Revoked));
+    }
     let origin = crate::ip_filter::Origin {
         ip: conn.origin.ip(),
         proxy_spoke_for_itself: conn.proxy_spoke_for_itself,
@@ -79,6 +87,13 @@ pub async fn admit<'g, B>(
     {
         x.issuer = Some(own.name.clone());
         return Ok(Admitted::Issuer);
+    }
+    // Likewise the EST endpoints on the enrollment listener.
+    if let (Some(e), Some(_)) = (&snapshot.enrollment, &generation.enrollment)
+        && *e.listener == *conn.listener
+        && crate::enrollment::handles(&target.path.path)
+    {
+        return Ok(Admitted::Enrollment);
     }
 
     let route = listener
@@ -237,15 +252,27 @@ pub async fn handle(
                 let resp =
                     crate::issuer::handle(issuer, req, x.client.ip, conn.identity.as_ref(), now)
                         .await;
-                let (mut parts, body) = resp.into_parts();
-                parts
-                    .headers
-                    .insert(X_REQUEST_ID, x.request_id_header.clone());
-                let body = match http_body_util::BodyExt::collect(body).await {
-                    Ok(collected) => collected.to_bytes(),
-                    Err(never) => match never {},
+                Ok(own_answer(resp, &x).await)
+            }
+            Admitted::Enrollment => {
+                let Some(enrollment) = &generation.enrollment else {
+                    return Err(Denial::NoRoute);
                 };
-                Ok(Response::from_parts(parts, ResponseBody::from(body)))
+                let id = x.request_id;
+                let path = req.uri().path().to_owned();
+                let resp = crate::enrollment::handle(
+                    enrollment,
+                    generation.licensing.as_ref(),
+                    req,
+                    conn.identity.as_ref(),
+                    id.as_str(),
+                    now,
+                )
+                .await;
+                if let Some(event) = crate::enrollment::event_of(&path, resp.status()) {
+                    metrics.enrollment(event);
+                }
+                Ok(own_answer(resp, &x).await)
             }
             Admitted::Route => {
                 upstream::forward(&mut x, conn, &generation.snapshot, metrics, req).await
@@ -328,6 +355,22 @@ pub async fn handle(
     }
     response.body_mut().attach_log(line);
     response
+}
+
+/// An answer of the gateway's own endpoints (issuer, enrollment), with the request id.
+async fn own_answer(
+    resp: Response<http_body_util::Full<bytes::Bytes>>,
+    x: &Exchange<'_>,
+) -> Response<ResponseBody> {
+    let (mut parts, body) = resp.into_parts();
+    parts
+        .headers
+        .insert(X_REQUEST_ID, x.request_id_header.clone());
+    let body = match http_body_util::BodyExt::collect(body).await {
+        Ok(collected) => collected.to_bytes(),
+        Err(never) => match never {},
+    };
+    Response::from_parts(parts, ResponseBody::from(body))
 }
 
 /// A request head the framing scanner refused below hyper (hyper never saw it): its

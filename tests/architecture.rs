@@ -38,6 +38,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("pipeline", 4),
     ("upstream", 4),
     ("issuer", 4),
+    ("enrollment", 4),
     ("record", 4),
     ("usage", 4),
     ("metrics", 4),

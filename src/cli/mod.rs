@@ -1,8 +1,10 @@
 //! Floor 6: the command line's subcommands beyond serving: machine licenses and the token
-//! issuer's clients and keys, the credential vault.
+//! issuer's clients and keys, the credential vault, enrollment tokens.
 
 mod admin_api;
+pub mod agent;
 pub mod dev;
+pub mod enroll;
 pub mod issuer;
 pub mod license;
 mod provision;

@@ -38,6 +38,8 @@ pub struct FileConfig {
     pub token: crate::token::TokenSection,
     /// The gateway's own OAuth 2.0 token issuer. Absent: none.
     pub issuer: Option<super::issuer::IssuerSection>,
+    /// Machine enrollment (EST): the CA, the token store, license templates. Absent: none.
+    pub enrollment: Option<super::enrollment::EnrollmentSection>,
     /// Rate limits for routes without their own, and the cap on tracked keys.
     pub limits: Option<LimitsSection>,
     /// Where shared state lives: `embedded` (default) or `redis` for a fleet.

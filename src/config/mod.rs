@@ -2,6 +2,7 @@
 //! ready to serve). A snapshot is immutable; a reload builds a new one and swaps it in whole.
 
 mod admin;
+pub mod enrollment;
 pub use admin::{AdminCredential, AdminIdentity, AdminRole};
 pub mod file;
 mod limits;
@@ -61,6 +62,8 @@ pub struct Snapshot {
     pub claim_headers: crate::token::ClaimHeaders,
     /// `[issuer]`: the gateway's own token issuer, and the link its verifier reads.
     pub issuer: Option<issuer::OwnIssuerSettings>,
+    /// `[enrollment]`: the EST endpoints' CA, token store, license key and templates.
+    pub enrollment: Option<enrollment::EnrollmentSettings>,
     /// What happens to client headers whose names have underscores.
     pub underscores_in_headers: crate::framing::UnderscoreHeaders,
     /// Rate-limit keys tracked at most (`[limits] max_keys`).

@@ -240,6 +240,39 @@ pub fn build_snapshot(
         );
     }
 
+    let enrollment = file.enrollment.as_ref().and_then(|e| {
+        let routes: Vec<&str> = file
+            .routes
+            .iter()
+            .filter_map(|r| r.name.as_deref())
+            .collect();
+        let cx = super::enrollment::Context {
+            listeners: &declared,
+            routes: &routes,
+            trusted: licenses.as_ref().map(|l| &l.trusted_keys),
+        };
+        super::enrollment::validate(e, &cx, &mut r)
+    });
+    if let Some(e) = &enrollment {
+        // redb allows one opener: two sections on one file would lock each other out.
+        let taken = [
+            licenses
+                .as_ref()
+                .map(|l| ("licenses.store", l.store.as_path())),
+            own_issuer
+                .as_ref()
+                .map(|i| ("issuer.store", i.store.as_path())),
+        ];
+        for (key, path) in taken.into_iter().flatten() {
+            if path == e.tokens {
+                r.error(
+                    "enrollment.tokens",
+                    format!("the same file as {key}: use a file of its own"),
+                );
+            }
+        }
+    }
+
     if file.routes.is_empty() {
         r.warn(
             "routes",
@@ -443,6 +476,7 @@ pub fn build_snapshot(
             shared_state,
             issuer: own_issuer,
             tracing,
+            enrollment,
             redacted: super::redact::redacted(file),
         },
         warnings: r.warnings,

@@ -43,6 +43,9 @@ pub struct Entry {
     /// False for a stored license whose signing key is no longer trusted: listed, never indexed.
     trusted: bool,
     revoked: AtomicBool,
+    /// A revocation scheduled in memory (re-enrollment's overlap): revoked from this Unix
+    /// second on; `u64::MAX` when none. Whoever schedules it re-applies it after a rebuild.
+    revoked_from: AtomicU64,
 }
 
 /// What one license says about one request.
@@ -71,6 +74,7 @@ impl Entry {
             expires_at_time: dates::system(p.expires_at),
             trusted,
             revoked: AtomicBool::new(revoked),
+            revoked_from: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -93,8 +97,7 @@ impl Entry {
         if !bound || !(self.routes.is_empty() || self.routes.iter().any(|r| &**r == route)) {
             return Judgement::Deny(LicenseDenial::BindingMismatch);
         }
-        // Acquire pairs with the Release in `revoke`.
-        if self.revoked.load(Ordering::Acquire) {
+        if self.is_revoked(now) {
             Judgement::Deny(LicenseDenial::Revoked)
         } else if now < self.not_before {
             Judgement::Deny(LicenseDenial::NotYetValid)
@@ -118,8 +121,14 @@ impl Entry {
         }
     }
 
+    /// Revoked, or past a scheduled revocation.
+    fn is_revoked(&self, now: u64) -> bool {
+        // Acquire pairs with the Release in `revoke`.
+        self.revoked.load(Ordering::Acquire) || now >= self.revoked_from.load(Ordering::Acquire)
+    }
+
     fn state(&self, now: u64, grace: u64) -> LicenseState {
-        if self.revoked.load(Ordering::Acquire) {
+        if self.is_revoked(now) {
             LicenseState::Revoked
         } else if !self.trusted {
             LicenseState::Untrusted
@@ -267,6 +276,19 @@ impl LicenseBook {
         match self.records().get(id) {
             Some(e) => {
                 e.revoked.store(true, Ordering::Release);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Deny `id` from Unix second `at` on (the earliest of its schedules wins), in memory
+    /// only: the caller keeps the schedule and applies it again after the book is rebuilt
+    /// (start, reload). False if there is no such license.
+    pub fn revoke_from(&self, id: &str, at: u64) -> bool {
+        match self.records().get(id) {
+            Some(e) => {
+                e.revoked_from.fetch_min(at, Ordering::Release);
                 true
             }
             None => false,

@@ -67,6 +67,8 @@ pub struct Metrics {
     h2_goaways: IntCounterVec,
     /// Admin API requests by role (`none`: unauthenticated) and result.
     admin_requests: IntCounterVec,
+    /// What machine enrollment did, by event.
+    enrollment_events: IntCounterVec,
     /// Audit entries the audit file did not take (each is still in the log).
     audit_failures: IntCounter,
     token_cache: IntCounterVec,
@@ -273,6 +275,13 @@ impl Metrics {
             ),
             &["role", "result"],
         )?;
+        let enrollment_events = IntCounterVec::new(
+            Opts::new(
+                "portcullis_enrollment_events_total",
+                "What machine enrollment did, by event: token_made, enrolled, reenrolled, token_refused, reenroll_refused, csr_refused, failed, machine_revoked.",
+            ),
+            &["event"],
+        )?;
         let audit_failures = IntCounter::new(
             "portcullis_audit_write_failures_total",
             "Audit entries the audit_log file could not take (each is still written to the log).",
@@ -299,6 +308,7 @@ impl Metrics {
             &handshake_failures,
             &h2_goaways,
             &admin_requests,
+            &enrollment_events,
             &token_cache,
         ] {
             registry.register(Box::new(m.clone()))?;
@@ -362,6 +372,7 @@ impl Metrics {
             handshake_failures,
             h2_goaways,
             admin_requests,
+            enrollment_events,
             audit_failures,
             token_cache,
             tokens_cached,
@@ -557,6 +568,11 @@ impl Metrics {
     /// in `result`.
     pub fn admin_request(&self, role: &str, result: &'static str) {
         self.admin_requests.with_label_values(&[role, result]).inc();
+    }
+
+    /// Machine enrollment did `event` (a fixed label: never a machine name).
+    pub fn enrollment(&self, event: &'static str) {
+        self.enrollment_events.with_label_values(&[event]).inc();
     }
 
     /// The audit file did not take an entry.

@@ -29,6 +29,7 @@ use crate::token::Claims;
 use crate::usage::{By, Counts, Usage};
 
 pub mod conn;
+pub mod line;
 
 /// Everything the line needs, carried by the response body until it is done.
 #[derive(Debug)]
@@ -87,39 +88,57 @@ impl AccessLine {
         if !tracing::enabled!(target: "portcullis::access", tracing::Level::INFO) {
             return;
         }
-        let upstream = Upstream(self.route.as_deref(), self.target);
         let identity = self.conn.identity.as_ref();
         let pin = identity.map(|i| ShortPin::of(&i.spki_sha256));
         let claims = self.claims.as_deref();
-        tracing::info!(
-            target: "portcullis::access",
-            kind = "request",
-            request_id = %self.request_id,
-            listener = &*self.conn.listener,
-            tls = tls_label(self.conn.tls_version),
-            alpn = alpn_label(self.conn.alpn.as_deref()),
-            host = self.host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("-"),
-            route = self.route.as_deref().unwrap_or("-"),
-            method = self.method.as_str(),
-            path = self.path.as_ref().map_or("", |p| p.path()),
-            status = self.status,
-            reason = self.denial.map(Denial::reason).unwrap_or("-"),
-            duration_us = self.started.elapsed().as_micros() as u64,
-            client_ip = %self.client_ip,
-            subject_cn = identity.and_then(|i| i.common_name.as_deref()).unwrap_or("-"),
-            pin = pin.as_ref().map_or("-", ShortPin::as_str),
-            license = self.license_id.as_deref().unwrap_or("-"),
-            token_issuer = claims.map_or("-", |c| &*c.issuer),
-            token_sub = claims.and_then(|c| c.sub.as_deref()).unwrap_or("-"),
-            client_id = claims.and_then(|c| c.client_id.as_deref()).unwrap_or("-"),
-            upstream = %upstream,
-            upstream_us = self.upstream_time.map(|d| d.as_micros() as u64),
-            retries = self.attempts.saturating_sub(1),
-            bytes_in,
-            bytes_out = self.bytes_out,
-            grpc_status = %GrpcStatus(self.grpc_status),
-            trace_id = %TraceIdOr(self.trace_id),
-        );
+        line::emit("portcullis::access", |l| {
+            l.str("kind", "request");
+            l.display("request_id", self.request_id);
+            l.str("listener", &self.conn.listener);
+            l.str("tls", tls_label(self.conn.tls_version));
+            l.str("alpn", alpn_label(self.conn.alpn.as_deref()));
+            l.str(
+                "host",
+                self.host
+                    .as_ref()
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("-"),
+            );
+            l.str("route", self.route.as_deref().unwrap_or("-"));
+            l.str("method", self.method.as_str());
+            l.str("path", self.path.as_ref().map_or("", |p| p.path()));
+            l.num("status", u64::from(self.status));
+            l.str("reason", self.denial.map(Denial::reason).unwrap_or("-"));
+            l.num("duration_us", self.started.elapsed().as_micros() as u64);
+            l.display("client_ip", self.client_ip);
+            l.str(
+                "subject_cn",
+                identity
+                    .and_then(|i| i.common_name.as_deref())
+                    .unwrap_or("-"),
+            );
+            l.str("pin", pin.as_ref().map_or("-", ShortPin::as_str));
+            l.str("license", self.license_id.as_deref().unwrap_or("-"));
+            l.str("token_issuer", claims.map_or("-", |c| &*c.issuer));
+            l.str(
+                "token_sub",
+                claims.and_then(|c| c.sub.as_deref()).unwrap_or("-"),
+            );
+            l.str(
+                "client_id",
+                claims.and_then(|c| c.client_id.as_deref()).unwrap_or("-"),
+            );
+            // A route name is a label (letters, digits, `-`, `_`): no escaping needed.
+            l.display("upstream", Upstream(self.route.as_deref(), self.target));
+            if let Some(t) = self.upstream_time {
+                l.num("upstream_us", t.as_micros() as u64);
+            }
+            l.num("retries", u64::from(self.attempts.saturating_sub(1)));
+            l.num("bytes_in", bytes_in);
+            l.num("bytes_out", self.bytes_out);
+            l.display("grpc_status", GrpcStatus(self.grpc_status));
+            l.display("trace_id", TraceIdOr(self.trace_id));
+        });
     }
 }
 

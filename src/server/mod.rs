@@ -65,6 +65,9 @@ pub enum StartError {
     /// The issuer's store could not be opened or prepared (boxed: a rare, large error).
     #[error("issuer.store: {0}")]
     Issuer(Box<crate::issuer::IssuerError>),
+    /// `[enrollment] tokens` could not be opened (boxed: a rare, large error).
+    #[error("enrollment.tokens: {0}")]
+    Enrollment(Box<crate::enrollment::StoreError>),
     /// `[limits] quota_store` could not be opened.
     #[error("limits.quota_store: {0}")]
     QuotaStore(Box<crate::state::quotas::QuotaStoreError>),
@@ -219,6 +222,17 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
         )),
         None => None,
     };
+    let enrollment = match &snapshot.enrollment {
+        Some(e) => Some(Arc::new(
+            crate::enrollment::Enrollment::open(e.clone(), None, clock.now())
+                .map_err(|e| StartError::Enrollment(Box::new(e)))?,
+        )),
+        None => None,
+    };
+    if let (Some(e), Some(l)) = (&enrollment, &licensing) {
+        e.apply_schedules(l.service.book())
+            .map_err(|e| StartError::Enrollment(Box::new(e)))?;
+    }
     // Remote JWKS are fetched before serving, so the first requests do not all fail; a
     // provider that does not answer in time is retried by the refresh task.
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -236,15 +250,18 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
     let snapshot_max_connections = settings.max_connections;
     let config_path = snapshot.source.clone();
     let shared = Arc::new(Shared {
-        generation: ArcSwap::from_pointee(Generation::new(
-            snapshot,
-            licensing,
-            issuer,
-            quota_file,
-            shared_state,
-            telemetry,
-            None,
-        )),
+        generation: ArcSwap::from_pointee(
+            Generation::new(
+                snapshot,
+                licensing,
+                issuer,
+                quota_file,
+                shared_state,
+                telemetry,
+                None,
+            )
+            .with_enrollment(enrollment),
+        ),
         metrics: Metrics::new(prometheus::Registry::new())?,
         clock,
         permits_owed: std::sync::atomic::AtomicUsize::new(0),

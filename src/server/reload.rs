@@ -33,6 +33,9 @@ pub enum ReloadError {
     /// The (new) issuer store could not be opened, or the issuer not reconfigured.
     #[error("issuer.store: {0}")]
     Issuer(Box<crate::issuer::IssuerError>),
+    /// `[enrollment] tokens` could not be opened (boxed: a rare, large error).
+    #[error("enrollment.tokens: {0}")]
+    Enrollment(Box<crate::enrollment::StoreError>),
     /// `[limits] quota_store` could not be opened.
     #[error("limits.quota_store: {0}")]
     QuotaStore(Box<crate::state::quotas::QuotaStoreError>),
@@ -225,6 +228,23 @@ impl Gateway {
 
         // A changed [tracing] starts its exporter now; the old one is flushed after the swap.
         let telemetry = crate::generation::open_telemetry(&snapshot, Some(&previous))?;
+        // Enrollment: the same token file is kept open; another is opened before the swap.
+        let enrollment = match &snapshot.enrollment {
+            None => None,
+            Some(e) => Some(Arc::new(
+                crate::enrollment::Enrollment::open(
+                    e.clone(),
+                    previous.enrollment.as_deref(),
+                    self.shared.clock.now(),
+                )
+                .map_err(|e| ReloadError::Enrollment(Box::new(e)))?,
+            )),
+        };
+        // The book was rebuilt: the overlaps of re-enrolled machines apply again.
+        if let (Some(e), Some(l)) = (&enrollment, &licensing) {
+            e.apply_schedules(l.service.book())
+                .map_err(|e| ReloadError::Enrollment(Box::new(e)))?;
+        }
 
         // Commit: swap, then start new loops and stop the ones no longer wanted. The old
         // verifier's cache counts are folded in first so the counters lose nothing.
@@ -248,7 +268,8 @@ impl Gateway {
             shared_state,
             telemetry,
             Some(&previous),
-        );
+        )
+        .with_enrollment(enrollment);
         // The token endpoint's counts come from the issuer in force.
         self.shared.metrics.set_issuer(generation.issuer.as_deref());
         let replaced = previous.telemetry.clone().filter(|old| {

@@ -25,3 +25,24 @@ pub(crate) fn open_private(path: &Path, cache_bytes: usize) -> Result<Database, 
         .create(path)
         .map_err(redb::Error::from)
 }
+
+/// Run `f` on `table` in one write transaction; commit only if it returns Ok (redb's
+/// copy-on-write commit: a crash leaves the old state or the new one, never a mix).
+pub(crate) fn in_write<K, V, T, E>(
+    db: &Database,
+    table: redb::TableDefinition<'_, K, V>,
+    f: impl FnOnce(&mut redb::Table<'_, K, V>) -> Result<T, E>,
+) -> Result<T, E>
+where
+    K: redb::Key + 'static,
+    V: redb::Value + 'static,
+    E: From<redb::Error>,
+{
+    let txn = db.begin_write().map_err(|e| E::from(e.into()))?;
+    let out = {
+        let mut t = txn.open_table(table).map_err(|e| E::from(e.into()))?;
+        f(&mut t)?
+    };
+    txn.commit().map_err(|e| E::from(e.into()))?;
+    Ok(out)
+}

@@ -5,6 +5,7 @@
 //! state several instances share through one Redis server (`[state] backend = "redis"`).
 
 pub(crate) mod db;
+pub mod enrollment;
 pub(crate) mod issuer;
 pub mod licenses;
 pub mod limits;

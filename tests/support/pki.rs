@@ -22,6 +22,14 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// A certificate and its PKCS#8 key made elsewhere (an enrolled machine's).
+    pub fn from_parts(cert: CertificateDer<'static>, key_pkcs8: Vec<u8>) -> Identity {
+        Identity {
+            chain: vec![cert],
+            key_pkcs8,
+        }
+    }
+
     pub fn key(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_pkcs8.clone()))
     }

@@ -90,7 +90,8 @@ pub(super) fn presented_token(authorization: Option<&str>) -> Option<String> {
 }
 
 /// The role `method path` needs. Reading is for viewers; reload and licenses for operators;
-/// everything else that changes something (issuer clients, signing keys, and any endpoint
+/// everything else that changes something (issuer clients, signing keys, enrollment tokens,
+/// which are a certificate and a license waiting to be claimed, and any endpoint
 /// added later until it is placed here) for admins.
 pub(super) fn required_role(method: &Method, path: &str) -> AdminRole {
     if matches!(*method, Method::GET | Method::HEAD) {
@@ -116,6 +117,13 @@ pub(super) fn action<'p>(method: &Method, path: &'p str) -> (&'static str, Optio
         Method::DELETE if rest("/licenses/").is_some() => ("license.revoke", rest("/licenses/")),
         Method::POST if path == "/clients" => ("client.create", None),
         Method::POST if path == "/keys/rotate" => ("keys.rotate", None),
+        Method::POST if path == "/enrollment/tokens" => ("enrollment.token", None),
+        Method::DELETE if rest("/enrollment/tokens/").is_some() => {
+            ("enrollment.token_revoke", rest("/enrollment/tokens/"))
+        }
+        Method::DELETE if rest("/enrollment/machines/").is_some() => {
+            ("enrollment.revoke", rest("/enrollment/machines/"))
+        }
         Method::POST => match rest("/clients/").and_then(|r| r.rsplit_once('/')) {
             Some((client, "disable")) => ("client.disable", Some(client)),
             Some((client, "rotate-secret")) => ("client.rotate_secret", Some(client)),
@@ -234,6 +242,9 @@ mod tests {
             (Method::POST, "/clients", AdminRole::Admin),
             (Method::POST, "/clients/c/rotate-secret", AdminRole::Admin),
             (Method::POST, "/keys/rotate", AdminRole::Admin),
+            (Method::POST, "/enrollment/tokens", AdminRole::Admin),
+            (Method::DELETE, "/enrollment/tokens/m1", AdminRole::Admin),
+            (Method::DELETE, "/enrollment/machines/m1", AdminRole::Admin),
             (Method::PUT, "/anything", AdminRole::Admin),
         ];
         for (m, p, role) in cases {

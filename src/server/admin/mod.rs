@@ -1,5 +1,6 @@
 //! The admin listener: `GET /metrics`, `/healthz`, `/readyz`, `/config`, `/upstreams`,
-//! `POST /reload`, licenses, and the issuer's clients and keys (`issuer.rs`). A separate
+//! `POST /reload`, licenses, the issuer's clients and keys (`issuer.rs`), enrollment tokens
+//! (`enrollment.rs`). A separate
 //! listener (loopback by default; TLS with client certificates and/or tokens elsewhere).
 //! Each request is checked for its origin, then its identity and role (`access.rs`); every
 //! change tried is audited (`audit.rs`). Its refusals use the gateway's JSON shape.
@@ -7,6 +8,7 @@
 mod access;
 mod audit;
 mod console;
+mod enrollment;
 mod history;
 mod issuer;
 mod status;
@@ -361,6 +363,23 @@ async fn route(
         }
         (_, path) if path == "/licenses" || path.starts_with("/licenses/") => {
             licenses(gateway, &id, req).await
+        }
+        (_, path) if path.starts_with("/enrollment/machines/") => {
+            let generation = shared.generation.load();
+            let (e, l) = (generation.enrollment.clone(), generation.licensing.clone());
+            let resp = enrollment::revoke_machine(e, l, &id, req, shared.clock.now()).await;
+            if resp.status() == StatusCode::OK {
+                shared.metrics.enrollment("machine_revoked");
+            }
+            resp
+        }
+        (_, path) if path == "/enrollment/tokens" || path.starts_with("/enrollment/tokens/") => {
+            let enrollment = shared.generation.load().enrollment.clone();
+            let resp = enrollment::handle(enrollment, &id, req, shared.clock.now()).await;
+            if resp.status() == StatusCode::CREATED {
+                shared.metrics.enrollment("token_made");
+            }
+            resp
         }
         (_, path) if console::is_console(path) => {
             error(&id, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")

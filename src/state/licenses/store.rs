@@ -111,16 +111,7 @@ impl EmbeddedLicenses {
         &self,
         f: impl FnOnce(&mut redb::Table<'_, &str, (&str, u64, Option<u64>)>) -> Result<T, redb::Error>,
     ) -> Result<T, StoreError> {
-        let run = || -> Result<T, redb::Error> {
-            let txn = self.db.begin_write()?;
-            let out = {
-                let mut table = txn.open_table(LICENSES)?;
-                f(&mut table)?
-            };
-            txn.commit()?;
-            Ok(out)
-        };
-        run().map_err(|source| self.io(source))
+        crate::state::db::in_write(&self.db, LICENSES, f).map_err(|source| self.io(source))
     }
 
     fn io(&self, source: redb::Error) -> StoreError {
