@@ -26,6 +26,8 @@ sed -e "s|@BENCH_PKI@|$BENCH_PKI|g" -e "s|@BENCH_UPSTREAM@|$BENCH_UPSTREAM|g" \
     -e "s|@GATEWAY_PORT_MTLS@|${GATEWAY_PORT_MTLS:-7445}|g" -e "s|@CLIENT_PIN@|$pin|g" \
     -e "s|@BENCH_UPSTREAM_TLS@|${BENCH_UPSTREAM_TLS:-}|g" -e "s|@UPSTREAM_PROTOCOL@|${UPSTREAM_PROTOCOL:-auto}|g" \
     "$here/config/$template.toml" > portcullis.toml
+# More config for one experiment (e.g. a [tracing] section), appended as written.
+[[ -n "${PORTCULLIS_BENCH_EXTRA:-}" ]] && cat "$PORTCULLIS_BENCH_EXTRA" >> portcullis.toml
 if [[ "$mode" == full ]]; then
   # The mTLS machine: its key and its address; everyone else on loopback: the address.
   "$bin" license activate --config portcullis.toml "$("$bin" license issue --key license.key \
