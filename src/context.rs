@@ -190,9 +190,9 @@ pub struct Exchange<'g> {
     pub bytes_in: Option<Arc<AtomicU64>>,
     /// In-flight slots the limits stage took, held until the response body is done.
     pub slots: Vec<crate::limits::InFlightSlot>,
-    /// The request's span and trace context, with `[tracing]` on (boxed: one pointer in
-    /// the exchange when off).
-    pub trace: Option<Box<crate::telemetry::RequestSpan>>,
+    /// The request's trace context and, when sampled, its span, with `[tracing]` on
+    /// (inline: an unsampled request allocates nothing for its trace).
+    pub trace: Option<crate::telemetry::RequestSpan>,
 }
 
 impl<'g> Exchange<'g> {

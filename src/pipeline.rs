@@ -239,7 +239,7 @@ pub async fn handle(
             let mut span = telemetry.begin(req.headers(), x.client.via_trusted_proxy, now);
             let route = x.route.map(|(r, _)| &*r.name);
             span.verdict(route, admitted.as_ref().err().map(|d| d.reason()));
-            x.trace = Some(Box::new(span));
+            x.trace = Some(span);
         }
         let admitted = admitted?;
         // Whoever answers, it acts on the path the stages judged.
@@ -334,6 +334,9 @@ pub async fn handle(
     response.body_mut().hold_slots(std::mem::take(&mut x.slots));
     // The span ends with the body, as the access line is written; both carry the trace id.
     let span = x.trace.take().map(|mut span| {
+        if !span.is_recorded() {
+            return span;
+        }
         let route = x.route_name();
         span.finish(&crate::telemetry::Finished {
             request_id: x.request_id.as_str(),
@@ -351,7 +354,9 @@ pub async fn handle(
     line.grpc_status = crate::record::grpc_status(response.headers());
     if let Some(span) = span {
         line.trace_id = Some(span.context.trace_id);
-        response.body_mut().attach_span(span);
+        if let Some(recorded) = span.into_recorded() {
+            response.body_mut().attach_span(recorded);
+        }
     }
     response.body_mut().attach_log(line);
     response

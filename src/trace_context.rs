@@ -41,21 +41,23 @@ impl TraceParent {
 }
 
 /// The trace the gateway's own span belongs to: what the upstream is told and the log
-/// links to the request id.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// links to the request id. Plain bytes (32 of them), so that it lives inline in the
+/// request's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceContext {
     pub trace_id: TraceId,
     /// The gateway's span: the upstream's parent.
     pub span_id: SpanId,
     pub sampled: bool,
-    /// The caller's `tracestate`, passed on when its `traceparent` was adopted.
-    pub tracestate: Option<HeaderValue>,
+    /// The caller's `tracestate` goes on as sent: its `traceparent` was adopted and the
+    /// `tracestate` is one we pass (see [`tracestate_passes`]). Otherwise it is removed.
+    pub keep_tracestate: bool,
 }
 
 impl TraceContext {
     /// The `traceparent` the upstream receives: version 00, this trace, the gateway's span.
-    pub fn traceparent(&self) -> HeaderValue {
-        format(self.trace_id, self.span_id, self.sampled)
+    pub fn traceparent(&self) -> [u8; 55] {
+        encode(self.trace_id, self.span_id, self.sampled)
     }
 }
 
@@ -88,23 +90,29 @@ pub fn parse(value: &[u8]) -> Option<TraceParent> {
     })
 }
 
-/// The caller's `tracestate`, if it is short enough to pass on and a single header line of
-/// visible ASCII (several lines would have to be joined, which is not worth an allocation).
-pub fn tracestate(values: http::header::GetAll<'_, HeaderValue>) -> Option<HeaderValue> {
+/// Whether the caller's `tracestate` is passed on: present, short enough, and a single
+/// header line of visible ASCII (several lines would have to be joined, which is not worth
+/// an allocation).
+pub fn tracestate_passes(values: http::header::GetAll<'_, HeaderValue>) -> bool {
     let mut it = values.iter();
-    let first = it.next()?;
-    if it.next().is_some() || first.len() > MAX_TRACESTATE || first.is_empty() {
-        return None;
-    }
-    first
-        .as_bytes()
-        .iter()
-        .all(|b| (0x20..0x7f).contains(b))
-        .then(|| first.clone())
+    let Some(first) = it.next() else {
+        return false;
+    };
+    it.next().is_none()
+        && !first.is_empty()
+        && first.len() <= MAX_TRACESTATE
+        && first.as_bytes().iter().all(|b| (0x20..0x7f).contains(b))
 }
 
-/// `00-<trace id>-<span id>-<flags>`.
+/// `00-<trace id>-<span id>-<flags>`, as a header value.
 pub fn format(trace_id: TraceId, span_id: SpanId, sampled: bool) -> HeaderValue {
+    let out = encode(trace_id, span_id, sampled);
+    // Only hex digits and dashes are written.
+    HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("invalid"))
+}
+
+/// `00-<trace id>-<span id>-<flags>`, as bytes.
+pub fn encode(trace_id: TraceId, span_id: SpanId, sampled: bool) -> [u8; 55] {
     let mut out = [0u8; 55];
     out[..3].copy_from_slice(b"00-");
     write_hex(&trace_id.0, &mut out[3..35]);
@@ -113,16 +121,26 @@ pub fn format(trace_id: TraceId, span_id: SpanId, sampled: bool) -> HeaderValue 
     out[52] = b'-';
     out[53] = b'0';
     out[54] = if sampled { b'1' } else { b'0' };
-    // Only hex digits and dashes are written.
-    HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("invalid"))
+    out
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
+/// Each byte's two hex digits: one lookup a byte where nibbles take two (every traced
+/// request writes 24 bytes of ids).
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [HEX[i >> 4], HEX[i & 0xf]];
+        i += 1;
+    }
+    t
+};
+
 fn write_hex(bytes: &[u8], out: &mut [u8]) {
-    for (i, b) in bytes.iter().enumerate() {
-        out[2 * i] = HEX[usize::from(b >> 4)];
-        out[2 * i + 1] = HEX[usize::from(b & 0xf)];
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(*b)]);
     }
 }
 
@@ -239,21 +257,18 @@ mod tests {
     #[test]
     fn tracestate_is_passed_on_only_when_short_single_and_printable() {
         let mut h = http::HeaderMap::new();
-        assert_eq!(tracestate(h.get_all(TRACESTATE)), None);
+        assert!(!tracestate_passes(h.get_all(TRACESTATE)));
         h.insert(TRACESTATE, HeaderValue::from_static("congo=t61rcWkgMzE"));
-        assert_eq!(
-            tracestate(h.get_all(TRACESTATE)).unwrap(),
-            "congo=t61rcWkgMzE"
-        );
+        assert!(tracestate_passes(h.get_all(TRACESTATE)));
         h.insert(
             TRACESTATE,
             HeaderValue::from_str(&"a".repeat(MAX_TRACESTATE + 1)).unwrap(),
         );
-        assert_eq!(tracestate(h.get_all(TRACESTATE)), None);
+        assert!(!tracestate_passes(h.get_all(TRACESTATE)));
         h.insert(TRACESTATE, HeaderValue::from_static("a=1"));
         h.append(TRACESTATE, HeaderValue::from_static("b=2"));
-        assert_eq!(tracestate(h.get_all(TRACESTATE)), None);
+        assert!(!tracestate_passes(h.get_all(TRACESTATE)));
         h.insert(TRACESTATE, HeaderValue::from_static("a=\t1"));
-        assert_eq!(tracestate(h.get_all(TRACESTATE)), None);
+        assert!(!tracestate_passes(h.get_all(TRACESTATE)));
     }
 }

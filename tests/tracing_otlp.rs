@@ -196,7 +196,7 @@ async fn gateway(pki: &Pki, up: &Upstream, tracing: &str) -> Gateway {
 
 fn tracing_to(addr: &str, proto: Proto, ratio: f64) -> String {
     format!(
-        "otlp_endpoint = \"{addr}\"\nprotocol = \"{proto}\"\nsampling_ratio = {ratio:?}\n",
+        "otlp_endpoint = \"{addr}\"\nprotocol = \"{proto}\"\nsampling_ratio = {ratio:?}\nexport_interval = \"100ms\"\n",
         proto = proto.name()
     )
 }

@@ -63,6 +63,10 @@ pub struct TracingSection {
     pub service_name: Option<String>,
     /// Whose `traceparent` is adopted: `"trusted_proxies"` (default), `"all"` or `"none"`.
     pub trust_incoming: Option<String>,
+    /// How often finished spans are sent to the collector, "100ms" to "1m". Default "5s"
+    /// (OpenTelemetry's batch default): each export is one POST, so fewer, fuller batches
+    /// cost the gateway less.
+    pub export_interval: Option<String>,
 }
 
 /// `[state]`: the backend of the state a fleet shares.

@@ -31,8 +31,11 @@ pub struct TracingSettings {
     pub sampling_ratio: f64,
     pub service_name: String,
     pub trust_incoming: TrustIncoming,
+    /// How often the batch of finished spans is exported.
+    pub export_interval: std::time::Duration,
 }
 
+pub const DEFAULT_EXPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 pub const DEFAULT_SAMPLING_RATIO: f64 = 0.01;
 pub const DEFAULT_SERVICE_NAME: &str = "portcullis";
 
@@ -94,12 +97,26 @@ pub(super) fn tracing(r: &mut Report, s: &TracingSection) -> Option<TracingSetti
             TrustIncoming::None
         }
     };
+    let export_interval = match s.export_interval.as_deref() {
+        None => DEFAULT_EXPORT_INTERVAL,
+        Some(v) => {
+            let range = (
+                std::time::Duration::from_millis(100),
+                std::time::Duration::from_secs(60),
+            );
+            super::issuer::parse_ttl(v, range.0, range.1).unwrap_or_else(|why| {
+                r.error("tracing.export_interval", why);
+                DEFAULT_EXPORT_INTERVAL
+            })
+        }
+    };
     (r.errors.len() == before).then_some(TracingSettings {
         endpoint,
         protocol,
         sampling_ratio,
         service_name,
         trust_incoming,
+        export_interval,
     })
 }
 
@@ -169,6 +186,7 @@ mod tests {
         assert_eq!(t.protocol, OtlpProtocol::Http);
         assert_eq!(t.sampling_ratio, 0.01);
         assert_eq!(t.service_name, "portcullis");
+        assert_eq!(t.export_interval, std::time::Duration::from_secs(5));
         assert_eq!(t.trust_incoming, TrustIncoming::TrustedProxies);
     }
 
@@ -190,6 +208,32 @@ mod tests {
             assert!(
                 e[0].contains("tracing.otlp_endpoint") && e[0].contains(why),
                 "{u}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_export_interval_is_read_and_held_to_its_range() {
+        let with = |v: &str| {
+            check(TracingSection {
+                otlp_endpoint: Some("http://127.0.0.1:4318".into()),
+                export_interval: Some(v.into()),
+                ..Default::default()
+            })
+        };
+        assert_eq!(
+            with("250ms").unwrap().export_interval,
+            std::time::Duration::from_millis(250)
+        );
+        for (v, why) in [
+            ("10ms", "out of range"),
+            ("2h", "out of range"),
+            ("soon", "not a duration"),
+        ] {
+            let e = with(v).unwrap_err();
+            assert!(
+                e[0].contains("tracing.export_interval") && e[0].contains(why),
+                "{v}: {e:?}"
             );
         }
     }

@@ -74,8 +74,7 @@ impl Telemetry {
         };
         let batches = BatchConfigBuilder::default()
             .with_max_queue_size(MAX_QUEUE)
-            // Spans reach the collector within a second or so; batches stay small.
-            .with_scheduled_delay(Duration::from_secs(1))
+            .with_scheduled_delay(settings.export_interval)
             .with_max_export_timeout(EXPORT_TIMEOUT)
             .build();
         let processor =
@@ -131,34 +130,22 @@ impl Telemetry {
         let (trace_id, sampled) = match &parent {
             Some(p) => (p.trace_id, p.flags & 1 == 1),
             None => {
-                let id = loop {
-                    let id = fastrand::u128(..);
-                    if id != 0 {
-                        break id;
-                    }
-                };
+                let id = nonzero(|| fastrand::u128(..));
                 (
                     TraceId(id.to_be_bytes()),
                     sampled_by_ratio(id, self.settings.sampling_ratio),
                 )
             }
         };
-        let tracestate = parent
-            .as_ref()
-            .and_then(|_| trace_context::tracestate(headers.get_all(trace_context::TRACESTATE)));
+        let keep_tracestate = parent.is_some()
+            && trace_context::tracestate_passes(headers.get_all(trace_context::TRACESTATE));
         if !sampled {
-            let span_id = loop {
-                let id = fastrand::u64(..);
-                if id != 0 {
-                    break id;
-                }
-            };
             return RequestSpan {
                 context: TraceContext {
                     trace_id,
-                    span_id: SpanId(span_id.to_be_bytes()),
+                    span_id: SpanId(nonzero(|| fastrand::u64(..)).to_be_bytes()),
                     sampled: false,
-                    tracestate,
+                    keep_tracestate,
                 },
                 span: None,
             };
@@ -186,11 +173,11 @@ impl Telemetry {
             trace_id: TraceId(sc.trace_id().to_bytes()),
             span_id: SpanId(sc.span_id().to_bytes()),
             sampled: sc.is_sampled(),
-            tracestate,
+            keep_tracestate,
         };
         RequestSpan {
             context,
-            span: Some(span),
+            span: Some(RecordedSpan(Box::new(span))),
         }
     }
 
@@ -207,6 +194,17 @@ impl Telemetry {
     }
 }
 
+/// A random id that is not zero (the W3C spec's invalid id), drawn again in the 1 in 2^64
+/// case.
+fn nonzero<T: PartialEq + Default>(draw: impl Fn() -> T) -> T {
+    loop {
+        let id = draw();
+        if id != T::default() {
+            return id;
+        }
+    }
+}
+
 /// TraceIdRatioBased's rule: a trace is sampled when its id's low 63 bits are below
 /// `ratio` * 2^63, so every id is judged the same way wherever it is judged.
 fn sampled_by_ratio(id: u128, ratio: f64) -> bool {
@@ -214,12 +212,17 @@ fn sampled_by_ratio(id: u128, ratio: f64) -> bool {
     ((id as u64) >> 1) < bound
 }
 
-/// One request's span and the trace context it gives the upstream.
+/// One request's span and the trace context it gives the upstream. Inline in the request's
+/// record: only a sampled request allocates (its SDK span).
 pub struct RequestSpan {
     pub context: TraceContext,
     /// The SDK's span, for sampled requests only.
-    span: Option<opentelemetry_sdk::trace::Span>,
+    span: Option<RecordedSpan>,
 }
+
+/// A sampled request's SDK span: exported when dropped (the SDK ends a span on drop), so
+/// the response body holds it until the client has the whole answer.
+pub struct RecordedSpan(Box<opentelemetry_sdk::trace::Span>);
 
 impl std::fmt::Debug for RequestSpan {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -253,14 +256,23 @@ pub struct Finished<'a> {
 }
 
 impl RequestSpan {
-    /// Whether this span is exported (attributes and events are kept only then).
-    pub fn is_recording(&self) -> bool {
-        self.span.as_ref().is_some_and(|s| s.is_recording())
+    /// Whether this request's span is exported (sampled): only then do its attributes and
+    /// events matter, and the caller may skip gathering them.
+    pub fn is_recorded(&self) -> bool {
+        self.span.is_some()
+    }
+
+    /// The SDK span when it is exported (attributes and events are kept only then).
+    fn recording(&mut self) -> Option<&mut opentelemetry_sdk::trace::Span> {
+        self.span
+            .as_mut()
+            .map(|s| &mut *s.0)
+            .filter(|s| s.is_recording())
     }
 
     /// The policy stages' verdict: admitted on `route`, or refused for `reason`.
     pub fn verdict(&mut self, route: Option<&str>, denial: Option<&'static str>) {
-        let Some(span) = self.span.as_mut().filter(|s| s.is_recording()) else {
+        let Some(span) = self.recording() else {
             return;
         };
         let mut attrs = Vec::with_capacity(2);
@@ -284,7 +296,7 @@ impl RequestSpan {
         sent_at: std::time::Instant,
         outcome: Attempt,
     ) {
-        let Some(span) = self.span.as_mut().filter(|s| s.is_recording()) else {
+        let Some(span) = self.recording() else {
             return;
         };
         let outcome = match outcome {
@@ -309,7 +321,7 @@ impl RequestSpan {
     /// The request's attributes, once its response head is known. No query string, no
     /// header, no token: what the access line shows.
     pub fn finish(&mut self, f: &Finished<'_>) {
-        let Some(span) = self.span.as_mut().filter(|s| s.is_recording()) else {
+        let Some(span) = self.recording() else {
             return;
         };
         let name = match f.route {
@@ -343,11 +355,10 @@ impl RequestSpan {
         }
     }
 
-    /// End the span now (when the response body is done).
-    pub fn end(self) {
-        if let Some(mut s) = self.span {
-            s.end();
-        }
+    /// What must outlive the response head: the SDK span of a sampled request (ended when
+    /// dropped), nothing otherwise.
+    pub fn into_recorded(self) -> Option<RecordedSpan> {
+        self.span
     }
 }
 

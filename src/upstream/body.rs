@@ -148,7 +148,7 @@ pub struct ResponseBody {
     /// The limits' in-flight slots, given back when this is dropped.
     slots: Vec<crate::limits::InFlightSlot>,
     /// The request's span, ended when the body is done (like the access line).
-    span: Option<Box<crate::telemetry::RequestSpan>>,
+    span: Option<crate::telemetry::RecordedSpan>,
 }
 
 enum Kind {
@@ -222,7 +222,7 @@ impl ResponseBody {
     }
 
     /// Attach the request's span; it ends when this body is dropped.
-    pub fn attach_span(&mut self, span: Box<crate::telemetry::RequestSpan>) {
+    pub fn attach_span(&mut self, span: crate::telemetry::RecordedSpan) {
         self.span = Some(span);
     }
 

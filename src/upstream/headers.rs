@@ -241,22 +241,24 @@ pub fn add_forwarding(
         }
     }
     h.insert(X_REQUEST_ID, x.request_id_header.clone());
-    if let Some(t) = &x.trace {
-        // With tracing on the caller's trace headers never pass as sent: the upstream's
-        // parent is the gateway's span, in the caller's trace only if it was adopted.
-        use crate::trace_context::{TRACEPARENT, TRACESTATE};
-        h.insert(TRACEPARENT, t.context.traceparent());
-        match &t.context.tracestate {
-            Some(state) => {
-                h.insert(TRACESTATE, state.clone());
-            }
-            None => {
-                h.remove(TRACESTATE);
-            }
-        }
-    }
     write_identity(h, &snapshot.identity_headers, conn.identity_values.as_ref());
     write_claims(h, x.claims.as_deref(), &snapshot.claim_headers);
+    // Last: the key scans above then pass over one header fewer.
+    if let Some(t) = &x.trace {
+        write_trace(h, &t.context);
+    }
+}
+
+/// With tracing on the caller's trace headers never pass as sent: the upstream's parent is
+/// the gateway's span, in the caller's trace only if it was adopted, and the caller's
+/// `tracestate` only with an adopted trace.
+fn write_trace(h: &mut HeaderMap, t: &crate::trace_context::TraceContext) {
+    use crate::trace_context::{TRACEPARENT, TRACESTATE};
+    h.insert(TRACEPARENT, super::arena::traceparent(t));
+    if !t.keep_tracestate {
+        // A scan of the few keys rather than a hashed remove of a name rarely there.
+        remove_present(h, std::iter::once(&TRACESTATE));
+    }
 }
 
 /// The client certificate's identity headers: client-sent copies (under every default and

@@ -2,6 +2,7 @@
 //! HTTP/1.1 connection, plain or TLS (verified, optionally pinned and mutual: see
 //! `tls/upstream.rs`); both bodies stream, neither is ever held whole.
 
+mod arena;
 mod balance;
 mod body;
 mod headers;
@@ -563,7 +564,7 @@ pub async fn forward(
 
 /// One attempt, as an event of the request's span (with `[tracing]` on).
 fn traced(
-    trace: &mut Option<Box<crate::telemetry::RequestSpan>>,
+    trace: &mut Option<crate::telemetry::RequestSpan>,
     route: &str,
     index: usize,
     sent_at: Instant,
