@@ -63,6 +63,7 @@ fn setup(mode: &str) -> Setup {
         listener: "mtls".into(),
         peer,
         origin: peer,
+        origin_value: ConnContext::origin_value(peer),
         local,
         accepted_at: Instant::now(),
         tls_version: Some(rustls::ProtocolVersion::TLSv1_3),

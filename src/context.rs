@@ -28,6 +28,9 @@ pub struct ConnContext {
     /// Where the connection comes from: the source a PROXY protocol header reported, or
     /// the TCP peer.
     pub origin: SocketAddr,
+    /// The origin's address as `X-Forwarded-For` names it, made once: on a connection not
+    /// from a trusted proxy it is the whole header, for every request.
+    pub origin_value: http::HeaderValue,
     pub local: SocketAddr,
     pub accepted_at: Instant,
     pub tls_version: Option<rustls::ProtocolVersion>,
@@ -81,6 +84,14 @@ impl Sending {
 }
 
 impl ConnContext {
+    /// `origin`'s address as a header value (IPv4-mapped IPv6 addresses as IPv4).
+    pub fn origin_value(origin: SocketAddr) -> http::HeaderValue {
+        let ip = origin.ip().to_canonical();
+        // An address prints as digits, dots, colons and hex: always a valid value.
+        http::HeaderValue::from_str(&ip.to_string())
+            .unwrap_or(http::HeaderValue::from_static("unknown"))
+    }
+
     /// Whether this connection has sent a request head with ambiguous framing.
     pub fn ambiguous_framing(&self) -> bool {
         self.framing.ambiguous.load(Ordering::Relaxed)

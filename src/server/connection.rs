@@ -317,6 +317,7 @@ async fn establish(
         listener: policy.name.clone(),
         peer,
         origin,
+        origin_value: ConnContext::origin_value(origin),
         local,
         accepted_at,
         tls_version: session.protocol_version(),

@@ -176,12 +176,49 @@ pub fn add_forwarding(
     conn: &ConnContext,
     snapshot: &Snapshot,
 ) {
-    use std::fmt::Write;
     scrub_client_headers(h, snapshot);
+    match (x.client.via_trusted_proxy, x.client.forwarded_header) {
+        (true, header_kind) => {
+            let xff = trusted_chain(h, header_kind, conn);
+            // The String's buffer becomes the header's bytes: one allocation, no copy.
+            if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
+                h.insert(X_FORWARDED_FOR, v);
+            }
+        }
+        (false, _) => {
+            h.remove(header::FORWARDED);
+            // The peer alone: its value was made when the connection was accepted.
+            h.insert(X_FORWARDED_FOR, conn.origin_value.clone());
+        }
+    }
+    h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+    match x.host.clone() {
+        Some(host) => {
+            h.insert(X_FORWARDED_HOST, host.clone());
+            h.insert(header::HOST, host);
+        }
+        None => {
+            h.remove(X_FORWARDED_HOST);
+        }
+    }
+    h.insert(X_REQUEST_ID, x.request_id_header.clone());
+    write_identity(h, &snapshot.identity_headers, conn.identity_values.as_ref());
+    write_claims(h, x.claims.as_deref(), &snapshot.claim_headers);
+    // Last: the key scans above then pass over one header fewer.
+    if let Some(t) = &x.trace {
+        write_trace(h, &t.context);
+    }
+}
+
+/// The `X-Forwarded-For` a trusted proxy's request goes on with: the chain it sent (in
+/// `X-Forwarded-For`, or in `Forwarded`, which is rewritten with the peer added), then the
+/// peer.
+fn trusted_chain(h: &mut HeaderMap, kind: ForwardedHeader, conn: &ConnContext) -> String {
+    use std::fmt::Write;
     let ip = conn.origin.ip().to_canonical();
     let mut xff = String::with_capacity(48);
-    match (x.client.via_trusted_proxy, x.client.forwarded_header) {
-        (true, ForwardedHeader::XForwardedFor) => {
+    match kind {
+        ForwardedHeader::XForwardedFor => {
             // Several X-Forwarded-For lines are one list: fold them, then append the peer.
             for prior in h
                 .get_all(&X_FORWARDED_FOR)
@@ -195,7 +232,7 @@ pub fn add_forwarding(
             }
             h.remove(header::FORWARDED);
         }
-        (true, ForwardedHeader::Forwarded) => {
+        ForwardedHeader::Forwarded => {
             let mut fwd = String::with_capacity(64);
             for line in h
                 .get_all(header::FORWARDED)
@@ -221,32 +258,9 @@ pub fn add_forwarding(
                 h.insert(header::FORWARDED, v);
             }
         }
-        (false, _) => {
-            h.remove(header::FORWARDED);
-        }
     }
     let _ = write!(xff, "{ip}");
-    // The String's buffer becomes the header's bytes: one allocation, no copy.
-    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(xff)) {
-        h.insert(X_FORWARDED_FOR, v);
-    }
-    h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-    match x.host.clone() {
-        Some(host) => {
-            h.insert(X_FORWARDED_HOST, host.clone());
-            h.insert(header::HOST, host);
-        }
-        None => {
-            h.remove(X_FORWARDED_HOST);
-        }
-    }
-    h.insert(X_REQUEST_ID, x.request_id_header.clone());
-    write_identity(h, &snapshot.identity_headers, conn.identity_values.as_ref());
-    write_claims(h, x.claims.as_deref(), &snapshot.claim_headers);
-    // Last: the key scans above then pass over one header fewer.
-    if let Some(t) = &x.trace {
-        write_trace(h, &t.context);
-    }
+    xff
 }
 
 /// With tracing on the caller's trace headers never pass as sent: the upstream's parent is
