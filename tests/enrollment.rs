@@ -10,6 +10,10 @@
 // Test set-up may panic: a failed step fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "enrollment/agent_loop.rs"]
+mod agent_loop;
+#[path = "enrollment/ca_vault.rs"]
+mod ca_vault;
 #[path = "support/ops.rs"]
 mod ops;
 mod support;
@@ -240,13 +244,22 @@ impl Lab {
 
     /// With the admin API on `bind` (a fixed port: the command line finds it in the config).
     async fn start_with_admin(bind: &str) -> Lab {
+        let bind = bind.to_owned();
+        Lab::start_with(move |_, text| {
+            text.replace(
+                "[admin]\nbind = \"127.0.0.1:0\"",
+                &format!("[admin]\nbind = \"{bind}\""),
+            )
+        })
+        .await
+    }
+
+    /// With the config `edit` makes of the usual one (given the folder it is in).
+    async fn start_with(edit: impl FnOnce(&Path, String) -> String) -> Lab {
         let pki = Pki::generate();
         enrollment_files(pki.dir());
         let up = Upstream::echo("licensed").await;
-        let text = config(&up.url(), "").replace(
-            "[admin]\nbind = \"127.0.0.1:0\"",
-            &format!("[admin]\nbind = \"{bind}\""),
-        );
+        let text = edit(pki.dir(), config(&up.url(), ""));
         let gw = Gateway::start(pki.dir(), &text).await;
         let admin = Admin::new(gw.admin_addr());
         Lab {
@@ -953,22 +966,29 @@ async fn the_readme_walk_through_with_curl_and_openssl_enrolls_a_machine() {
     assert_eq!(orders_as(&lab, &machine).await.status, 200);
 }
 
-/// `portcullis enroll agent` with `args`, the token (if any) in the environment.
+/// `portcullis enroll agent --once` with `args`, the token (if any) in the environment.
 async fn agent(lab: &Lab, token: Option<&str>, args: &[&str]) -> std::process::Output {
+    let mut cmd = agent_command(lab, token);
+    cmd.arg("--once").args(args);
+    tokio::task::spawn_blocking(move || cmd.output().expect("run the agent"))
+        .await
+        .unwrap()
+}
+
+/// `portcullis enroll agent` for `lab`, writing into `agent/`, the token (if any) in the
+/// environment.
+fn agent_command(lab: &Lab, token: Option<&str>) -> std::process::Command {
     let url = format!("https://localhost:{}", lab.gw.addr_of("est").port());
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
     cmd.args(["enroll", "agent", "--url", &url, "--ca"])
         .arg(lab.pki.path("ca.pem"))
         .arg("--out")
         .arg(lab.pki.path("agent"))
-        .args(args)
         .env_remove("PORTCULLIS_ENROLL_TOKEN");
     if let Some(t) = token {
         cmd.env("PORTCULLIS_ENROLL_TOKEN", t);
     }
-    tokio::task::spawn_blocking(move || cmd.output().expect("run the agent"))
-        .await
-        .unwrap()
+    cmd
 }
 
 /// The identity the agent wrote into its folder.
@@ -1002,7 +1022,8 @@ async fn the_reference_agent_enrolls_then_renews_with_its_certificate() {
     let license = std::fs::read_to_string(dir.join("machine.license")).unwrap();
     assert!(license.starts_with("PCL1."), "{license}");
 
-    let out = agent(&lab, None, &["--renew"]).await;
+    // With a certificate in its folder, --once renews with it (no token needed).
+    let out = agent(&lab, None, &[]).await;
     assert!(
         out.status.success(),
         "{}",
@@ -1011,8 +1032,16 @@ async fn the_reference_agent_enrolls_then_renews_with_its_certificate() {
     let second = agent_identity(&lab);
     assert_ne!(first.cert(), second.cert());
     assert_eq!(orders_as(&lab, &second).await.status, 200);
+    let out = agent(&lab, None, &["--renew"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(second.cert(), agent_identity(&lab).cert());
 
-    // The spent token enrolls nobody again.
+    // The spent token enrolls nobody again (in a folder without a certificate).
+    std::fs::remove_dir_all(&dir).unwrap();
     let out = agent(&lab, Some(&token), &[]).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));

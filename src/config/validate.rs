@@ -240,6 +240,8 @@ pub fn build_snapshot(
         );
     }
 
+    // Opened before [enrollment], whose CA key may be sealed in it.
+    let vault = super::vault::open(&mut r, file);
     let enrollment = file.enrollment.as_ref().and_then(|e| {
         let routes: Vec<&str> = file
             .routes
@@ -250,6 +252,8 @@ pub fn build_snapshot(
             listeners: &declared,
             routes: &routes,
             trusted: licenses.as_ref().map(|l| &l.trusted_keys),
+            vault: vault.as_ref(),
+            vault_section: file.vault.is_some(),
         };
         super::enrollment::validate(e, &cx, &mut r)
     });
@@ -305,7 +309,6 @@ pub fn build_snapshot(
         super::limits::quota_store(&mut r, file, &others)
     };
     let named_upstreams = super::upstreams::upstreams(&mut r, file, now);
-    let vault = super::vault::open(&mut r, file);
     let fleet = file
         .state
         .as_ref()

@@ -6,7 +6,8 @@
 //! [enrollment]
 //! listener = "public"                # serves /.well-known/est/*
 //! ca_cert = "enroll-ca.pem"
-//! ca_key = "enroll-ca.key"           # mode 0600 (not readable by group or others)
+//! ca_key = "enroll-ca.key"           # mode 0600 (not readable by group or others), or
+//! # ca_key_vault = "enroll-ca"        # a private_key record of [vault] (sealed at rest)
 //! cert_lifetime = "7d"               # default 7d, 1h to 90d
 //! key_types = ["ecdsa-p256", "ecdsa-p384", "ed25519"]   # the default
 //! tokens = "/var/lib/portcullis/enroll.redb"
@@ -21,11 +22,13 @@
 //! customer = "Acme"                  # default: the template's name
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+
+mod ca;
 
 use crate::license::SigningKey;
 use crate::report::Report;
@@ -46,8 +49,11 @@ pub struct EnrollmentSection {
     pub listener: Option<String>,
     /// PEM certificate of the enrollment CA. Required.
     pub ca_cert: Option<String>,
-    /// PEM private key of the enrollment CA (PKCS#8). Required; not readable by others.
+    /// PEM private key file of the enrollment CA (PKCS#8), not readable by others; or
+    /// `ca_key_vault`: exactly one of them.
     pub ca_key: Option<String>,
+    /// The vault record (kind `private_key`) holding the CA's PEM private key.
+    pub ca_key_vault: Option<String>,
     /// Lifetime of an enrolled certificate. Default "7d", 1h to 90d.
     pub cert_lifetime: Option<String>,
     /// CSR key types accepted. Default ECDSA P-256, P-384 and Ed25519.
@@ -167,6 +173,10 @@ pub struct Context<'a> {
     pub listeners: &'a std::collections::HashSet<&'a str>,
     pub routes: &'a [&'a str],
     pub trusted: Option<&'a crate::license::TrustedKeys>,
+    /// The opened `[vault]`, for `ca_key_vault`.
+    pub vault: Option<&'a crate::vault::Vault>,
+    /// Whether the file has a `[vault]` section (it may be there and not open).
+    pub vault_section: bool,
 }
 
 /// Validate `[enrollment]`, reporting each problem at its key path.
@@ -193,7 +203,7 @@ pub fn validate(
         }
         Some(l) => Some(Arc::<str>::from(l)),
     };
-    let ca = ca(s, r);
+    let ca = ca::ca(s, cx, r);
     let cert_lifetime = bounded(
         r,
         "enrollment.cert_lifetime",
@@ -305,109 +315,6 @@ fn bounded(
     }
 }
 
-/// The CA certificate and its key, proven to be a pair, as an rcgen issuer.
-fn ca(s: &EnrollmentSection, r: &mut Report) -> Option<(Arc<[u8]>, Arc<CaIssuer>)> {
-    let cert = read(r, "enrollment.ca_cert", s.ca_cert.as_deref(), false);
-    let key = read(r, "enrollment.ca_key", s.ca_key.as_deref(), true);
-    let (cert, key) = (cert?, key?);
-    let der: rustls_pki_types::CertificateDer<'static> =
-        match rustls_pki_types::pem::PemObject::from_pem_slice(cert.as_bytes()) {
-            Ok(der) => der,
-            Err(e) => {
-                r.error("enrollment.ca_cert", format!("not a PEM certificate: {e}"));
-                return None;
-            }
-        };
-    let spki = match x509_parser::parse_x509_certificate(&der) {
-        Ok((_, c)) => {
-            if !c.is_ca() {
-                r.error(
-                    "enrollment.ca_cert",
-                    "not a CA certificate (basicConstraints cA is not set)",
-                );
-                return None;
-            }
-            c.tbs_certificate.subject_pki.raw.to_vec()
-        }
-        Err(e) => {
-            r.error(
-                "enrollment.ca_cert",
-                format!("the certificate does not parse: {e}"),
-            );
-            return None;
-        }
-    };
-    let pair = match rcgen::KeyPair::from_pem(&key) {
-        Ok(p) => p,
-        Err(e) => {
-            r.error(
-                "enrollment.ca_key",
-                format!("not a PEM private key this gateway can sign with: {e}"),
-            );
-            return None;
-        }
-    };
-    if rcgen::PublicKeyData::subject_public_key_info(&pair) != spki {
-        r.error("enrollment.ca_key", "is not the key of enrollment.ca_cert");
-        return None;
-    }
-    match rcgen::Issuer::from_ca_cert_der(&der, pair) {
-        Ok(issuer) => Some((Arc::from(der.as_ref()), Arc::new(issuer))),
-        Err(e) => {
-            r.error(
-                "enrollment.ca_cert",
-                format!("cannot sign with this CA: {e}"),
-            );
-            None
-        }
-    }
-}
-
-/// The text of the file `key` names; a private key must not be readable by group or others.
-fn read(
-    r: &mut Report,
-    key: &str,
-    v: Option<&str>,
-    private: bool,
-) -> Option<zeroize::Zeroizing<String>> {
-    let Some(v) = v else {
-        r.error(key, "required: a PEM file");
-        return None;
-    };
-    let path = r.resolve(v);
-    if private && let Some(why) = readable_by_others(&path) {
-        r.error(key, why);
-        return None;
-    }
-    match std::fs::read_to_string(&path) {
-        Ok(t) => Some(zeroize::Zeroizing::new(t)),
-        Err(e) => {
-            r.error(key, format!("cannot read {}: {e}", path.display()));
-            None
-        }
-    }
-}
-
-/// Why a private key file is exposed, if it is: group or others may read it.
-fn readable_by_others(path: &Path) -> Option<String> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        if let Ok(meta) = std::fs::metadata(path)
-            && meta.permissions().mode() & 0o077 != 0
-        {
-            return Some(format!(
-                "{} is readable by group or others (mode {:o}): chmod 600 it",
-                path.display(),
-                meta.permissions().mode() & 0o777
-            ));
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-    None
-}
-
 fn license_key(s: &EnrollmentSection, cx: &Context<'_>, r: &mut Report) -> Option<Arc<SigningKey>> {
     let Some(p) = s.license_key.as_deref() else {
         r.error(
@@ -417,7 +324,7 @@ fn license_key(s: &EnrollmentSection, cx: &Context<'_>, r: &mut Report) -> Optio
         return None;
     };
     let path = r.resolve(p);
-    if let Some(why) = readable_by_others(&path) {
+    if let Some(why) = ca::readable_by_others(&path) {
         r.error("enrollment.license_key", why);
         return None;
     }
