@@ -991,6 +991,19 @@ fn agent_command(lab: &Lab, token: Option<&str>) -> std::process::Command {
     cmd
 }
 
+/// A lab where the agent (`--once`, into `agent/`) enrolled machine m1; the spent token.
+async fn with_enrolled_agent() -> (Lab, String) {
+    let lab = Lab::start().await;
+    let token = lab.token("m1", "24h").await;
+    let out = agent(&lab, Some(&token), &[]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (lab, token)
+}
+
 /// The identity the agent wrote into its folder.
 fn agent_identity(lab: &Lab) -> Identity {
     use rustls::pki_types::pem::PemObject as _;
@@ -1003,14 +1016,7 @@ fn agent_identity(lab: &Lab) -> Identity {
 #[tokio::test]
 async fn the_reference_agent_enrolls_then_renews_with_its_certificate() {
     use std::os::unix::fs::PermissionsExt as _;
-    let lab = Lab::start().await;
-    let token = lab.token("m1", "24h").await;
-    let out = agent(&lab, Some(&token), &[]).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (lab, token) = with_enrolled_agent().await;
     let first = agent_identity(&lab);
     assert_eq!(orders_as(&lab, &first).await.status, 200);
     let dir = lab.pki.path("agent");

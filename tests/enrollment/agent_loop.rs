@@ -28,14 +28,7 @@ fn reissue(lab: &Lab, machine: &str, from: i64, to: i64) -> String {
 
 #[tokio::test]
 async fn the_running_agent_renews_a_certificate_past_two_thirds_at_once_and_keeps_running() {
-    let lab = Lab::start().await;
-    let token = lab.token("m1", "24h").await;
-    let out = agent(&lab, Some(&token), &[]).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (lab, _) = with_enrolled_agent().await;
     // Eight days into a nine-day life: past two thirds.
     let old = reissue(&lab, "m1", -8 * 86_400, 86_400);
     let aged = agent_identity(&lab);
@@ -83,14 +76,7 @@ async fn the_running_agent_renews_a_certificate_past_two_thirds_at_once_and_keep
 
 #[tokio::test]
 async fn an_expired_certificate_needs_a_new_token_and_the_agent_says_so() {
-    let lab = Lab::start().await;
-    let token = lab.token("m1", "24h").await;
-    let out = agent(&lab, Some(&token), &[]).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (lab, _) = with_enrolled_agent().await;
     reissue(&lab, "m1", -2 * 86_400, -60);
     let before = std::fs::read(lab.pki.path("agent").join("machine.key")).unwrap();
     let out = agent(&lab, None, &[]).await;

@@ -70,36 +70,16 @@ fn each_wrong_way_to_name_the_ca_key_is_refused_at_its_key() {
     let key = "enrollment.ca_key_vault";
     load(dir, &in_vault(&base, VAULT, "enroll-ca")).expect("the sealed key loads");
 
-    assert_refused(
-        dir,
-        &in_vault(&base, "", "enroll-ca"),
-        key,
-        "needs a [vault] section",
-    );
-    assert_refused(
-        dir,
-        &in_vault(&base, VAULT, "nope"),
-        key,
-        "no record is named \"nope\"",
-    );
-    assert_refused(
-        dir,
-        &in_vault(&base, VAULT, "a-token"),
-        key,
-        "is of kind bearer",
-    );
-    assert_refused(
-        dir,
-        &in_vault(&base, VAULT, "garbage"),
-        key,
-        "not a PEM private key",
-    );
-    assert_refused(
-        dir,
-        &in_vault(&base, VAULT, "other-ca"),
-        key,
-        "is not the key of enrollment.ca_cert",
-    );
+    let cases = [
+        ("", "enroll-ca", "needs a [vault] section"),
+        (VAULT, "nope", "no record is named \"nope\""),
+        (VAULT, "a-token", "is of kind bearer"),
+        (VAULT, "garbage", "not a PEM private key"),
+        (VAULT, "other-ca", "is not the key of enrollment.ca_cert"),
+    ];
+    for (vault, record, why) in cases {
+        assert_refused(dir, &in_vault(&base, vault, record), key, why);
+    }
     let both = base.replace(
         "ca_key = \"enroll-ca.key\"",
         "ca_key = \"enroll-ca.key\"\nca_key_vault = \"enroll-ca\"",
