@@ -76,7 +76,7 @@ async fn the_running_agent_renews_a_certificate_past_two_thirds_at_once_and_keep
 
 #[tokio::test]
 async fn an_expired_certificate_needs_a_new_token_and_the_agent_says_so() {
-    let (lab, _) = with_enrolled_agent().await;
+    let (lab, token) = with_enrolled_agent().await;
     reissue(&lab, "m1", -2 * 86_400, -60);
     let before = std::fs::read(lab.pki.path("agent").join("machine.key")).unwrap();
     let out = agent(&lab, None, &[]).await;
@@ -84,6 +84,14 @@ async fn an_expired_certificate_needs_a_new_token_and_the_agent_says_so() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("expired") && err.contains("new token"),
+        "{err}"
+    );
+    // Restarted with the token it already spent: refused, and it says why.
+    let out = agent(&lab, Some(&token), &[]).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("expired") && err.contains("token was refused") && err.contains("new token"),
         "{err}"
     );
     // Nothing was overwritten.

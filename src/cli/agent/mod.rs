@@ -73,6 +73,10 @@ pub enum AgentError {
         "the certificate in {dir} expired at {at}: it cannot re-enroll; make a new token (portcullis enroll token) and run the agent with it"
     )]
     Expired { dir: PathBuf, at: String },
+    #[error(
+        "the certificate in {dir} expired at {at} and the token was refused (spent, expired or revoked): make a new token (portcullis enroll token) and run the agent with it"
+    )]
+    ExpiredAndTokenRefused { dir: PathBuf, at: String },
 }
 
 impl AgentError {
@@ -107,11 +111,9 @@ pub fn run(args: AgentArgs) -> Result<String, AgentError> {
         let now = crate::license::dates::unix(SystemTime::now());
         return match schedule::next(now, files::held(&args.out)?) {
             Step::Renew | Step::Wait(_) => step(&args, &roots, None),
-            Step::Enroll | Step::Expired(_) => step(
-                &args,
-                &roots,
-                Some(needed(&args, token.as_deref().map(String::as_str), now)?),
-            ),
+            Step::Enroll | Step::Expired(_) => {
+                enroll(&args, &roots, token.as_deref().map(String::as_str), now)
+            }
         };
     }
     let mut token = token;
@@ -125,8 +127,7 @@ pub fn run(args: AgentArgs) -> Result<String, AgentError> {
             }
             Step::Renew => step(&args, &roots, None),
             Step::Enroll | Step::Expired(_) => {
-                let t = needed(&args, token.as_deref().map(String::as_str), now)?;
-                step(&args, &roots, Some(t))
+                enroll(&args, &roots, token.as_deref().map(String::as_str), now)
             }
         };
         match result {
@@ -147,6 +148,37 @@ pub fn run(args: AgentArgs) -> Result<String, AgentError> {
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Enroll with `token`; when the certificate held has expired and the token is refused (a
+/// restart with the token already spent), say that a new token is needed.
+fn enroll(
+    args: &AgentArgs,
+    roots: &rustls::RootCertStore,
+    token: Option<&str>,
+    now: u64,
+) -> Result<String, AgentError> {
+    let token = needed(args, token, now)?;
+    step(args, roots, Some(token)).map_err(|e| {
+        let expired = match files::held(&args.out) {
+            Ok(held) => match schedule::next(now, held) {
+                Step::Expired(at) => Some(at),
+                _ => None,
+            },
+            Err(_) => None,
+        };
+        match (e, expired) {
+            (AgentError::Refused { status, .. }, Some(at))
+                if status == http::StatusCode::UNAUTHORIZED =>
+            {
+                AgentError::ExpiredAndTokenRefused {
+                    dir: args.out.clone(),
+                    at: crate::license::dates::rfc3339(at),
+                }
+            }
+            (e, _) => e,
+        }
+    })
 }
 
 /// The token an enrollment spends, or why there is none: no certificate yet, or an expired
