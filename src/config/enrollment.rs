@@ -12,6 +12,7 @@
 //! tokens = "/var/lib/portcullis/enroll.redb"
 //! license_key = "keys/license.key"   # as `portcullis license keygen` writes it
 //! overlap = "1h"                     # default 1h, at most 7d
+//! crl_lifetime = "1h"                # see `enrollment_crl.rs`; crl_file optional
 //!
 //! [[enrollment.templates]]
 //! name = "agent"
@@ -59,6 +60,10 @@ pub struct EnrollmentSection {
     pub license_key: Option<String>,
     /// After a re-enrollment, how long the old certificate stays licensed. Default "1h".
     pub overlap: Option<String>,
+    /// The CRL's `next_update - this_update`. Default "1h", 5m to 7d.
+    pub crl_lifetime: Option<String>,
+    /// Where the PEM CRL is written (atomically), for other servers. Optional.
+    pub crl_file: Option<String>,
     /// What an enrolled machine's license grants, by name.
     #[serde(default)]
     pub templates: Vec<TemplateSection>,
@@ -144,6 +149,10 @@ pub struct EnrollmentSettings {
     pub license_key: Arc<SigningKey>,
     pub overlap: Duration,
     pub templates: Vec<Template>,
+    pub crl: super::enrollment_crl::CrlSettings,
+    /// The keys of revoked and retired certificates, refused in the handshake of every
+    /// listener asking for client certificates; filled by the running enrollment.
+    pub revoked: Arc<crate::tls::RevokedKeys>,
 }
 
 impl std::fmt::Debug for EnrollmentSettings {
@@ -268,6 +277,12 @@ pub fn validate(
     };
     let license_key = license_key(s, cx, r);
     let templates = templates(s, cx, r);
+    let crl = super::enrollment_crl::validate(
+        s.crl_lifetime.as_deref(),
+        s.crl_file.as_deref(),
+        ca.as_ref().map(|(der, _)| &**der),
+        r,
+    );
     if r.errors.len() > before {
         return None;
     }
@@ -282,6 +297,8 @@ pub fn validate(
         license_key: license_key?,
         overlap: overlap?,
         templates,
+        crl: crl?,
+        revoked: Default::default(),
     })
 }
 

@@ -3,6 +3,7 @@
 
 mod admin;
 pub mod enrollment;
+pub mod enrollment_crl;
 pub use admin::{AdminCredential, AdminIdentity, AdminRole};
 pub mod file;
 mod limits;
