@@ -251,29 +251,7 @@ pub fn validate(
             r.error("enrollment.tokens", "required: the redb file of enrollment tokens (e.g. \"/var/lib/portcullis/enroll.redb\")");
             None
         }
-        Some(p) => {
-            let path = r.resolve(p);
-            match path
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty() && !d.is_dir())
-            {
-                Some(d) => {
-                    r.error(
-                        "enrollment.tokens",
-                        format!("the folder {} does not exist", d.display()),
-                    );
-                    None
-                }
-                None if path.is_dir() => {
-                    r.error(
-                        "enrollment.tokens",
-                        format!("{} is a folder; name a file in it", path.display()),
-                    );
-                    None
-                }
-                None => Some(path),
-            }
-        }
+        Some(p) => super::enrollment_crl::file_to_write(r, "enrollment.tokens", p),
     };
     let license_key = license_key(s, cx, r);
     let templates = templates(s, cx, r);

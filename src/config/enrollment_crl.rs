@@ -52,26 +52,7 @@ pub fn validate(
             r.error("enrollment.crl_file", "empty: name a file, or leave it out");
             None
         }
-        Some(p) => {
-            let path = r.resolve(p);
-            match path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                Some(d) if !d.is_dir() => {
-                    r.error(
-                        "enrollment.crl_file",
-                        format!("the folder {} does not exist", d.display()),
-                    );
-                    None
-                }
-                _ if path.is_dir() => {
-                    r.error(
-                        "enrollment.crl_file",
-                        format!("{} is a folder; name a file in it", path.display()),
-                    );
-                    None
-                }
-                _ => Some(Some(path)),
-            }
-        }
+        Some(p) => file_to_write(r, "enrollment.crl_file", p).map(Some),
     };
     let signed = ca_der.is_none_or(can_sign_crls);
     if !signed {
@@ -106,5 +87,28 @@ fn can_sign_crls(der: &[u8]) -> bool {
             Err(_) => false,
         },
         Err(_) => false,
+    }
+}
+
+/// The file `p` names (relative to the config), which the gateway creates or rewrites: its
+/// folder must exist and it must not be a folder itself.
+pub(super) fn file_to_write(r: &mut Report, key: &str, p: &str) -> Option<PathBuf> {
+    let path = r.resolve(p);
+    match path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.is_dir())
+    {
+        Some(d) => {
+            r.error(key, format!("the folder {} does not exist", d.display()));
+            None
+        }
+        None if path.is_dir() => {
+            r.error(
+                key,
+                format!("{} is a folder; name a file in it", path.display()),
+            );
+            None
+        }
+        None => Some(path),
     }
 }
