@@ -23,23 +23,31 @@ use support::*;
 /// An enrollment CA (`enroll-ca.pem`, `enroll-ca.key` mode 0600) and a license key pair
 /// (`lic.key`, `lic.pub`) written into `dir`.
 fn enrollment_files(dir: &Path) {
+    enrollment_ca(
+        dir,
+        vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ],
+    );
+    portcullis::license::keys::keygen(dir, "lic").expect("license keygen");
+}
+
+/// `enroll-ca.pem` and `enroll-ca.key` (mode 0600) with the key usages `usages`.
+fn enrollment_ca(dir: &Path, usages: Vec<KeyUsagePurpose>) {
     let key = KeyPair::generate().expect("CA key");
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
     params
         .distinguished_name
         .push(DnType::CommonName, "Portcullis Enrollment CA");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    params.key_usages = usages;
     params.not_before = rcgen::date_time_ymd(2020, 1, 1);
     params.not_after = rcgen::date_time_ymd(2099, 12, 31);
     let cert = params.self_signed(&key).expect("self-sign CA");
     std::fs::write(dir.join("enroll-ca.pem"), cert.pem()).expect("write CA");
     write_private(&dir.join("enroll-ca.key"), &key.serialize_pem());
-    portcullis::license::keys::keygen(dir, "lic").expect("license keygen");
 }
 
 fn write_private(path: &Path, text: &str) {
@@ -128,6 +136,33 @@ fn a_valid_enrollment_section_loads_with_its_defaults() {
         ["ecdsa-p256", "ecdsa-p384", "ed25519"]
     );
     assert_eq!(e.template("agent").expect("template").routes, ["orders"]);
+    assert_eq!(e.crl.lifetime.as_secs(), 3600);
+    assert!(e.crl.signed && e.crl.file.is_none());
+}
+
+#[test]
+fn a_ca_that_cannot_sign_crls_is_a_warning_and_with_crl_file_an_error() {
+    let pki = Pki::generate();
+    enrollment_files(pki.dir());
+    enrollment_ca(
+        pki.dir(),
+        vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ],
+    );
+    let loaded = load(pki.dir(), &config("http://127.0.0.1:9", "")).expect("valid config");
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.key == "enrollment.ca_cert" && w.message.contains("cRLSign")),
+        "{:?}",
+        loaded.warnings
+    );
+    assert!(!loaded.snapshot.enrollment.expect("enrollment").crl.signed);
+    let text = config("http://127.0.0.1:9", "crl_file = \"enroll.crl\"");
+    assert_refused(pki.dir(), &text, "enrollment.crl_file", "cRLSign");
 }
 
 #[test]

@@ -192,8 +192,9 @@ impl Enrollment {
         Ok(Some(crl))
     }
 
-    /// The CRL to serve at `now`: the one kept, or a new one if none is or it has expired
-    /// (the periodic refresh normally keeps it fresh).
+    /// The CRL to serve at `now`: the one kept, or a new one if none is or it has expired.
+    /// Only the latter touches the store and signs, on the caller's thread: rare, since
+    /// revocations and the server's periodic check keep it fresh.
     pub fn crl(&self, now: SystemTime) -> Result<Option<Arc<Crl>>, CrlError> {
         match self.crl.load_full() {
             Some(c) if unix(now) < c.next_update => Ok(Some(c)),

@@ -222,7 +222,7 @@ where
         machine: record.machine.clone(),
         keep: Some(issued.serial.clone()),
     };
-    super::issued::retire(enrollment, others, at, now).await?;
+    super::issued::retire(enrollment, vec![(others, at)], now).await?;
     tracing::info!(
         machine = %record.machine,
         template = %record.template,

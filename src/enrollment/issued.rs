@@ -129,17 +129,19 @@ pub(super) async fn store_machine(
     blocking(move || tokens.set_machine(&machine, &record, expected.as_deref())).await
 }
 
-/// Retire the certificates `which` selects from `at` (Unix seconds) and refresh the
-/// revoked keys and the CRL.
+/// Retire the certificates each `(which, at)` selects from `at` (Unix seconds; an earlier
+/// date already set wins), then refresh the revoked keys and the CRL once.
 pub(super) async fn retire(
     enrollment: &Arc<Enrollment>,
-    which: Which,
-    at: u64,
+    changes: Vec<(Which, u64)>,
     now: SystemTime,
 ) -> Result<(), Refusal> {
     let e = Arc::clone(enrollment);
     blocking(move || {
-        e.tokens.retire_certs(&which, Retire::Superseded { at })?;
+        for (which, at) in &changes {
+            e.tokens
+                .retire_certs(which, Retire::Superseded { at: *at })?;
+        }
         e.refresh_revoked(now)
     })
     .await

@@ -102,16 +102,30 @@ where
         // Another re-enrollment with this certificate won: this one's license and
         // certificate go.
         revoke(licensing, &issued.license_id, now).await;
-        retire(enrollment, Which::Serial(issued.serial.clone()), at, now).await?;
+        retire(
+            enrollment,
+            vec![(Which::Serial(issued.serial.clone()), at)],
+            now,
+        )
+        .await?;
         return Err(Refusal(StatusCode::CONFLICT, "reenrollment_conflict", None));
     }
-    // The old certificates are refused, listed in the CRL, when the old license stops.
+    // The old certificates are refused, listed in the CRL, when the old license stops; one
+    // replaced twice (its license revoked below) at once.
+    let mut changes = Vec::new();
+    if let Some(r) = &current.retiring {
+        let key = Which::Key {
+            machine: machine.clone(),
+            pin: r.pin.clone(),
+        };
+        changes.push((key, at));
+    }
     let others = Which::Machine {
         machine: machine.clone(),
         keep: Some(issued.serial.clone()),
     };
-    let until = retiring.as_ref().map_or(at, |r| r.revoke_at);
-    retire(enrollment, others, until, now).await?;
+    changes.push((others, retiring.as_ref().map_or(at, |r| r.revoke_at)));
+    retire(enrollment, changes, now).await?;
     // A license replaced twice is done with.
     if let Some(r) = &current.retiring {
         revoke(licensing, &r.license_id, now).await;

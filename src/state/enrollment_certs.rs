@@ -50,6 +50,8 @@ pub enum Which {
     },
     /// One certificate, by serial.
     Serial(Vec<u8>),
+    /// The machine's certificates for one key (`sha256/<base64>`).
+    Key { machine: String, pin: String },
 }
 
 /// What happens to them.
@@ -89,15 +91,19 @@ impl EnrollmentTokens {
                 let selected = match which {
                     Which::Machine { keep, .. } => keep.as_deref() != Some(serial),
                     Which::Serial(s) => s == serial,
+                    Which::Key { .. } => true,
                 };
                 if !selected {
                     continue;
                 }
                 let mut cert: IssuedCert =
                     serde_json::from_str(v.value()).map_err(|e| Failure::Corrupt(e.to_string()))?;
-                if let Which::Machine { machine, .. } = which
-                    && cert.machine != *machine
-                {
+                let matches = match which {
+                    Which::Machine { machine, .. } => cert.machine == *machine,
+                    Which::Serial(_) => true,
+                    Which::Key { machine, pin } => cert.machine == *machine && cert.pin == *pin,
+                };
+                if !matches {
                     continue;
                 }
                 let before = cert.clone();
@@ -204,6 +210,16 @@ mod tests {
         assert_eq!(n.unwrap(), 1, "a only: b kept, m10 is another machine");
         let n = store.retire_certs(&m1(None), Retire::Revoked { at: 60 });
         assert_eq!(n.unwrap(), 2);
+        let key = Which::Key {
+            machine: "m10".into(),
+            pin: "sha256/m1".into(),
+        };
+        assert_eq!(
+            store
+                .retire_certs(&key, Retire::Superseded { at: 70 })
+                .unwrap(),
+            0
+        );
         let all = store.issued_certs().unwrap();
         let a = &all.iter().find(|(s, _)| s == b"a").unwrap().1;
         assert_eq!((a.superseded_at, a.revoked_at), (Some(50), Some(60)));
