@@ -4,6 +4,7 @@
 mod admin;
 pub mod enrollment;
 pub mod enrollment_crl;
+mod enrollment_keys;
 pub use admin::{AdminCredential, AdminIdentity, AdminRole};
 pub mod file;
 mod limits;
