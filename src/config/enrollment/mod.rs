@@ -1,6 +1,7 @@
 //! The `[enrollment]` config section, validated into [`EnrollmentSettings`]: the CA that signs
-//! enrolled machines' certificates, the license key that signs their licenses, and the
-//! templates those licenses are made from.
+//! enrolled machines' certificates (`ca.rs`: a key file or a vault record), the license key
+//! that signs their licenses, the CRL (`crl.rs`), and the templates those licenses are made
+//! from (`templates.rs`).
 //!
 //! ```toml
 //! [enrollment]
@@ -13,6 +14,7 @@
 //! tokens = "/var/lib/portcullis/enroll.redb"
 //! license_key = "keys/license.key"   # as `portcullis license keygen` writes it
 //! overlap = "1h"                     # default 1h, at most 7d
+//! crl_lifetime = "1h"                # see `crl.rs`; crl_file optional
 //!
 //! [[enrollment.templates]]
 //! name = "agent"
@@ -29,6 +31,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 mod ca;
+pub mod crl;
 mod templates;
 
 use crate::license::SigningKey;
@@ -66,6 +69,10 @@ pub struct EnrollmentSection {
     pub license_key: Option<String>,
     /// After a re-enrollment, how long the old certificate stays licensed. Default "1h".
     pub overlap: Option<String>,
+    /// The CRL's `next_update - this_update`. Default "1h", 5m to 7d.
+    pub crl_lifetime: Option<String>,
+    /// Where the PEM CRL is written (atomically), for other servers. Optional.
+    pub crl_file: Option<String>,
     /// What an enrolled machine's license grants, by name.
     #[serde(default)]
     pub templates: Vec<TemplateSection>,
@@ -151,6 +158,10 @@ pub struct EnrollmentSettings {
     pub license_key: Arc<SigningKey>,
     pub overlap: Duration,
     pub templates: Vec<Template>,
+    pub crl: crl::CrlSettings,
+    /// The keys of revoked and retired certificates, refused in the handshake of every
+    /// listener asking for client certificates; filled by the running enrollment.
+    pub revoked: Arc<crate::tls::RevokedKeys>,
 }
 
 impl std::fmt::Debug for EnrollmentSettings {
@@ -253,32 +264,16 @@ pub fn validate(
             r.error("enrollment.tokens", "required: the redb file of enrollment tokens (e.g. \"/var/lib/portcullis/enroll.redb\")");
             None
         }
-        Some(p) => {
-            let path = r.resolve(p);
-            match path
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty() && !d.is_dir())
-            {
-                Some(d) => {
-                    r.error(
-                        "enrollment.tokens",
-                        format!("the folder {} does not exist", d.display()),
-                    );
-                    None
-                }
-                None if path.is_dir() => {
-                    r.error(
-                        "enrollment.tokens",
-                        format!("{} is a folder; name a file in it", path.display()),
-                    );
-                    None
-                }
-                None => Some(path),
-            }
-        }
+        Some(p) => crl::file_to_write(r, "enrollment.tokens", p),
     };
     let license_key = license_key(s, cx, r);
     let templates = templates::templates(s, cx, r);
+    let crl = crl::validate(
+        s.crl_lifetime.as_deref(),
+        s.crl_file.as_deref(),
+        ca.as_ref().map(|(der, _)| &**der),
+        r,
+    );
     if r.errors.len() > before {
         return None;
     }
@@ -293,6 +288,8 @@ pub fn validate(
         license_key: license_key?,
         overlap: overlap?,
         templates,
+        crl: crl?,
+        revoked: Default::default(),
     })
 }
 
