@@ -2,7 +2,8 @@
 //!
 //! Generates a throwaway PKI at every start (never committed, never reused), starts a
 //! built-in echo upstream on loopback, writes the config it uses next to the certificates
-//! (so an operator can read a working example), and serves one-way TLS and mutual TLS.
+//! (so an operator can read a working example), and serves one-way TLS and mutual TLS, and
+//! machine enrollment (EST) with its own throwaway CA and license key.
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -47,6 +48,8 @@ pub enum DemoError {
     },
     #[error("cannot start the echo upstream: {0}")]
     Upstream(std::io::Error),
+    #[error("cannot make the demo's license key: {0}")]
+    LicenseKey(#[from] crate::license::keys::KeyError),
     #[error(transparent)]
     Start(#[from] crate::server::StartError),
 }
@@ -58,6 +61,8 @@ pub struct DemoPki {
     pub server_key: PathBuf,
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
+    /// Where the enrollment agent of the printed commands writes its key and certificate.
+    pub agent: PathBuf,
 }
 
 /// Generate a CA, a server certificate for localhost and a client certificate, valid for
@@ -70,11 +75,7 @@ pub fn generate_pki(dir: &Path) -> Result<DemoPki, DemoError> {
     };
 
     let ca_key = KeyPair::generate()?;
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(DnType::CommonName, "Portcullis demo CA (throwaway)");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let mut ca = ca_params("Portcullis demo CA (throwaway)")?;
     validity(&mut ca);
     let ca_cert = ca.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca, &ca_key);
@@ -114,6 +115,7 @@ pub fn generate_pki(dir: &Path) -> Result<DemoPki, DemoError> {
         server_key: dir.join("server.key"),
         client_cert: dir.join("client.pem"),
         client_key: dir.join("client.key"),
+        agent: dir.join("agent"),
     };
     write_file(&pki.ca, ca_cert.pem().as_bytes(), false)?;
     write_file(
@@ -125,6 +127,44 @@ pub fn generate_pki(dir: &Path) -> Result<DemoPki, DemoError> {
     write_file(&pki.client_cert, client_cert.pem().as_bytes(), false)?;
     write_file(&pki.client_key, client_key.serialize_pem().as_bytes(), true)?;
     Ok(pki)
+}
+
+/// The enrollment side of the demo in `dir`: its own CA (an enrollment key signs machine
+/// certificates only, never a server's), a license key, and `client-cas.pem` (the demo CA
+/// and the enrollment CA: the mutual-TLS listener admits both kinds of client). The stores
+/// and the agent folder of an earlier run are removed: they name keys that are gone.
+fn generate_enrollment(dir: &Path, pki: &DemoPki) -> Result<(), DemoError> {
+    for old in ["license.key", "license.pub", "licenses.redb", "enroll.redb"] {
+        let _ = std::fs::remove_file(dir.join(old));
+    }
+    let _ = std::fs::remove_dir_all(&pki.agent);
+    crate::license::keys::keygen(dir, "license")?;
+    let key = KeyPair::generate()?;
+    let mut ca = ca_params("Portcullis demo enrollment CA (throwaway)")?;
+    ca.not_before = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    ca.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(30);
+    let cert = ca.self_signed(&key)?;
+    write_file(&dir.join("enroll-ca.pem"), cert.pem().as_bytes(), false)?;
+    write_file(
+        &dir.join("enroll-ca.key"),
+        key.serialize_pem().as_bytes(),
+        true,
+    )?;
+    let demo_ca = std::fs::read_to_string(&pki.ca).map_err(|source| DemoError::Write {
+        path: pki.ca.clone(),
+        source,
+    })?;
+    let both = format!("{demo_ca}{}", cert.pem());
+    write_file(&dir.join("client-cas.pem"), both.as_bytes(), false)
+}
+
+/// A CA named `name` that signs certificates and CRLs.
+fn ca_params(name: &str) -> Result<CertificateParams, DemoError> {
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, name);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    Ok(ca)
 }
 
 /// Write a file; private keys are created with mode 0600 so no other user can read them.
@@ -165,7 +205,9 @@ bind = "127.0.0.1:{admin_port}"
 name = "public"
 bind = "{public}"
 min_tls = "1.2"
-client_auth = "none"
+# Optional: enrolled machines re-enroll here with their certificate; nobody else needs one.
+client_auth = "optional"
+client_ca = "enroll-ca.pem"
 [[listeners.certificates]]
 chain = "server.pem"
 key = "server.key"
@@ -175,7 +217,7 @@ name = "mtls"
 bind = "{mtls}"
 min_tls = "1.2"
 client_auth = "required"
-client_ca = "ca.pem"
+client_ca = "client-cas.pem"
 [[listeners.certificates]]
 chain = "server.pem"
 key = "server.key"
@@ -194,6 +236,33 @@ methods = ["GET", "POST"]
 max_body_bytes = 1048576
 upstream = ["http://{upstream}"]
 response_timeout = "10s"
+
+# Machine licenses: required on this route, so only an enrolled machine gets through.
+[[routes]]
+name = "licensed"
+path_prefix = "/licensed"
+listeners = ["mtls"]
+license = "required"
+upstream = ["http://{upstream}"]
+
+[licenses]
+trusted_keys = ["license.pub"]
+store = "licenses.redb"
+
+# Machine enrollment (EST, RFC 7030) on the public listener: a one-time token buys a
+# certificate from the enrollment CA and a license made from a template.
+[enrollment]
+listener = "public"
+ca_cert = "enroll-ca.pem"
+ca_key = "enroll-ca.key"
+cert_lifetime = "7d"
+tokens = "enroll.redb"
+license_key = "license.key"
+
+[[enrollment.templates]]
+name = "agent"
+routes = ["licensed"]
+license_lifetime = "30d"
 "#
     )
 }
@@ -201,6 +270,7 @@ response_timeout = "10s"
 /// Start the demo and print how to call it. Returns the running gateway.
 pub async fn start(opts: &DemoOptions) -> Result<crate::server::Running, DemoError> {
     let pki = generate_pki(&opts.dir)?;
+    generate_enrollment(&opts.dir, &pki)?;
     let upstream = start_echo_upstream().await.map_err(DemoError::Upstream)?;
     let config = opts.dir.join("portcullis.toml");
     write_file(&config, demo_config(opts, upstream).as_bytes(), false)?;
@@ -238,8 +308,15 @@ Operate it:
   curl http://127.0.0.1:{admin}/metrics
   curl http://127.0.0.1:{admin}/status              # what the console shows, as JSON
   curl -X POST http://127.0.0.1:{admin}/reload      # or edit {d}/portcullis.toml: it reloads by itself
+
+Enroll a machine (a one-time token; the agent makes its key, gets a certificate and a license):
+  export PORTCULLIS_ENROLL_TOKEN=$({exe} enroll token --config {d}/portcullis.toml --machine agent-1 --license-template agent | head -n 1)
+  {exe} enroll agent --url https://{host}:{public} --ca {ca} --out {agent} --once   # without --once it stays and renews at 2/3 of the lifetime
+  curl --cert {agent}/machine.pem --key {agent}/machine.key --cacert {ca} https://{host}:{mtls}/licensed/hello
+
 Check the config: {exe} check --config {d}/portcullis.toml
 Stop with Ctrl-C."#,
+        agent = pki.agent.display(),
         exe = this_binary(),
         ca = pki.ca.display(),
         cc = pki.client_cert.display(),

@@ -546,6 +546,8 @@ pub enum HandshakeFailure {
     Incompatible,
     NoClientCert,
     BadClientCert,
+    /// The client certificate is revoked (its key revoked by enrollment, or a CRL lists it).
+    RevokedClientCert,
     /// Not TLS, or a broken message.
     Malformed,
     /// The client sent an alert (it refused our certificate, say).
@@ -561,6 +563,7 @@ impl HandshakeFailure {
             HandshakeFailure::Incompatible => "incompatible",
             HandshakeFailure::NoClientCert => "no_client_certificate",
             HandshakeFailure::BadClientCert => "bad_client_certificate",
+            HandshakeFailure::RevokedClientCert => "revoked_client_certificate",
             HandshakeFailure::Malformed => "malformed",
             HandshakeFailure::ClientAlert => "client_alert",
             HandshakeFailure::Other => "other",
@@ -575,6 +578,9 @@ impl HandshakeFailure {
         match tls {
             rustls::Error::PeerIncompatible(_) => HandshakeFailure::Incompatible,
             rustls::Error::NoCertificatesPresented => HandshakeFailure::NoClientCert,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked) => {
+                HandshakeFailure::RevokedClientCert
+            }
             rustls::Error::InvalidCertificate(_) => HandshakeFailure::BadClientCert,
             rustls::Error::InvalidMessage(_)
             | rustls::Error::InappropriateMessage { .. }

@@ -58,9 +58,11 @@ pub async fn admit<'g, B>(
     // A listener removed by a reload stops serving routes at once; its socket goes later.
     let listener = snapshot.listener(&conn.listener).ok_or(Denial::NoRoute)?;
     crate::identity::check(&listener.pins, conn.identity.as_ref())?;
-    // A revoked enrolled machine's key, on every listener and route (its license too).
+    // A revoked enrolled machine's key, on every listener and route (its license too). The
+    // handshake refuses it already; this catches connections opened before the revocation
+    // and resumed sessions, which skip certificate verification.
     if let (Some(e), Some(id)) = (&generation.enrollment, conn.identity.as_ref())
-        && e.is_revoked_key(&id.spki_sha256)
+        && e.is_revoked_key(&id.spki_sha256, now)
     {
         return Err(Denial::License(crate::denial::LicenseDenial::Revoked));
     }

@@ -1,6 +1,8 @@
 //! Proves that `portcullis demo` starts from nothing, prints curl commands, and that those
 //! commands, run as printed by a real curl from the same folder, get the answers their
-//! comments promise; and that the demo stops cleanly on SIGTERM.
+//! comments promise; that its printed enrollment commands (a token, the agent, a call on the
+//! licensed mutual-TLS route with the issued certificate) work as printed, run in one shell;
+//! and that the demo stops cleanly on SIGTERM.
 
 // Test set-up may panic: a failed step fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -12,6 +14,13 @@ use std::time::{Duration, Instant};
 #[test]
 fn the_demo_prints_curl_commands_that_work_as_printed() {
     let dir = tempfile::tempdir().expect("tempdir");
+    // A fixed admin port: `enroll token --config` finds the running gateway by the config's
+    // [admin] bind, which port 0 would not tell.
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+        .to_string();
     let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args([
             "demo",
@@ -20,7 +29,7 @@ fn the_demo_prints_curl_commands_that_work_as_printed() {
             "--mtls-port",
             "0",
             "--admin-port",
-            "0",
+            &admin_port,
         ])
         .current_dir(dir.path())
         .stdout(Stdio::piped())
@@ -108,6 +117,46 @@ fn the_demo_prints_curl_commands_that_work_as_printed() {
     let body = std::fs::read_to_string(dir.path().join("body.txt")).expect("body");
     assert!(body.contains("\"error\":\"invalid_path\""), "{body}");
 
+    // The enrollment walk-through, as printed, in one shell (the token is exported).
+    let walk: Vec<&str> = printed
+        .iter()
+        .skip_while(|l| !l.starts_with("Enroll a machine"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| l.trim())
+        .collect();
+    assert_eq!(walk.len(), 3, "{text}");
+    assert!(walk[0].contains(" enroll token --config demo/portcullis.toml"));
+    assert!(walk[1].contains(" enroll agent --url https://localhost:"));
+    assert!(walk[2].starts_with("curl --cert demo/agent/machine.pem"));
+    let script = format!(
+        "set -e\n{}\n{}\n{} -s -o licensed.txt -w '%{{http_code}}'\n",
+        walk[0], walk[1], walk[2]
+    );
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(dir.path())
+        .output()
+        .expect("run the enrollment commands");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).ends_with("200"),
+        "{script}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without a license (the demo's own client certificate) the route refuses.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} -s -o /dev/null -w '%{{http_code}}'",
+            walk[2].replace("demo/agent/machine", "demo/client")
+        ))
+        .current_dir(dir.path())
+        .output()
+        .expect("run curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
+
     let pid = child.id().to_string();
     let killed = Command::new("kill")
         .args(["-TERM", &pid])
@@ -120,7 +169,13 @@ fn the_demo_prints_curl_commands_that_work_as_printed() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        for key in ["demo/server.key", "demo/client.key"] {
+        for key in [
+            "demo/server.key",
+            "demo/client.key",
+            "demo/enroll-ca.key",
+            "demo/license.key",
+            "demo/agent/machine.key",
+        ] {
             let mode = std::fs::metadata(dir.path().join(key))
                 .expect("key")
                 .permissions()

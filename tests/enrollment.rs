@@ -10,6 +10,10 @@
 // Test set-up may panic: a failed step fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "enrollment/agent_loop.rs"]
+mod agent_loop;
+#[path = "enrollment/ca_vault.rs"]
+mod ca_vault;
 #[path = "support/ops.rs"]
 mod ops;
 mod support;
@@ -23,22 +27,31 @@ use support::*;
 /// An enrollment CA (`enroll-ca.pem`, `enroll-ca.key` mode 0600) and a license key pair
 /// (`lic.key`, `lic.pub`) written into `dir`.
 fn enrollment_files(dir: &Path) {
+    enrollment_ca(
+        dir,
+        vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ],
+    );
+    portcullis::license::keys::keygen(dir, "lic").expect("license keygen");
+}
+
+/// `enroll-ca.pem` and `enroll-ca.key` (mode 0600) with the key usages `usages`.
+fn enrollment_ca(dir: &Path, usages: Vec<KeyUsagePurpose>) {
     let key = KeyPair::generate().expect("CA key");
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
     params
         .distinguished_name
         .push(DnType::CommonName, "Portcullis Enrollment CA");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    params.key_usages = usages;
     params.not_before = rcgen::date_time_ymd(2020, 1, 1);
     params.not_after = rcgen::date_time_ymd(2099, 12, 31);
     let cert = params.self_signed(&key).expect("self-sign CA");
     std::fs::write(dir.join("enroll-ca.pem"), cert.pem()).expect("write CA");
     write_private(&dir.join("enroll-ca.key"), &key.serialize_pem());
-    portcullis::license::keys::keygen(dir, "lic").expect("license keygen");
 }
 
 fn write_private(path: &Path, text: &str) {
@@ -127,6 +140,33 @@ fn a_valid_enrollment_section_loads_with_its_defaults() {
         ["ecdsa-p256", "ecdsa-p384", "ed25519"]
     );
     assert_eq!(e.template("agent").expect("template").routes, ["orders"]);
+    assert_eq!(e.crl.lifetime.as_secs(), 3600);
+    assert!(e.crl.signed && e.crl.file.is_none());
+}
+
+#[test]
+fn a_ca_that_cannot_sign_crls_is_a_warning_and_with_crl_file_an_error() {
+    let pki = Pki::generate();
+    enrollment_files(pki.dir());
+    enrollment_ca(
+        pki.dir(),
+        vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ],
+    );
+    let loaded = load(pki.dir(), &config("http://127.0.0.1:9", "")).expect("valid config");
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.key == "enrollment.ca_cert" && w.message.contains("cRLSign")),
+        "{:?}",
+        loaded.warnings
+    );
+    assert!(!loaded.snapshot.enrollment.expect("enrollment").crl.signed);
+    let text = config("http://127.0.0.1:9", "crl_file = \"enroll.crl\"");
+    assert_refused(pki.dir(), &text, "enrollment.crl_file", "cRLSign");
 }
 
 #[test]
@@ -169,6 +209,18 @@ fn each_bad_enrollment_value_is_refused_at_its_key_with_the_reason() {
             "not a key type",
         ),
         (overlap, "key_types = []", "enrollment.key_types", "empty"),
+        (
+            overlap,
+            "crl_lifetime = \"1m\"",
+            "enrollment.crl_lifetime",
+            "out of range",
+        ),
+        (
+            overlap,
+            "crl_file = \"nowhere/enroll.crl\"",
+            "enrollment.crl_file",
+            "does not exist",
+        ),
         (
             "listener = \"est\"",
             "listener = \"nowhere\"",
@@ -240,13 +292,33 @@ impl Lab {
 
     /// With the admin API on `bind` (a fixed port: the command line finds it in the config).
     async fn start_with_admin(bind: &str) -> Lab {
+        Lab::start_full(bind, "").await
+    }
+
+    /// With `extra` lines in `[enrollment]` and the admin API on `bind`.
+    async fn start_full(bind: &str, extra: &str) -> Lab {
+        let bind = bind.to_owned();
+        let extra = extra.to_owned();
+        Lab::start_with(move |_, text| {
+            let text = text.replace(
+                "[admin]\nbind = \"127.0.0.1:0\"",
+                &format!("[admin]\nbind = \"{bind}\""),
+            );
+            if extra.is_empty() {
+                text
+            } else {
+                text.replacen("[enrollment]\n", &format!("[enrollment]\n{extra}\n"), 1)
+            }
+        })
+        .await
+    }
+
+    /// With the config `edit` makes of the usual one (given the folder it is in).
+    async fn start_with(edit: impl FnOnce(&Path, String) -> String) -> Lab {
         let pki = Pki::generate();
         enrollment_files(pki.dir());
         let up = Upstream::echo("licensed").await;
-        let text = config(&up.url(), "").replace(
-            "[admin]\nbind = \"127.0.0.1:0\"",
-            &format!("[admin]\nbind = \"{bind}\""),
-        );
+        let text = edit(pki.dir(), config(&up.url(), ""));
         let gw = Gateway::start(pki.dir(), &text).await;
         let admin = Admin::new(gw.admin_addr());
         Lab {
@@ -445,6 +517,38 @@ async fn enroll(lab: &Lab, token: &str) -> (Identity, String) {
 /// `GET /orders` on the `api` listener (client certificates required) as `machine`.
 async fn orders_as(lab: &Lab, machine: &Identity) -> TestResponse {
     get_as(lab, machine, "/orders").await
+}
+
+/// A new connection to `listener` as `machine` fails in the TLS handshake (with TLS 1.3
+/// the client learns it when it reads: the server's alert); the error.
+async fn refused_in_handshake(lab: &Lab, machine: &Identity, listener: &str) -> String {
+    let client = TlsClient::new(&lab.pki).identity(machine);
+    let tls = match client.connect(lab.gw.addr_of(listener), "localhost").await {
+        Ok(tls) => tls,
+        Err(e) => return e.to_string(),
+    };
+    let mut h1 = match H1::handshake(tls).await {
+        Ok(h1) => h1,
+        Err(e) => return e,
+    };
+    match h1.call(get("/open")).await {
+        Ok(r) => panic!("{listener}: answered {} instead", r.status),
+        Err(e) => e,
+    }
+}
+
+/// Wait (at most 5 s) until the gateway has counted `n` handshakes refused for a revoked
+/// certificate (the count follows the client's error by a moment).
+async fn revoked_handshakes_reach(lab: &Lab, n: f64) {
+    for _ in 0..250 {
+        let m = lab.admin.metrics().await;
+        let reason = [("reason", "revoked_client_certificate")];
+        if m.value("portcullis_tls_handshake_failures_total", &reason) == Some(n) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{n} revoked-certificate handshake refusals were not counted");
 }
 
 /// `GET path` on the `api` listener as `machine`.
@@ -710,9 +814,16 @@ async fn re_enrollment_moves_the_license_to_the_new_key_and_refuses_the_old_cert
     assert!(r.header("x-portcullis-license").is_some());
 
     assert_eq!(orders_as(&lab, &new).await.status, 200);
-    // The old certificate keeps its license for the overlap (1h), then is refused, and a
-    // reload (which rebuilds the book) does not bring it back.
+    // The old certificate keeps its license for the overlap (1h), but re-enrolls no more,
+    // then is refused, and a reload (which rebuilds the book) does not bring it back.
     assert_eq!(orders_as(&lab, &old).await.status, 200);
+    // Only the current certificate re-enrolls, with a new key.
+    let (_, another) = key_and_csr(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let r = simplereenroll(&lab, Some(&old), &another).await;
+    assert_eq!(
+        (r.status.as_u16(), r.json()["error"].as_str()),
+        (401, Some("certificate_not_current"))
+    );
     lab.gw
         .shared()
         .clock
@@ -724,13 +835,6 @@ async fn re_enrollment_moves_the_license_to_the_new_key_and_refuses_the_old_cert
     assert_eq!(orders_as(&lab, &old).await.status, 403);
     assert_eq!(orders_as(&lab, &new).await.status, 200);
 
-    // Only the current certificate re-enrolls, with a new key.
-    let (_, another) = key_and_csr(&rcgen::PKCS_ECDSA_P256_SHA256);
-    let r = simplereenroll(&lab, Some(&old), &another).await;
-    assert_eq!(
-        (r.status.as_u16(), r.json()["error"].as_str()),
-        (401, Some("certificate_not_current"))
-    );
     let r = simplereenroll(&lab, None, &another).await;
     assert_eq!(
         (r.status.as_u16(), r.json()["error"].as_str()),
@@ -797,22 +901,32 @@ async fn a_revoked_machine_is_refused_at_once_cannot_re_enroll_and_each_step_is_
     assert_eq!(orders_as(&lab, &machine).await.status, 200);
     assert_eq!(get_as(&lab, &machine, "/open").await.status, 200);
 
+    // A connection opened before the revocation.
+    let client = TlsClient::new(&lab.pki).identity(&machine);
+    let mut open = H1::handshake(tls_as(&client, lab.gw.addr_of("api"), "localhost").await)
+        .await
+        .expect("HTTP/1.1");
+
     let r = lab.admin.delete("/enrollment/machines/m1").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(r.json()["license"].as_str().unwrap().starts_with("enr-m1-"));
     assert_eq!(r.json()["tokens_revoked"], 1);
-    let r = orders_as(&lab, &machine).await;
+    // A new TLS handshake with its certificate fails at once, with no reload, on the
+    // client_auth = "required" listener (whatever the route: a licensed one or not) and on
+    // the EST listener (client_auth = "optional"), and still after a reload; counted.
+    let e = refused_in_handshake(&lab, &machine, "api").await;
+    assert!(e.contains("CertificateRevoked"), "{e}");
+    refused_in_handshake(&lab, &machine, "est").await;
+    lab.gw.reload().await.expect("reload");
+    refused_in_handshake(&lab, &machine, "api").await;
+    revoked_handshakes_reach(&lab, 3.0).await;
+    // The connection opened before is refused by the request path.
+    let r = open.call(get("/open")).await.expect("an answer");
     assert_eq!(
         (r.status.as_u16(), r.json()["error"].as_str()),
         (403, Some("license_revoked"))
     );
-    // Its key is refused on routes without a license and on the EST listener too, and
-    // stays refused after a reload.
-    assert_eq!(get_as(&lab, &machine, "/open").await.status, 403);
-    lab.gw.reload().await.expect("reload");
-    assert_eq!(get_as(&lab, &machine, "/open").await.status, 403);
     let (_, csr) = key_and_csr(&rcgen::PKCS_ECDSA_P256_SHA256);
-    assert_eq!(simplereenroll(&lab, Some(&machine), &csr).await.status, 403);
     assert_eq!(
         simpleenroll(&lab, &format!("Bearer {unspent}"), &csr)
             .await
@@ -886,7 +1000,7 @@ async fn the_command_line_revokes_a_machine_through_the_running_gateway() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("enr-m1-"));
-    assert_eq!(orders_as(&lab, &machine).await.status, 403);
+    refused_in_handshake(&lab, &machine, "api").await;
 }
 
 #[tokio::test]
@@ -953,22 +1067,42 @@ async fn the_readme_walk_through_with_curl_and_openssl_enrolls_a_machine() {
     assert_eq!(orders_as(&lab, &machine).await.status, 200);
 }
 
-/// `portcullis enroll agent` with `args`, the token (if any) in the environment.
+/// `portcullis enroll agent --once` with `args`, the token (if any) in the environment.
 async fn agent(lab: &Lab, token: Option<&str>, args: &[&str]) -> std::process::Output {
+    let mut cmd = agent_command(lab, token);
+    cmd.arg("--once").args(args);
+    tokio::task::spawn_blocking(move || cmd.output().expect("run the agent"))
+        .await
+        .unwrap()
+}
+
+/// `portcullis enroll agent` for `lab`, writing into `agent/`, the token (if any) in the
+/// environment.
+fn agent_command(lab: &Lab, token: Option<&str>) -> std::process::Command {
     let url = format!("https://localhost:{}", lab.gw.addr_of("est").port());
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
     cmd.args(["enroll", "agent", "--url", &url, "--ca"])
         .arg(lab.pki.path("ca.pem"))
         .arg("--out")
         .arg(lab.pki.path("agent"))
-        .args(args)
         .env_remove("PORTCULLIS_ENROLL_TOKEN");
     if let Some(t) = token {
         cmd.env("PORTCULLIS_ENROLL_TOKEN", t);
     }
-    tokio::task::spawn_blocking(move || cmd.output().expect("run the agent"))
-        .await
-        .unwrap()
+    cmd
+}
+
+/// A lab where the agent (`--once`, into `agent/`) enrolled machine m1; the spent token.
+async fn with_enrolled_agent() -> (Lab, String) {
+    let lab = Lab::start().await;
+    let token = lab.token("m1", "24h").await;
+    let out = agent(&lab, Some(&token), &[]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (lab, token)
 }
 
 /// The identity the agent wrote into its folder.
@@ -983,14 +1117,7 @@ fn agent_identity(lab: &Lab) -> Identity {
 #[tokio::test]
 async fn the_reference_agent_enrolls_then_renews_with_its_certificate() {
     use std::os::unix::fs::PermissionsExt as _;
-    let lab = Lab::start().await;
-    let token = lab.token("m1", "24h").await;
-    let out = agent(&lab, Some(&token), &[]).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (lab, token) = with_enrolled_agent().await;
     let first = agent_identity(&lab);
     assert_eq!(orders_as(&lab, &first).await.status, 200);
     let dir = lab.pki.path("agent");
@@ -1002,7 +1129,8 @@ async fn the_reference_agent_enrolls_then_renews_with_its_certificate() {
     let license = std::fs::read_to_string(dir.join("machine.license")).unwrap();
     assert!(license.starts_with("PCL1."), "{license}");
 
-    let out = agent(&lab, None, &["--renew"]).await;
+    // With a certificate in its folder, --once renews with it (no token needed).
+    let out = agent(&lab, None, &[]).await;
     assert!(
         out.status.success(),
         "{}",
@@ -1011,8 +1139,16 @@ async fn the_reference_agent_enrolls_then_renews_with_its_certificate() {
     let second = agent_identity(&lab);
     assert_ne!(first.cert(), second.cert());
     assert_eq!(orders_as(&lab, &second).await.status, 200);
+    let out = agent(&lab, None, &["--renew"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(second.cert(), agent_identity(&lab).cert());
 
-    // The spent token enrolls nobody again.
+    // The spent token enrolls nobody again (in a folder without a certificate).
+    std::fs::remove_dir_all(&dir).unwrap();
     let out = agent(&lab, Some(&token), &[]).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
@@ -1039,7 +1175,105 @@ async fn revoking_a_machine_during_its_overlap_refuses_both_its_keys_everywhere(
         200
     );
     for machine in [&old, &new] {
-        assert_eq!(get_as(&lab, machine, "/open").await.status, 403);
-        assert_eq!(orders_as(&lab, machine).await.status, 403);
+        refused_in_handshake(&lab, machine, "api").await;
+        refused_in_handshake(&lab, machine, "est").await;
     }
+}
+
+/// `openssl args...`: it succeeds; its output and its messages.
+fn openssl(args: &[&str]) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("run openssl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "openssl {args:?}: {text}");
+    text
+}
+
+/// `GET /.well-known/est/crl` (DER), written to `name` in the lab's folder.
+async fn fetch_crl(lab: &Lab, name: &str) -> String {
+    let r = send_one(&lab.pki, lab.gw.addr_of("est"), get("/.well-known/est/crl")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/pkix-crl")
+    );
+    let path = lab.pki.path(name);
+    std::fs::write(&path, &r.body).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+/// `openssl crl -text` of the CRL at `path` (`form`: "DER" or "PEM"): the text, its number.
+fn crl_text(path: &str, form: &str) -> (String, u64) {
+    let text = openssl(&["crl", "-inform", form, "-noout", "-text", "-in", path]);
+    let number = text
+        .lines()
+        .skip_while(|l| !l.contains("X509v3 CRL Number"))
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no CRL number in {text}"));
+    (text, number)
+}
+
+/// The serial of `machine`'s certificate as openssl prints it (upper-case hex).
+fn serial_of(lab: &Lab, machine: &Identity, name: &str) -> String {
+    let path = lab.pki.write(name, &machine.cert_pem());
+    let out = openssl(&["x509", "-noout", "-serial", "-in", path.to_str().unwrap()]);
+    out.trim().trim_start_matches("serial=").to_owned()
+}
+
+#[tokio::test]
+async fn the_crl_lists_a_revoked_machines_serial_signed_by_the_enrollment_ca_and_written_to_crl_file()
+ {
+    let lab = Lab::start_full("127.0.0.1:0", "crl_file = \"enroll.crl\"").await;
+    let (m1, _) = enroll(&lab, &lab.token("m1", "24h").await).await;
+    let (m2, _) = enroll(&lab, &lab.token("m2", "24h").await).await;
+    let (s1, s2) = (
+        serial_of(&lab, &m1, "m1.pem"),
+        serial_of(&lab, &m2, "m2.pem"),
+    );
+    let (text, before) = crl_text(&fetch_crl(&lab, "before.crl").await, "DER");
+    assert!(text.contains("No Revoked Certificates"), "{text}");
+
+    assert_eq!(
+        lab.admin.delete("/enrollment/machines/m1").await.status,
+        200
+    );
+    let path = fetch_crl(&lab, "after.crl").await;
+    let (text, after) = crl_text(&path, "DER");
+    assert!(
+        text.contains(&format!("Serial Number: {s1}")),
+        "{s1} in {text}"
+    );
+    assert!(!text.contains(&s2), "m2 is not revoked");
+    assert!(
+        after > before,
+        "CRL numbers increase: {before} then {after}"
+    );
+    assert!(text.contains("Portcullis Enrollment CA"), "{text}");
+    // Signed by the enrollment CA, as openssl checks it.
+    let ca = lab.pki.path("enroll-ca.pem");
+    let verify = openssl(&[
+        "crl",
+        "-inform",
+        "DER",
+        "-CAfile",
+        ca.to_str().unwrap(),
+        "-noout",
+        "-in",
+        &path,
+    ]);
+    assert!(verify.contains("verify OK"), "{verify}");
+    // The same list in `crl_file`, PEM, for other servers.
+    let (text, number) = crl_text(lab.pki.path("enroll.crl").to_str().unwrap(), "PEM");
+    assert!(text.contains(&format!("Serial Number: {s1}")), "{text}");
+    assert_eq!(number, after);
+    assert!(!lab.pki.path("enroll.crl.tmp").exists());
+    // m2 is still admitted.
+    assert_eq!(get_as(&lab, &m2, "/open").await.status, 200);
 }

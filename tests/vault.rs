@@ -315,7 +315,8 @@ fn the_cli_takes_secrets_from_stdin_only_and_names_bad_input() {
         "v",
     );
     assert!(
-        String::from_utf8_lossy(&kind.stderr).contains("is not api_key, basic, bearer or oauth2")
+        String::from_utf8_lossy(&kind.stderr)
+            .contains("is not api_key, basic, bearer, oauth2 or private_key")
     );
     // init never overwrites a vault or a key.
     assert!(

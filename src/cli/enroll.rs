@@ -30,8 +30,9 @@ pub enum EnrollCommand {
         #[arg(long, default_value = "24h")]
         expires: String,
     },
-    /// A reference EST client: make a key and a CSR here, enroll with a token (or re-enroll
-    /// with --renew), write machine.key, machine.pem and machine.license into --out.
+    /// A reference EST client: make a key and a CSR here, enroll with a token, write
+    /// machine.key, machine.pem and machine.license into --out, then keep running and
+    /// re-enroll at two thirds of each certificate's lifetime (--once: one step and exit).
     Agent(super::agent::AgentArgs),
     /// Revoke an enrolled machine: its license (refused at once on licensed routes), its
     /// unspent tokens, and its record (its certificate cannot re-enroll).

@@ -66,7 +66,8 @@ pub enum VaultCommand {
     /// basic: `user:password`.
     Set {
         name: String,
-        /// api_key, basic or bearer.
+        /// api_key, basic, bearer, oauth2, or private_key (a PEM key the gateway signs
+        /// with, e.g. [enrollment] ca_key_vault).
         #[arg(long)]
         kind: String,
         #[command(flatten)]
@@ -169,7 +170,9 @@ pub fn run(command: VaultCommand, input: SecretInput<'_>, now: u64) -> Result<St
             let kind = Kind::parse(&kind).ok_or_else(|| {
                 VaultError::Format(
                     at.vault.clone(),
-                    format!("--kind \"{kind}\" is not api_key, basic, bearer or oauth2"),
+                    format!(
+                        "--kind \"{kind}\" is not api_key, basic, bearer, oauth2 or private_key"
+                    ),
                 )
             })?;
             if !crate::vault::valid_name(&name) {
@@ -200,6 +203,18 @@ pub fn run(command: VaultCommand, input: SecretInput<'_>, now: u64) -> Result<St
                 return Err(VaultError::Format(
                     PathBuf::from("<stdin>"),
                     "an oauth2 secret is client_id:client_secret".into(),
+                ));
+            }
+            if kind == Kind::PrivateKey
+                && std::str::from_utf8(&raw[..len])
+                    .ok()
+                    .and_then(|pem| rcgen::KeyPair::from_pem(pem).ok())
+                    .is_none()
+            {
+                return Err(VaultError::Format(
+                    PathBuf::from("<stdin>"),
+                    "a private_key secret is a PEM private key (PKCS#8) this gateway can sign with"
+                        .into(),
                 ));
             }
             let master = at.master.source().load()?;

@@ -27,11 +27,14 @@ pub(super) struct ListenerSkeleton {
     pub(super) names: HostNames,
 }
 
+/// `revoked`: the keys enrollment revokes while running, refused in the handshake of a
+/// listener that asks for client certificates.
 pub(super) fn listener(
     r: &mut Report,
     key: &str,
     l: &ListenerSection,
     now: SystemTime,
+    revoked: Option<&Arc<tls::RevokedKeys>>,
 ) -> Option<ListenerSkeleton> {
     let name = label_name(r, key, l.name.as_deref(), "listener");
     let bind = match l.bind.as_deref() {
@@ -209,8 +212,9 @@ pub(super) fn listener(
     );
     let flood = conn_flood(r, key, l, name.as_deref().unwrap_or("?"));
     let crls = client_crls(r, key, l, client_auth.as_ref(), now);
-    let (name, bind, min_tls, client_auth, kx, crls) =
+    let (name, bind, min_tls, client_auth, kx, mut crls) =
         (name?, bind?, min_tls?, client_auth?, kx?, crls?);
+    crls.live = revoked.cloned();
     let (flood, names) = (flood?, names?);
     let (pins, ip, trusted_proxies, forwarded_header) =
         (pins?, ip?, trusted_proxies?, forwarded_header?);
@@ -390,6 +394,7 @@ fn client_crls(
     ok.then_some(tls::ClientCrls {
         crls,
         refuse_when_expired,
+        live: None,
     })
 }
 

@@ -203,12 +203,13 @@ pub fn build_snapshot(
     if file.listeners.is_empty() {
         r.error("listeners", "at least one [[listeners]] entry is required");
     }
+    let revoked = revoked_keys(&r, file, previous);
     let mut listeners: Vec<(ListenerSkeleton, Vec<Arc<Route>>)> = Vec::new();
     let mut names = HashSet::new();
     let mut binds = HashMap::new();
     for (i, l) in file.listeners.iter().enumerate() {
         let key = format!("listeners[{i}]");
-        if let Some(sk) = listener(&mut r, &key, l, now) {
+        if let Some(sk) = listener(&mut r, &key, l, now, revoked.as_ref()) {
             if !names.insert(sk.name.clone()) {
                 r.error(
                     format!("{key}.name"),
@@ -240,6 +241,8 @@ pub fn build_snapshot(
         );
     }
 
+    // Opened before [enrollment], whose CA key may be sealed in it.
+    let vault = super::vault::open(&mut r, file);
     let enrollment = file.enrollment.as_ref().and_then(|e| {
         let routes: Vec<&str> = file
             .routes
@@ -250,8 +253,12 @@ pub fn build_snapshot(
             listeners: &declared,
             routes: &routes,
             trusted: licenses.as_ref().map(|l| &l.trusted_keys),
+            vault: vault.as_ref(),
+            vault_section: file.vault.is_some(),
         };
-        super::enrollment::validate(e, &cx, &mut r)
+        let mut settings = super::enrollment::validate(e, &cx, &mut r)?;
+        settings.revoked = revoked.clone().unwrap_or_default();
+        Some(settings)
     });
     if let Some(e) = &enrollment {
         // redb allows one opener: two sections on one file would lock each other out.
@@ -305,7 +312,6 @@ pub fn build_snapshot(
         super::limits::quota_store(&mut r, file, &others)
     };
     let named_upstreams = super::upstreams::upstreams(&mut r, file, now);
-    let vault = super::vault::open(&mut r, file);
     let fleet = file
         .state
         .as_ref()
@@ -481,6 +487,24 @@ pub fn build_snapshot(
         },
         warnings: r.warnings,
     })
+}
+
+// === enrollment ===
+
+/// The set of revoked keys the listeners' verifiers read, when `[enrollment]` is configured:
+/// `previous`'s when it keeps the same token store (whose running enrollment keeps filling
+/// it, so listeners of both generations refuse the same keys), else a new one.
+fn revoked_keys(
+    r: &Report,
+    file: &FileConfig,
+    previous: Option<&Snapshot>,
+) -> Option<Arc<crate::tls::RevokedKeys>> {
+    let section = file.enrollment.as_ref()?;
+    let tokens = section.tokens.as_deref().map(|p| r.resolve(p));
+    let running = previous
+        .and_then(|p| p.enrollment.as_ref())
+        .filter(|p| Some(&p.tokens) == tokens.as_ref());
+    Some(running.map_or_else(Default::default, |p| Arc::clone(&p.revoked)))
 }
 
 // === issuer ===

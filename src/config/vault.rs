@@ -144,6 +144,13 @@ pub(super) fn credential(
             return None;
         }
     };
+    if kind == Kind::PrivateKey {
+        r.error(
+            format!("{key}.credentials"),
+            format!("record \"{name}\" is a private_key: it signs inside the gateway and is never sent upstream"),
+        );
+        return None;
+    }
     let inject = s.inject.clone().unwrap_or_default();
     let client_authorization = match inject.client_authorization.as_deref() {
         None => None,
@@ -248,6 +255,8 @@ pub(super) fn credential(
             };
             Inject::OAuth2 { source }
         }
+        // Refused above: never sent.
+        (Kind::PrivateKey, _, _) => return None,
         (Kind::Basic | Kind::Bearer | Kind::OAuth2, _, _) => {
             r.error(
                 format!("{key}.inject"),

@@ -32,6 +32,13 @@ pub fn machine_uri(machine: &str) -> String {
 #[error("cannot sign the machine's certificate: {0}")]
 pub struct SignError(#[from] rcgen::Error);
 
+/// A signed certificate: its DER and its serial (what the CRL names it by).
+#[derive(Debug, Clone)]
+pub struct Signed {
+    pub der: Vec<u8>,
+    pub serial: Vec<u8>,
+}
+
 /// Sign a certificate for `machine` on the key `spki_der` (DER SubjectPublicKeyInfo).
 pub fn issue(
     ca: &CaIssuer,
@@ -39,7 +46,7 @@ pub fn issue(
     machine: &str,
     lifetime: Duration,
     now: SystemTime,
-) -> Result<Vec<u8>, SignError> {
+) -> Result<Signed, SignError> {
     let key = rcgen::SubjectPublicKeyInfo::from_der(spki_der)?;
     let mut params = CertificateParams::default();
     params.distinguished_name.push(DnType::CommonName, machine);
@@ -56,5 +63,8 @@ pub fn issue(
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     params.use_authority_key_identifier_extension = true;
-    Ok(params.signed_by(&key, ca)?.der().to_vec())
+    Ok(Signed {
+        der: params.signed_by(&key, ca)?.der().to_vec(),
+        serial: serial.to_vec(),
+    })
 }

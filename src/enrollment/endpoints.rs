@@ -1,6 +1,8 @@
 //! The EST endpoints (RFC 7030), on `[enrollment] listener`, answered before routing:
 //!
 //! - `GET /.well-known/est/cacerts`: the enrollment CA, PKCS#7 certs-only, base64.
+//! - `GET /.well-known/est/crl`: the enrollment CA's CRL, DER (`application/pkix-crl`); not
+//!   an RFC 7030 operation, but under its prefix so that one listener serves the CA's all.
 //! - `POST /.well-known/est/simpleenroll`: authenticated by a one-time enrollment token
 //!   (`Authorization: Bearer <token>`, or HTTP Basic with the token as the password); the
 //!   body is a base64 DER PKCS#10 CSR (`Content-Type: application/pkcs10`). The answer is
@@ -30,11 +32,13 @@ use http_body_util::{BodyExt as _, Full};
 use super::issued::{issue, store_machine};
 use super::{Enrollment, TokenRecord};
 use crate::identity::ClientIdentity;
+use crate::state::enrollment_certs::Which;
 use crate::state::licenses::Licensing;
 
 pub const CACERTS: &str = "/.well-known/est/cacerts";
 pub const SIMPLEENROLL: &str = "/.well-known/est/simpleenroll";
 pub const SIMPLEREENROLL: &str = "/.well-known/est/simplereenroll";
+pub const CRL: &str = "/.well-known/est/crl";
 /// The header the machine's license text comes back in.
 pub const LICENSE_HEADER: &str = "x-portcullis-license";
 /// A CSR is a few KiB at most (an RSA-4096 one about 2 KiB of base64).
@@ -69,7 +73,7 @@ pub fn event_of(path: &str, status: StatusCode) -> Option<&'static str> {
 /// Answer one request to an EST path. `request_id` goes into refusals; `now` is the
 /// gateway's clock.
 pub async fn handle<B>(
-    enrollment: &Enrollment,
+    enrollment: &Arc<Enrollment>,
     licensing: Option<&Arc<Licensing>>,
     req: Request<B>,
     identity: Option<&ClientIdentity>,
@@ -97,6 +101,22 @@ where
             let p7 = super::pkcs7::certs_only(&[&enrollment.settings.ca_cert_der]);
             pkcs7_response("application/pkcs7-mime", &p7)
         }
+        (Method::GET | Method::HEAD, CRL) => match enrollment.crl(now) {
+            Ok(Some(crl)) => respond(
+                StatusCode::OK,
+                "application/pkix-crl",
+                Bytes::from(crl.der.clone()),
+            ),
+            Ok(None) => refuse(
+                StatusCode::NOT_FOUND,
+                "crl_not_available",
+                Some("the enrollment CA's key usage does not allow signing CRLs".into()),
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "enrollment CRL not available");
+                refuse(StatusCode::INTERNAL_SERVER_ERROR, "crl_not_signed", None)
+            }
+        },
         (Method::POST, SIMPLEENROLL | SIMPLEREENROLL) => {
             let answer = if req.uri().path() == SIMPLEENROLL {
                 simpleenroll(est, req).await
@@ -106,11 +126,11 @@ where
             answer
                 .unwrap_or_else(|Refusal(status, reason, message)| refuse(status, reason, message))
         }
-        (_, CACERTS | SIMPLEENROLL | SIMPLEREENROLL) => {
+        (_, CACERTS | CRL | SIMPLEENROLL | SIMPLEREENROLL) => {
             let mut r = refuse(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None);
             r.headers_mut().insert(
                 header::ALLOW,
-                HeaderValue::from_static(if req.uri().path() == CACERTS {
+                HeaderValue::from_static(if matches!(req.uri().path(), CACERTS | CRL) {
                     "GET, HEAD"
                 } else {
                     "POST"
@@ -125,7 +145,7 @@ where
 /// What every EST handler works with.
 #[derive(Clone, Copy)]
 pub(super) struct Est<'a> {
-    pub enrollment: &'a Enrollment,
+    pub enrollment: &'a Arc<Enrollment>,
     pub licensing: Option<&'a Arc<Licensing>>,
     pub now: SystemTime,
 }
@@ -197,6 +217,12 @@ where
     if let Some(old) = before {
         super::issued::revoke_held(licensing, &old, now).await;
     }
+    // Its earlier certificates are superseded at once (a reinstalled machine, a new key).
+    let others = Which::Machine {
+        machine: record.machine.clone(),
+        keep: Some(issued.serial.clone()),
+    };
+    super::issued::retire(enrollment, vec![(others, at)], now).await?;
     tracing::info!(
         machine = %record.machine,
         template = %record.template,

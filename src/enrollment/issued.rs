@@ -8,11 +8,14 @@ use http::{HeaderValue, StatusCode};
 
 use super::endpoints::{LICENSE_HEADER, Refusal, Resp, blocking, pkcs7_response};
 use super::{Enrollment, MachineRecord, Retiring};
+use crate::state::enrollment_certs::{IssuedCert, Retire, Which};
 use crate::state::licenses::Licensing;
 
 /// What an enrollment hands out.
 pub(super) struct Issued {
     pub cert: Vec<u8>,
+    /// The certificate's serial (recorded in the store, named by the CRL).
+    pub serial: Vec<u8>,
     pub pin: String,
     pub license_id: String,
     pub license: String,
@@ -33,7 +36,7 @@ impl Issued {
 
 /// Sign the certificate and issue and activate the license for `machine`.
 pub(super) async fn issue(
-    enrollment: &Enrollment,
+    enrollment: &Arc<Enrollment>,
     licensing: &Arc<Licensing>,
     machine: &str,
     template: &str,
@@ -54,7 +57,7 @@ pub(super) async fn issue(
             None,
         ));
     };
-    let cert = super::certificate::issue(
+    let signed = super::certificate::issue(
         &settings.ca,
         &csr.spki_der,
         machine,
@@ -67,6 +70,16 @@ pub(super) async fn issue(
     })?;
     let pin = crate::identity::format_spki_pin(&crate::identity::sha256(&csr.spki_der));
     let at = crate::license::dates::unix(now);
+    // Recorded before it is handed out: every certificate signed can be listed in the CRL.
+    let record = IssuedCert {
+        machine: machine.to_owned(),
+        pin: pin.clone(),
+        not_after: at.saturating_add(settings.cert_lifetime.as_secs()),
+        superseded_at: None,
+        revoked_at: None,
+    };
+    let (tokens, serial) = (Arc::clone(&enrollment.tokens), signed.serial.clone());
+    blocking(move || tokens.record_cert(&serial, &record)).await?;
     let (license_id, license) =
         super::license::issue(&settings.license_key, template, machine, pin.clone(), at).map_err(
             |e| {
@@ -83,7 +96,8 @@ pub(super) async fn issue(
         return Err(Refusal::internal("license_not_activated"));
     }
     Ok(Issued {
-        cert,
+        cert: signed.der,
+        serial: signed.serial,
         pin,
         license_id,
         license,
@@ -113,6 +127,24 @@ pub(super) async fn store_machine(
         expected.map(str::to_owned),
     );
     blocking(move || tokens.set_machine(&machine, &record, expected.as_deref())).await
+}
+
+/// Retire the certificates each `(which, at)` selects from `at` (Unix seconds; an earlier
+/// date already set wins), then refresh the revoked keys and the CRL once.
+pub(super) async fn retire(
+    enrollment: &Arc<Enrollment>,
+    changes: Vec<(Which, u64)>,
+    now: SystemTime,
+) -> Result<(), Refusal> {
+    let e = Arc::clone(enrollment);
+    blocking(move || {
+        for (which, at) in &changes {
+            e.tokens
+                .retire_certs(which, Retire::Superseded { at: *at })?;
+        }
+        e.refresh_revoked(now)
+    })
+    .await
 }
 
 /// Revoke every license `record` holds (its current one and one still retiring).

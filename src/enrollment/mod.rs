@@ -8,12 +8,14 @@
 //! signs), `pkcs7.rs` (the certs-only PKCS#7 EST answers with), `license.rs` (the machine
 //! license from a template), `endpoints.rs` (the handlers and `simpleenroll`), `reenroll.rs`
 //! (`simplereenroll`), `issued.rs` (signing, licensing and recording what a machine holds),
-//! `revoke.rs` (revoking a machine: license, tokens, record).
+//! `revoke.rs` (revoking a machine: license, tokens, record), `crl.rs` (the CRL and the
+//! revoked keys the listeners refuse).
 //! The token and machine store is `crate::state::enrollment`.
 //!
 //! Tokens, keys and CSRs are never logged: logs name machines, templates and license ids.
 
 pub mod certificate;
+pub mod crl;
 pub mod csr;
 mod endpoints;
 mod issued;
@@ -35,18 +37,19 @@ pub use endpoints::{
 pub use revoke::{RevokeMachineError, Revoked, revoke_machine};
 pub use tokens::{MintError, Minted, mint};
 
-/// The running enrollment: its settings, the open token store, and the keys of revoked
-/// machines (refused on every listener and route). Cheap to share.
+/// The running enrollment: its settings (with the revoked keys the listeners refuse), the
+/// open token store, and the CRL last published. Cheap to share.
 #[derive(Debug)]
 pub struct Enrollment {
     pub settings: EnrollmentSettings,
     pub tokens: Arc<EnrollmentTokens>,
-    revoked: arc_swap::ArcSwap<std::collections::HashSet<[u8; 32]>>,
+    crl: arc_swap::ArcSwapOption<crl::Crl>,
 }
 
 impl Enrollment {
     /// Open the token store, or keep `previous`'s when it is the same file (redb allows one
-    /// opener, and a reload must not lose the tokens in flight).
+    /// opener, and a reload must not lose the tokens in flight); fill the revoked keys and
+    /// publish a CRL.
     pub fn open(
         settings: EnrollmentSettings,
         previous: Option<&Enrollment>,
@@ -59,22 +62,18 @@ impl Enrollment {
         let enrollment = Enrollment {
             settings,
             tokens,
-            revoked: arc_swap::ArcSwap::from_pointee(Default::default()),
+            crl: arc_swap::ArcSwapOption::empty(),
         };
         enrollment.refresh_revoked(now)?;
         Ok(enrollment)
     }
 
-    /// Whether the certificate key `spki_sha256` belongs to a revoked machine.
-    pub fn is_revoked_key(&self, spki_sha256: &[u8; 32]) -> bool {
-        self.revoked.load().contains(spki_sha256)
-    }
-
-    /// Re-read the revoked keys still in force at `now` (after a revocation).
-    pub fn refresh_revoked(&self, now: std::time::SystemTime) -> Result<(), StoreError> {
-        let pins = self.tokens.revoked_pins(crate::license::dates::unix(now))?;
-        self.revoked.store(Arc::new(pins.into_iter().collect()));
-        Ok(())
+    /// Whether the certificate key `spki_sha256` is refused at `now` (a revoked machine's,
+    /// or one retired by re-enrollment after its overlap).
+    pub fn is_revoked_key(&self, spki_sha256: &[u8; 32], now: std::time::SystemTime) -> bool {
+        self.settings
+            .revoked
+            .is_revoked(spki_sha256, crate::license::dates::unix(now))
     }
 
     /// Apply the machines' scheduled revocations (re-enrollment's overlap) to `book`, which

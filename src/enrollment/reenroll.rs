@@ -8,9 +8,10 @@ use http::{Request, StatusCode};
 
 use super::Retiring;
 use super::endpoints::{BoxError, Est, Refusal, Resp, blocking, read_csr};
-use super::issued::{issue, revoke, store_machine};
+use super::issued::{issue, retire, revoke, store_machine};
 use crate::identity::ClientIdentity;
 use crate::license::LicenseState;
+use crate::state::enrollment_certs::Which;
 
 /// Re-enrollment over mutual TLS with the machine's current certificate: a new certificate
 /// for a new key, the same machine and template; the license moves to the new key's pin and
@@ -98,10 +99,33 @@ where
         at,
     );
     if !stored.await? {
-        // Another re-enrollment with this certificate won: this one's license goes.
+        // Another re-enrollment with this certificate won: this one's license and
+        // certificate go.
         revoke(licensing, &issued.license_id, now).await;
+        retire(
+            enrollment,
+            vec![(Which::Serial(issued.serial.clone()), at)],
+            now,
+        )
+        .await?;
         return Err(Refusal(StatusCode::CONFLICT, "reenrollment_conflict", None));
     }
+    // The old certificates are refused, listed in the CRL, when the old license stops; one
+    // replaced twice (its license revoked below) at once.
+    let mut changes = Vec::new();
+    if let Some(r) = &current.retiring {
+        let key = Which::Key {
+            machine: machine.clone(),
+            pin: r.pin.clone(),
+        };
+        changes.push((key, at));
+    }
+    let others = Which::Machine {
+        machine: machine.clone(),
+        keep: Some(issued.serial.clone()),
+    };
+    changes.push((others, retiring.as_ref().map_or(at, |r| r.revoke_at)));
+    retire(enrollment, changes, now).await?;
     // A license replaced twice is done with.
     if let Some(r) = &current.retiring {
         revoke(licensing, &r.license_id, now).await;

@@ -2,12 +2,14 @@
 //! certificate's key (refused on every listener and route until the certificate could have
 //! expired), its unspent tokens, and its record (so it cannot re-enroll). Shared by the
 //! admin API (`DELETE /enrollment/machines/{machine}`) and `portcullis enroll revoke`.
-//!
-//! Not in a CRL yet; a key replaced by re-enrollment is covered by its license only.
+//! Its certificates are marked revoked in the store: the caller refreshes the running
+//! enrollment (`Enrollment::refresh_revoked`), which refuses them in the handshake of every
+//! listener asking for client certificates and lists them in a new CRL.
 
 use std::time::SystemTime;
 
 use super::{EnrollmentTokens, StoreError};
+use crate::state::enrollment_certs::{Retire, Which};
 use crate::state::licenses::{LicenseService, RevokeError};
 
 /// What a revocation did.
@@ -68,6 +70,11 @@ pub fn revoke_machine(
     for pin in pins.filter_map(|p| crate::identity::parse_spki_pin(p).ok()) {
         tokens.revoke_pin(&pin, until)?;
     }
+    let every = Which::Machine {
+        machine: machine.to_owned(),
+        keep: None,
+    };
+    tokens.retire_certs(&every, Retire::Revoked { at })?;
     let revoked_tokens = tokens.revoke_machine(machine, at)?;
     tokens.remove_machine(machine)?;
     let done = Revoked {

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 mod admin;
 mod config_watch;
 mod connection;
+mod crl;
 mod h1;
 mod h2;
 mod h2_guard;
@@ -274,6 +275,7 @@ pub async fn start_snapshot(snapshot: Snapshot) -> Result<Running, StartError> {
         .metrics
         .config_loaded(&shared.generation.load().snapshot, SystemTime::now());
     let quota_writer = spawn_quota_writer(Arc::clone(&shared), stop_rx.clone());
+    crl::spawn(Arc::clone(&shared), stop_rx.clone());
     crate::server::memory::spawn_trimmer(
         shared.metrics.parked_connections.clone(),
         stop_rx.clone(),

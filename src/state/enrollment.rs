@@ -59,7 +59,7 @@ impl From<redb::TableError> for Failure {
 }
 
 /// Inside a transaction: the database failed, or a record did not parse.
-enum Failure {
+pub(super) enum Failure {
     Db(redb::Error),
     Corrupt(String),
 }
@@ -162,7 +162,7 @@ pub fn hash(token: &str) -> [u8; 32] {
 /// The redb file of enrollment tokens (its path, for messages; the database).
 pub struct EnrollmentTokens {
     path: PathBuf,
-    db: Database,
+    pub(super) db: Database,
 }
 
 impl std::fmt::Debug for EnrollmentTokens {
@@ -189,8 +189,9 @@ impl EnrollmentTokens {
         store.write(|_| Ok(()))?;
         store.write_machines(|_| Ok(()))?;
         crate::state::db::in_write(&store.db, REVOKED_PINS, |_| Ok(()))
-            .map_err(|f| store.failed(f))
-            .map(|()| store)
+            .map_err(|f| store.failed(f))?;
+        store.create_cert_tables()?;
+        Ok(store)
     }
 
     pub fn path(&self) -> &Path {
@@ -302,16 +303,16 @@ impl EnrollmentTokens {
         .map_err(|f| self.failed(f))
     }
 
-    /// The revoked keys still in force at `now`.
-    pub fn revoked_pins(&self, now: u64) -> Result<Vec<[u8; 32]>, StoreError> {
-        let read = || -> Result<Vec<[u8; 32]>, Failure> {
+    /// The revoked keys still in force at `now`, each with the last second it is.
+    pub fn revoked_pins(&self, now: u64) -> Result<Vec<([u8; 32], u64)>, StoreError> {
+        let read = || -> Result<Vec<([u8; 32], u64)>, Failure> {
             let txn = self.db.begin_read()?;
             let table = txn.open_table(REVOKED_PINS)?;
             let mut out = Vec::new();
             for row in table.iter()? {
                 let (k, until) = row?;
                 if let (Ok(pin), true) = (<[u8; 32]>::try_from(k.value()), until.value() >= now) {
-                    out.push(pin);
+                    out.push((pin, until.value()));
                 }
             }
             Ok(out)
@@ -389,7 +390,7 @@ impl EnrollmentTokens {
         })
     }
 
-    fn failed(&self, f: Failure) -> StoreError {
+    pub(super) fn failed(&self, f: Failure) -> StoreError {
         match f {
             Failure::Db(source) => StoreError::Io {
                 path: self.path.clone(),

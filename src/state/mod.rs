@@ -6,6 +6,7 @@
 
 pub(crate) mod db;
 pub mod enrollment;
+pub mod enrollment_certs;
 pub(crate) mod issuer;
 pub mod licenses;
 pub mod limits;

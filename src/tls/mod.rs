@@ -8,6 +8,7 @@
 
 mod load;
 mod pinned;
+mod revoked;
 mod sni;
 pub mod upstream;
 
@@ -22,6 +23,7 @@ pub use load::{
     rfc3339,
 };
 pub use pinned::PinnedClientVerifier;
+pub use revoked::{RevocationChecking, RevokedKeys, SpkiHash, Window};
 pub use sni::SniResolver;
 
 /// The one crypto provider (aws-lc-rs), built once, with its default suites reordered so
@@ -128,6 +130,8 @@ pub struct ClientCrls {
     pub crls: Vec<rustls_pki_types::CertificateRevocationListDer<'static>>,
     /// Refuse every client certificate while a list is past its next update.
     pub refuse_when_expired: bool,
+    /// Keys revoked while running (enrolled machines), refused in the handshake.
+    pub live: Option<Arc<RevokedKeys>>,
 }
 
 /// Whether and how a listener asks for client certificates.
@@ -225,9 +229,13 @@ pub fn server_config_full(
     };
     let builder = match verifier {
         None => builder.with_no_client_auth(),
-        Some(v) => builder.with_client_cert_verifier(
-            v.map_err(|e| rustls::Error::General(format!("client CA bundle: {e}")))?,
-        ),
+        Some(v) => {
+            let v = v.map_err(|e| rustls::Error::General(format!("client CA bundle: {e}")))?;
+            builder.with_client_cert_verifier(match &crls.live {
+                Some(live) => Arc::new(RevocationChecking::new(v, Arc::clone(live))),
+                None => v,
+            })
+        }
     };
     let resolver = SniResolver::new(certs)
         .ok_or_else(|| rustls::Error::General("no server certificate".into()))?;

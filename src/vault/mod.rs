@@ -29,6 +29,9 @@ pub enum Kind {
     /// grant with it and sends the token it gets as `Authorization: Bearer`.
     #[serde(rename = "oauth2")]
     OAuth2,
+    /// A PEM private key the gateway signs with (the enrollment CA's): never injected into
+    /// a request.
+    PrivateKey,
 }
 
 impl Kind {
@@ -38,6 +41,7 @@ impl Kind {
             "basic" => Some(Kind::Basic),
             "bearer" => Some(Kind::Bearer),
             "oauth2" => Some(Kind::OAuth2),
+            "private_key" => Some(Kind::PrivateKey),
             _ => None,
         }
     }
@@ -48,6 +52,7 @@ impl Kind {
             Kind::Basic => "basic",
             Kind::Bearer => "bearer",
             Kind::OAuth2 => "oauth2",
+            Kind::PrivateKey => "private_key",
         }
     }
 }

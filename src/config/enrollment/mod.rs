@@ -1,17 +1,20 @@
 //! The `[enrollment]` config section, validated into [`EnrollmentSettings`]: the CA that signs
-//! enrolled machines' certificates, the license key that signs their licenses, and the
-//! templates those licenses are made from.
+//! enrolled machines' certificates (`ca.rs`: a key file or a vault record), the license key
+//! that signs their licenses, the CRL (`crl.rs`), and the templates those licenses are made
+//! from (`templates.rs`).
 //!
 //! ```toml
 //! [enrollment]
 //! listener = "public"                # serves /.well-known/est/*
 //! ca_cert = "enroll-ca.pem"
-//! ca_key = "enroll-ca.key"           # mode 0600 (not readable by group or others)
+//! ca_key = "enroll-ca.key"           # mode 0600 (not readable by group or others), or
+//! # ca_key_vault = "enroll-ca"        # a private_key record of [vault] (sealed at rest)
 //! cert_lifetime = "7d"               # default 7d, 1h to 90d
 //! key_types = ["ecdsa-p256", "ecdsa-p384", "ed25519"]   # the default
 //! tokens = "/var/lib/portcullis/enroll.redb"
 //! license_key = "keys/license.key"   # as `portcullis license keygen` writes it
 //! overlap = "1h"                     # default 1h, at most 7d
+//! crl_lifetime = "1h"                # see `crl.rs`; crl_file optional
 //!
 //! [[enrollment.templates]]
 //! name = "agent"
@@ -21,11 +24,15 @@
 //! customer = "Acme"                  # default: the template's name
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+
+mod ca;
+pub mod crl;
+mod templates;
 
 use crate::license::SigningKey;
 use crate::report::Report;
@@ -46,8 +53,11 @@ pub struct EnrollmentSection {
     pub listener: Option<String>,
     /// PEM certificate of the enrollment CA. Required.
     pub ca_cert: Option<String>,
-    /// PEM private key of the enrollment CA (PKCS#8). Required; not readable by others.
+    /// PEM private key file of the enrollment CA (PKCS#8), not readable by others; or
+    /// `ca_key_vault`: exactly one of them.
     pub ca_key: Option<String>,
+    /// The vault record (kind `private_key`) holding the CA's PEM private key.
+    pub ca_key_vault: Option<String>,
     /// Lifetime of an enrolled certificate. Default "7d", 1h to 90d.
     pub cert_lifetime: Option<String>,
     /// CSR key types accepted. Default ECDSA P-256, P-384 and Ed25519.
@@ -59,6 +69,10 @@ pub struct EnrollmentSection {
     pub license_key: Option<String>,
     /// After a re-enrollment, how long the old certificate stays licensed. Default "1h".
     pub overlap: Option<String>,
+    /// The CRL's `next_update - this_update`. Default "1h", 5m to 7d.
+    pub crl_lifetime: Option<String>,
+    /// Where the PEM CRL is written (atomically), for other servers. Optional.
+    pub crl_file: Option<String>,
     /// What an enrolled machine's license grants, by name.
     #[serde(default)]
     pub templates: Vec<TemplateSection>,
@@ -144,6 +158,10 @@ pub struct EnrollmentSettings {
     pub license_key: Arc<SigningKey>,
     pub overlap: Duration,
     pub templates: Vec<Template>,
+    pub crl: crl::CrlSettings,
+    /// The keys of revoked and retired certificates, refused in the handshake of every
+    /// listener asking for client certificates; filled by the running enrollment.
+    pub revoked: Arc<crate::tls::RevokedKeys>,
 }
 
 impl std::fmt::Debug for EnrollmentSettings {
@@ -167,6 +185,10 @@ pub struct Context<'a> {
     pub listeners: &'a std::collections::HashSet<&'a str>,
     pub routes: &'a [&'a str],
     pub trusted: Option<&'a crate::license::TrustedKeys>,
+    /// The opened `[vault]`, for `ca_key_vault`.
+    pub vault: Option<&'a crate::vault::Vault>,
+    /// Whether the file has a `[vault]` section (it may be there and not open).
+    pub vault_section: bool,
 }
 
 /// Validate `[enrollment]`, reporting each problem at its key path.
@@ -193,7 +215,7 @@ pub fn validate(
         }
         Some(l) => Some(Arc::<str>::from(l)),
     };
-    let ca = ca(s, r);
+    let ca = ca::ca(s, cx, r);
     let cert_lifetime = bounded(
         r,
         "enrollment.cert_lifetime",
@@ -242,32 +264,16 @@ pub fn validate(
             r.error("enrollment.tokens", "required: the redb file of enrollment tokens (e.g. \"/var/lib/portcullis/enroll.redb\")");
             None
         }
-        Some(p) => {
-            let path = r.resolve(p);
-            match path
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty() && !d.is_dir())
-            {
-                Some(d) => {
-                    r.error(
-                        "enrollment.tokens",
-                        format!("the folder {} does not exist", d.display()),
-                    );
-                    None
-                }
-                None if path.is_dir() => {
-                    r.error(
-                        "enrollment.tokens",
-                        format!("{} is a folder; name a file in it", path.display()),
-                    );
-                    None
-                }
-                None => Some(path),
-            }
-        }
+        Some(p) => crl::file_to_write(r, "enrollment.tokens", p),
     };
     let license_key = license_key(s, cx, r);
-    let templates = templates(s, cx, r);
+    let templates = templates::templates(s, cx, r);
+    let crl = crl::validate(
+        s.crl_lifetime.as_deref(),
+        s.crl_file.as_deref(),
+        ca.as_ref().map(|(der, _)| &**der),
+        r,
+    );
     if r.errors.len() > before {
         return None;
     }
@@ -282,6 +288,8 @@ pub fn validate(
         license_key: license_key?,
         overlap: overlap?,
         templates,
+        crl: crl?,
+        revoked: Default::default(),
     })
 }
 
@@ -305,109 +313,6 @@ fn bounded(
     }
 }
 
-/// The CA certificate and its key, proven to be a pair, as an rcgen issuer.
-fn ca(s: &EnrollmentSection, r: &mut Report) -> Option<(Arc<[u8]>, Arc<CaIssuer>)> {
-    let cert = read(r, "enrollment.ca_cert", s.ca_cert.as_deref(), false);
-    let key = read(r, "enrollment.ca_key", s.ca_key.as_deref(), true);
-    let (cert, key) = (cert?, key?);
-    let der: rustls_pki_types::CertificateDer<'static> =
-        match rustls_pki_types::pem::PemObject::from_pem_slice(cert.as_bytes()) {
-            Ok(der) => der,
-            Err(e) => {
-                r.error("enrollment.ca_cert", format!("not a PEM certificate: {e}"));
-                return None;
-            }
-        };
-    let spki = match x509_parser::parse_x509_certificate(&der) {
-        Ok((_, c)) => {
-            if !c.is_ca() {
-                r.error(
-                    "enrollment.ca_cert",
-                    "not a CA certificate (basicConstraints cA is not set)",
-                );
-                return None;
-            }
-            c.tbs_certificate.subject_pki.raw.to_vec()
-        }
-        Err(e) => {
-            r.error(
-                "enrollment.ca_cert",
-                format!("the certificate does not parse: {e}"),
-            );
-            return None;
-        }
-    };
-    let pair = match rcgen::KeyPair::from_pem(&key) {
-        Ok(p) => p,
-        Err(e) => {
-            r.error(
-                "enrollment.ca_key",
-                format!("not a PEM private key this gateway can sign with: {e}"),
-            );
-            return None;
-        }
-    };
-    if rcgen::PublicKeyData::subject_public_key_info(&pair) != spki {
-        r.error("enrollment.ca_key", "is not the key of enrollment.ca_cert");
-        return None;
-    }
-    match rcgen::Issuer::from_ca_cert_der(&der, pair) {
-        Ok(issuer) => Some((Arc::from(der.as_ref()), Arc::new(issuer))),
-        Err(e) => {
-            r.error(
-                "enrollment.ca_cert",
-                format!("cannot sign with this CA: {e}"),
-            );
-            None
-        }
-    }
-}
-
-/// The text of the file `key` names; a private key must not be readable by group or others.
-fn read(
-    r: &mut Report,
-    key: &str,
-    v: Option<&str>,
-    private: bool,
-) -> Option<zeroize::Zeroizing<String>> {
-    let Some(v) = v else {
-        r.error(key, "required: a PEM file");
-        return None;
-    };
-    let path = r.resolve(v);
-    if private && let Some(why) = readable_by_others(&path) {
-        r.error(key, why);
-        return None;
-    }
-    match std::fs::read_to_string(&path) {
-        Ok(t) => Some(zeroize::Zeroizing::new(t)),
-        Err(e) => {
-            r.error(key, format!("cannot read {}: {e}", path.display()));
-            None
-        }
-    }
-}
-
-/// Why a private key file is exposed, if it is: group or others may read it.
-fn readable_by_others(path: &Path) -> Option<String> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        if let Ok(meta) = std::fs::metadata(path)
-            && meta.permissions().mode() & 0o077 != 0
-        {
-            return Some(format!(
-                "{} is readable by group or others (mode {:o}): chmod 600 it",
-                path.display(),
-                meta.permissions().mode() & 0o777
-            ));
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-    None
-}
-
 fn license_key(s: &EnrollmentSection, cx: &Context<'_>, r: &mut Report) -> Option<Arc<SigningKey>> {
     let Some(p) = s.license_key.as_deref() else {
         r.error(
@@ -417,7 +322,7 @@ fn license_key(s: &EnrollmentSection, cx: &Context<'_>, r: &mut Report) -> Optio
         return None;
     };
     let path = r.resolve(p);
-    if let Some(why) = readable_by_others(&path) {
+    if let Some(why) = ca::readable_by_others(&path) {
         r.error("enrollment.license_key", why);
         return None;
     }
@@ -448,73 +353,4 @@ fn license_key(s: &EnrollmentSection, cx: &Context<'_>, r: &mut Report) -> Optio
         }
         Some(_) => Some(Arc::new(key)),
     }
-}
-
-fn templates(s: &EnrollmentSection, cx: &Context<'_>, r: &mut Report) -> Vec<Template> {
-    if s.templates.is_empty() {
-        r.error(
-            "enrollment.templates",
-            "at least one [[enrollment.templates]] is required: a token names one",
-        );
-    }
-    let mut out: Vec<Template> = Vec::new();
-    for (i, t) in s.templates.iter().enumerate() {
-        let key = format!("enrollment.templates[{i}]");
-        let name = match t.name.as_deref() {
-            Some(n) if super::issuer::is_label(n) => n.to_owned(),
-            Some(n) => {
-                r.error(
-                    format!("{key}.name"),
-                    format!("\"{n}\" must be 1 to 64 of A-Z a-z 0-9 _ . -"),
-                );
-                continue;
-            }
-            None => {
-                r.error(format!("{key}.name"), "required");
-                continue;
-            }
-        };
-        if out.iter().any(|o| o.name == name) {
-            r.error(
-                format!("{key}.name"),
-                format!("template name \"{name}\" is used twice"),
-            );
-        }
-        let routes = t.routes.clone().unwrap_or_default();
-        for (j, route) in routes.iter().enumerate() {
-            if !cx.routes.contains(&route.as_str()) {
-                r.error(
-                    format!("{key}.routes[{j}]"),
-                    format!("no route is named \"{route}\""),
-                );
-            }
-        }
-        let Some(license_lifetime) = bounded(
-            r,
-            &format!("{key}.license_lifetime"),
-            t.license_lifetime.as_deref(),
-            30 * DAY,
-            (HOUR, MAX_LICENSE_LIFETIME),
-        ) else {
-            continue;
-        };
-        if let Some(q) = t.quota.as_deref() {
-            match crate::limits::Quota::parse(q) {
-                Ok(parsed) if parsed.to_text() == q => {}
-                Ok(parsed) => r.error(
-                    format!("{key}.quota"),
-                    format!("write \"{}\"", parsed.to_text()),
-                ),
-                Err(why) => r.error(format!("{key}.quota"), format!("\"{q}\" {why}")),
-            }
-        }
-        out.push(Template {
-            customer: t.customer.clone().unwrap_or_else(|| name.clone()),
-            name,
-            routes,
-            license_lifetime,
-            quota: t.quota.clone(),
-        });
-    }
-    out
 }
