@@ -38,7 +38,7 @@ pub fn validate(
 ) -> Option<CrlSettings> {
     let lifetime = match lifetime {
         None => Some(DEFAULT_LIFETIME),
-        Some(v) => match super::issuer::parse_ttl(v, MIN_LIFETIME, MAX_LIFETIME) {
+        Some(v) => match crate::config::issuer::parse_ttl(v, MIN_LIFETIME, MAX_LIFETIME) {
             Ok(d) => Some(d),
             Err(why) => {
                 r.error("enrollment.crl_lifetime", why);
