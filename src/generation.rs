@@ -54,6 +54,8 @@ pub struct Generation {
     pub http: Arc<HttpBuilders>,
     /// `[tracing]`: the tracer requests start their spans with; `None`: tracing is off.
     pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
+    /// The header names no client may send an upstream under this config.
+    pub scrub: Arc<crate::upstream::ClientScrub>,
 }
 
 /// What a route runs with besides its policy.
@@ -143,6 +145,7 @@ impl Generation {
             .or_else(|| licensing.as_ref().and_then(|l| l.quotas.clone()));
         Generation {
             http: Arc::new(http_builders(&snapshot.server)),
+            scrub: Arc::new(crate::upstream::ClientScrub::new(&snapshot)),
             limits,
             shared_limits,
             shared_quotas,
@@ -193,6 +196,7 @@ impl Generation {
             shared_quotas: self.shared_quotas.clone(),
             http: Arc::clone(&self.http),
             telemetry: self.telemetry.clone(),
+            scrub: Arc::clone(&self.scrub),
         }
     }
 

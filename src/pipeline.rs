@@ -277,7 +277,14 @@ pub async fn handle(
                 Ok(own_answer(resp, &x).await)
             }
             Admitted::Route => {
-                upstream::forward(&mut x, conn, &generation.snapshot, metrics, req).await
+                upstream::forward(
+                    &mut x,
+                    conn,
+                    (&generation.snapshot, &generation.scrub),
+                    metrics,
+                    req,
+                )
+                .await
             }
         }
     }

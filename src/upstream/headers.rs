@@ -64,20 +64,75 @@ fn gateway_owned(name: &str, snapshot: &Snapshot) -> bool {
         || snapshot.claim_headers.scrubbed().any(is)
 }
 
-/// Remove what no client may send an upstream: the proxy-only headers above, and header
+/// Every header name no client may send an upstream under one config: the proxy-only
+/// names above, and the identity and claim header names (default and configured), which
+/// only the gateway writes. Made once per config (the generation holds it), so that a
+/// request checks its few keys against one list, most of them on one bit: the names' (length,
+/// last byte) slots.
+#[derive(Debug, Clone)]
+pub struct ClientScrub {
+    names: Vec<HeaderName>,
+    slots: [u64; 4],
+}
+
+impl ClientScrub {
+    pub fn new(snapshot: &Snapshot) -> Self {
+        ClientScrub::of(
+            NEVER_FROM_CLIENT
+                .iter()
+                .chain(snapshot.identity_headers.scrubbed())
+                .chain(snapshot.claim_headers.scrubbed()),
+        )
+    }
+
+    fn of<'a>(all: impl Iterator<Item = &'a HeaderName>) -> Self {
+        let mut names: Vec<HeaderName> = Vec::new();
+        for n in all {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+        let mut slots = [0u64; 4];
+        for n in &names {
+            let s = slot(n.as_str());
+            slots[s >> 6] |= 1 << (s & 63);
+        }
+        ClientScrub { names, slots }
+    }
+
+    fn contains(&self, k: &HeaderName) -> bool {
+        let s = slot(k.as_str());
+        self.slots[s >> 6] & (1 << (s & 63)) != 0 && self.names.iter().any(|n| n == k)
+    }
+}
+
+/// A name's slot in [`ClientScrub`]'s filter: its length and last byte, which tell most
+/// names apart (the scrubbed ones mostly start alike, `x-`).
+fn slot(name: &str) -> usize {
+    let b = name.as_bytes();
+    (b.len().wrapping_mul(37) ^ usize::from(b.last().copied().unwrap_or(0))) & 255
+}
+
+/// Remove what no client may send an upstream: the names of [`ClientScrub`], and header
 /// names with `_` (all of them, or those that fold onto a gateway-owned name, per
 /// `underscores_in_headers`): CGI-style servers read `X_Auth_Subject` as `X-Auth-Subject`.
-pub fn scrub_client_headers(h: &mut HeaderMap, snapshot: &Snapshot) {
-    remove_present(h, NEVER_FROM_CLIENT.iter());
-    // One pass over the names; the Vec below is built only when a client sent such a name.
-    if !h.keys().any(|k| k.as_str().contains('_')) {
+pub fn scrub_client_headers(h: &mut HeaderMap, scrub: &ClientScrub, snapshot: &Snapshot) {
+    // One pass over the request's few keys; the Vec below is built only when a client sent
+    // such a name.
+    if !h
+        .keys()
+        .any(|k| scrub.contains(k) || k.as_str().contains('_'))
+    {
         return;
     }
     let drop_all = snapshot.underscores_in_headers != crate::framing::UnderscoreHeaders::Allow;
     let hits: Vec<HeaderName> = h
         .keys()
-        .filter(|k| k.as_str().contains('_'))
-        .filter(|k| drop_all || gateway_owned(&k.as_str().replace('_', "-"), snapshot))
+        .filter(|k| {
+            scrub.contains(k)
+                || (k.as_str().contains('_')
+                    && (drop_all || gateway_owned(&k.as_str().replace('_', "-"), snapshot)))
+        })
         .cloned()
         .collect();
     for n in hits {
@@ -175,8 +230,11 @@ pub fn add_forwarding(
     x: &Exchange<'_>,
     conn: &ConnContext,
     snapshot: &Snapshot,
+    scrub: &ClientScrub,
 ) {
-    scrub_client_headers(h, snapshot);
+    // The identity and claim names go here too, with the rest: what is written below is
+    // the gateway's own.
+    scrub_client_headers(h, scrub, snapshot);
     match (x.client.via_trusted_proxy, x.client.forwarded_header) {
         (true, header_kind) => {
             let xff = trusted_chain(h, header_kind, conn);
@@ -202,8 +260,12 @@ pub fn add_forwarding(
         }
     }
     h.insert(X_REQUEST_ID, x.request_id_header.clone());
-    write_identity(h, &snapshot.identity_headers, conn.identity_values.as_ref());
-    write_claims(h, x.claims.as_deref(), &snapshot.claim_headers);
+    if let Some(v) = conn.identity_values.as_ref() {
+        set_identity(h, &snapshot.identity_headers, v);
+    }
+    if let Some(claims) = x.claims.as_deref() {
+        set_claims(h, claims, &snapshot.claim_headers);
+    }
     // Last: the key scans above then pass over one header fewer.
     if let Some(t) = &x.trace {
         write_trace(h, &t.context);
@@ -275,31 +337,34 @@ fn write_trace(h: &mut HeaderMap, t: &crate::trace_context::TraceContext) {
     }
 }
 
-/// The client certificate's identity headers: client-sent copies (under every default and
-/// configured name) removed, then the verified identity's values set, if there is one.
-pub fn write_identity(h: &mut HeaderMap, names: &IdentityHeaders, values: Option<&IdentityValues>) {
-    remove_present(h, names.scrubbed());
-    if let Some(v) = values {
-        for (name, value) in names.values(v) {
-            // A HeaderValue clone shares its bytes: no allocation per request.
-            h.insert(name.clone(), value.clone());
-        }
+/// The verified client certificate's identity headers (client-sent copies are already
+/// scrubbed).
+fn set_identity(h: &mut HeaderMap, names: &IdentityHeaders, values: &IdentityValues) {
+    for (name, value) in names.values(values) {
+        // A HeaderValue clone shares its bytes: no allocation per request.
+        h.insert(name.clone(), value.clone());
     }
 }
 
-/// Rewrite the request headers for the upstream. Call on every request, token route or not:
+/// The claims' part of [`add_forwarding`] alone, as the token tests drive it:
 ///
-/// - client-supplied claim headers (configured names and the defaults) are always removed, so
-///   an upstream that trusts `x-auth-subject` cannot be fed one by a client, even on an
-///   `auth = "none"` route;
+/// - client-supplied claim headers (configured names and the defaults) are always removed
+///   (on the request path by [`ClientScrub`], which holds them), so an upstream that trusts
+///   `x-auth-subject` cannot be fed one by a client, even on an `auth = "none"` route;
 /// - with `claims` (a token was verified), the Authorization header is removed unless
 ///   `keep_authorization`, and the claim headers are set. Without claims, Authorization is
 ///   left alone: it was not ours, and such an upstream may do its own authentication.
+#[cfg(test)]
 pub fn write_claims(headers: &mut HeaderMap, claims: Option<&Claims>, cfg: &ClaimHeaders) {
     remove_present(headers, cfg.scrubbed());
-    let Some(claims) = claims else {
-        return;
-    };
+    if let Some(claims) = claims {
+        set_claims(headers, claims, cfg);
+    }
+}
+
+/// A verified token's claim headers (client-sent copies are already removed), and the
+/// Authorization header gone unless `keep_authorization`.
+fn set_claims(headers: &mut HeaderMap, claims: &Claims, cfg: &ClaimHeaders) {
     if !cfg.keep_authorization {
         headers.remove(AUTHORIZATION);
     }
@@ -321,6 +386,41 @@ pub fn write_claims(headers: &mut HeaderMap, claims: Option<&Claims>, cfg: &Clai
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_scrub_list_finds_each_of_its_names_and_passes_common_headers() {
+        let extra = [
+            HeaderName::from_static("x-client-cert-subject"),
+            HeaderName::from_static("x-auth-subject"),
+            HeaderName::from_static("ssl-client-s-dn"),
+        ];
+        let scrub = ClientScrub::of(NEVER_FROM_CLIENT.iter().chain(extra.iter()));
+        for n in NEVER_FROM_CLIENT.iter().chain(extra.iter()) {
+            assert!(scrub.contains(n), "{n}");
+        }
+        for n in [
+            header::HOST,
+            header::ACCEPT,
+            header::USER_AGENT,
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("x-auth-subjects"),
+            HeaderName::from_static("x-real-ip2"),
+        ] {
+            assert!(!scrub.contains(&n), "{n}");
+        }
+        // Removed whatever else the request holds, and only those.
+        let mut h = HeaderMap::new();
+        h.insert("x-real-ip", HeaderValue::from_static("1.2.3.4"));
+        h.insert("x-auth-subject", HeaderValue::from_static("admin"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        let hits: Vec<_> = h.keys().filter(|k| scrub.contains(k)).cloned().collect();
+        for n in hits {
+            h.remove(n);
+        }
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::ACCEPT));
+    }
 
     #[test]
     fn hop_by_hop_and_connection_named_headers_are_removed_but_host_is_protected() {

@@ -27,6 +27,7 @@ use crate::tls::upstream::UpstreamTls;
 use hyper::body::Incoming;
 
 pub use body::{RequestBody, ResponseBody};
+pub use headers::ClientScrub;
 #[cfg(test)]
 pub(crate) use headers::write_claims;
 pub use target::Target;
@@ -251,7 +252,7 @@ enum HostRule {
 pub async fn forward(
     x: &mut Exchange<'_>,
     conn: &ConnContext,
-    snapshot: &Snapshot,
+    (snapshot, scrub): (&Snapshot, &ClientScrub),
     metrics: &Metrics,
     mut req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Denial> {
@@ -297,7 +298,7 @@ pub async fn forward(
         ),
         None => None,
     };
-    headers::add_forwarding(&mut parts.headers, x, conn, snapshot);
+    headers::add_forwarding(&mut parts.headers, x, conn, snapshot, scrub);
 
     // Origin form ("/path?query") on the request line, as HTTP/1.1 to a server wants it.
     let mut uri = http::uri::Parts::default();
