@@ -160,3 +160,23 @@ async fn the_command_lines_offline_token_and_revoke_are_audited() {
     }
     assert!(!text.contains(&token), "no token in the audit trail");
 }
+
+#[tokio::test]
+async fn an_enrollment_the_audit_file_does_not_take_still_answers_and_is_counted() {
+    let lab = Lab::start_with(|_, text| {
+        text.replace(
+            "audit_log = \"audit.log\"",
+            "audit_log = \"missing/audit.log\"",
+        )
+    })
+    .await;
+    let failures = async || {
+        let m = lab.admin.metrics().await;
+        m.value("portcullis_audit_write_failures_total", &[])
+    };
+    // The admin API's token creation is the first entry the file does not take.
+    let token = lab.token("m1", "24h").await;
+    assert_eq!(failures().await, Some(1.0));
+    enroll(&lab, &token).await;
+    assert_eq!(failures().await, Some(2.0));
+}
