@@ -267,10 +267,17 @@ pub async fn handle(
                     generation.licensing.as_ref(),
                     req,
                     conn.identity.as_ref(),
-                    id.as_str(),
+                    (id.as_str(), conn.peer),
                     now,
                 )
                 .await;
+                if resp
+                    .extensions()
+                    .get::<crate::enrollment::AuditFailed>()
+                    .is_some()
+                {
+                    metrics.audit_failed();
+                }
                 if let Some(event) = crate::enrollment::event_of(&path, resp.status()) {
                     metrics.enrollment(event);
                 }

@@ -12,6 +12,8 @@
 
 #[path = "enrollment/agent_loop.rs"]
 mod agent_loop;
+#[path = "enrollment/audit.rs"]
+mod audit;
 #[path = "enrollment/ca_vault.rs"]
 mod ca_vault;
 #[path = "support/ops.rs"]

@@ -4,7 +4,8 @@
 //! Like `client add`: with `--config FILE` whose plain-HTTP `[admin]` listener answers, the
 //! running gateway does it (`POST /enrollment/tokens`, `DELETE /enrollment/machines/{m}`);
 //! otherwise the gateway is stopped and the command opens the `[enrollment] tokens` file
-//! (and for `revoke` the `[licenses] store`) itself (redb allows one opener).
+//! (and for `revoke` the `[licenses] store`) itself (redb allows one opener), and appends
+//! the change to `[admin] audit_log` as the admin API would have (source `cli`).
 
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -87,8 +88,14 @@ pub fn run(cmd: EnrollCommand, now: SystemTime) -> Result<String, EnrollCliError
             let store = crate::enrollment::EnrollmentTokens::open(&settings.tokens)?;
             let at = crate::license::dates::unix(now);
             let minted =
-                crate::enrollment::mint(settings, &store, &machine, &template, &expires, at)?;
-            Ok(printed(&minted.to_json()))
+                crate::enrollment::mint(settings, &store, &machine, &template, &expires, at);
+            let result = match &minted {
+                Ok(_) => "ok",
+                Err(e) if e.is_bad_request() => "bad_request",
+                Err(_) => "enrollment_store_failed",
+            };
+            let warning = audit(settings, "enrollment.token", &machine, result, now);
+            Ok(printed(&minted?.to_json()) + &warning)
         }
         EnrollCommand::Agent(args) => Ok(super::agent::run(args)?),
         EnrollCommand::Revoke { config, machine } => {
@@ -112,14 +119,20 @@ pub fn run(cmd: EnrollCommand, now: SystemTime) -> Result<String, EnrollCliError
             )
             .map_err(|e| EnrollCliError::Config(e.to_string()))?;
             let done =
-                crate::enrollment::revoke_machine(&tokens, &licensing.service, &machine, now)
-                    .map_err(|e| EnrollCliError::Revoke(Box::new(e)))?;
+                crate::enrollment::revoke_machine(&tokens, &licensing.service, &machine, now);
+            let result = match &done {
+                Ok(d) if d.is_unknown() => "machine_not_found",
+                Ok(_) => "ok",
+                Err(_) => "enrollment_store_failed",
+            };
+            let warning = audit(settings, "enrollment.revoke", &machine, result, now);
+            let done = done.map_err(|e| EnrollCliError::Revoke(Box::new(e)))?;
             if done.is_unknown() {
                 return Err(EnrollCliError::Config(format!(
                     "no enrolled machine or token is named \"{machine}\""
                 )));
             }
-            Ok(format!("revoked {}\n", done.to_json()))
+            Ok(format!("revoked {}\n", done.to_json()) + &warning)
         }
     }
 }
@@ -166,6 +179,42 @@ fn enrollment_of<'a>(
     loaded.snapshot.enrollment.as_ref().ok_or_else(|| {
         EnrollCliError::Config(format!("{}: no [enrollment] section", config.display()))
     })
+}
+
+/// Append an offline change to the audit trail; a warning line to print when the file did
+/// not take it (the change is made: failing the command would hide that).
+fn audit(
+    settings: &crate::enrollment::EnrollmentSettings,
+    action: &'static str,
+    machine: &str,
+    result: &str,
+    now: SystemTime,
+) -> String {
+    use crate::record::audit::{Entry, Source, bounded, record_blocking};
+    // Who ran it, as far as the environment says: a hint for the trail, not an authentication.
+    let identity = match std::env::var("USER").or_else(|_| std::env::var("LOGNAME")) {
+        Ok(user) => format!("cli:{user}"),
+        Err(_) => "cli".to_owned(),
+    };
+    let id = crate::request_id::RequestId::next();
+    let entry = Entry {
+        time: Entry::time(now),
+        source: Source::Cli,
+        identity: Some(bounded(&identity)),
+        role: None,
+        action,
+        target: Some(bounded(machine)),
+        result,
+        status: None,
+        request_id: id.as_str(),
+        peer: "local".to_owned(),
+        serial: None,
+        pin: None,
+    };
+    match record_blocking(settings.audit_log.as_deref(), &entry) {
+        Ok(()) => String::new(),
+        Err(e) => format!("# warning: the audit_log file did not take this change: {e}\n"),
+    }
 }
 
 /// The token alone on the first line (for scripts), then what it is for.

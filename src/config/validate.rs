@@ -258,6 +258,7 @@ pub fn build_snapshot(
         };
         let mut settings = super::enrollment::validate(e, &cx, &mut r)?;
         settings.revoked = revoked.clone().unwrap_or_default();
+        settings.audit_log = admin.as_ref().and_then(|a| a.audit_log.clone());
         Some(settings)
     });
     if let Some(e) = &enrollment {

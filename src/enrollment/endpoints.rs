@@ -19,8 +19,11 @@
 //! the license could not be activated afterwards (500): make a new one.
 //!
 //! Refusals are JSON `{"error", "request_id", "message"?}`. Logs name the machine, the
-//! template, the license and the certificate serial, never the token or the CSR.
+//! template, the license and the certificate serial, never the token or the CSR. Each
+//! enrollment and re-enrollment, and each refusal of a known token or certificate, is audited
+//! (`audit.rs`).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -29,8 +32,9 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Full};
 
+use super::Enrollment;
+use super::audit::{Note, token_reason};
 use super::issued::{issue, store_machine};
-use super::{Enrollment, TokenRecord};
 use crate::identity::ClientIdentity;
 use crate::state::enrollment_certs::Which;
 use crate::state::licenses::Licensing;
@@ -70,14 +74,14 @@ pub fn event_of(path: &str, status: StatusCode) -> Option<&'static str> {
     })
 }
 
-/// Answer one request to an EST path. `request_id` goes into refusals; `now` is the
-/// gateway's clock.
+/// Answer one request to an EST path. `request_id` goes into refusals and, with the TCP
+/// `peer`, into the audit trail; `now` is the gateway's clock.
 pub async fn handle<B>(
     enrollment: &Arc<Enrollment>,
     licensing: Option<&Arc<Licensing>>,
     req: Request<B>,
     identity: Option<&ClientIdentity>,
-    request_id: &str,
+    (request_id, peer): (&str, SocketAddr),
     now: SystemTime,
 ) -> Resp
 where
@@ -95,6 +99,8 @@ where
         enrollment,
         licensing,
         now,
+        request_id,
+        peer,
     };
     match (req.method().clone(), req.uri().path()) {
         (Method::GET | Method::HEAD, CACERTS) => {
@@ -118,13 +124,18 @@ where
             }
         },
         (Method::POST, SIMPLEENROLL | SIMPLEREENROLL) => {
-            let answer = if req.uri().path() == SIMPLEENROLL {
-                simpleenroll(est, req).await
+            let mut note = Note::default();
+            let (action, answer) = if req.uri().path() == SIMPLEENROLL {
+                ("enrollment.enroll", simpleenroll(est, req, &mut note).await)
             } else {
-                super::reenroll::simplereenroll(est, req, identity).await
+                let answer = super::reenroll::simplereenroll(est, req, identity, &mut note).await;
+                ("enrollment.reenroll", answer)
             };
-            answer
-                .unwrap_or_else(|Refusal(status, reason, message)| refuse(status, reason, message))
+            let (resp, result) = match answer {
+                Ok(resp) => (resp, "ok"),
+                Err(Refusal(status, reason, message)) => (refuse(status, reason, message), reason),
+            };
+            super::audit::write(&est, action, &note, result, resp).await
         }
         (_, CACERTS | CRL | SIMPLEENROLL | SIMPLEREENROLL) => {
             let mut r = refuse(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None);
@@ -148,6 +159,8 @@ pub(super) struct Est<'a> {
     pub enrollment: &'a Arc<Enrollment>,
     pub licensing: Option<&'a Arc<Licensing>>,
     pub now: SystemTime,
+    pub request_id: &'a str,
+    pub peer: SocketAddr,
 }
 
 pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -168,7 +181,7 @@ impl Refusal {
     }
 }
 
-async fn simpleenroll<B>(est: Est<'_>, req: Request<B>) -> Result<Resp, Refusal>
+async fn simpleenroll<B>(est: Est<'_>, req: Request<B>, note: &mut Note) -> Result<Resp, Refusal>
 where
     B: http_body::Body<Data = Bytes, Error: Into<BoxError>>,
 {
@@ -184,13 +197,18 @@ where
         ));
     };
     let tokens = Arc::clone(&enrollment.tokens);
-    let record = blocking(move || tokens.peek(&hash, at)).await?;
-    let record = token_record(record, "peek")?;
+    let Some(record) = blocking(move || tokens.find(&hash)).await? else {
+        return Err(token_refused(super::TokenRefusal::Unknown, "peek", note));
+    };
+    note.machine = Some(record.machine.clone());
+    if let Err(why) = record.check(at) {
+        return Err(token_refused(why, "peek", note));
+    }
     let csr = read_csr(enrollment, req, &record.machine).await?;
 
     let tokens = Arc::clone(&enrollment.tokens);
     let spent = blocking(move || tokens.spend(&hash, at)).await?;
-    let record = token_record(spent, "spend")?;
+    let record = spent.map_err(|why| token_refused(why, "spend", note))?;
     let licensing = licensing.ok_or_else(|| Refusal::internal("licenses_not_configured"))?;
     let issued = issue(
         enrollment,
@@ -201,6 +219,7 @@ where
         now,
     )
     .await?;
+    note.issued(&issued.serial, &issued.pin);
     // A machine enrolling afresh (reinstalled, a new token) drops what it held before.
     let (tokens, machine) = (Arc::clone(&enrollment.tokens), record.machine.clone());
     let before = blocking(move || tokens.machine(&machine)).await?;
@@ -270,15 +289,11 @@ where
     })
 }
 
-/// The token's record, or the refusal (logged with the machine when the token is known).
-fn token_record(
-    found: Result<TokenRecord, super::TokenRefusal>,
-    step: &'static str,
-) -> Result<TokenRecord, Refusal> {
-    found.map_err(|why| {
-        tracing::info!(reason = why.as_str(), step, "enrollment token refused");
-        Refusal::token()
-    })
+/// The refusal of a token (logged; its precise reason noted for the audit trail).
+fn token_refused(why: super::TokenRefusal, step: &'static str, note: &mut Note) -> Refusal {
+    tracing::info!(reason = why.as_str(), step, "enrollment token refused");
+    note.reason = Some(token_reason(why));
+    Refusal::token()
 }
 
 /// Run a store call off the async threads.

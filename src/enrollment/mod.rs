@@ -9,11 +9,12 @@
 //! license from a template), `endpoints.rs` (the handlers and `simpleenroll`), `reenroll.rs`
 //! (`simplereenroll`), `issued.rs` (signing, licensing and recording what a machine holds),
 //! `revoke.rs` (revoking a machine: license, tokens, record), `crl.rs` (the CRL and the
-//! revoked keys the listeners refuse).
+//! revoked keys the listeners refuse), `audit.rs` (the audit entry of each enrollment).
 //! The token and machine store is `crate::state::enrollment`.
 //!
 //! Tokens, keys and CSRs are never logged: logs name machines, templates and license ids.
 
+mod audit;
 pub mod certificate;
 pub mod crl;
 pub mod csr;
@@ -31,6 +32,7 @@ pub use crate::config::enrollment::{EnrollmentSettings, KeyType, Template};
 pub use crate::state::enrollment::{
     EnrollmentTokens, MachineRecord, Retiring, StoreError, TokenRecord, TokenRefusal,
 };
+pub use audit::AuditFailed;
 pub use endpoints::{
     CACERTS, LICENSE_HEADER, SIMPLEENROLL, SIMPLEREENROLL, event_of, handle, handles,
 };

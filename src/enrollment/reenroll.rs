@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 
 use super::Retiring;
+use super::audit::Note;
 use super::endpoints::{BoxError, Est, Refusal, Resp, blocking, read_csr};
 use super::issued::{issue, retire, revoke, store_machine};
 use crate::identity::ClientIdentity;
@@ -20,6 +21,7 @@ pub(super) async fn simplereenroll<B>(
     est: Est<'_>,
     req: Request<B>,
     identity: Option<&ClientIdentity>,
+    note: &mut Note,
 ) -> Result<Resp, Refusal>
 where
     B: http_body::Body<Data = Bytes, Error: Into<BoxError>>,
@@ -36,6 +38,8 @@ where
         ));
     };
     let machine = identity.common_name.clone().unwrap_or_default();
+    // The certificate's subject names the machine the entry is about.
+    note.machine = identity.common_name.clone();
     let tokens = Arc::clone(&enrollment.tokens);
     let name = machine.clone();
     let current = blocking(move || tokens.machine(&name)).await?;
@@ -80,6 +84,7 @@ where
         now,
     )
     .await?;
+    note.issued(&issued.serial, &issued.pin);
     // The old license grants for `overlap` more (the machine switches over, requests in
     // flight finish), scheduled in the book and kept in the machine's record. On a fleet's
     // store the other instances would not see an in-memory schedule: revoked at once there.

@@ -28,6 +28,7 @@ use crate::request_id::RequestId;
 use crate::token::Claims;
 use crate::usage::{By, Counts, Usage};
 
+pub mod audit;
 pub mod conn;
 pub mod line;
 

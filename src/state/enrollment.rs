@@ -216,17 +216,21 @@ impl EnrollmentTokens {
         hash: &[u8; 32],
         now: u64,
     ) -> Result<Result<TokenRecord, TokenRefusal>, StoreError> {
+        Ok(match self.find(hash)? {
+            Some(record) => record.check(now).map(|()| record),
+            None => Err(TokenRefusal::Unknown),
+        })
+    }
+
+    /// The record of `hash`, spendable or not (a refusal of a known token names its machine).
+    pub fn find(&self, hash: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError> {
         let read = || -> Result<Option<String>, Failure> {
             let txn = self.db.begin_read()?;
             let table = txn.open_table(TOKENS)?;
             Ok(table.get(hash.as_slice())?.map(|v| v.value().to_owned()))
         };
         let found = read().map_err(|f| self.failed(f))?;
-        let Some(json) = found else {
-            return Ok(Err(TokenRefusal::Unknown));
-        };
-        let record = self.parse(&json)?;
-        Ok(record.check(now).map(|()| record))
+        found.map(|json| self.parse(&json)).transpose()
     }
 
     /// Spend `hash` at `now`: in one write transaction, check it and mark it spent.

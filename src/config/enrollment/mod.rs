@@ -162,6 +162,9 @@ pub struct EnrollmentSettings {
     /// The keys of revoked and retired certificates, refused in the handshake of every
     /// listener asking for client certificates; filled by the running enrollment.
     pub revoked: Arc<crate::tls::RevokedKeys>,
+    /// `[admin] audit_log`, resolved once here so an enrollment appends to it without
+    /// reading the config again.
+    pub audit_log: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for EnrollmentSettings {
@@ -290,6 +293,7 @@ pub fn validate(
         templates,
         crl: crl?,
         revoked: Default::default(),
+        audit_log: None,
     })
 }
 

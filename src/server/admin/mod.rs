@@ -3,10 +3,9 @@
 //! (`enrollment.rs`). A separate
 //! listener (loopback by default; TLS with client certificates and/or tokens elsewhere).
 //! Each request is checked for its origin, then its identity and role (`access.rs`); every
-//! change tried is audited (`audit.rs`). Its refusals use the gateway's JSON shape.
+//! change tried is audited (`crate::record::audit`). Its refusals use the gateway's JSON shape.
 
 mod access;
-mod audit;
 mod console;
 mod enrollment;
 mod history;
@@ -30,6 +29,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::identity::ClientIdentity;
+use crate::record::audit;
 use crate::request_id::{RequestId, X_REQUEST_ID};
 use crate::server::Gateway;
 use crate::state::licenses::{ActivationError, RevokeError};
@@ -210,14 +210,17 @@ async fn handle(gateway: &Gateway, req: Request<Incoming>, at: &Peer) -> AdminRe
             .map_or("ok", |r| &*r.0);
         let entry = audit::Entry {
             time: audit::Entry::time(shared.clock.now()),
+            source: audit::Source::Admin,
             identity: Some(&caller.name),
             role: Some(caller.role.label()),
             action,
             target,
             result,
-            status: resp.status().as_u16(),
+            status: Some(resp.status().as_u16()),
             request_id: id.as_str(),
             peer: at.peer.to_string(),
+            serial: None,
+            pin: None,
         };
         gateway.history().audit(history::AuditRecord {
             time: entry.time.clone(),
@@ -226,7 +229,7 @@ async fn handle(gateway: &Gateway, req: Request<Incoming>, at: &Peer) -> AdminRe
             action,
             target: target.map(Into::into),
             result: result.into(),
-            status: entry.status,
+            status: resp.status().as_u16(),
             request_id: id.as_str().into(),
         });
         if let Err(e) = audit::record(audit_log.as_deref(), &entry).await {
