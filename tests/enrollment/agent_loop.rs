@@ -43,16 +43,39 @@ async fn the_running_agent_renews_a_certificate_past_two_thirds_at_once_and_keep
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start the agent");
+    // What it says, read as it says it: the certificate file changes before the agent
+    // reports it, so the test waits for both rather than racing the report.
+    let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let said = std::sync::Arc::clone(&said);
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let mut s = said.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        })
+    };
     let pem = lab.pki.path("agent").join("machine.pem");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let renewed = loop {
         let now = std::fs::read_to_string(&pem).unwrap_or_default();
-        if now != old && now.contains("END CERTIFICATE") {
+        let reported = {
+            let s = said.lock().unwrap();
+            s.contains("re-enrolled") && s.contains("renews at")
+        };
+        if now != old && now.contains("END CERTIFICATE") && reported {
             break now;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the agent did not renew within 60s"
+            "the agent did not renew and say so within 60s: {}",
+            said.lock().unwrap()
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
@@ -62,12 +85,8 @@ async fn the_running_agent_renews_a_certificate_past_two_thirds_at_once_and_keep
         "the agent keeps running"
     );
     child.kill().unwrap();
-    let output = child.wait_with_output().unwrap();
-    let said = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        said.contains("re-enrolled") && said.contains("renews at"),
-        "{said}"
-    );
+    child.wait().unwrap();
+    reader.join().unwrap();
     let new = agent_identity(&lab);
     assert_ne!(new.cert(), aged.cert());
     assert!(renewed.contains("BEGIN CERTIFICATE"));
