@@ -103,7 +103,13 @@ impl HostNames {
     /// Whether a canonical host name (see [`super::host::canonical`]) is one of these: the
     /// same name, one label under a wildcard's parent, or the same address (any spelling).
     pub fn contains(&self, host: &str) -> bool {
-        if let Some(ip) = ip_literal(host) {
+        self.contains_as(host, ip_literal(host))
+    }
+
+    /// [`contains`](Self::contains) for a host already read as an address (`ip`), or not
+    /// one: a request's host is compared with several sets and parsed once.
+    fn contains_as(&self, host: &str, ip: Option<IpAddr>) -> bool {
+        if let Some(ip) = ip {
             return self.ips.contains(&ip);
         }
         self.exact.contains(host)
@@ -143,18 +149,19 @@ pub fn check(names: &HostNames, sni: Option<&str>, host: Option<&str>) -> Result
     let Some(host) = host else {
         return Ok(());
     };
+    let host_ip = ip_literal(host);
     if let Some(sni) = sni {
         let sni = sni.strip_suffix('.').unwrap_or(sni);
         if !sni.eq_ignore_ascii_case(host)
             && !names
                 .certificates
                 .iter()
-                .any(|c| c.contains(sni) && c.contains(host))
+                .any(|c| c.contains(sni) && c.contains_as(host, host_ip))
         {
             return Err(Denial::MisdirectedRequest);
         }
     }
-    if !names.is_empty() && !names.contains(host) {
+    if !names.is_empty() && !names.contains_as(host, host_ip) {
         return Err(Denial::MisdirectedRequest);
     }
     Ok(())

@@ -10,6 +10,8 @@ use crate::request_id::X_REQUEST_ID;
 use crate::token::{ClaimHeaders, Claims};
 use http::header::AUTHORIZATION;
 
+/// A place to borrow the name from (a `const` is a new value at each use).
+static TRACESTATE: HeaderName = crate::trace_context::TRACESTATE;
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -116,20 +118,25 @@ fn slot(name: &str) -> usize {
 /// Remove what no client may send an upstream: the names of [`ClientScrub`], and header
 /// names with `_` (all of them, or those that fold onto a gateway-owned name, per
 /// `underscores_in_headers`): CGI-style servers read `X_Auth_Subject` as `X-Auth-Subject`.
-pub fn scrub_client_headers(h: &mut HeaderMap, scrub: &ClientScrub, snapshot: &Snapshot) {
+/// `also`: one more name to remove on this request (a traced request's `tracestate` when
+/// the caller's trace was not adopted), in the same pass.
+pub fn scrub_client_headers(
+    h: &mut HeaderMap,
+    scrub: &ClientScrub,
+    snapshot: &Snapshot,
+    also: Option<&HeaderName>,
+) {
+    let listed = |k: &HeaderName| scrub.contains(k) || also.is_some_and(|a| a == k);
     // One pass over the request's few keys; the Vec below is built only when a client sent
     // such a name.
-    if !h
-        .keys()
-        .any(|k| scrub.contains(k) || k.as_str().contains('_'))
-    {
+    if !h.keys().any(|k| listed(k) || k.as_str().contains('_')) {
         return;
     }
     let drop_all = snapshot.underscores_in_headers != crate::framing::UnderscoreHeaders::Allow;
     let hits: Vec<HeaderName> = h
         .keys()
         .filter(|k| {
-            scrub.contains(k)
+            listed(k)
                 || (k.as_str().contains('_')
                     && (drop_all || gateway_owned(&k.as_str().replace('_', "-"), snapshot)))
         })
@@ -144,21 +151,6 @@ pub fn scrub_client_headers(h: &mut HeaderMap, scrub: &ClientScrub, snapshot: &S
 /// target, and removing them would let a client change what the upstream receives.
 fn protected(name: &str) -> bool {
     name.eq_ignore_ascii_case("host") || name.eq_ignore_ascii_case("content-length")
-}
-
-/// Remove every header in `names` that the map holds. Most of these names are absent from
-/// most requests, and every `remove` hashes its name (SipHash for custom names): one pass
-/// over the request's few keys finds what is there, and only that is removed.
-pub fn remove_present<'a>(h: &mut HeaderMap, names: impl Iterator<Item = &'a HeaderName> + Clone) {
-    let present = |k: &HeaderName| names.clone().any(|n| n == k);
-    if !h.keys().any(present) {
-        return;
-    }
-    // Rare (a client sent one of them): this Vec is not on the common path.
-    let hits: Vec<HeaderName> = h.keys().filter(|k| present(k)).cloned().collect();
-    for n in hits {
-        h.remove(n);
-    }
 }
 
 /// Remove hop-by-hop headers: the fixed list, `Proxy-*`, and whatever `Connection` names.
@@ -234,7 +226,12 @@ pub fn add_forwarding(
 ) {
     // The identity and claim names go here too, with the rest: what is written below is
     // the gateway's own.
-    scrub_client_headers(h, scrub, snapshot);
+    let tracestate = x
+        .trace
+        .as_ref()
+        .filter(|t| !t.context.keep_tracestate)
+        .map(|_| &TRACESTATE);
+    scrub_client_headers(h, scrub, snapshot, tracestate);
     match (x.client.via_trusted_proxy, x.client.forwarded_header) {
         (true, header_kind) => {
             let xff = trusted_chain(h, header_kind, conn);
@@ -329,12 +326,9 @@ fn trusted_chain(h: &mut HeaderMap, kind: ForwardedHeader, conn: &ConnContext) -
 /// the gateway's span, in the caller's trace only if it was adopted, and the caller's
 /// `tracestate` only with an adopted trace.
 fn write_trace(h: &mut HeaderMap, t: &crate::trace_context::TraceContext) {
-    use crate::trace_context::{TRACEPARENT, TRACESTATE};
+    use crate::trace_context::TRACEPARENT;
+    // The caller's `tracestate`, unless it goes on, went with the client's scrubbed names.
     h.insert(TRACEPARENT, super::arena::traceparent(t));
-    if !t.keep_tracestate {
-        // A scan of the few keys rather than a hashed remove of a name rarely there.
-        remove_present(h, std::iter::once(&TRACESTATE));
-    }
 }
 
 /// The verified client certificate's identity headers (client-sent copies are already
@@ -356,7 +350,9 @@ fn set_identity(h: &mut HeaderMap, names: &IdentityHeaders, values: &IdentityVal
 ///   left alone: it was not ours, and such an upstream may do its own authentication.
 #[cfg(test)]
 pub fn write_claims(headers: &mut HeaderMap, claims: Option<&Claims>, cfg: &ClaimHeaders) {
-    remove_present(headers, cfg.scrubbed());
+    for name in cfg.scrubbed() {
+        headers.remove(name);
+    }
     if let Some(claims) = claims {
         set_claims(headers, claims, cfg);
     }
