@@ -97,14 +97,7 @@ impl ClientCertVerifier for RevocationChecking {
         }
         let (_, cert) = X509Certificate::from_der(end_entity.as_ref())
             .map_err(|_| Error::InvalidCertificate(CertificateError::BadEncoding))?;
-        let digest = aws_lc_rs::digest::digest(
-            &aws_lc_rs::digest::SHA256,
-            cert.tbs_certificate.subject_pki.raw,
-        );
-        let pin: SpkiHash = digest
-            .as_ref()
-            .try_into()
-            .map_err(|_| Error::General("SHA-256 is not 32 bytes".into()))?;
+        let pin = crate::identity::sha256(cert.public_key().raw);
         if self.revoked.is_revoked(&pin, now.as_secs()) {
             return Err(Error::InvalidCertificate(CertificateError::Revoked));
         }
