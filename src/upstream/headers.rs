@@ -48,7 +48,7 @@ const NEVER_FROM_CLIENT: [HeaderName; 9] = [
 
 /// Whether `name` (lower case, `_` already folded to `-`) is a header the gateway writes or
 /// scrubs, or one that frames the message.
-fn gateway_owned(name: &str, snapshot: &Snapshot) -> bool {
+fn gateway_owned(name: &str, scrub: &ClientScrub) -> bool {
     let is = |n: &HeaderName| n.as_str() == name;
     [
         &X_FORWARDED_FOR,
@@ -60,10 +60,8 @@ fn gateway_owned(name: &str, snapshot: &Snapshot) -> bool {
     ]
     .into_iter()
     .chain(HOP_BY_HOP.iter())
-    .chain(NEVER_FROM_CLIENT.iter())
+    .chain(scrub.names.iter())
     .any(is)
-        || snapshot.identity_headers.scrubbed().any(is)
-        || snapshot.claim_headers.scrubbed().any(is)
 }
 
 /// Every header name no client may send an upstream under one config: the proxy-only
@@ -138,7 +136,7 @@ pub fn scrub_client_headers(
         .filter(|k| {
             listed(k)
                 || (k.as_str().contains('_')
-                    && (drop_all || gateway_owned(&k.as_str().replace('_', "-"), snapshot)))
+                    && (drop_all || gateway_owned(&k.as_str().replace('_', "-"), scrub)))
         })
         .cloned()
         .collect();
