@@ -7,6 +7,8 @@
 #   benches/shared-bench.sh pq            # bare; every tlsload client offers the post-quantum
 #                                         # hybrid (X25519MLKEM768, then X25519) instead of the
 #                                         # bench's classic default, to price the hybrid handshake
+#   benches/shared-bench.sh h2-front      # full policy; HTTP/2 from the client (h2load, TLS 1.3,
+#                                         # ALPN h2) to every row: test ka-h2 only
 #   QUICK=1 TESTS="ka-tls13 close-tls13" benches/shared-bench.sh full
 # Extra variables (QUICK, TESTS, SETUPS, REPS, DURATION, ...) pass through to run.sh.
 #
@@ -17,7 +19,7 @@
 # upstream, on the load generator's CPU). nginx cannot speak HTTP/2 to an upstream, so in
 # h2-upstream its row is HTTP/1.1 over TLS.
 set -euo pipefail
-mode=${1:?usage: shared-bench.sh bare|full|tls-upstream|h2-upstream|pq}
+mode=${1:?usage: shared-bench.sh bare|full|tls-upstream|h2-upstream|pq|h2-front}
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bench="${SHARED_BENCH:-$root/../shared/bench/run.sh}"
 cd "$root"
@@ -25,7 +27,7 @@ cargo build --release --locked --bin portcullis
 
 work=/tmp/portcullis-bench-gw
 mkdir -p "$work"
-if [[ "$mode" == full ]]; then
+if [[ "$mode" == full || "$mode" == h2-front ]]; then
   secret="$work/hs256.secret"
   export GATEWAY_AUTH_HEADER="Authorization: Bearer $("$root/benches/bench-token.sh" "$secret")"
   export PORTCULLIS_BENCH_SECRET="$secret"
@@ -48,9 +50,36 @@ case "$mode" in
     "$copy/run.sh"
     echo "results: $copy/results/latest/summary.md" >&2
     exit 0 ;;
+  h2-front)
+    # The shared bench has no HTTP/2 client test: run a copy with HTTP/2 on the ECDSA port of
+    # nginx (`http2`, nginx 1.22's listen flag) and HAProxy (`alpn h2,http/1.1`), and a test
+    # ka-h2 that drives it with h2load (Debian's nghttp2-client; installed if missing): CONNS/4
+    # connections with 4 streams each, so as many requests in flight as the other keep-alive
+    # tests. The gateway offers h2 on every listener already and runs its full policy. The
+    # floor proxy speaks HTTP/1.1 only, so it has no row here.
+    command -v h2load >/dev/null || apt-get install -y nghttp2-client >&2
+    export GATEWAY_CMD="$root/benches/gateway.sh full"
+    copy="$work/shared-bench-h2-front"
+    rm -rf "$copy" && mkdir -p "$copy"
+    (cd "$(dirname "$bench")" && tar --exclude=./results --exclude=./run --exclude=./pki -cf - .) \
+      | tar -xf - -C "$copy"
+    sed -i 's|listen 127.0.0.1:@PORT_ECDSA@ ssl;|listen 127.0.0.1:@PORT_ECDSA@ ssl http2;|' "$copy/conf/nginx.conf.in"
+    sed -i 's|^\(\s*bind 127.0.0.1:@PORT_ECDSA@ ssl crt [^ ]*\)$|\1 alpn h2,http/1.1|' "$copy/conf/haproxy.cfg.in"
+    h2="$root/benches/h2load-json.sh"
+    sed -i "s|^  want_test ka-tls13 |  want_test ka-h2 \&\& measure \"\$setup\" ka-h2 h2load \"\$WARMUP\" -- \"\${lg[@]}\" $h2 -c \$((CONNS / 4)) -m 4 -t 1 -D \"\$DURATION\" --warm-up-time \"\$WARMUP\" \"\${hdr[@]}\" --connect-to 127.0.0.1:\$PORT_BASE \"https://localhost:\$PORT_BASE/\"\n&|" "$copy/run.sh"
+    grep -q 'ka-h2 h2load' "$copy/run.sh" && grep -q 'ssl http2;' "$copy/conf/nginx.conf.in" \
+      && grep -q 'alpn h2' "$copy/conf/haproxy.cfg.in" \
+      || { echo "could not add the h2 test to $copy" >&2; exit 1; }
+    export TESTS="${TESTS:-ka-h2}" SETUPS="${SETUPS:-nginx1 haproxy1 gateway}"
+    "$copy/run.sh"
+    # The shared summary knows its own tests only: ka-h2's medians and ratios from raw.jsonl.
+    python3 "$root/benches/h2-summary.py" "$copy/results/latest/raw.jsonl" \
+      | tee "$copy/results/latest/h2-summary.md"
+    echo "results: $copy/results/latest/h2-summary.md" >&2
+    exit 0 ;;
   tls-upstream) alpn=http/1.1; proto=http1 ;;
   h2-upstream) alpn=h2; proto=h2 ;;
-  *) echo "unknown mode $mode (bare, full, tls-upstream, h2-upstream, pq)" >&2; exit 2 ;;
+  *) echo "unknown mode $mode (bare, full, tls-upstream, h2-upstream, pq, h2-front)" >&2; exit 2 ;;
 esac
 
 cargo build --release --locked --example bench_upstream
