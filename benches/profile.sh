@@ -5,7 +5,7 @@
 # run of benches/shared-bench.sh builds them).
 #
 #   benches/profile.sh MODE TEST           MODE: full | bare
-#                                          TEST: ka | rate | close | mtls | closemtls | idle
+#                                          TEST: ka | rate | close | mtls | closemtls | idle | h2
 #   BIN=/tmp/old-portcullis benches/profile.sh full ka     # another build
 #   PERF=1 benches/profile.sh full close                   # + perf record -> $OUT/perf.data
 #   STRACE=1 benches/profile.sh full ka                    # + syscall counts -> $OUT/strace.out
@@ -19,13 +19,17 @@
 # repeatable to within ~0.5% whatever else the machine does, unlike req/s (kernel time is
 # not counted). Requests are counted by calls to a function called once per request.
 #
+# `h2` drives HTTP/2 with h2load (16 connections x 4 streams, ALPN h2; peers get HTTP/2 on
+# their ECDSA port as `shared-bench.sh h2-front` gives them); under callgrind its requests are
+# counted by HPACK header-block decodes, one per request.
+#
 # Prints the load generator's req/s and latency and the gateway's CPU ticks (1/100 s) over
 # the run (warm-up included); with the gateway's core saturated, req/s is the figure to
 # compare. `idle` prints RSS per idle TLS connection (N connections, default 2000).
 # The machine is shared: interleave builds (A B A B ...) and compare pairs, not single runs.
 set -uo pipefail
-mode=${1:?usage: profile.sh full|bare ka|rate|close|mtls|closemtls|idle}
-test=${2:?usage: profile.sh full|bare ka|rate|close|mtls|closemtls|idle}
+mode=${1:?usage: profile.sh full|bare ka|rate|close|mtls|closemtls|idle|h2}
+test=${2:?usage: profile.sh full|bare ka|rate|close|mtls|closemtls|idle|h2}
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools=${BENCH_BIN:-/tmp/portcullis-bench-target/release}
 OUT=${OUT:-/tmp/portcullis-profile}
@@ -63,6 +67,10 @@ render() { # template out port_base
   sed -e "s|@RUN@|$(dirname "$2")|g" -e "s|@PKI@|$pki|g" -e "s|@WORKERS@|1|g" \
       -e "s|@THREADS@|1|g" -e "s|@UPSTREAM@|127.0.0.1:18080|g" -e "s|@PORT_ECDSA@|$3|g" \
       -e "s|@PORT_RSA@|$(($3 + 1))|g" -e "s|@PORT_MTLS@|$(($3 + 2))|g" "$1" >"$2"
+  if [[ $test == h2 ]]; then
+    sed -i -e 's|listen 127.0.0.1:\([0-9]*\) ssl;|listen 127.0.0.1:\1 ssl http2;|' \
+      -e "s|^\\(\\s*bind 127.0.0.1:$3 ssl crt [^ ]*\\)$|\\1 alpn h2,http/1.1|" "$2"
+  fi
 }
 conf=$root/../shared/bench/conf
 cg=()
@@ -73,6 +81,8 @@ if [[ -n ${CALLGRIND:-} ]]; then
   case $peer in
     # One TLS record sealed for the client per response (the bench's bodies are small).
     "") per_request=EVP_AEAD_CTX_seal
+        # HTTP/2 packs several responses in a record: count header blocks instead.
+        [[ $test == h2 ]] && per_request=h2::hpack::decoder::Decoder::decode
         wrapper=$OUT/callgrind-wrapper.sh
         printf '#!/bin/bash\nif [[ $1 == run ]]; then exec %s %s "$@"; fi\nexec %s "$@"\n' \
           "${cg[*]}" "$bin" "$bin" >"$wrapper"
@@ -120,10 +130,19 @@ case $test in
   close) args=(-c 64 --close --tls13) ;;
   mtls) args=(-c 64 --tls13 "${cert[@]}"); url=$mtls ;;
   closemtls) args=(-c 64 --close --tls13 "${cert[@]}"); url=$mtls ;;
-  idle) ;;
+  idle|h2) ;;
   *) echo "profile.sh: unknown test $test" >&2; exit 2 ;;
 esac
 rss() { awk '/VmRSS/{print $2}' "/proc/$gpid/status"; }
+# The keep-alive load for SECONDS, its JSON result line on stdout.
+load() { # seconds
+  if [[ $test == h2 ]]; then
+    taskset -c 0 "$root/benches/h2load-json.sh" -c 16 -m 4 -t 1 -D "$1" --warm-up-time 1 "${hdr[@]}" \
+      --connect-to "127.0.0.1:$port" "https://localhost:$port/"
+  else
+    taskset -c 0 "$tools/tlsload" --json --threads 1 -d "$1" --warmup 1 "${T[@]}" "${hdr[@]}" "${args[@]}" "$url"
+  fi
+}
 if [[ $test == idle ]]; then
   n=${N:-2000}
   taskset -c 0 "$tools/tlsload" -c 8 -d 1 --warmup 0 "${T[@]}" "${hdr[@]}" --tls13 "$url" >/dev/null 2>&1
@@ -139,7 +158,7 @@ if [[ $test == idle ]]; then
   wait "$hpid"
 elif [[ -n $per_request ]]; then
   # Valgrind is ~50x slower: a long run, measured in its middle.
-  taskset -c 0 "$tools/tlsload" --json --threads 1 -d 25 --warmup 1 "${T[@]}" "${hdr[@]}" "${args[@]}" "$url" >"$OUT/load.json" 2>"$OUT/load.err" &
+  load 25 >"$OUT/load.json" 2>"$OUT/load.err" &
   lpid=$!
   sleep 8
   callgrind_control -i on "$gpid" >/dev/null 2>&1
@@ -156,12 +175,12 @@ else
     perf record -F 2000 -e cpu-clock -g -p "$gpid" -o "$OUT/perf.data" -- sleep 6 >/dev/null 2>&1 &
     ppid=$!
   fi
-  taskset -c 0 "$tools/tlsload" --json --threads 1 -d "${DUR:-6}" --warmup 1 "${T[@]}" "${hdr[@]}" "${args[@]}" "$url" >"$OUT/load.json" 2>"$OUT/load.err"
+  load "${DUR:-6}" >"$OUT/load.json" 2>"$OUT/load.err"
   t1=$(awk '{print $14+$15}' "/proc/$gpid/stat")
   python3 - "$t0" "$t1" "$OUT/load.json" <<'PY'
 import json, sys
 t0, t1, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-r = json.loads(open(path).read().strip().splitlines()[-1])
+r = json.loads(open(path).read().strip().splitlines()[-1].removeprefix("JSON "))
 print({k: r.get(k) for k in ("rps", "p50_us", "p99_us", "errors")}, "server cpu ticks", t1 - t0)
 PY
   [[ -n $ppid ]] && wait "$ppid"

@@ -171,11 +171,13 @@ impl TokenSource {
             {
                 return Ok(valid);
             }
-            let renewed = self.renew(Some(valid.serial), now, metrics).await;
+            // Boxed here and below: a grant's HTTP exchange is ~11 KB of future, rare, and
+            // would otherwise sit inline in every request's future.
+            let renewed = Box::pin(self.renew(Some(valid.serial), now, metrics)).await;
             self.renewing.store(false, Ordering::Release);
             return Ok(renewed.unwrap_or(valid));
         }
-        self.renew(None, now, metrics).await
+        Box::pin(self.renew(None, now, metrics)).await
     }
 
     /// A fresh token after the upstream refused token `spent` (401): one grant, however
@@ -186,7 +188,7 @@ impl TokenSource {
         now: u64,
         metrics: &Metrics,
     ) -> Result<Bearer, GrantError> {
-        self.renew(Some(spent), now, metrics).await
+        Box::pin(self.renew(Some(spent), now, metrics)).await
     }
 
     /// Drop token `spent` from the cache (the upstream refused it and the request could not

@@ -421,7 +421,9 @@ pub async fn send(
             let _one = pool.h2_connecting.lock().await;
             if pool.h2().is_none() {
                 handshake |= target.tls.is_some();
-                match connect(target, connect_timeout, &pool.open).await {
+                // Boxed: a new connection's TLS handshake state is ~10 KB, and held inline
+                // it would grow every request's future, which HTTP/2 streams move at spawn.
+                match Box::pin(connect(target, connect_timeout, &pool.open)).await {
                     Ok(Conn::H2(h2)) => pool.set_h2(h2),
                     Ok(Conn::H1(sender)) => pool.put_ready(sender, Instant::now()),
                     Err(e) => return unsent(e, req),
@@ -441,7 +443,7 @@ pub async fn send(
                     }
                 };
                 handshake |= target.tls.is_some();
-                match connect(target, connect_timeout, &pool.open).await {
+                match Box::pin(connect(target, connect_timeout, &pool.open)).await {
                     Ok(Conn::H1(sender)) => (sender, false),
                     Ok(Conn::H2(h2)) => {
                         pool.set_h2(h2);
