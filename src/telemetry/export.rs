@@ -3,12 +3,17 @@
 //! over HTTP/2 (prior knowledge: the endpoint is `http://`). A failed exchange drops the
 //! connection; the next export connects again (a reused connection that fails is retried
 //! once on a new one, as it may have been closed by the collector while idle).
+//!
+//! Collector credentials come from the environment, as opentelemetry-otlp read them:
+//! `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, else `OTEL_EXPORTER_OTLP_HEADERS`
+//! (`key=value,key2=value2`, values percent-decoded), sent with every export and never
+//! shown (marked sensitive; not in `Debug` or any error).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, StatusCode, Uri, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -25,6 +30,11 @@ const GRPC_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/
 const MAX_ANSWER: usize = 64 * 1024;
 /// A gRPC status or message shown at most, in characters.
 const MAX_SHOWN: usize = 200;
+/// Where the collector's request headers are read from: the first set wins.
+const HEADER_VARS: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+];
 
 /// Why an export failed. No secret in any of them: the endpoint carries no credentials and
 /// the collector's answers are shown shortened.
@@ -62,6 +72,8 @@ pub struct OtlpExporter {
     authority: String,
     /// The request target: the path for HTTP/1.1, the absolute URI for HTTP/2.
     target: Uri,
+    /// From [`HEADER_VARS`]: credentials, never shown.
+    headers: HeaderMap,
     timeout: Duration,
     resource: EncodedResource,
     conn: tokio::sync::Mutex<Option<Conn>>,
@@ -120,6 +132,7 @@ impl OtlpExporter {
             port,
             authority: authority.as_str().to_owned(),
             target,
+            headers: headers_from_env(),
             timeout,
             resource: EncodedResource::default(),
             conn: tokio::sync::Mutex::new(None),
@@ -205,6 +218,7 @@ impl OtlpExporter {
                     .header(header::HOST, self.authority.as_str())
                     .header(header::CONTENT_TYPE, "application/x-protobuf")
                     .body(Full::new(body))?;
+                let req = self.with_configured_headers(req);
                 let resp = sender.send_request(req).await?;
                 let status = resp.status();
                 // Read to the end, so the connection can carry the next export.
@@ -220,6 +234,7 @@ impl OtlpExporter {
                     .header(header::CONTENT_TYPE, "application/grpc")
                     .header(header::TE, "trailers")
                     .body(Full::new(body))?;
+                let req = self.with_configured_headers(req);
                 let resp = sender.send_request(req).await?;
                 if resp.status() != StatusCode::OK {
                     return Err(ExportError::Status(resp.status()));
@@ -238,6 +253,70 @@ impl OtlpExporter {
             }
         }
     }
+}
+
+impl OtlpExporter {
+    /// The environment's headers added to `req`; never over one the protocol sets.
+    fn with_configured_headers<B>(&self, mut req: Request<B>) -> Request<B> {
+        let headers = req.headers_mut();
+        for (name, value) in &self.headers {
+            if !headers.contains_key(name) {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
+        req
+    }
+}
+
+/// The headers of the first of [`HEADER_VARS`] set; none when neither is.
+fn headers_from_env() -> HeaderMap {
+    HEADER_VARS
+        .iter()
+        .find_map(|v| std::env::var(v).ok())
+        .map(|s| parse_headers(&s))
+        .unwrap_or_default()
+}
+
+/// `key=value` pairs separated by commas, as opentelemetry-otlp parsed them: keys and
+/// values trimmed, values percent-decoded (kept as written when that fails), a pair with
+/// an empty side or an invalid name or value left out.
+fn parse_headers(input: &str) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for pair in input.split_terminator(',').map(str::trim) {
+        let Some((name, value)) = pair.split_once('=') else {
+            continue;
+        };
+        let (name, value) = (name.trim(), value.trim());
+        let value = percent_decoded(value).unwrap_or_else(|| value.to_owned());
+        if name.is_empty() || value.is_empty() {
+            continue;
+        }
+        let (Ok(name), Ok(mut value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) else {
+            continue;
+        };
+        value.set_sensitive(true);
+        map.insert(name, value);
+    }
+    map
+}
+
+/// `%XX` escapes decoded; `None` for a malformed escape or bytes that are not UTF-8.
+fn percent_decoded(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        if b != b'%' {
+            out.push(b);
+            continue;
+        }
+        let hi = char::from(bytes.next()?).to_digit(16)?;
+        let lo = char::from(bytes.next()?).to_digit(16)?;
+        out.push((hi * 16 + lo) as u8);
+    }
+    String::from_utf8(out).ok()
 }
 
 impl Conn {
@@ -306,5 +385,68 @@ impl SpanExporter for OtlpExporter {
 
     fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
         self.resource = EncodedResource::new(resource);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_parsed_as_opentelemetry_otlp_parsed_them() {
+        let h = parse_headers(
+            " Authorization = Bearer%20abc%2Fdef , x-tenant=a=b,empty=, =v, bad name=x, \
+             raw=100%,utf=%C3%A9,",
+        );
+        assert_eq!(h["authorization"], "Bearer abc/def");
+        assert!(h["authorization"].is_sensitive());
+        assert_eq!(h["x-tenant"], "a=b");
+        assert_eq!(h["raw"], "100%", "a malformed escape is kept as written");
+        assert_eq!(h["utf"], "é");
+        assert_eq!(h.len(), 4, "{h:?}");
+        assert!(parse_headers("").is_empty());
+    }
+
+    #[test]
+    fn configured_headers_never_replace_the_protocols() {
+        let mut e = OtlpExporter::new(
+            "http://127.0.0.1:4317",
+            OtlpProtocol::Grpc,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        e.headers = parse_headers("content-type=text/plain,authorization=Basic%20x");
+        let req = Request::post(e.target.clone())
+            .header(header::CONTENT_TYPE, "application/grpc")
+            .body(())
+            .unwrap();
+        let req = e.with_configured_headers(req);
+        assert_eq!(req.headers()[header::CONTENT_TYPE], "application/grpc");
+        assert_eq!(req.headers()[header::AUTHORIZATION], "Basic x");
+        assert_eq!(
+            req.uri(),
+            "http://127.0.0.1:4317/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+        );
+        assert!(!format!("{e:?}").contains("Basic"));
+    }
+
+    #[test]
+    fn an_http_endpoint_keeps_its_path_and_defaults_to_port_80() {
+        let e = OtlpExporter::new(
+            "http://collector/custom/traces",
+            OtlpProtocol::Http,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!((e.host.as_str(), e.port), ("collector", 80));
+        assert_eq!(e.target, "/custom/traces");
+        assert_eq!(e.authority, "collector");
+        let v6 = OtlpExporter::new(
+            "http://[::1]:4318/v1/traces",
+            OtlpProtocol::Http,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert_eq!((v6.host.as_str(), v6.port), ("::1", 4318));
     }
 }
