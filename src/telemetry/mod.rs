@@ -240,7 +240,6 @@ pub struct Finished<'a> {
     pub method: &'a http::Method,
     pub path: Option<&'a str>,
     pub route: Option<&'a str>,
-    pub target: Option<usize>,
     pub client_ip: std::net::IpAddr,
     pub status: u16,
     pub denial: Option<&'static str>,
@@ -261,21 +260,18 @@ impl RequestSpan {
             .filter(|s| s.is_recording())
     }
 
-    /// The policy stages' verdict: admitted on `route`, or refused for `reason`.
-    pub fn verdict(&mut self, route: Option<&str>, denial: Option<&'static str>) {
+    /// The policy stages' verdict: admitted, or refused for `reason`. The route is the
+    /// span's `http.route` (and in its name), not repeated here.
+    pub fn verdict(&mut self, denial: Option<&'static str>) {
         let Some(span) = self.recording() else {
             return;
         };
-        let mut attrs = Vec::with_capacity(2);
-        if let Some(r) = route {
-            attrs.push(KeyValue::new("portcullis.route", r.to_owned()));
-        }
         match denial {
-            Some(reason) => {
-                attrs.push(KeyValue::new("portcullis.denial", reason));
-                span.add_event("policy refused", attrs);
-            }
-            None => span.add_event("policy admitted", attrs),
+            Some(reason) => span.add_event(
+                "policy refused",
+                vec![KeyValue::new("portcullis.denial", reason)],
+            ),
+            None => span.add_event("policy admitted", Vec::new()),
         }
     }
 
@@ -329,11 +325,9 @@ impl RequestSpan {
         if let Some(p) = f.path {
             attrs.push(KeyValue::new("url.path", p.to_owned()));
         }
+        // The target that answered is the last attempt event's `portcullis.upstream`.
         if let Some(r) = f.route {
             attrs.push(KeyValue::new("http.route", r.to_owned()));
-            if let Some(i) = f.target {
-                attrs.push(KeyValue::new("portcullis.upstream", format!("{r}#{i}")));
-            }
         }
         if let Some(d) = f.denial {
             attrs.push(KeyValue::new("portcullis.denial", d));
