@@ -239,8 +239,7 @@ pub async fn handle(
         // upstream, which is told the trace. Off: one Option check.
         if let Some(telemetry) = &generation.telemetry {
             let mut span = telemetry.begin(req.headers(), x.client.via_trusted_proxy, now);
-            let route = x.route.map(|(r, _)| &*r.name);
-            span.verdict(route, admitted.as_ref().err().map(|d| d.reason()));
+            span.verdict(admitted.as_ref().err().map(|d| d.reason()));
             x.trace = Some(span);
         }
         let admitted = admitted?;
@@ -359,7 +358,6 @@ pub async fn handle(
             method: &x.method,
             path: x.path.as_ref().map(|p| p.path()),
             route: route.as_deref(),
-            target: x.target,
             client_ip: x.client.ip,
             status,
             denial: denial.map(Denial::reason),

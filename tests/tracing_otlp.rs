@@ -333,10 +333,23 @@ async fn a_trusted_callers_trace_is_continued_and_its_span_exported(proto: Proto
         attr(span, "http.response.status_code").as_deref(),
         Some("200")
     );
-    assert_eq!(attr(span, "portcullis.upstream").as_deref(), Some("app#0"));
     assert_eq!(attr(span, "url.path").as_deref(), Some("/orders"));
+    assert_eq!(attr(span, "http.route").as_deref(), Some("app"));
     let names: Vec<&str> = span.events.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names, ["policy admitted", "upstream attempt"]);
+    // The target that answered: the attempt's, as the access line names it.
+    let attempt = &span.events[1];
+    let upstream = attempt
+        .attributes
+        .iter()
+        .find(|kv| kv.key == "portcullis.upstream")
+        .and_then(|kv| kv.value.as_ref()?.value.clone());
+    assert_eq!(upstream, Some(Value::StringValue("app#0".into())));
+    assert_eq!(
+        attr(span, "portcullis.upstream"),
+        None,
+        "not repeated on the span"
+    );
     // Never the query string or the upstream's address.
     let all = format!("{span:?}");
     assert!(

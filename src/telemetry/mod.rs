@@ -1,12 +1,15 @@
-//! `[tracing]`'s running part: the OpenTelemetry tracer and its OTLP exporter, and the span
-//! each request gets. The server starts one per config (a reload with the same section
+//! `[tracing]`'s running part: the OpenTelemetry tracer, its OTLP exporter (ours:
+//! [`export`], encoding with [`otlp`]), and the span each request gets. The server starts one per config (a reload with the same section
 //! keeps it) and flushes it at shutdown.
 //!
 //! Export never blocks a request: a span ends into the SDK's batch span processor (a
 //! bounded queue, `try_send`; full means the span is dropped), whose task sends batches
-//! from the Tokio runtime (the tonic and hyper clients need one). Only sampled spans carry
+//! from the Tokio runtime (the exporter's hyper connection needs one). Only sampled spans carry
 //! attributes and events; an unsampled request costs one span context (ids and a sampling
 //! decision), which it needs anyway to tell the upstream its trace.
+
+mod export;
+mod otlp;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -19,13 +22,12 @@ use opentelemetry::trace::{
     Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, Sampler, SdkTracer, SdkTracerProvider, SpanData, SpanExporter,
 };
 
-use crate::config::tracing::{OtlpProtocol, TracingSettings, TrustIncoming};
+use crate::config::tracing::{TracingSettings, TrustIncoming};
 use crate::trace_context::{self, SpanId, TraceContext, TraceId};
 
 /// How long one export may take, and a shutdown's flush at most.
@@ -37,7 +39,7 @@ const MAX_QUEUE: usize = 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
     #[error("tracing.otlp_endpoint: cannot set up the OTLP exporter: {0}")]
-    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+    Exporter(#[from] export::ExportError),
 }
 
 /// The tracer of one `[tracing]` section.
@@ -59,19 +61,8 @@ impl Telemetry {
     /// Set up the exporter and the tracer. Call inside the Tokio runtime: the batch
     /// processor's task is spawned on it.
     pub fn start(settings: &TracingSettings) -> Result<Self, TelemetryError> {
-        let exporter = match settings.protocol {
-            OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(settings.endpoint.clone())
-                .with_timeout(EXPORT_TIMEOUT)
-                .build()?,
-            OtlpProtocol::Http => opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_endpoint(settings.endpoint.clone())
-                .with_timeout(EXPORT_TIMEOUT)
-                .build()?,
-        };
+        let exporter =
+            export::OtlpExporter::new(&settings.endpoint, settings.protocol, EXPORT_TIMEOUT)?;
         let batches = BatchConfigBuilder::default()
             .with_max_queue_size(MAX_QUEUE)
             .with_scheduled_delay(settings.export_interval)
@@ -249,7 +240,6 @@ pub struct Finished<'a> {
     pub method: &'a http::Method,
     pub path: Option<&'a str>,
     pub route: Option<&'a str>,
-    pub target: Option<usize>,
     pub client_ip: std::net::IpAddr,
     pub status: u16,
     pub denial: Option<&'static str>,
@@ -270,21 +260,18 @@ impl RequestSpan {
             .filter(|s| s.is_recording())
     }
 
-    /// The policy stages' verdict: admitted on `route`, or refused for `reason`.
-    pub fn verdict(&mut self, route: Option<&str>, denial: Option<&'static str>) {
+    /// The policy stages' verdict: admitted, or refused for `reason`. The route is the
+    /// span's `http.route` (and in its name), not repeated here.
+    pub fn verdict(&mut self, denial: Option<&'static str>) {
         let Some(span) = self.recording() else {
             return;
         };
-        let mut attrs = Vec::with_capacity(2);
-        if let Some(r) = route {
-            attrs.push(KeyValue::new("portcullis.route", r.to_owned()));
-        }
         match denial {
-            Some(reason) => {
-                attrs.push(KeyValue::new("portcullis.denial", reason));
-                span.add_event("policy refused", attrs);
-            }
-            None => span.add_event("policy admitted", attrs),
+            Some(reason) => span.add_event(
+                "policy refused",
+                vec![KeyValue::new("portcullis.denial", reason)],
+            ),
+            None => span.add_event("policy admitted", Vec::new()),
         }
     }
 
@@ -338,11 +325,9 @@ impl RequestSpan {
         if let Some(p) = f.path {
             attrs.push(KeyValue::new("url.path", p.to_owned()));
         }
+        // The target that answered is the last attempt event's `portcullis.upstream`.
         if let Some(r) = f.route {
             attrs.push(KeyValue::new("http.route", r.to_owned()));
-            if let Some(i) = f.target {
-                attrs.push(KeyValue::new("portcullis.upstream", format!("{r}#{i}")));
-            }
         }
         if let Some(d) = f.denial {
             attrs.push(KeyValue::new("portcullis.denial", d));
