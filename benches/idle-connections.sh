@@ -29,8 +29,16 @@ cargo build --release --locked --bin portcullis
 rm -rf "$work" && mkdir -p "$work"
 "$shared/pki.sh" "$work/pki" >/dev/null
 
-# One descriptor per connection on each side, plus headroom.
-ulimit -n $((conns + 10000))
+# One descriptor per connection on each side, plus headroom. Where the hard limit cannot be
+# raised (a container without CAP_SYS_RESOURCE), hold what it allows and say so.
+if ! ulimit -n $((conns + 10000)) 2>/dev/null; then
+  hard=$(ulimit -Hn)
+  ulimit -n "$hard"
+  if ((conns > hard - 1000)); then
+    echo "the descriptor hard limit here is $hard (not raisable): holding $((hard - 1000)) connections, not $conns" >&2
+    conns=$((hard - 1000))
+  fi
+fi
 
 quarter=$(((conns + 3) / 4))
 {
