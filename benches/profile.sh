@@ -11,6 +11,7 @@
 #   STRACE=1 benches/profile.sh full ka                    # + syscall counts -> $OUT/strace.out
 #   HEAPTRACK=1 benches/profile.sh bare idle               # + heaptrack -> $OUT/heaptrack.zst
 #   CALLGRIND=1 benches/profile.sh full ka                 # user-space instructions per request
+#   KX=x25519mlkem768 CALLGRIND=1 benches/profile.sh bare close   # the hybrid handshake
 #   PEER=nginx PERF=1 benches/profile.sh bare ka           # the same test against nginx or
 #   PEER=haproxy STRACE=1 benches/profile.sh bare ka       # HAProxy, as ../shared/bench runs them
 #
@@ -133,6 +134,9 @@ case $test in
   idle|h2) ;;
   *) echo "profile.sh: unknown test $test" >&2; exit 2 ;;
 esac
+# KX=x25519mlkem768 makes tlsload offer the post-quantum hybrid first (its default offers
+# classic groups only, as ../shared/bench's does), to price the hybrid handshake.
+[[ -n ${KX:-} ]] && args+=(--kx "$KX")
 rss() { awk '/VmRSS/{print $2}' "/proc/$gpid/status"; }
 # The keep-alive load for SECONDS, its JSON result line on stdout.
 load() { # seconds
