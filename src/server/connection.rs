@@ -36,6 +36,27 @@ pub(crate) struct Signals {
     pub kill: watch::Receiver<bool>,
 }
 
+/// A connection refused before any request: counted by reason and written as a connection
+/// line (the access line's counterpart), from the accept loop and the handshake alike.
+fn refuse_connection(
+    shared: &Shared,
+    listener: &str,
+    peer: SocketAddr,
+    origin: SocketAddr,
+    why: ConnRefusal,
+    handshake: Option<HandshakeFailure>,
+) {
+    shared.metrics.refused(why);
+    crate::record::conn::Refused {
+        listener,
+        peer,
+        origin,
+        reason: why,
+        handshake,
+    }
+    .write(crate::clock::mono_at(Instant::now()) / 1_000_000);
+}
+
 /// Accept until shutdown or until this listener is stopped by a reload; returning drops
 /// the socket, so new connections are refused. Open connections are not affected.
 pub(crate) async fn accept_loop(
@@ -50,15 +71,7 @@ pub(crate) async fn accept_loop(
     let label = name.clone();
     accept_until(tcp, &label, stop, this_listener_stop, |stream, peer| {
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            shared.metrics.refused(ConnRefusal::Limit);
-            crate::record::conn::Refused {
-                listener: &name,
-                peer,
-                origin: peer,
-                reason: ConnRefusal::Limit,
-                handshake: None,
-            }
-            .write(crate::clock::mono_at(Instant::now()) / 1_000_000);
+            refuse_connection(&shared, &name, peer, peer, ConnRefusal::Limit, None);
             return;
         };
         let generation = shared.generation.load();
@@ -240,15 +253,7 @@ async fn establish(
     let local = stream.local_addr().unwrap_or(peer);
     let mut origin = peer;
     let refuse = |why: ConnRefusal, origin: SocketAddr, handshake: Option<HandshakeFailure>| {
-        shared.metrics.refused(why);
-        crate::record::conn::Refused {
-            listener: &policy.name,
-            peer,
-            origin,
-            reason: why,
-            handshake,
-        }
-        .write(crate::clock::mono_at(Instant::now()) / 1_000_000);
+        refuse_connection(shared, &policy.name, peer, origin, why, handshake);
     };
     let mut proxy_spoke_for_itself = false;
     if policy.proxy_protocol {
