@@ -171,13 +171,11 @@ impl TokenSource {
             {
                 return Ok(valid);
             }
-            // Boxed here and below: a grant's HTTP exchange is ~11 KB of future, rare, and
-            // would otherwise sit inline in every request's future.
-            let renewed = Box::pin(self.renew(Some(valid.serial), now, metrics)).await;
+            let renewed = self.renew(Some(valid.serial), now, metrics).await;
             self.renewing.store(false, Ordering::Release);
             return Ok(renewed.unwrap_or(valid));
         }
-        Box::pin(self.renew(None, now, metrics)).await
+        self.renew(None, now, metrics).await
     }
 
     /// A fresh token after the upstream refused token `spent` (401): one grant, however
@@ -188,7 +186,7 @@ impl TokenSource {
         now: u64,
         metrics: &Metrics,
     ) -> Result<Bearer, GrantError> {
-        Box::pin(self.renew(Some(spent), now, metrics)).await
+        self.renew(Some(spent), now, metrics).await
     }
 
     /// Drop token `spent` from the cache (the upstream refused it and the request could not
@@ -218,7 +216,9 @@ impl TokenSource {
         if now < self.held_until.load(Ordering::Acquire) {
             return Err(GrantError::Held);
         }
-        match self.grant().await {
+        // Boxed: the grant's HTTP exchange is ~11 KB of future, rarely run, and held inline
+        // it would grow every request's future, which HTTP/2 streams move at spawn.
+        match Box::pin(self.grant()).await {
             Ok((value, lifetime)) => {
                 let serial = self.serial.fetch_add(1, Ordering::Relaxed) + 1;
                 let (refresh_at, expires_at) = schedule(now, lifetime);

@@ -421,9 +421,7 @@ pub async fn send(
             let _one = pool.h2_connecting.lock().await;
             if pool.h2().is_none() {
                 handshake |= target.tls.is_some();
-                // Boxed: a new connection's TLS handshake state is ~10 KB, and held inline
-                // it would grow every request's future, which HTTP/2 streams move at spawn.
-                match Box::pin(connect(target, connect_timeout, &pool.open)).await {
+                match connect(target, connect_timeout, &pool.open).await {
                     Ok(Conn::H2(h2)) => pool.set_h2(h2),
                     Ok(Conn::H1(sender)) => pool.put_ready(sender, Instant::now()),
                     Err(e) => return unsent(e, req),
@@ -443,7 +441,7 @@ pub async fn send(
                     }
                 };
                 handshake |= target.tls.is_some();
-                match Box::pin(connect(target, connect_timeout, &pool.open)).await {
+                match connect(target, connect_timeout, &pool.open).await {
                     Ok(Conn::H1(sender)) => (sender, false),
                     Ok(Conn::H2(h2)) => {
                         pool.set_h2(h2);
@@ -556,7 +554,19 @@ fn as_h2(req: &mut Request<RequestBody>, target: &Target<'_>) {
 /// each address in turn), no Nagle delay, then TLS when the target is `https://` (the whole
 /// of it within `timeout`), then HTTP/2 (ALPN chose `h2`, or `h2c`) or HTTP/1.1; its I/O
 /// runs in a task that ends when the connection closes.
-async fn connect(
+///
+/// Boxed: its TLS handshake state is ~10 KB, needed only when a connection is opened, and
+/// held inline it would grow every request's future, which HTTP/2 streams move at spawn.
+fn connect<'a>(
+    target: &'a Target<'a>,
+    timeout: Duration,
+    open: &'a Arc<OpenConns>,
+) -> std::pin::Pin<Box<impl Future<Output = Result<Conn, SendError>> + Send + 'a>> {
+    Box::pin(dial(target, timeout, open))
+}
+
+/// [`connect`]'s work, unboxed.
+async fn dial(
     target: &Target<'_>,
     timeout: Duration,
     open: &Arc<OpenConns>,
