@@ -253,9 +253,7 @@ impl OtlpExporter {
             }
         }
     }
-}
 
-impl OtlpExporter {
     /// The environment's headers added to `req`; never over one the protocol sets.
     fn with_configured_headers<B>(&self, mut req: Request<B>) -> Request<B> {
         let headers = req.headers_mut();

@@ -1,12 +1,12 @@
 //! `[tracing]`'s running part: the OpenTelemetry tracer, its OTLP exporter (ours:
-//! [`export`], encoding with [`otlp`]), and the span each request gets. The server starts one per config (a reload with the same section
-//! keeps it) and flushes it at shutdown.
+//! [`export`], encoding with [`otlp`]), and the span each request gets. The server starts
+//! one per config (a reload with the same section keeps it) and flushes it at shutdown.
 //!
 //! Export never blocks a request: a span ends into the SDK's batch span processor (a
 //! bounded queue, `try_send`; full means the span is dropped), whose task sends batches
-//! from the Tokio runtime (the exporter's hyper connection needs one). Only sampled spans carry
-//! attributes and events; an unsampled request costs one span context (ids and a sampling
-//! decision), which it needs anyway to tell the upstream its trace.
+//! from the Tokio runtime (the exporter's hyper connection needs one). Only sampled spans
+//! carry attributes and events; an unsampled request costs one span context (ids and a
+//! sampling decision), which it needs anyway to tell the upstream its trace.
 
 mod export;
 mod otlp;

@@ -284,17 +284,21 @@ fn string(out: &mut Vec<u8>, field: u32, s: &str) {
 
 /// A oneof's string: written even when empty.
 fn string_always(out: &mut Vec<u8>, field: u32, s: &str) {
-    key(out, field, LEN);
-    varint(out, s.len() as u64);
-    out.extend_from_slice(s.as_bytes());
+    len_delimited(out, field, s.as_bytes());
 }
 
+/// A bytes field, left out when empty (proto3's default).
 fn bytes(out: &mut Vec<u8>, field: u32, b: &[u8]) {
     if !b.is_empty() {
-        key(out, field, LEN);
-        varint(out, b.len() as u64);
-        out.extend_from_slice(b);
+        len_delimited(out, field, b);
     }
+}
+
+/// Key, length, bytes.
+fn len_delimited(out: &mut Vec<u8>, field: u32, b: &[u8]) {
+    key(out, field, LEN);
+    varint(out, b.len() as u64);
+    out.extend_from_slice(b);
 }
 
 fn uint(out: &mut Vec<u8>, field: u32, v: u64) {
