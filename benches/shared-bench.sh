@@ -35,16 +35,23 @@ fi
 export GATEWAY_CMD="$root/benches/gateway.sh $mode"
 export SETUPS="${SETUPS:-nginx1 haproxy1 gateway}"
 
+# A fresh copy of the shared bench (no results, run state or PKI) for a mode that edits its
+# configs or tests; prints its path.
+bench_copy() {
+  local copy="$work/shared-bench-$1"
+  rm -rf "$copy" && mkdir -p "$copy"
+  (cd "$(dirname "$bench")" && tar --exclude=./results --exclude=./run --exclude=./pki -cf - .) \
+    | tar -xf - -C "$copy"
+  echo "$copy"
+}
+
 case "$mode" in
   bare|full) exec "$bench" ;;
   pq)
     # The shared bench has no key-exchange setting: run a copy whose tlsload calls add
     # --kx x25519mlkem768 (the gateway runs its bare config, hybrid first by default).
     export GATEWAY_CMD="$root/benches/gateway.sh bare"
-    copy="$work/shared-bench-pq"
-    rm -rf "$copy" && mkdir -p "$copy"
-    (cd "$(dirname "$bench")" && tar --exclude=./results --exclude=./run --exclude=./pki -cf - .) \
-      | tar -xf - -C "$copy"
+    copy=$(bench_copy pq)
     sed -i 's|"$BIN/tlsload" --json|"$BIN/tlsload" --kx x25519mlkem768 --json|' "$copy/run.sh"
     grep -q -- '--kx x25519mlkem768' "$copy/run.sh" || { echo "could not set --kx in $copy/run.sh" >&2; exit 1; }
     "$copy/run.sh"
@@ -59,10 +66,7 @@ case "$mode" in
     # floor proxy speaks HTTP/1.1 only, so it has no row here.
     command -v h2load >/dev/null || apt-get install -y nghttp2-client >&2
     export GATEWAY_CMD="$root/benches/gateway.sh full"
-    copy="$work/shared-bench-h2-front"
-    rm -rf "$copy" && mkdir -p "$copy"
-    (cd "$(dirname "$bench")" && tar --exclude=./results --exclude=./run --exclude=./pki -cf - .) \
-      | tar -xf - -C "$copy"
+    copy=$(bench_copy h2-front)
     sed -i 's|listen 127.0.0.1:@PORT_ECDSA@ ssl;|listen 127.0.0.1:@PORT_ECDSA@ ssl http2;|' "$copy/conf/nginx.conf.in"
     sed -i 's|^\(\s*bind 127.0.0.1:@PORT_ECDSA@ ssl crt [^ ]*\)$|\1 alpn h2,http/1.1|' "$copy/conf/haproxy.cfg.in"
     h2="$root/benches/h2load-json.sh"
@@ -83,10 +87,7 @@ case "$mode" in
 esac
 
 cargo build --release --locked --example bench_upstream
-copy="$work/shared-bench-$mode"
-rm -rf "$copy" && mkdir -p "$copy"
-(cd "$(dirname "$bench")" && tar --exclude=./results --exclude=./run --exclude=./pki -cf - .) \
-  | tar -xf - -C "$copy"
+copy=$(bench_copy "$mode")
 up=127.0.0.1:${BENCH_UPSTREAM_TLS_PORT:-18443}
 sed -e "s|@UPSTREAM_TLS@|$up|g" benches/config/nginx-upstream.conf.in > "$copy/conf/nginx.conf.in"
 sed -e "s|@UPSTREAM_TLS@|$up|g" -e "s|@UPSTREAM_ALPN@|$alpn|g" \
