@@ -14,6 +14,11 @@
 #   KX=x25519mlkem768 CALLGRIND=1 benches/profile.sh bare close   # the hybrid handshake
 #   PEER=nginx PERF=1 benches/profile.sh bare ka           # the same test against nginx or
 #   PEER=haproxy STRACE=1 benches/profile.sh bare ka       # HAProxy, as ../shared/bench runs them
+#   UPSTREAM=tls CALLGRIND=1 benches/profile.sh bare ka    # upstream over TLS (HTTP/1.1), as
+#   UPSTREAM=h2 PEER=nginx ... benches/profile.sh bare ka  # `shared-bench.sh tls-upstream` and
+#                                                          # `h2-upstream` run it (MODE is then
+#                                                          # the bare upstream config whatever
+#                                                          # is given; nginx: HTTP/1.1 over TLS)
 #
 # CALLGRIND=1 runs the server under valgrind's callgrind (gateway or PEER=nginx) and counts
 # its instructions over 10 s of a 25 s keep-alive run, after the connections are up:
@@ -44,9 +49,29 @@ done
 
 pat='run --config portcullis.toml'
 peer=${PEER:-}
-pkill -f "$tools/bench-upstream"; pkill -f "$pat"; pkill -f "$OUT/peer/"; sleep 0.3
+upstream_tls=${UPSTREAM:-}
+tls_up=$root/target/release/examples/bench_upstream
+case $upstream_tls in
+  "") ;;
+  tls|h2) [[ -x $tls_up ]] || { echo "profile.sh: $tls_up missing: cargo build --release --example bench_upstream" >&2; exit 2; }
+          mode=$([[ $upstream_tls == tls ]] && echo tls-upstream || echo h2-upstream) ;;
+  *) echo "profile.sh: UPSTREAM is tls or h2" >&2; exit 2 ;;
+esac
+pkill -f "$tools/bench-upstream"; pkill -f "$tls_up"; pkill -f "$pat"; pkill -f "$OUT/peer/"; sleep 0.3
 UPSTREAM_THREADS=1 taskset -c 0 "$tools/bench-upstream" 127.0.0.1:18080 >"$OUT/upstream.log" 2>&1 &
 export BENCH_PKI=$pki BENCH_UPSTREAM=127.0.0.1:18080 GATEWAY_PORT_ECDSA=7443 GATEWAY_PORT_RSA=7444 GATEWAY_PORT_MTLS=7445
+if [[ -n $upstream_tls ]]; then
+  export BENCH_UPSTREAM_TLS=127.0.0.1:18443
+  export UPSTREAM_PROTOCOL=$([[ $upstream_tls == tls ]] && echo http1 || echo h2)
+  taskset -c 0 "$tls_up" "$BENCH_UPSTREAM_TLS" "$pki/server-ecdsa-chain.pem" "$pki/server-ecdsa.key" >"$OUT/upstream-tls.log" 2>&1 &
+  conf=$OUT/upstream-conf; mkdir -p "$conf"
+  sed -e "s|@UPSTREAM_TLS@|$BENCH_UPSTREAM_TLS|g" "$root/benches/config/nginx-upstream.conf.in" >"$conf/nginx.conf.in"
+  alpn=$([[ $upstream_tls == tls ]] && echo http/1.1 || echo h2)
+  sed -e "s|@UPSTREAM_TLS@|$BENCH_UPSTREAM_TLS|g" -e "s|@UPSTREAM_ALPN@|$alpn|g" \
+    "$root/benches/config/haproxy-upstream.cfg.in" >"$conf/haproxy.cfg.in"
+else
+  conf=$root/../shared/bench/conf
+fi
 export PORTCULLIS_BENCH_WORK=$OUT/gw
 hdr=()
 if [[ $mode == full ]]; then
@@ -73,7 +98,6 @@ render() { # template out port_base
       -e "s|^\\(\\s*bind 127.0.0.1:$3 ssl crt [^ ]*\\)$|\\1 alpn h2,http/1.1|" "$2"
   fi
 }
-conf=$root/../shared/bench/conf
 cg=()
 per_request=""
 if [[ -n ${CALLGRIND:-} ]]; then
@@ -81,15 +105,23 @@ if [[ -n ${CALLGRIND:-} ]]; then
   cg=(valgrind --tool=callgrind --instr-atstart=no "--callgrind-out-file=$OUT/callgrind.out")
   case $peer in
     # One TLS record sealed for the client per response (the bench's bodies are small).
-    "") per_request=EVP_AEAD_CTX_seal
+    "") per_request=EVP_AEAD_CTX_seal; per=1
+        # A TLS upstream: one record sealed to it as well.
+        [[ $upstream_tls == tls ]] && per=2
         # HTTP/2 packs several responses in a record: count header blocks instead.
-        [[ $test == h2 ]] && per_request=h2::hpack::decoder::Decoder::decode
+        [[ $test == h2 ]] && { per_request=h2::hpack::decoder::Decoder::decode; per=1; }
+        # An HTTP/2 upstream packs several requests in a record too; its response headers
+        # are decoded once per request (twice with an HTTP/2 front).
+        if [[ $upstream_tls == h2 ]]; then
+          per_request=h2::hpack::decoder::Decoder::decode; per=1
+          [[ $test == h2 ]] && per=2
+        fi
         wrapper=$OUT/callgrind-wrapper.sh
         printf '#!/bin/bash\nif [[ $1 == run ]]; then exec %s %s "$@"; fi\nexec %s "$@"\n' \
           "${cg[*]}" "$bin" "$bin" >"$wrapper"
         chmod +x "$wrapper"
         bin=$wrapper ;;
-    nginx) per_request=ngx_http_create_request ;;
+    nginx) per_request=ngx_http_create_request; per=1 ;;
     *) echo "profile.sh: CALLGRIND=1 works for the gateway and PEER=nginx" >&2; exit 2 ;;
   esac
 fi
@@ -170,9 +202,9 @@ elif [[ -n $per_request ]]; then
   callgrind_control -d "$gpid" >/dev/null 2>&1
   callgrind_control -i off "$gpid" >/dev/null 2>&1
   wait "$lpid"
-  python3 "$root/benches/callgrind-calls.py" "$OUT/callgrind.out.1" "$per_request"
+  python3 "$root/benches/callgrind-calls.py" "$OUT/callgrind.out.1" "$per_request" "$per"
 else
-  t0=$(awk '{print $14+$15}' "/proc/$gpid/stat")
+  t0=$(awk '{print $14" "$15}' "/proc/$gpid/stat")
   [[ -n ${STRACE:-} ]] && { timeout -s INT 4 strace -c -f -p "$gpid" -o "$OUT/strace.out" 2>/dev/null & }
   ppid=""
   if [[ -n ${PERF:-} ]]; then
@@ -180,18 +212,23 @@ else
     ppid=$!
   fi
   load "${DUR:-6}" >"$OUT/load.json" 2>"$OUT/load.err"
-  t1=$(awk '{print $14+$15}' "/proc/$gpid/stat")
-  python3 - "$t0" "$t1" "$OUT/load.json" <<'PY'
+  t1=$(awk '{print $14" "$15}' "/proc/$gpid/stat")
+  python3 - "$t0" "$t1" "$OUT/load.json" "${DUR:-6}" <<'PY'
 import json, sys
-t0, t1, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-r = json.loads(open(path).read().strip().splitlines()[-1].removeprefix("JSON "))
-print({k: r.get(k) for k in ("rps", "p50_us", "p99_us", "errors")}, "server cpu ticks", t1 - t0)
+(u0, s0), (u1, s1) = (map(int, t.split()) for t in sys.argv[1:3])
+r = json.loads(open(sys.argv[3]).read().strip().splitlines()[-1].removeprefix("JSON "))
+print({k: r.get(k) for k in ("rps", "p50_us", "p99_us", "errors")}, "server cpu ticks", u1 + s1 - u0 - s0)
+# Ticks include the 1 s warm-up; requests are counted over the measured seconds only.
+n = (r.get("rps") or 0) * (float(sys.argv[4]) + 1)
+if n:
+    print(f"~us/req (warm-up counted at the same rate): user {(u1 - u0) * 1e4 / n:.2f}, "
+          f"system {(s1 - s0) * 1e4 / n:.2f}, total {(u1 + s1 - u0 - s0) * 1e4 / n:.2f}")
 PY
   [[ -n $ppid ]] && wait "$ppid"
 fi
 kill "$gpid" 2>/dev/null
 [[ -n $peer ]] && pkill -f "$OUT/peer/"
 [[ -n $per_request ]] && { sleep 1; pkill -f "valgrind.*--callgrind-out-file=$OUT/"; }
-pkill -f "$tools/bench-upstream"
+pkill -f "$tools/bench-upstream"; pkill -f "$tls_up"
 wait 2>/dev/null
 true
