@@ -231,8 +231,14 @@ impl Upstream {
 
 /// Monotonic milliseconds since the first call: the clock of ejections and retry budgets.
 pub fn epoch_ms() -> u64 {
+    epoch_ms_at(Instant::now())
+}
+
+/// [`epoch_ms`] at `at`, for a caller that has read the clock already.
+fn epoch_ms_at(at: Instant) -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+    at.saturating_duration_since(*EPOCH.get_or_init(Instant::now))
+        .as_millis() as u64
 }
 
 // === forward ===
@@ -361,12 +367,17 @@ pub async fn forward(
         RequestBody::new(body, limit, x.bytes_in.clone()),
     ));
 
-    let deadline = settings.deadline.map(|d| Instant::now() + d);
-    upstream.budget.request(epoch_ms());
+    // The clock is read once per attempt (the first one's reading also starts the
+    // deadline): each read is a vDSO call, and one request used to make six here.
+    let start = Instant::now();
+    let mut first = Some(start);
+    let deadline = settings.deadline.map(|d| start + d);
+    upstream.budget.request(epoch_ms_at(start));
     let mut tried = 0u64;
     let mut retries = 0u32;
     loop {
-        let now = epoch_ms();
+        let sent_at = first.take().unwrap_or_else(Instant::now);
+        let now = epoch_ms_at(sent_at);
         let Some(index) = upstream.choose(key, tried, now) else {
             return Err(Denial::NoHealthyUpstream);
         };
@@ -385,7 +396,7 @@ pub async fn forward(
                 .insert(header::AUTHORIZATION, b.value.clone());
         }
         let wait = match deadline {
-            Some(d) => match d.checked_duration_since(Instant::now()) {
+            Some(d) => match d.checked_duration_since(sent_at) {
                 Some(left) if !left.is_zero() => left.min(settings.response_timeout),
                 _ => return Err(Denial::UpstreamTimeout),
             },
@@ -396,17 +407,16 @@ pub async fn forward(
             tls: target.tls.as_ref(),
             protocol: settings.protocol,
         };
-        let sent_at = Instant::now();
         let busy = target.pool.busy();
-        let sent = tokio::time::timeout(
-            wait,
+        // `timeout_at`: `timeout` would read the clock again for the same instant.
+        let sent = tokio::time::timeout_at(
+            tokio::time::Instant::from_std(sent_at + wait),
             pool::send(&target.pool, &to, settings.connect_timeout, req, busy),
         )
         .await;
-        x.upstream_time = Some(sent_at.elapsed());
-        let record = |outcome| {
-            metrics.upstream(&route_parts.series, &route.name, sent_at.elapsed(), outcome)
-        };
+        let took = sent_at.elapsed();
+        x.upstream_time = Some(took);
+        let record = |outcome| metrics.upstream(&route_parts.series, &route.name, took, outcome);
         let outlier = |failed: bool| {
             let outcome = if failed {
                 target::Outcome::Failure
