@@ -245,7 +245,7 @@ async fn establish(
     deadline: tokio::time::Instant,
     accepted_at: Instant,
 ) -> Option<(
-    tokio_rustls::server::TlsStream<TcpStream>,
+    tokio_rustls::server::TlsStream<crate::tls::Socket>,
     Arc<ConnContext>,
     Option<crate::limits::InFlightSlot>,
 )> {
@@ -291,7 +291,9 @@ async fn establish(
     drop(generation);
 
     let acceptor = TlsAcceptor::from(policy.tls.clone());
-    let tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+    let tls = match tokio::time::timeout_at(deadline, acceptor.accept(crate::tls::Socket(stream)))
+        .await
+    {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             tracing::debug!(listener = &*policy.name, %peer, error = %e, "TLS handshake failed");

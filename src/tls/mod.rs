@@ -10,6 +10,7 @@ mod load;
 mod pinned;
 mod revoked;
 mod sni;
+mod socket;
 pub mod upstream;
 
 use std::sync::{Arc, OnceLock};
@@ -25,6 +26,7 @@ pub use load::{
 pub use pinned::PinnedClientVerifier;
 pub use revoked::{RevocationChecking, RevokedKeys, SpkiHash, Window};
 pub use sni::SniResolver;
+pub use socket::Socket;
 
 /// The one crypto provider (aws-lc-rs), built once, with its default suites reordered so
 /// that AES-128-GCM with SHA-256 comes first; listeners choose by this order, not the

@@ -602,7 +602,10 @@ async fn dial(
         None if target.protocol == Protocol::H2c => handshake_h2(TokioIo::new(tcp), open).await,
         None => handshake(TokioIo::new(tcp), open).await,
         Some(to) => {
-            let connecting = to.tls.connector.connect(to.name.clone(), tcp);
+            let connecting = to
+                .tls
+                .connector
+                .connect(to.name.clone(), crate::tls::Socket(tcp));
             match tokio::time::timeout_at(deadline, connecting).await {
                 Ok(Ok(stream)) => {
                     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
