@@ -329,10 +329,10 @@ pub struct HttpBuilders {
 
 pub fn http_builders(s: &crate::config::ServerSettings) -> HttpBuilders {
     let mut h1 = http1::Builder::new();
-    h1.timer(TokioTimer::new())
-        // Slowloris: the whole head must arrive in time, however slowly it trickles.
-        .header_read_timeout(s.header_read_timeout)
-        .max_buf_size(s.max_header_bytes)
+    // No timer, so no `header_read_timeout` of hyper's: the connection's own tick holds
+    // heads (and idle keep-alive) to `header_read_timeout`, without a timer per request
+    // (`server/h1.rs`). Slowloris: the whole head must arrive in time, however slowly.
+    h1.max_buf_size(s.max_header_bytes)
         .max_headers(s.max_headers)
         .keep_alive(true);
     let mut h2 = http2::Builder::new(TokioExecutor::new());
