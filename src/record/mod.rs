@@ -199,7 +199,9 @@ impl std::fmt::Display for GrpcStatus {
 
 /// The `grpc-status` in `h`, if any (`0` to `16`; anything else is not a status).
 pub fn grpc_status(h: &http::HeaderMap) -> Option<u16> {
-    h.get("grpc-status")?
+    // A name made once: `get("grpc-status")` parsed and validated the string per request.
+    static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+    h.get(&GRPC_STATUS)?
         .to_str()
         .ok()?
         .parse()
