@@ -340,11 +340,20 @@ fn printed(result: Result<String, impl std::fmt::Display>) -> ExitCode {
     }
 }
 
+/// The async runtime: one worker thread per CPU this process may run on, or, with one
+/// CPU, tokio's single-threaded scheduler on the main thread. Why: a multi-threaded runtime
+/// on one CPU has a single worker anyway, and still pays for work-stealing bookkeeping on
+/// every task wake-up (~930 instructions a proxied request, 1.8%: `CALLGRIND=1
+/// UPSTREAM=tls benches/profile.sh bare ka` with the gateway on one CPU). Blocking work
+/// (config reloads, key files) goes to the blocking pool either way.
 fn with_runtime(fut: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let mut builder = if one_cpu {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
