@@ -6,6 +6,7 @@
 #
 #   benches/profile.sh MODE TEST           MODE: full | bare
 #                                          TEST: ka | rate | close | mtls | closemtls | idle | h2
+#                                                | wrk (ka with wrk, as ka-wrk)
 #   BIN=/tmp/old-portcullis benches/profile.sh full ka     # another build
 #   PERF=1 benches/profile.sh full close                   # + perf record -> $OUT/perf.data
 #   STRACE=1 benches/profile.sh full ka                    # + syscall counts -> $OUT/strace.out
@@ -34,8 +35,8 @@
 # compare. `idle` prints RSS per idle TLS connection (N connections, default 2000).
 # The machine is shared: interleave builds (A B A B ...) and compare pairs, not single runs.
 set -uo pipefail
-mode=${1:?usage: profile.sh full|bare ka|rate|close|mtls|closemtls|idle|h2}
-test=${2:?usage: profile.sh full|bare ka|rate|close|mtls|closemtls|idle|h2}
+mode=${1:?usage: profile.sh full|bare ka|rate|close|mtls|closemtls|idle|h2|wrk}
+test=${2:?usage: profile.sh full|bare ka|rate|close|mtls|closemtls|idle|h2|wrk}
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools=${BENCH_BIN:-/tmp/portcullis-bench-target/release}
 OUT=${OUT:-/tmp/portcullis-profile}
@@ -93,7 +94,10 @@ render() { # template out port_base
   sed -e "s|@RUN@|$(dirname "$2")|g" -e "s|@PKI@|$pki|g" -e "s|@WORKERS@|1|g" \
       -e "s|@THREADS@|1|g" -e "s|@UPSTREAM@|127.0.0.1:18080|g" -e "s|@PORT_ECDSA@|$3|g" \
       -e "s|@PORT_RSA@|$(($3 + 1))|g" -e "s|@PORT_MTLS@|$(($3 + 2))|g" "$1" >"$2"
-  if [[ $test == h2 ]]; then
+  if [[ $test == wrk ]]; then
+    # ../shared/bench's ka-wrk (an OpenSSL client, 64 connections); its req/s as JSON.
+    taskset -c 0 wrk -t1 -c64 -d"$1" "$url" | awk '/Requests\/sec/ {printf "JSON {\"rps\": %s, \"errors\": 0}\n", $2}'
+  elif [[ $test == h2 ]]; then
     sed -i -e 's|listen 127.0.0.1:\([0-9]*\) ssl;|listen 127.0.0.1:\1 ssl http2;|' \
       -e "s|^\\(\\s*bind 127.0.0.1:$3 ssl crt [^ ]*\\)$|\\1 alpn h2,http/1.1|" "$2"
   fi
@@ -163,7 +167,7 @@ case $test in
   close) args=(-c 64 --close --tls13) ;;
   mtls) args=(-c 64 --tls13 "${cert[@]}"); url=$mtls ;;
   closemtls) args=(-c 64 --close --tls13 "${cert[@]}"); url=$mtls ;;
-  idle|h2) ;;
+  idle|h2|wrk) ;;
   *) echo "profile.sh: unknown test $test" >&2; exit 2 ;;
 esac
 # KX=x25519mlkem768 makes tlsload offer the post-quantum hybrid first (its default offers
@@ -172,7 +176,10 @@ esac
 rss() { awk '/VmRSS/{print $2}' "/proc/$gpid/status"; }
 # The keep-alive load for SECONDS, its JSON result line on stdout.
 load() { # seconds
-  if [[ $test == h2 ]]; then
+  if [[ $test == wrk ]]; then
+    # ../shared/bench's ka-wrk (an OpenSSL client, 64 connections); its req/s as JSON.
+    taskset -c 0 wrk -t1 -c64 -d"$1" "$url" | awk '/Requests\/sec/ {printf "JSON {\"rps\": %s, \"errors\": 0}\n", $2}'
+  elif [[ $test == h2 ]]; then
     taskset -c 0 "$root/benches/h2load-json.sh" -c 16 -m 4 -t 1 -D "$1" --warm-up-time 1 "${hdr[@]}" \
       --connect-to "127.0.0.1:$port" "https://localhost:$port/"
   else
@@ -213,13 +220,14 @@ else
   fi
   load "${DUR:-6}" >"$OUT/load.json" 2>"$OUT/load.err"
   t1=$(awk '{print $14" "$15}' "/proc/$gpid/stat")
-  python3 - "$t0" "$t1" "$OUT/load.json" "${DUR:-6}" <<'PY'
+  warm=1; [[ $test == wrk ]] && warm=0  # wrk has no warm-up
+  python3 - "$t0" "$t1" "$OUT/load.json" "${DUR:-6}" "$warm" <<'PY'
 import json, sys
 (u0, s0), (u1, s1) = (map(int, t.split()) for t in sys.argv[1:3])
 r = json.loads(open(sys.argv[3]).read().strip().splitlines()[-1].removeprefix("JSON "))
 print({k: r.get(k) for k in ("rps", "p50_us", "p99_us", "errors")}, "server cpu ticks", u1 + s1 - u0 - s0)
-# Ticks include the 1 s warm-up; requests are counted over the measured seconds only.
-n = (r.get("rps") or 0) * (float(sys.argv[4]) + 1)
+# Ticks include the warm-up (1 s, none with wrk); req/s is over the measured seconds only.
+n = (r.get("rps") or 0) * (float(sys.argv[4]) + float(sys.argv[5]))
 if n:
     print(f"~us/req (warm-up counted at the same rate): user {(u1 - u0) * 1e4 / n:.2f}, "
           f"system {(s1 - s0) * 1e4 / n:.2f}, total {(u1 + s1 - u0 - s0) * 1e4 / n:.2f}")
