@@ -25,7 +25,10 @@ pub fn traceparent(t: &crate::trace_context::TraceContext) -> HeaderValue {
     // SAFETY: `encode` writes only lower-case hex digits and dashes, all valid in a header
     // value (checked by `trace_context`'s tests and the assertion above); skipping the
     // check a byte saves about 220 instructions a traced request (callgrind).
-    unsafe { HeaderValue::from_maybe_shared_unchecked(cut(&bytes)) }
+    let mut v = unsafe { HeaderValue::from_maybe_shared_unchecked(cut(&bytes)) };
+    // Unique to the request: never indexed by HPACK, as the request id (`RequestId::header_value`).
+    v.set_sensitive(true);
+    v
 }
 
 /// `bytes` copied into this thread's chunk.
