@@ -142,3 +142,122 @@ fn protocols_that_do_not_fit_the_targets_are_config_errors() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_larger_than_every_flow_control_window_reaches_an_h2_upstream_intact() {
+    use support::data::{GeneratedBody, expected_digest};
+    let pki = Pki::generate();
+    let up = Upstream::h2c_echo("h2c").await;
+    let gw = Gateway::start(pki.dir(), &config(&up.url(), "upstream_protocol = \"h2c\"")).await;
+    // Past the upstream's windows (hyper's server: 1 MiB) and the gateway's send buffer
+    // (1 MiB), sized and chunked, so the body waits for WINDOW_UPDATEs many times.
+    let len = 9 * 1024 * 1024 + 7;
+    for (seed, sized) in [(0x5eed_0101, true), (0x5eed_0102, false)] {
+        let body = if sized {
+            GeneratedBody::new(seed, len)
+        } else {
+            GeneratedBody::without_length(seed, len)
+        };
+        let req = request("POST", "/api/upload").body(boxed(body)).unwrap();
+        let echo = send_one(&pki, gw.addr(), req).await.echo();
+        assert_eq!(echo.version, "HTTP/2.0");
+        assert_eq!(echo.body_error, None);
+        assert_eq!(
+            echo.body_len, len,
+            "upload length at the upstream (sized: {sized})"
+        );
+        assert_eq!(
+            echo.body_fnv,
+            expected_digest(seed, len),
+            "upload checksum (sized: {sized})"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_body_over_max_body_bytes_to_an_h2_upstream_gets_413_not_502() {
+    let pki = Pki::generate();
+    let up = Upstream::h2c_echo("h2c").await;
+    let gw = Gateway::start(
+        pki.dir(),
+        &config(
+            &up.url(),
+            "upstream_protocol = \"h2c\"\nmax_body_bytes = 1024",
+        ),
+    )
+    .await;
+    let req = request("POST", "/api/up")
+        .body(boxed(support::data::UnsizedBody::new(vec![b'x'; 4096])))
+        .unwrap();
+    send_one(&pki, gw.addr(), req)
+        .await
+        .assert_denied(413, "payload_too_large");
+    // The stream was reset, not the connection: the next request shares it.
+    let mut c = connect_h1(&pki, gw.addr()).await;
+    assert_eq!(
+        c.call(get("/api/after")).await.unwrap().echo().version,
+        "HTTP/2.0"
+    );
+    assert_eq!(up.accepts(), 1);
+}
+
+/// An HTTP/2 upstream (h2c) that answers one request per connection, then says GOAWAY and
+/// closes it; counts the connections it accepted.
+async fn one_request_per_connection() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepts = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&accepts);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut conn = h2::server::handshake(tcp).await.unwrap();
+                if let Some(Ok((_req, mut respond))) = conn.accept().await {
+                    let head = http::Response::builder().status(200).body(()).unwrap();
+                    let mut send = respond.send_response(head, false).unwrap();
+                    send.send_data(bytes::Bytes::from_static(b"served"), true)
+                        .unwrap();
+                }
+                conn.graceful_shutdown();
+                while let Some(Ok(_)) = conn.accept().await {}
+            });
+        }
+    });
+    (url, accepts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_upstream_closes_with_goaway_is_replaced_for_the_next_request() {
+    let pki = Pki::generate();
+    let (url, accepts) = one_request_per_connection().await;
+    let gw = Gateway::start(pki.dir(), &config(&url, "upstream_protocol = \"h2c\"")).await;
+    let admin = Admin::new(gw.admin_addr());
+    for i in 1..=3 {
+        let mut c = connect_h1(&pki, gw.addr()).await;
+        let resp = c.call(get(&format!("/api/{i}"))).await.unwrap();
+        assert_eq!(resp.status, 200, "request {i}");
+        assert_eq!(&resp.body[..], b"served");
+        // Wait until the gateway has seen the connection close, so the next request
+        // cannot race the GOAWAY on the way.
+        let mut open = None;
+        for _ in 0..500 {
+            open = admin.metrics().await.value(
+                "portcullis_upstream_connections_open",
+                &[("upstream", "api"), ("protocol", "h2")],
+            );
+            if open == Some(0.0) {
+                break;
+            }
+            tokio::task::yield_now().await;
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            open,
+            Some(0.0),
+            "the closed connection is still counted open"
+        );
+    }
+    assert_eq!(accepts.load(std::sync::atomic::Ordering::SeqCst), 3);
+}

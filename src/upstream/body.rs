@@ -11,7 +11,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use super::pool::Lease;
+use super::multiplex::H2Body;
+use super::pool::{ExchangeError, Lease};
 use crate::record::AccessLine;
 
 /// The request body grew past the route's `max_body_bytes` while streaming.
@@ -151,10 +152,50 @@ pub struct ResponseBody {
     span: Option<crate::telemetry::RecordedSpan>,
 }
 
+/// An upstream's response body, by the HTTP spoken to it: hyper's for HTTP/1.1, the h2
+/// stream's for HTTP/2 ([`super::multiplex`]).
+pub enum UpstreamBody {
+    Http1(Incoming),
+    H2(H2Body),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = ExchangeError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ExchangeError>>> {
+        match self.get_mut() {
+            UpstreamBody::Http1(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(ExchangeError::Http1))),
+            UpstreamBody::H2(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(ExchangeError::H2))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Http1(b) => b.is_end_stream(),
+            UpstreamBody::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Http1(b) => b.size_hint(),
+            UpstreamBody::H2(b) => b.size_hint(),
+        }
+    }
+}
+
 enum Kind {
     /// The upstream's body and the connection it arrives on, returned to its pool when the
     /// body has ended, and its `body_timeout`.
-    Upstream(Incoming, Option<Lease>, Option<Idle>),
+    Upstream(UpstreamBody, Option<Lease>, Option<Idle>),
     Full(Option<Bytes>),
 }
 
@@ -192,7 +233,7 @@ impl ResponseBody {
     /// The upstream's body, arriving on the connection `lease`; `body_timeout` bounds its
     /// pauses.
     pub(crate) fn upstream(
-        body: Incoming,
+        body: UpstreamBody,
         lease: Lease,
         body_timeout: Option<std::time::Duration>,
     ) -> Self {

@@ -7,6 +7,7 @@ mod balance;
 mod body;
 mod headers;
 pub mod health;
+mod multiplex;
 pub mod oauth2;
 mod pool;
 mod retry;
@@ -620,7 +621,7 @@ fn respond(
     route: &crate::routing::Route,
     rewrite: Option<&crate::routing::rewrite::Rewrite>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    mut resp: Response<Incoming>,
+    mut resp: Response<body::UpstreamBody>,
     lease: pool::Lease,
 ) -> Response<ResponseBody> {
     if let Some(client) = client_upgrade

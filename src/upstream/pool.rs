@@ -18,19 +18,19 @@ use std::time::{Duration, Instant};
 
 use http::uri::Authority;
 use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::body::RequestBody;
+use super::body::{RequestBody, UpstreamBody};
+use super::multiplex;
 
 /// Idle connections kept per target at most; beyond it the oldest is closed. The upstream
 /// has to hold them too, and a burst of this many concurrent requests is rare.
 pub const MAX_IDLE_PER_TARGET: usize = 1024;
 
 type Sender = http1::SendRequest<RequestBody>;
-type H2Sender = http2::SendRequest<RequestBody>;
+type H2Sender = multiplex::Sender;
 
 /// One target's connections: idle HTTP/1.1 ones (oldest at the front), or the one HTTP/2
 /// connection every request shares.
@@ -157,9 +157,31 @@ pub enum SendError {
     /// upstream) or did not finish within `connect_timeout`. Not a byte of the request left.
     Tls(io::Error),
     /// Connected, but the exchange failed (reset, malformed response, body error).
-    Exchange(hyper::Error),
+    Exchange(ExchangeError),
     /// `max_connections` are busy and `max_pending` requests wait already.
     Overloaded,
+}
+
+/// Why an exchange with a target failed, by the HTTP spoken to it. Displayed and sourced as
+/// the error underneath, so the client-body and TLS checks find their causes in the chain.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    #[error(transparent)]
+    Http1(#[from] hyper::Error),
+    #[error(transparent)]
+    H2(#[from] h2::Error),
+    /// The request body failed while it streamed to an HTTP/2 upstream.
+    #[error("the request body failed: {0}")]
+    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<multiplex::Failure> for ExchangeError {
+    fn from(f: multiplex::Failure) -> Self {
+        match f {
+            multiplex::Failure::H2(e) => ExchangeError::H2(e),
+            multiplex::Failure::Body(e) => ExchangeError::Body(e),
+        }
+    }
 }
 
 /// A failed send, with the request back when not a byte of it left (it may go elsewhere).
@@ -383,7 +405,7 @@ pub async fn send(
     connect_timeout: Duration,
     mut req: Request<RequestBody>,
     busy: Busy,
-) -> Result<(Response<Incoming>, Lease, bool), Failed> {
+) -> Result<(Response<UpstreamBody>, Lease, bool), Failed> {
     let mut handshake = false;
     let unsent = |error, req| {
         Err(Failed {
@@ -397,24 +419,21 @@ pub async fn send(
                 continue;
             }
             as_h2(&mut req, target);
-            match h2.try_send_request(req).await {
-                Ok(resp) => {
-                    let lease = Lease {
-                        sender: None,
-                        pool: pool.clone(),
-                        _busy: busy,
-                    };
-                    return Ok((resp, lease, handshake));
-                }
-                // Refused before a byte was sent (the connection went away): try again.
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => {
-                        req = unsent;
-                        continue;
-                    }
-                    None => return Err(Failed::sent(SendError::Exchange(e.into_error()))),
-                },
-            }
+            // An error opening the stream comes after `ready`, so from a connection that
+            // failed in between: the headers are gone with it, and the request counts as sent.
+            let exchange = h2
+                .send(req)
+                .map_err(|e| Failed::sent(SendError::Exchange(e.into())))?;
+            let resp = exchange
+                .response()
+                .await
+                .map_err(|f| Failed::sent(SendError::Exchange(f.into())))?;
+            let lease = Lease {
+                sender: None,
+                pool: pool.clone(),
+                _busy: busy,
+            };
+            return Ok((resp.map(UpstreamBody::H2), lease, handshake));
         }
         if pool.speaks_h2.load(std::sync::atomic::Ordering::Relaxed) {
             // One connection for all: the first waiter connects, the others then share it.
@@ -455,7 +474,7 @@ pub async fn send(
             if pooled {
                 continue;
             }
-            return unsent(SendError::Exchange(e), req);
+            return unsent(SendError::Exchange(e.into()), req);
         }
         match sender.try_send_request(req).await {
             Ok(resp) => {
@@ -464,13 +483,13 @@ pub async fn send(
                     pool: pool.clone(),
                     _busy: busy,
                 };
-                return Ok((resp, lease, handshake));
+                return Ok((resp.map(UpstreamBody::Http1), lease, handshake));
             }
             Err(mut e) => match e.take_message() {
                 Some(unsent) if pooled => req = unsent,
                 // A fresh connection that took not a byte: the request may go elsewhere.
-                Some(req) => return unsent(SendError::Exchange(e.into_error()), req),
-                None => return Err(Failed::sent(SendError::Exchange(e.into_error()))),
+                Some(req) => return unsent(SendError::Exchange(e.into_error().into()), req),
+                None => return Err(Failed::sent(SendError::Exchange(e.into_error().into()))),
             },
         }
     }
@@ -599,7 +618,7 @@ async fn dial(
     };
     let _ = tcp.set_nodelay(true);
     match target.tls {
-        None if target.protocol == Protocol::H2c => handshake_h2(TokioIo::new(tcp), open).await,
+        None if target.protocol == Protocol::H2c => handshake_h2(tcp, open).await,
         None => handshake(TokioIo::new(tcp), open).await,
         Some(to) => {
             let connecting = to
@@ -609,7 +628,7 @@ async fn dial(
             match tokio::time::timeout_at(deadline, connecting).await {
                 Ok(Ok(stream)) => {
                     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                        handshake_h2(TokioIo::new(stream), open).await
+                        handshake_h2(stream, open).await
                     } else {
                         handshake(TokioIo::new(stream), open).await
                     }
@@ -626,17 +645,15 @@ async fn dial(
 
 async fn handshake_h2<T>(io: T, open: &Arc<OpenConns>) -> Result<Conn, SendError>
 where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (sender, conn) = http2::handshake(TokioExecutor::new(), io)
+    let (sender, driver) = multiplex::handshake(io)
         .await
-        .map_err(SendError::Exchange)?;
+        .map_err(|e| SendError::Exchange(e.into()))?;
     let counted = OpenGuard::new(open, true);
     tokio::spawn(async move {
         let _counted = counted;
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
-        }
+        driver.await;
     });
     Ok(Conn::H2(sender))
 }
@@ -645,7 +662,9 @@ async fn handshake<T>(io: T, open: &Arc<OpenConns>) -> Result<Conn, SendError>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let (sender, conn) = http1::handshake(io).await.map_err(SendError::Exchange)?;
+    let (sender, conn) = http1::handshake(io)
+        .await
+        .map_err(|e| SendError::Exchange(e.into()))?;
     let counted = OpenGuard::new(open, false);
     tokio::spawn(async move {
         let _counted = counted;

@@ -1,0 +1,359 @@
+//! HTTP/2 to an upstream on the `h2` crate itself rather than hyper's HTTP/2 client.
+//!
+//! Why not hyper's client: it hands each request through a channel to the connection's
+//! task, which opens the stream and then spawns one more task per request to wait for the
+//! response head and pass it back through a oneshot. Here the request's own task opens the
+//! stream and waits for the head; a task is spawned only to stream a request body (as hyper
+//! does), so a GET costs no task at all. hyper still serves every client connection and
+//! still speaks HTTP/1.1 to upstreams. The connection settings are hyper's defaults, so an
+//! upstream sees the same SETTINGS frame as before.
+
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use h2::client::{ResponseFuture, SendRequest};
+use h2::{Reason, RecvStream, SendStream};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, header};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::body::RequestBody;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+// hyper's HTTP/2 client defaults (hyper 1.x, proto/h2/client.rs).
+const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+const MAX_FRAME_SIZE: u32 = 16 * 1024;
+const MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
+const MAX_SEND_BUFFER: usize = 1024 * 1024;
+const INITIAL_MAX_SEND_STREAMS: usize = 100;
+const MAX_LOCAL_ERROR_RESETS: usize = 1024;
+
+/// A handle on one upstream HTTP/2 connection; every request to the target shares it.
+#[derive(Clone)]
+pub struct Sender {
+    send: SendRequest<Bytes>,
+    /// Set when the connection's task ends or the connection refuses new streams.
+    closed: Arc<AtomicBool>,
+}
+
+/// The connection's reading and writing: to be spawned; it ends when the connection closes.
+pub type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The HTTP/2 preface and SETTINGS exchange on `io` (TCP, or TLS that chose `h2`).
+pub async fn handshake<T>(io: T) -> Result<(Sender, Driver), h2::Error>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, connection) = h2::client::Builder::new()
+        .initial_max_send_streams(INITIAL_MAX_SEND_STREAMS)
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME_SIZE)
+        .max_header_list_size(MAX_HEADER_LIST_SIZE)
+        .max_send_buffer_size(MAX_SEND_BUFFER)
+        .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
+        .enable_push(false)
+        .handshake::<_, Bytes>(io)
+        .await?;
+    let closed = Arc::new(AtomicBool::new(false));
+    let mark = Arc::clone(&closed);
+    let driver = Box::pin(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
+        }
+        mark.store(true, Ordering::Release);
+    });
+    Ok((Sender { send, closed }, driver))
+}
+
+impl Sender {
+    /// Closed, or going away: a new request needs a new connection.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Waits until the connection may open one more stream (the upstream's
+    /// `MAX_CONCURRENT_STREAMS`). An error means it never will (GOAWAY, closed): the handle
+    /// is then marked closed, so the pool opens a new connection.
+    pub async fn ready(&mut self) -> Result<(), h2::Error> {
+        let ready = poll_fn(|cx| self.send.poll_ready(cx)).await;
+        if ready.is_err() {
+            self.closed.store(true, Ordering::Release);
+        }
+        ready
+    }
+
+    /// Opens a stream for `req` (its URI absolute: `:scheme` and `:authority`). A body is
+    /// streamed by a task of its own, so the upstream may answer before it ends (gRPC).
+    pub fn send(&mut self, req: Request<RequestBody>) -> Result<Exchange, h2::Error> {
+        let (mut parts, body) = req.into_parts();
+        strip_connection_headers(&mut parts.headers);
+        let end = body.is_end_stream();
+        // As hyper: a known length is declared, except a zero one where the method gives a
+        // body no meaning (GET, HEAD, ...).
+        if let Some(len) = body.size_hint().exact()
+            && (len != 0 || has_payload_semantics(&parts.method))
+            && !parts.headers.contains_key(header::CONTENT_LENGTH)
+        {
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        }
+        let (response, stream) = self
+            .send
+            .send_request(Request::from_parts(parts, ()), end)?;
+        let body_failed = if end {
+            None
+        } else {
+            let failed = Arc::new(Mutex::new(None));
+            tokio::spawn(pipe(body, stream, Arc::clone(&failed)));
+            Some(failed)
+        };
+        Ok(Exchange {
+            response,
+            body_failed,
+        })
+    }
+}
+
+/// A request on its way: the response head is awaited with [`Exchange::response`].
+pub struct Exchange {
+    response: ResponseFuture,
+    /// Where the body's task leaves the body's error, when it has one.
+    body_failed: Option<Arc<Mutex<Option<BoxError>>>>,
+}
+
+/// Why an HTTP/2 exchange failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// The connection or the stream (reset, GOAWAY, malformed frames).
+    H2(h2::Error),
+    /// The request body failed (the client's, cut short or over its limit), so the stream
+    /// was reset; its error, for the caller to tell the client's fault from the upstream's.
+    Body(BoxError),
+}
+
+impl Exchange {
+    /// The upstream's response head; its body streams with flow control.
+    pub async fn response(self) -> Result<Response<H2Body>, Failure> {
+        match self.response.await {
+            Ok(resp) => {
+                let remaining = crate::framing::declared_length(resp.headers());
+                Ok(resp.map(|recv| H2Body {
+                    recv,
+                    data_done: false,
+                    remaining,
+                }))
+            }
+            Err(e) => {
+                let body = self
+                    .body_failed
+                    .and_then(|failed| failed.lock().unwrap_or_else(|p| p.into_inner()).take());
+                Err(match body {
+                    Some(b) => Failure::Body(b),
+                    None => Failure::H2(e),
+                })
+            }
+        }
+    }
+}
+
+/// The request body copied onto its stream, as hyper's `PipeToSendStream` does: a chunk
+/// waits for window before the next is read, so a slow upstream holds the client back
+/// instead of the gateway buffering the body. A body error resets the stream (CANCEL) after
+/// leaving the error in `failed`.
+async fn pipe(
+    mut body: RequestBody,
+    mut stream: SendStream<Bytes>,
+    failed: Arc<Mutex<Option<BoxError>>>,
+) {
+    loop {
+        // The next frame, unless the upstream reset the stream meanwhile.
+        let next = poll_fn(|cx| {
+            if let Poll::Ready(reset) = stream.poll_reset(cx) {
+                return Poll::Ready(Err(reset));
+            }
+            Pin::new(&mut body).poll_frame(cx).map(Ok)
+        })
+        .await;
+        let frame = match next {
+            Err(_) => return,
+            Ok(None) => {
+                let _ = stream.send_data(Bytes::new(), true);
+                return;
+            }
+            Ok(Some(Err(e))) => {
+                *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                stream.send_reset(Reason::CANCEL);
+                return;
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let frame = match frame.into_data() {
+            Ok(data) => {
+                let end = body.is_end_stream();
+                // One byte claimed, not the chunk: h2 raises the claim to what it buffers,
+                // and claiming a whole chunk ahead would pin the connection's window.
+                if !data.is_empty() {
+                    stream.reserve_capacity(1);
+                    if !window(&mut stream).await {
+                        return;
+                    }
+                }
+                if stream.send_data(data, end).is_err() || end {
+                    return;
+                }
+                continue;
+            }
+            Err(frame) => frame,
+        };
+        if let Ok(trailers) = frame.into_trailers() {
+            stream.reserve_capacity(0);
+            let _ = stream.send_trailers(trailers);
+            return;
+        }
+        // Neither data nor trailers: skipped.
+    }
+}
+
+/// Waits until the stream may send at least a byte; `false`: the stream is gone (reset).
+async fn window(stream: &mut SendStream<Bytes>) -> bool {
+    poll_fn(|cx| {
+        loop {
+            if stream.capacity() > 0 {
+                return Poll::Ready(true);
+            }
+            match ready!(stream.poll_capacity(cx)) {
+                // A grant, perhaps of nothing: look again.
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Poll::Ready(false),
+            }
+        }
+    })
+    .await
+}
+
+/// The upstream's response body: DATA frames (each released back to the flow-control
+/// window as it is passed on), then the trailers.
+pub struct H2Body {
+    recv: RecvStream,
+    data_done: bool,
+    /// What Content-Length still promises, for the size hint.
+    remaining: Option<u64>,
+}
+
+impl Body for H2Body {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        let this = &mut *self;
+        if !this.data_done {
+            match ready!(this.recv.poll_data(cx)) {
+                Some(Ok(data)) => {
+                    let _ = this.recv.flow_control().release_capacity(data.len());
+                    if let Some(r) = &mut this.remaining {
+                        *r = r.saturating_sub(data.len() as u64);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                // RST_STREAM(NO_ERROR) ends a response early without failing it (RFC 9113
+                // section 8.1), as hyper treats it.
+                Some(Err(e)) if e.reason() == Some(Reason::NO_ERROR) => return Poll::Ready(None),
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => this.data_done = true,
+            }
+        }
+        match ready!(this.recv.poll_trailers(cx)) {
+            Ok(trailers) => Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t)))),
+            Err(e) if e.reason() == Some(Reason::NO_ERROR) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(e))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.remaining
+            .map_or_else(SizeHint::default, SizeHint::with_exact)
+    }
+}
+
+/// Methods for which a body has a defined meaning: a zero length is declared for them.
+fn has_payload_semantics(method: &Method) -> bool {
+    !matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::DELETE | Method::CONNECT
+    )
+}
+
+/// HTTP/1.1's connection-specific headers, which HTTP/2 forbids (RFC 9113 section 8.2.2);
+/// `TE` may stay only as `trailers`.
+fn strip_connection_headers(headers: &mut HeaderMap) {
+    const NAMES: [HeaderName; 5] = [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+    ];
+    for name in &NAMES {
+        headers.remove(name);
+    }
+    if headers
+        .get(header::TE)
+        .is_some_and(|te| te.as_bytes() != b"trailers")
+    {
+        headers.remove(header::TE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_specific_headers_go_and_te_stays_only_as_trailers() {
+        let mut h: HeaderMap = [
+            ("connection", "close"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("te", "trailers"),
+            ("x-kept", "1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v)))
+        .collect();
+        strip_connection_headers(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["te", "x-kept"]);
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("gzip"));
+        strip_connection_headers(&mut h);
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    fn a_zero_length_is_declared_only_where_a_body_has_meaning() {
+        for m in [Method::GET, Method::HEAD, Method::DELETE, Method::CONNECT] {
+            assert!(!has_payload_semantics(&m), "{m}");
+        }
+        for m in [Method::POST, Method::PUT, Method::PATCH, Method::OPTIONS] {
+            assert!(has_payload_semantics(&m), "{m}");
+        }
+    }
+}
