@@ -261,3 +261,53 @@ async fn a_connection_the_upstream_closes_with_goaway_is_replaced_for_the_next_r
     }
     assert_eq!(accepts.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_an_upstream_never_opens_a_window_for_is_reset_at_response_timeout() {
+    // An HTTP/2 upstream that reads a body without ever releasing its flow-control window
+    // (so after the first 64 KiB nothing more may be sent) and never answers: the rest of the
+    // body can never leave the gateway. It reports how each request's body ended.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (ended, mut ends) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut conn = h2::server::handshake(tcp).await.unwrap();
+        while let Some(Ok((req, _respond))) = conn.accept().await {
+            let ended = ended.clone();
+            tokio::spawn(async move {
+                let mut body = req.into_body();
+                let mut end = None;
+                while let Some(data) = body.data().await {
+                    if let Err(e) = data {
+                        end = e.reason();
+                        break;
+                    }
+                }
+                let _ = ended.send(end);
+                // `_respond` is held until here: the upstream never answers.
+            });
+        }
+    });
+    let pki = Pki::generate();
+    let gw = Gateway::start(
+        pki.dir(),
+        &config(
+            &url,
+            "upstream_protocol = \"h2c\"\nresponse_timeout = \"200ms\"",
+        ),
+    )
+    .await;
+    let req = request("POST", "/api/up")
+        .body(full(vec![b'x'; 256 * 1024]))
+        .unwrap();
+    send_one(&pki, gw.addr(), req)
+        .await
+        .assert_denied(504, "upstream_timeout");
+    // The gateway gives the stream up instead of holding it (and the client's body) until
+    // the connection closes.
+    let end = tokio::time::timeout(std::time::Duration::from_secs(10), ends.recv())
+        .await
+        .expect("the stream was never reset");
+    assert_eq!(end, Some(Some(h2::Reason::CANCEL)));
+}

@@ -20,6 +20,7 @@ use h2::{Reason, RecvStream, SendStream};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, header};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::oneshot;
 
 use super::body::RequestBody;
 
@@ -108,25 +109,47 @@ impl Sender {
         let (response, stream) = self
             .send
             .send_request(Request::from_parts(parts, ()), end)?;
-        let body_failed = if end {
+        let body = if end {
             None
         } else {
             let failed = Arc::new(Mutex::new(None));
-            tokio::spawn(pipe(body, stream, Arc::clone(&failed)));
-            Some(failed)
+            let (cancel, cancelled) = oneshot::channel();
+            tokio::spawn(pipe(body, stream, Arc::clone(&failed), cancelled));
+            Some(BodyTask {
+                failed,
+                cancel: Cancel(Some(cancel)),
+            })
         };
-        Ok(Exchange {
-            response,
-            body_failed,
-        })
+        Ok(Exchange { response, body })
     }
 }
 
 /// A request on its way: the response head is awaited with [`Exchange::response`].
 pub struct Exchange {
     response: ResponseFuture,
-    /// Where the body's task leaves the body's error, when it has one.
-    body_failed: Option<Arc<Mutex<Option<BoxError>>>>,
+    /// The task streaming the request body, when there is one.
+    body: Option<BodyTask>,
+}
+
+struct BodyTask {
+    /// Where the task leaves the body's error, when it has one.
+    failed: Arc<Mutex<Option<BoxError>>>,
+    cancel: Cancel,
+}
+
+/// Tells the body's task to reset the stream when the exchange is dropped before its
+/// response head (`response_timeout`, the client gone): otherwise a task waiting for window
+/// that an upstream never grants would hold the stream, and the client's body, for as long
+/// as the connection lives. Defused once the head has arrived: the body then streams on
+/// (gRPC sends while it receives).
+struct Cancel(Option<oneshot::Sender<()>>);
+
+impl Drop for Cancel {
+    fn drop(&mut self) {
+        if let Some(cancel) = self.0.take() {
+            let _ = cancel.send(());
+        }
+    }
 }
 
 /// Why an HTTP/2 exchange failed.
@@ -141,9 +164,13 @@ pub enum Failure {
 
 impl Exchange {
     /// The upstream's response head; its body streams with flow control.
-    pub async fn response(self) -> Result<Response<H2Body>, Failure> {
-        match self.response.await {
+    pub async fn response(mut self) -> Result<Response<H2Body>, Failure> {
+        match (&mut self.response).await {
             Ok(resp) => {
+                if let Some(body) = &mut self.body {
+                    // Dropped unsent: the task sees the head arrived, and carries on.
+                    body.cancel.0.take();
+                }
                 let remaining = crate::framing::declared_length(resp.headers());
                 Ok(resp.map(|recv| H2Body {
                     recv,
@@ -153,8 +180,9 @@ impl Exchange {
             }
             Err(e) => {
                 let body = self
-                    .body_failed
-                    .and_then(|failed| failed.lock().unwrap_or_else(|p| p.into_inner()).take());
+                    .body
+                    .as_ref()
+                    .and_then(|body| body.failed.lock().unwrap_or_else(|p| p.into_inner()).take());
                 Err(match body {
                     Some(b) => Failure::Body(b),
                     None => Failure::H2(e),
@@ -167,23 +195,33 @@ impl Exchange {
 /// The request body copied onto its stream, as hyper's `PipeToSendStream` does: a chunk
 /// waits for window before the next is read, so a slow upstream holds the client back
 /// instead of the gateway buffering the body. A body error resets the stream (CANCEL) after
-/// leaving the error in `failed`.
+/// leaving the error in `failed`; so does `cancelled` firing ([`Cancel`]).
 async fn pipe(
     mut body: RequestBody,
     mut stream: SendStream<Bytes>,
     failed: Arc<Mutex<Option<BoxError>>>,
+    cancelled: oneshot::Receiver<()>,
 ) {
+    let mut cancelled = Some(cancelled);
     loop {
-        // The next frame, unless the upstream reset the stream meanwhile.
+        // The next frame, unless the upstream reset the stream or the exchange was dropped.
         let next = poll_fn(|cx| {
-            if let Poll::Ready(reset) = stream.poll_reset(cx) {
-                return Poll::Ready(Err(reset));
+            if is_cancelled(&mut cancelled, cx) {
+                return Poll::Ready(Err(true));
+            }
+            if stream.poll_reset(cx).is_ready() {
+                return Poll::Ready(Err(false));
             }
             Pin::new(&mut body).poll_frame(cx).map(Ok)
         })
         .await;
         let frame = match next {
-            Err(_) => return,
+            Err(cancel) => {
+                if cancel {
+                    stream.send_reset(Reason::CANCEL);
+                }
+                return;
+            }
             Ok(None) => {
                 let _ = stream.send_data(Bytes::new(), true);
                 return;
@@ -202,8 +240,13 @@ async fn pipe(
                 // and claiming a whole chunk ahead would pin the connection's window.
                 if !data.is_empty() {
                     stream.reserve_capacity(1);
-                    if !window(&mut stream).await {
-                        return;
+                    match window(&mut stream, &mut cancelled).await {
+                        Window::Open => {}
+                        Window::Gone => return,
+                        Window::Cancelled => {
+                            stream.send_reset(Reason::CANCEL);
+                            return;
+                        }
                     }
                 }
                 if stream.send_data(data, end).is_err() || end {
@@ -222,17 +265,48 @@ async fn pipe(
     }
 }
 
-/// Waits until the stream may send at least a byte; `false`: the stream is gone (reset).
-async fn window(stream: &mut SendStream<Bytes>) -> bool {
+/// Whether the exchange was dropped before its head ([`Cancel`]); once the signal is known
+/// not to come (defused), it is no longer polled.
+fn is_cancelled(cancelled: &mut Option<oneshot::Receiver<()>>, cx: &mut Context<'_>) -> bool {
+    let Some(rx) = cancelled else {
+        return false;
+    };
+    match Pin::new(rx).poll(cx) {
+        Poll::Ready(Ok(())) => true,
+        Poll::Ready(Err(_)) => {
+            *cancelled = None;
+            false
+        }
+        Poll::Pending => false,
+    }
+}
+
+enum Window {
+    /// The stream may send at least a byte.
+    Open,
+    /// The stream was reset or closed.
+    Gone,
+    /// The exchange was dropped before its head.
+    Cancelled,
+}
+
+/// Waits for window on the stream.
+async fn window(
+    stream: &mut SendStream<Bytes>,
+    cancelled: &mut Option<oneshot::Receiver<()>>,
+) -> Window {
     poll_fn(|cx| {
+        if is_cancelled(cancelled, cx) {
+            return Poll::Ready(Window::Cancelled);
+        }
         loop {
             if stream.capacity() > 0 {
-                return Poll::Ready(true);
+                return Poll::Ready(Window::Open);
             }
             match ready!(stream.poll_capacity(cx)) {
                 // A grant, perhaps of nothing: look again.
                 Some(Ok(_)) => continue,
-                Some(Err(_)) | None => return Poll::Ready(false),
+                Some(Err(_)) | None => return Poll::Ready(Window::Gone),
             }
         }
     })
