@@ -78,16 +78,6 @@ fn check_headers(h: &HeaderMap) -> Result<(), Denial> {
     Ok(())
 }
 
-/// The body length `h` declares, when it declares one (repeats and lists of one value
-/// count as one): for a size hint. `None` also for a malformed or conflicting length.
-pub fn declared_length(h: &HeaderMap) -> Option<u64> {
-    let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();
-    let first = single_length(lengths.next()?.as_bytes()).ok()?;
-    lengths
-        .all(|v| single_length(v.as_bytes()).ok() == Some(first))
-        .then_some(first)
-}
-
 /// A Content-Length value: digits, or a comma list of equal digit strings (RFC 9110 8.6).
 fn single_length(v: &[u8]) -> Result<u64, Denial> {
     let mut value = None;
@@ -119,26 +109,6 @@ mod tests {
             h.append(*k, HeaderValue::from_static(v));
         }
         h
-    }
-
-    #[test]
-    fn a_declared_length_is_one_valid_value_however_repeated() {
-        type Case = (&'static [(&'static str, &'static str)], Option<u64>);
-        let cases: &[Case] = &[
-            (&[("content-length", "42")], Some(42)),
-            (
-                &[("content-length", "42"), ("content-length", "42")],
-                Some(42),
-            ),
-            (&[("content-length", "42, 42")], Some(42)),
-            (&[], None),
-            (&[("content-length", "4x")], None),
-            (&[("content-length", "-1")], None),
-            (&[("content-length", "1"), ("content-length", "2")], None),
-        ];
-        for (pairs, want) in cases {
-            assert_eq!(declared_length(&headers(pairs)), *want, "{pairs:?}");
-        }
     }
 
     #[test]

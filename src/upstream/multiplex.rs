@@ -17,12 +17,13 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use h2::client::{ResponseFuture, SendRequest};
 use h2::{Reason, RecvStream, SendStream};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, header};
+use http::{HeaderValue, Method, Request, Response, header};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 
 use super::body::RequestBody;
+use super::pool::ExchangeError;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -43,11 +44,12 @@ pub struct Sender {
     closed: Arc<AtomicBool>,
 }
 
-/// The connection's reading and writing: to be spawned; it ends when the connection closes.
-pub type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// The HTTP/2 preface and SETTINGS exchange on `io` (TCP, or TLS that chose `h2`).
-pub async fn handshake<T>(io: T) -> Result<(Sender, Driver), h2::Error>
+/// The HTTP/2 preface and SETTINGS exchange on `io` (TCP, or TLS that chose `h2`); with the
+/// handle, the connection's reading and writing, to be spawned: it ends when the connection
+/// closes.
+pub async fn handshake<T>(
+    io: T,
+) -> Result<(Sender, impl Future<Output = ()> + Send + 'static), h2::Error>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -64,12 +66,12 @@ where
         .await?;
     let closed = Arc::new(AtomicBool::new(false));
     let mark = Arc::clone(&closed);
-    let driver = Box::pin(async move {
+    let driver = async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "upstream HTTP/2 connection ended with an error");
         }
         mark.store(true, Ordering::Release);
-    });
+    };
     Ok((Sender { send, closed }, driver))
 }
 
@@ -93,8 +95,10 @@ impl Sender {
     /// Opens a stream for `req` (its URI absolute: `:scheme` and `:authority`). A body is
     /// streamed by a task of its own, so the upstream may answer before it ends (gRPC).
     pub fn send(&mut self, req: Request<RequestBody>) -> Result<Exchange, h2::Error> {
+        // Connection-specific headers are gone already: forward strips every hop-by-hop
+        // header (`headers::strip_hop_by_hop`, keeping only `TE: trailers`) and rewrites may
+        // not name them; h2 refuses a request that still has one, so none reaches the wire.
         let (mut parts, body) = req.into_parts();
-        strip_connection_headers(&mut parts.headers);
         let end = body.is_end_stream();
         // As hyper: a known length is declared, except a zero one where the method gives a
         // body no meaning (GET, HEAD, ...).
@@ -152,26 +156,20 @@ impl Drop for Cancel {
     }
 }
 
-/// Why an HTTP/2 exchange failed.
-#[derive(Debug)]
-pub enum Failure {
-    /// The connection or the stream (reset, GOAWAY, malformed frames).
-    H2(h2::Error),
-    /// The request body failed (the client's, cut short or over its limit), so the stream
-    /// was reset; its error, for the caller to tell the client's fault from the upstream's.
-    Body(BoxError),
-}
-
 impl Exchange {
-    /// The upstream's response head; its body streams with flow control.
-    pub async fn response(mut self) -> Result<Response<H2Body>, Failure> {
+    /// The upstream's response head; its body streams with flow control. When the request
+    /// body failed (the client's, cut short or over its limit) and so reset the stream, that
+    /// error, for the caller to tell the client's fault from the upstream's.
+    pub async fn response(mut self) -> Result<Response<H2Body>, ExchangeError> {
         match (&mut self.response).await {
             Ok(resp) => {
                 if let Some(body) = &mut self.body {
                     // Dropped unsent: the task sees the head arrived, and carries on.
                     body.cancel.0.take();
                 }
-                let remaining = crate::framing::declared_length(resp.headers());
+                // h2 has refused a response whose Content-Length is not a number, and holds
+                // the body to this value.
+                let remaining = super::headers::content_length(resp.headers());
                 Ok(resp.map(|recv| H2Body {
                     recv,
                     data_done: false,
@@ -184,8 +182,8 @@ impl Exchange {
                     .as_ref()
                     .and_then(|body| body.failed.lock().unwrap_or_else(|p| p.into_inner()).take());
                 Err(match body {
-                    Some(b) => Failure::Body(b),
-                    None => Failure::H2(e),
+                    Some(b) => ExchangeError::Body(b),
+                    None => ExchangeError::H2(e),
                 })
             }
         }
@@ -372,54 +370,9 @@ fn has_payload_semantics(method: &Method) -> bool {
     )
 }
 
-/// HTTP/1.1's connection-specific headers, which HTTP/2 forbids (RFC 9113 section 8.2.2);
-/// `TE` may stay only as `trailers`.
-fn strip_connection_headers(headers: &mut HeaderMap) {
-    const NAMES: [HeaderName; 5] = [
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-    ];
-    for name in &NAMES {
-        headers.remove(name);
-    }
-    if headers
-        .get(header::TE)
-        .is_some_and(|te| te.as_bytes() != b"trailers")
-    {
-        headers.remove(header::TE);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn connection_specific_headers_go_and_te_stays_only_as_trailers() {
-        let mut h: HeaderMap = [
-            ("connection", "close"),
-            ("keep-alive", "timeout=5"),
-            ("proxy-connection", "keep-alive"),
-            ("transfer-encoding", "chunked"),
-            ("upgrade", "websocket"),
-            ("te", "trailers"),
-            ("x-kept", "1"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v)))
-        .collect();
-        strip_connection_headers(&mut h);
-        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
-        left.sort_unstable();
-        assert_eq!(left, ["te", "x-kept"]);
-        let mut h = HeaderMap::new();
-        h.insert(header::TE, HeaderValue::from_static("gzip"));
-        strip_connection_headers(&mut h);
-        assert!(h.is_empty());
-    }
 
     #[test]
     fn a_zero_length_is_declared_only_where_a_body_has_meaning() {

@@ -175,15 +175,6 @@ pub enum ExchangeError {
     Body(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
-impl From<multiplex::Failure> for ExchangeError {
-    fn from(f: multiplex::Failure) -> Self {
-        match f {
-            multiplex::Failure::H2(e) => ExchangeError::H2(e),
-            multiplex::Failure::Body(e) => ExchangeError::Body(e),
-        }
-    }
-}
-
 /// A failed send, with the request back when not a byte of it left (it may go elsewhere).
 pub struct Failed {
     pub error: SendError,
@@ -427,7 +418,7 @@ pub async fn send(
             let resp = exchange
                 .response()
                 .await
-                .map_err(|f| Failed::sent(SendError::Exchange(f.into())))?;
+                .map_err(|e| Failed::sent(SendError::Exchange(e)))?;
             let lease = Lease {
                 sender: None,
                 pool: pool.clone(),
